@@ -1,0 +1,14 @@
+"""xproda: PRODA soil-carbon modelling for xarray, dask and Zarr.
+
+Importing xproda is cheap; the process models live in :mod:`xproda.models`.
+"""
+
+from __future__ import annotations
+
+from . import grid
+from .models import FLAGS, ParameterSpace, get_model
+from .options import get_options, set_options
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["get_model", "ParameterSpace", "FLAGS", "grid", "set_options", "get_options", "__version__"]

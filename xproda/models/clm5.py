@@ -1,0 +1,222 @@
+"""CLM5 vertically resolved CENTURY model (PRODA ``cesm2_clm5_cen_vr_v2``), spec §2.
+
+Seven pools (CWD, metabolic/cellulose/lignin litter, fast/slow/passive SOM) x 20 layers in the
+CLM5 matrix form ``dX/dt = I + A K X - V X`` (days, g C m-3).  The steady state
+``X* = (V - A K)^-1 I`` is solved with the structured solver of :mod:`xproda.models.solve`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping
+
+import torch
+
+from . import forcing as fmod
+from .base import FLAGS, SoilCarbonModel, SteadyState, lf
+from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
+from .parameters import CLM5_PARAMETERS
+from .solve import block3_thomas
+
+__all__ = ["CLM5Model"]
+
+_TAU = ("taucwd", "taul1", "taul2", "taul2", "tau4s1", "tau4s2", "tau4s3")
+
+
+class CLM5Model(SoilCarbonModel):
+    """CLM5 vertically resolved soil carbon (CENTURY) model.
+
+    Parameters
+    ----------
+    reference : bool, default False
+        Reproduce the original PRODA code exactly (open bedrock boundary, inputs below bedrock,
+        negative pools clipped to 0); otherwise the corrected behaviour of the spec's bug list.
+    **options
+        Individual switches of :class:`~xproda.models.base.ModelOptions`.
+
+    Examples
+    --------
+    >>> import numpy as np, xproda
+    >>> m = xproda.get_model("clm5")
+    >>> theta = np.full((1, 21), 0.5)
+    >>> out = m.steady_state(theta, forcing)  # doctest: +SKIP
+    >>> out["soc_stock"]  # g C m-2  # doctest: +SKIP
+    """
+
+    name = "clm5"
+    parameters = CLM5_PARAMETERS
+    pools = ("cwd", "litter1", "litter2", "litter3", "soil1", "soil2", "soil3")
+    transport_parameters = ('diffus', 'cryo')
+    soil_pools = ("soil1", "soil2", "soil3")
+
+    # ---------------------------------------------------------------------------------------
+    def steady_state(self, theta, forcing: Mapping) -> SteadyState:
+        """Steady state of ``n`` soil columns.
+
+        Parameters
+        ----------
+        theta : array_like or Tensor
+            ``[n, 21]`` normalised parameters in (0, 1), ordered as ``parameters.names``.
+        forcing : mapping
+            CLM5 forcing, batch first (see :data:`xproda.models.forcing.FORCING_SCHEMA`).
+
+        Returns
+        -------
+        SteadyState
+            ``pools`` ``[n, 20, 7]`` g C m-3, ``soc`` ``[n, 20]`` g C m-3 (soil1+soil2+soil3),
+            ``soc_stock`` ``[n]`` g C m-2 (0-8.6 m), fluxes, ``flags`` and ``valid``.  Numpy
+            in gives numpy out; torch in gives torch out (differentiable).
+        """
+        th, f, n, numpy_out = self._prepare(theta, forcing)
+        p = self.parameters.physical_dict(th)
+        p["froz_q10"] = p["q10"]
+        return self._run(p, f, th, numpy_out)
+
+    def default_steady_state(
+        self,
+        forcing: Mapping,
+        *,
+        input_profile: Literal["clm", "surface", "beta"] = "clm",
+    ) -> SteadyState:
+        """Steady state with the CLM5 default parameters (PRODA's ``is_default`` mode).
+
+        Uses the constants of :data:`~xproda.models.clm5_defaults.CLM5_DEFAULTS` (read from
+        ``clm5_params.c171117.nc``), the sand-dependent S1 transfer fractions of CLM5, and CLM's
+        water scalar unscaled (spec §2.4, §2.7).
+
+        Parameters
+        ----------
+        forcing : mapping
+            As for :meth:`steady_state`, plus ``CELLSAND`` ``[n, 20]`` (%).
+        input_profile : {"clm", "surface", "beta"}
+            Vertical distribution of litter inputs: ``"clm"`` uses CLM's own per-layer inputs
+            ``*_INPUT_vr`` ``[n, 12, 20]`` (g C m-3 month-1) as PRODA does; ``"surface"`` puts
+            the column totals into layer 1; ``"beta"`` uses the Jackson profile with beta = 0.95.
+        """
+        required = self.required_forcing + ("CELLSAND",)
+        if input_profile == "clm":
+            missing = [k for k in fmod.LAYER_INPUTS if k not in forcing]
+            if missing:
+                raise KeyError(
+                    f"input_profile='clm' needs CLM's per-layer inputs {missing} "
+                    "([n, 12, 20], g C m-3 month-1); pass them or choose "
+                    "input_profile='surface' or 'beta'"
+                )
+            required = required + fmod.LAYER_INPUTS
+        elif input_profile not in ("surface", "beta"):
+            raise ValueError(
+                f"input_profile must be 'clm', 'surface' or 'beta', got {input_profile!r}"
+            )
+        numpy_out = not any(isinstance(v, torch.Tensor) for v in forcing.values())
+        f, n = fmod.validate_forcing(
+            forcing, None, required=required, dtype=fmod.kernel_dtype(),
+            device=fmod.resolve_device(*forcing.values()),
+        )
+        dtype, device = f["TSOI"].dtype, f["TSOI"].device
+        p = {
+            k: torch.full((n,), float(v), dtype=dtype, device=device)
+            for k, v in CLM5_DEFAULTS.items()
+            if k in self.parameters.names or k == "froz_q10"
+        }
+        p["fs1s2"], p["fs1s3"] = sand_dependent_fractions(f["CELLSAND"])
+        p["w-scaling"] = None  # CLM's W_SCALAR unscaled
+        th = torch.zeros((n, 1), dtype=dtype, device=device)  # no theta: no NaN from it
+        dens = None
+        if input_profile == "clm":
+            dz = torch.as_tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
+            per_layer = torch.stack(
+                [_nansum_months(f[k]) for k in fmod.LAYER_INPUTS], dim=-1
+            )  # [n, 20, 4] g C m-3 yr-1
+            u = (per_layer * dz.reshape(1, -1, 1)).sum(1)
+            dens = (per_layer / fmod.DAYS_PER_YEAR, u)
+        elif input_profile == "surface":
+            u = fmod.annual_inputs(f)
+            dz1 = float(fmod.grid.DZ[0])
+            d = torch.zeros((n, 20, 4), dtype=dtype, device=device)
+            d = torch.cat([(u / (dz1 * fmod.DAYS_PER_YEAR)).unsqueeze(1), d[:, 1:]], dim=1)
+            dens = (d, u)
+        return self._run(p, f, th, numpy_out, inputs=dens)
+
+    # ---------------------------------------------------------------------------------------
+    def rates(self, p: Mapping, f: Mapping) -> torch.Tensor:
+        """Annual mean decomposition rates ``K`` ``[n, 20, 7]`` (day-1), spec §2.5.
+
+        ``K_m = k_p xi_T xi_W xi_O xi_z (xi_N for litter)``, averaged over the 12 months
+        (NaN months omitted).
+        """
+        xt = fmod.temperature_scalar(f["TSOI"], p["q10"], p.get("froz_q10"))
+        xw = fmod.water_scalar(f["W_SCALAR"], p["w-scaling"])
+        two = xt * xw * f["O_SCALAR"]
+        m_soil = fmod.nanmean_months(two)  # [n,20]
+        m_litter = fmod.nanmean_months(two * f["FPI_vr"])
+        xz = fmod.depth_scalar(p["efolding"])
+        k = torch.stack([1.0 / (365.0 * p[t]) for t in _TAU], dim=-1)  # [n,7]
+        env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil], -1)
+        return k.unsqueeze(1) * (xz.unsqueeze(-1) * env)
+
+
+    # ---------------------------------------------------------------------------------------
+    def _run(self, p, f, th, numpy_out, *, inputs=None) -> SteadyState:
+        K = self.rates(p, f)  # [n,20,7]
+        vb = self._transport(p["diffus"], p["cryo"], f)
+        if inputs is None:
+            dens, u = self._input_density(p["beta"], f)
+        else:
+            dens, u = inputs
+        K_lf = [lf(K[..., i]) for i in range(7)]
+        vb_lf = tuple(lf(b) for b in vb)
+        ins = [lf(dens[..., i]) for i in range(4)]
+        fr = {k: lf(p[k]) for k in ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3",
+                                     "fs2s1", "fs2s3", "fs3s1")}
+        x_cwd, x1, x2, x3 = self._litter(K_lf[:4], vb_lf, ins, fr["fcwdl2"])
+        k1, k2, k3 = K_lf[4:]
+        lo, di, up = vb_lf
+        zero = torch.zeros_like(k1)
+        blocks = [
+            [di + k1, -fr["fs2s1"] * k2, -fr["fs3s1"] * k3],
+            [-fr["fs1s2"] * k1, di + k2, zero],
+            [-fr["fs1s3"] * k1, -fr["fs2s3"] * k2, di + k3],
+        ]
+        rhs = [
+            fr["fl1s1"] * K_lf[1] * x1 + fr["fl2s1"] * K_lf[2] * x2,
+            fr["fl3s2"] * K_lf[3] * x3,
+            zero,
+        ]
+        s1, s2, s3 = block3_thomas(lo, blocks, up, rhs)
+        pools_lf = [x_cwd, x1, x2, x3, s1, s2, s3]
+        pools = torch.stack([x.transpose(0, 1) for x in pools_lf], dim=-1)  # [n,20,7]
+        # heterotrophic respiration: respired fraction of each donor's decomposition flux
+        n = K.shape[0]
+        lay = lambda x: x if x.ndim == 2 else x.unsqueeze(-1).expand(n, K.shape[1])  # noqa: E731
+        rf = torch.stack(
+            [
+                torch.zeros_like(K[..., 0]),
+                lay(1.0 - p["fl1s1"]),
+                lay(1.0 - p["fl2s1"]),
+                lay(1.0 - p["fl3s2"]),
+                lay(1.0 - p["fs1s2"]) - lay(p["fs1s3"]),
+                lay(1.0 - p["fs2s1"] - p["fs2s3"]),
+                lay(1.0 - p["fs3s1"]),
+            ],
+            dim=-1,
+        )  # respired fraction of each donor [n, 20, 7]
+        dz = torch.as_tensor(fmod.grid.DZ[:20], dtype=K.dtype, device=K.device)
+        resp = (rf * K * pools).sum(-1)  # g C m-3 day-1 per layer
+        respiration = (resp * dz).sum(-1) * fmod.DAYS_PER_YEAR
+        input_total = (dens.sum(-1) * dz).sum(-1) * fmod.DAYS_PER_YEAR
+        cond = None
+        if not self.options.conservative_transport:
+            cond = self._conditioning(vb_lf, torch.stack(K_lf[1:], 0).amin(0))
+        nan_rows = self._nan_rows(th, f)
+        extra = {"input": input_total, "respiration": respiration}
+        out = self._finish(pools, extra, nan_rows, [], numpy_out, cond=cond)
+        return out
+
+
+def _nansum_months(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the month axis (1) with NaN as 0; all-NaN gives NaN."""
+    ok = ~torch.isnan(x)
+    s = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(1)
+    return torch.where(ok.any(1), s, torch.full_like(s, float("nan")))
+
+
+_ = FLAGS  # re-exported for convenience

@@ -1,0 +1,347 @@
+"""Forcing schema and validation, environmental scalars and the input profile.
+
+Kernel forcing is a mapping of CLM5 history names to arrays with a leading batch dimension
+(``n`` soil columns); see :data:`FORCING_SCHEMA`.  Arrays may be numpy arrays or torch tensors.
+A leading dimension of 1 broadcasts against the batch.  NaN marks missing data and propagates to
+NaN outputs; it never raises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from .. import grid
+from ..options import OPTIONS
+
+__all__ = [
+    "ForcingVariable",
+    "FORCING_SCHEMA",
+    "LITTER_INPUTS",
+    "LAYER_INPUTS",
+    "validate_forcing",
+    "temperature_scalar",
+    "water_scalar",
+    "depth_scalar",
+    "input_profile",
+    "annual_inputs",
+    "nanmean_months",
+    "DAYS_PER_YEAR",
+    "KELVIN",
+]
+
+DAYS_PER_YEAR = 365.0
+KELVIN = 273.15
+N_MONTHS = 12
+
+
+@dataclass(frozen=True)
+class ForcingVariable:
+    """Schema entry of one forcing variable (shape excludes the batch dimension)."""
+
+    name: str
+    shape: tuple[int, ...]
+    units: str
+    long_name: str
+    minimum: float | None = None
+    maximum: float | None = None
+    required: bool = True
+    integer: bool = False
+
+
+_M, _L = N_MONTHS, grid.N_LAYERS
+_FV = ForcingVariable
+FORCING_SCHEMA: dict[str, ForcingVariable] = {
+    v.name: v
+    for v in (
+        _FV("TSOI", (_M, _L), "K", "soil temperature", 150.0, 350.0),
+        _FV("W_SCALAR", (_M, _L), "1", "CLM water scalar of decomposition", 0.0, 1.0),
+        _FV("O_SCALAR", (_M, _L), "1", "CLM oxygen (anoxia) scalar of decomposition", 0.0, 1.0),
+        _FV("FPI_vr", (_M, _L), "1", "fraction of potential N immobilisation", 0.0, 1.0),
+        _FV("ALTMAX", (_M,), "m", "maximum active layer thickness this year", 0.0, None),
+        _FV("ALTMAX_LASTYEAR", (_M,), "m", "maximum active layer thickness last year", 0.0, None),
+        _FV("nbedrock", (_M,), "1", "bedrock layer index (1-based)", 1, _L, integer=True),
+        _FV("NPP", (_M,), "g m-2 s-1", "net primary production (carbon)", 0.0, None,
+            required=False),
+        _FV("CELLSAND", (_L,), "%", "sand content", 0.0, 100.0, required=False),
+        _FV("CWD_INPUT", (_M,), "g m-2 month-1", "coarse woody debris input (column total)", 0.0),
+        _FV("LITR1_INPUT", (_M,), "g m-2 month-1", "metabolic litter input (column total)", 0.0),
+        _FV("LITR2_INPUT", (_M,), "g m-2 month-1", "cellulose litter input (column total)", 0.0),
+        _FV("LITR3_INPUT", (_M,), "g m-2 month-1", "lignin litter input (column total)", 0.0),
+        # per-layer CLM inputs, used only by the CLM5 default-parameter mode
+        _FV("CWD_INPUT_vr", (_M, _L), "g m-3 month-1", "CWD input by layer", 0.0, required=False),
+        _FV("LITR1_INPUT_vr", (_M, _L), "g m-3 month-1", "metabolic litter input by layer", 0.0,
+            required=False),
+        _FV("LITR2_INPUT_vr", (_M, _L), "g m-3 month-1", "cellulose litter input by layer", 0.0,
+            required=False),
+        _FV("LITR3_INPUT_vr", (_M, _L), "g m-3 month-1", "lignin litter input by layer", 0.0,
+            required=False),
+    )
+}
+del _FV
+
+#: column-total litter inputs in pool order (CWD, L1, L2, L3)
+LITTER_INPUTS = ("CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT")
+#: per-layer litter inputs in pool order
+LAYER_INPUTS = tuple(f"{k}_vr" for k in LITTER_INPUTS)
+
+
+def kernel_dtype() -> torch.dtype:
+    return torch.float64 if OPTIONS["dtype"] == "float64" else torch.float32
+
+
+def resolve_device(*arrays) -> torch.device:
+    if OPTIONS["device"] is not None:
+        return torch.device(OPTIONS["device"])
+    for a in arrays:
+        if isinstance(a, torch.Tensor):
+            return a.device
+    return torch.device("cpu")
+
+
+def as_tensor(x, *, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Convert array-likes to a tensor of ``dtype`` on ``device`` (no copy where possible)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype)
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"forcing variable {name!r} must be numeric array-like: {err}") from None
+    return torch.as_tensor(arr, dtype=dtype, device=device)
+
+
+def _finite_values(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach()
+    return t[torch.isfinite(t)]
+
+
+def validate_forcing(
+    forcing: Mapping,
+    n: int | None = None,
+    *,
+    required: tuple[str, ...] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Check forcing and convert it to tensors.
+
+    Parameters
+    ----------
+    forcing : mapping
+        CLM5 history names -> arrays with a leading batch dimension (see
+        :data:`FORCING_SCHEMA` for shapes and units).
+    n : int, optional
+        Expected batch size; arrays with a leading dimension of 1 broadcast to it.
+    required : tuple of str, optional
+        Variables that must be present (default: every schema entry marked required).
+
+    Returns
+    -------
+    dict, int
+        Tensors of the known variables present (broadcast to the batch size) and the batch
+        size.
+
+    Raises
+    ------
+    KeyError
+        A required variable is missing.
+    ValueError
+        Wrong shape, wrong units (e.g. TSOI in degrees Celsius), out-of-range values
+        (negative inputs, scalars outside [0, 1], nbedrock outside 1..20).
+    """
+    if not isinstance(forcing, Mapping):
+        if hasattr(forcing, "data_vars"):
+            raise TypeError(
+                "forcing must be a mapping of arrays with a leading batch dimension; for xarray "
+                "Datasets use the xarray functions (xproda.xr_api) or the .proda accessor"
+            )
+        raise TypeError(f"forcing must be a mapping of arrays, got {type(forcing).__name__}")
+    if required is None:
+        required = tuple(k for k, v in FORCING_SCHEMA.items() if v.required)
+    missing = [k for k in required if k not in forcing]
+    if missing:
+        raise KeyError(
+            "forcing is missing required variable(s) "
+            + ", ".join(
+                f"{k!r} (expected shape [n, {', '.join(map(str, FORCING_SCHEMA[k].shape))}] "
+                f"in {FORCING_SCHEMA[k].units})"
+                for k in missing
+            )
+        )
+    dtype = dtype or kernel_dtype()
+    device = device or resolve_device(*forcing.values())
+    out: dict[str, torch.Tensor] = {}
+    sizes: dict[str, int] = {}
+    for name, spec in FORCING_SCHEMA.items():
+        if name not in forcing:
+            continue
+        t = as_tensor(forcing[name], name=name, dtype=dtype, device=device)
+        if t.ndim != len(spec.shape) + 1 or tuple(t.shape[1:]) != spec.shape:
+            expected = ", ".join(map(str, spec.shape))
+            raise ValueError(
+                f"forcing variable {name!r} must have shape [n, {expected}] "
+                f"(batch first; {spec.units}), got {tuple(t.shape)}"
+            )
+        out[name] = t
+        sizes[name] = t.shape[0]
+        _check_values(name, spec, t)
+    batch = {s for s in sizes.values() if s != 1}
+    if n is not None and n != 1:
+        batch.add(n)
+    if len(batch) > 1:
+        raise ValueError(
+            "forcing variables (and theta) disagree on the batch size: "
+            + ", ".join(f"{k}={v}" for k, v in sizes.items())
+            + (f", theta={n}" if n is not None else "")
+        )
+    size = batch.pop() if batch else 1
+    for name, t in out.items():
+        if t.shape[0] != size:
+            out[name] = t.expand(size, *t.shape[1:])
+    return out, size
+
+
+def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
+    v = _finite_values(t)
+    if torch.isinf(t.detach()).any():
+        raise ValueError(f"forcing variable {name!r} contains infinite values (use NaN for no data)")
+    if v.numel() == 0:
+        return
+    vmin, vmax = float(v.min()), float(v.max())
+    if name == "TSOI" and vmax < 100.0:
+        raise ValueError(
+            f"forcing variable 'TSOI' must be in kelvin; its values ({vmin:.4g} .. {vmax:.4g}) "
+            "look like degrees Celsius (add 273.15)"
+        )
+    tol = 1e-9 * max(1.0, abs(spec.maximum or 0.0))
+    if spec.minimum is not None and vmin < spec.minimum - tol:
+        what = "negative" if spec.minimum == 0 else f"below {spec.minimum}"
+        raise ValueError(
+            f"forcing variable {name!r} has {what} values (min {vmin:.6g} {spec.units}); "
+            f"expected {_range_text(spec)}"
+        )
+    if spec.maximum is not None and vmax > spec.maximum + tol:
+        raise ValueError(
+            f"forcing variable {name!r} has values above {spec.maximum} "
+            f"(max {vmax:.6g} {spec.units}); expected {_range_text(spec)}"
+        )
+    if spec.integer and not torch.equal(v, torch.round(v)):
+        raise ValueError(
+            f"forcing variable {name!r} must hold integer layer indices 1..{grid.N_LAYERS}, "
+            f"found non-integer values"
+        )
+
+
+def _range_text(spec: ForcingVariable) -> str:
+    lo = "-inf" if spec.minimum is None else f"{spec.minimum:g}"
+    hi = "inf" if spec.maximum is None else f"{spec.maximum:g}"
+    return f"values in [{lo}, {hi}] {spec.units}"
+
+
+# -------------------------------------------------------------------------------------------
+# environmental scalars (spec §2.5, §3.3)
+# -------------------------------------------------------------------------------------------
+def temperature_scalar(tsoi: torch.Tensor, q10: torch.Tensor, froz_q10=None) -> torch.Tensor:
+    """CLM5 Q10 temperature scalar, reference temperature 25 °C.
+
+    ``xi_T = q10 ** ((T - 298.15) / 10)`` for ``T >= 273.15 K``, else
+    ``q10 ** -2.5 * froz_q10 ** ((T - 273.15) / 10)``.
+
+    Parameters
+    ----------
+    tsoi : Tensor
+        Soil temperature (K), any shape ``[n, ...]``.
+    q10, froz_q10 : Tensor
+        Shape ``[n]``; ``froz_q10`` defaults to ``q10`` (as in PRODA).
+    """
+    shape = (-1,) + (1,) * (tsoi.ndim - 1)
+    lq = torch.log(q10).reshape(shape)
+    lf = lq if froz_q10 is None else torch.log(froz_q10).reshape(shape)
+    expo = torch.where(
+        tsoi >= KELVIN,
+        lq * (tsoi - (KELVIN + 25.0)) / 10.0,
+        -2.5 * lq + lf * (tsoi - KELVIN) / 10.0,
+    )
+    return torch.exp(expo)
+
+
+def water_scalar(w_scalar: torch.Tensor, w_scaling: torch.Tensor | None) -> torch.Tensor:
+    """``min(1, w_scaling * W_SCALAR)``; ``w_scaling=None`` uses CLM's scalar unchanged."""
+    if w_scaling is None:
+        return w_scalar
+    shape = (-1,) + (1,) * (w_scalar.ndim - 1)
+    return torch.clamp(w_scaling.reshape(shape) * w_scalar, max=1.0)
+
+
+def depth_scalar(efolding: torch.Tensor) -> torch.Tensor:
+    """``exp(-zsoi / efolding)`` per layer, shape ``[n, 20]``."""
+    z = torch.as_tensor(grid.ZSOI[: grid.N_LAYERS], dtype=efolding.dtype, device=efolding.device)
+    return torch.exp(-z / efolding.reshape(-1, 1))
+
+
+def nanmean_months(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Mean over months omitting NaN (the reference's ``mean(..., 'omitnan')``).
+
+    All-NaN gives NaN.  Gradients flow only through the finite months.
+    """
+    ok = ~torch.isnan(x)
+    xs = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    cnt = ok.sum(dim).to(x.dtype)
+    return xs.sum(dim) / cnt  # 0/0 -> NaN for all-NaN
+
+
+def input_profile(
+    beta: torch.Tensor,
+    altmax_lastyear: torch.Tensor,
+    nbedrock: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Vertical distribution of litter inputs (Jackson et al. 1996 beta model), ``[n, 20]``.
+
+    ``g_j = beta ** (100 zisoi_{j-1}) - beta ** (100 zisoi_j)`` (depths in cm), normalised to
+    sum 1, where ALTMAX_LASTYEAR > 0 in all 12 months; otherwise all input enters layer 1
+    (spec §2.7, bug list item 3 made explicit).  With ``nbedrock`` the profile is truncated at
+    the bedrock (layers ``j <= nbedrock`` only, minimum over months) and renormalised, as CLM5
+    does (spec §10 item 4); NaN ``nbedrock`` gives a NaN profile.
+    """
+    dtype, device = beta.dtype, beta.device
+    zt = torch.as_tensor(grid.ZISOI_TOP[: grid.N_LAYERS], dtype=dtype, device=device)
+    zb = torch.as_tensor(grid.ZISOI[: grid.N_LAYERS], dtype=dtype, device=device)
+    b = beta.reshape(-1, 1)
+    g = torch.pow(b, 100.0 * zt) - torch.pow(b, 100.0 * zb)
+    if nbedrock is not None:
+        nb = _nanmin_months(nbedrock)
+        layer = torch.arange(1, grid.N_LAYERS + 1, device=device, dtype=dtype)
+        keep = layer <= nb.reshape(-1, 1)
+        g = torch.where(keep, g, torch.zeros((), dtype=dtype, device=device))
+        g = torch.where(torch.isnan(nb).reshape(-1, 1), torch.full_like(g, math.nan), g)
+    f = g / g.sum(-1, keepdim=True)
+    all_thawed = (altmax_lastyear > 0).all(dim=-1, keepdim=True)  # NaN compares False
+    surface = torch.zeros_like(f)
+    surface[:, 0] = 1.0
+    return torch.where(all_thawed, f, surface)
+
+
+def _nanmin_months(x: torch.Tensor) -> torch.Tensor:
+    big = torch.full_like(x, math.inf)
+    m = torch.where(torch.isnan(x), big, x).min(dim=-1).values
+    return torch.where(torch.isinf(m), torch.full_like(m, math.nan), m)
+
+
+def annual_inputs(forcing: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Annual column-total litter inputs ``U_p`` (g C m-2 yr-1), shape ``[n, 4]``.
+
+    The 12 monthly values (g C m-2 month-1) are summed; NaN months count as 0 but an input
+    that is NaN in every month is NaN (no data), so ocean cells stay NaN (spec §2.7).
+    """
+    cols = []
+    for k in LITTER_INPUTS:
+        x = forcing[k]
+        ok = ~torch.isnan(x)
+        s = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(-1)
+        s = torch.where(ok.any(-1), s, torch.full_like(s, math.nan))
+        cols.append(s)
+    return torch.stack(cols, dim=-1)
