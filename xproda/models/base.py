@@ -304,7 +304,7 @@ class SoilCarbonModel:
 
 
 def _dz(like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(grid.DZ[: grid.N_LAYERS], dtype=like.dtype, device=like.device)
+    return torch.tensor(grid.DZ[: grid.N_LAYERS], dtype=like.dtype, device=like.device)
 
 
 def lf(x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from typing import Literal, Mapping
 import torch
 
 from . import forcing as fmod
+from . import transport
 from .base import FLAGS, SoilCarbonModel, SteadyState, lf
 from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
 from .parameters import CLM5_PARAMETERS
@@ -122,7 +123,7 @@ class CLM5Model(SoilCarbonModel):
         th = torch.zeros((n, 1), dtype=dtype, device=device)  # no theta: no NaN from it
         dens = None
         if input_profile == "clm":
-            dz = torch.as_tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
+            dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
             per_layer = torch.stack(
                 [_nansum_months(f[k]) for k in fmod.LAYER_INPUTS], dim=-1
             )  # [n, 20, 4] g C m-3 yr-1
@@ -153,15 +154,49 @@ class CLM5Model(SoilCarbonModel):
         env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil], -1)
         return k.unsqueeze(1) * (xz.unsqueeze(-1) * env)
 
+    def _assemble(self, p, f, inputs=None):
+        K = self.rates(p, f)  # [n,20,7]
+        vb = self._transport(p["diffus"], p["cryo"], f)
+        dens, _ = self._input_density(p["beta"], f) if inputs is None else inputs
+        return K, vb, dens
+
+    def dense_system(self, theta, forcing: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """The steady-state system as dense matrices (diagnostics, tests, baselines only).
+
+        Returns ``(L, I)`` with ``L = V - A K`` ``[n, 140, 140]`` (day-1) and ``I`` ``[n, 140]``
+        (g C m-3 day-1) in the reference's pool-major order (index = pool * 20 + layer), so
+        that ``X = solve(L, I)`` is the steady state before clipping.  Never used on the hot
+        path: :meth:`steady_state` solves the same system in O(20 * 3^3) per column.
+        """
+        th, f, n, _ = self._prepare(theta, forcing)
+        p = self.parameters.physical_dict(th)
+        K, (lo, di, up), dens = self._assemble(p, f)
+        nl, npool = K.shape[1], K.shape[2]
+        dtype, device = K.dtype, K.device
+        band = transport.dense(lo, di, up)  # [n,20,20]
+        L = torch.zeros((n, npool * nl, npool * nl), dtype=dtype, device=device)
+        for q in range(1, npool):  # CWD is not transported
+            L[:, q * nl:(q + 1) * nl, q * nl:(q + 1) * nl] = band
+        lay = lambda x: x.expand(n) if x.ndim == 1 else x  # noqa: E731
+        frac = {  # (receiver, donor): fraction
+            (2, 0): p["fcwdl2"], (3, 0): 1.0 - p["fcwdl2"], (4, 1): p["fl1s1"],
+            (4, 2): p["fl2s1"], (4, 5): p["fs2s1"], (4, 6): p["fs3s1"], (5, 3): p["fl3s2"],
+            (5, 4): p["fs1s2"], (6, 4): p["fs1s3"], (6, 5): p["fs2s3"],
+        }
+        idx = torch.arange(nl, device=device)
+        for q in range(npool):
+            L[:, q * nl + idx, q * nl + idx] += K[..., q]
+        for (r, d), fr in frac.items():
+            fr = lay(fr)
+            fr = fr.unsqueeze(-1) if fr.ndim == 1 else fr
+            L[:, r * nl + idx, d * nl + idx] -= fr * K[..., d]
+        rhs = torch.zeros((n, npool * nl), dtype=dtype, device=device)
+        rhs[:, : 4 * nl] = dens.transpose(1, 2).reshape(n, 4 * nl)
+        return L, rhs
 
     # ---------------------------------------------------------------------------------------
     def _run(self, p, f, th, numpy_out, *, inputs=None) -> SteadyState:
-        K = self.rates(p, f)  # [n,20,7]
-        vb = self._transport(p["diffus"], p["cryo"], f)
-        if inputs is None:
-            dens, u = self._input_density(p["beta"], f)
-        else:
-            dens, u = inputs
+        K, vb, dens = self._assemble(p, f, inputs)
         K_lf = [lf(K[..., i]) for i in range(7)]
         vb_lf = tuple(lf(b) for b in vb)
         ins = [lf(dens[..., i]) for i in range(4)]
@@ -199,7 +234,7 @@ class CLM5Model(SoilCarbonModel):
             ],
             dim=-1,
         )  # respired fraction of each donor [n, 20, 7]
-        dz = torch.as_tensor(fmod.grid.DZ[:20], dtype=K.dtype, device=K.device)
+        dz = torch.tensor(fmod.grid.DZ[:20], dtype=K.dtype, device=K.device)
         resp = (rf * K * pools).sum(-1)  # g C m-3 day-1 per layer
         respiration = (resp * dz).sum(-1) * fmod.DAYS_PER_YEAR
         input_total = (dens.sum(-1) * dz).sum(-1) * fmod.DAYS_PER_YEAR

@@ -279,7 +279,7 @@ def water_scalar(w_scalar: torch.Tensor, w_scaling: torch.Tensor | None) -> torc
 
 def depth_scalar(efolding: torch.Tensor) -> torch.Tensor:
     """``exp(-zsoi / efolding)`` per layer, shape ``[n, 20]``."""
-    z = torch.as_tensor(grid.ZSOI[: grid.N_LAYERS], dtype=efolding.dtype, device=efolding.device)
+    z = torch.tensor(grid.ZSOI[: grid.N_LAYERS], dtype=efolding.dtype, device=efolding.device)
     return torch.exp(-z / efolding.reshape(-1, 1))
 
 
@@ -308,8 +308,8 @@ def input_profile(
     does (spec §10 item 4); NaN ``nbedrock`` gives a NaN profile.
     """
     dtype, device = beta.dtype, beta.device
-    zt = torch.as_tensor(grid.ZISOI_TOP[: grid.N_LAYERS], dtype=dtype, device=device)
-    zb = torch.as_tensor(grid.ZISOI[: grid.N_LAYERS], dtype=dtype, device=device)
+    zt = torch.tensor(grid.ZISOI_TOP[: grid.N_LAYERS], dtype=dtype, device=device)
+    zb = torch.tensor(grid.ZISOI[: grid.N_LAYERS], dtype=dtype, device=device)
     b = beta.reshape(-1, 1)
     g = torch.pow(b, 100.0 * zt) - torch.pow(b, 100.0 * zb)
     if nbedrock is not None:

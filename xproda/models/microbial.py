@@ -125,7 +125,7 @@ class MicrobialModel(SoilCarbonModel):
         soil = torch.stack([doc, mic, enz, soc], dim=-1)
         pools = torch.cat([litter, soil], dim=-1)  # [n,20,8]
 
-        dz = torch.as_tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
+        dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
         uptake = v_u * xi * mic * doc / (k_a * xi + doc)
         resp = (
             (1 - pl1) * (1 - cue1) * d1

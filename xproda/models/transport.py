@@ -38,7 +38,7 @@ _NS = grid.N_LAYERS + 1  # stencil rows / interfaces used (21)
 
 
 def _geom(dtype, device):
-    t = lambda a: torch.as_tensor(a[:_NS + 1], dtype=dtype, device=device)  # noqa: E731
+    t = lambda a: torch.tensor(a[:_NS + 1], dtype=dtype, device=device)  # noqa: E731
     return t(grid.ZISOI), t(grid.ZSOI), t(grid.DZ_NODE), t(grid.DZ)
 
 
@@ -67,13 +67,13 @@ def diffusivity(
         active layer or bedrock is NaN.
     """
     dtype, device = altmax.dtype, altmax.device
-    zisoi = torch.as_tensor(grid.ZISOI[:_NS], dtype=dtype, device=device)  # [21]
+    zisoi = torch.tensor(grid.ZISOI[:_NS], dtype=dtype, device=device)  # [21]
     alt = torch.maximum(altmax, altmax_lastyear).unsqueeze(-1)  # [n,12,1]
     nb = nbedrock.unsqueeze(-1)  # [n,12,1]
     d_bio = (bio / 365.0).reshape(-1, 1, 1)
     d_cryo = (cryo / 365.0).reshape(-1, 1, 1)
     nb_idx = torch.nan_to_num(nbedrock, nan=1.0).long().clamp(1, grid.N_LAYERS)
-    z_nb1 = torch.as_tensor(grid.ZISOI, dtype=dtype, device=device)[nb_idx].unsqueeze(-1)
+    z_nb1 = torch.tensor(grid.ZISOI, dtype=dtype, device=device)[nb_idx].unsqueeze(-1)
     z_bottom = torch.clamp(z_nb1, max=MAX_DEPTH_CRYOTURB)
     den = z_bottom - alt
     den_safe = torch.where(den > 0, den, torch.ones_like(den))
