@@ -111,6 +111,8 @@ def as_tensor(x, *, name: str, dtype: torch.dtype, device: torch.device) -> torc
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise TypeError(f"forcing variable {name!r} must be numeric array-like: {err}") from None
+    if not arr.flags.writeable:
+        arr = arr.copy()
     return torch.as_tensor(arr, dtype=dtype, device=device)
 
 
