@@ -102,7 +102,9 @@ class SteadyState(dict):
     ``[n, 20]`` (g C m-3), ``soc_stock`` ``[n]`` (g C m-2, 0-8.6 m), ``pool_stocks``
     ``[n, n_pools]`` (g C m-2), ``input`` and ``respiration`` ``[n]`` (g C m-2 yr-1),
     ``turnover_time`` ``[n]`` (yr, soc_stock / input), ``flags`` ``[n]`` (int, see
-    :data:`FLAGS`) and ``valid`` ``[n]`` (bool).
+    :data:`FLAGS`) and ``valid`` ``[n]`` (bool).  With the open (reference) bedrock boundary
+    also ``solve_error_estimate`` ``[n]``: the estimated relative error of the reference's
+    dense LU solve, above ``conditioning_tolerance`` a column is flagged ``ill_conditioned``.
     """
 
     pool_names: tuple[str, ...] = ()
@@ -295,6 +297,9 @@ class SoilCarbonModel:
         for key, val in extra.items():
             out[key] = torch.where(valid, val, torch.full_like(val, math.nan))
         out["turnover_time"] = soc_stock / out["input"]
+        if cond is not None:
+            # estimated relative error of the reference's dense LU solve (see _conditioning)
+            out["solve_error_estimate"] = cond
         out["flags"] = flags
         out["valid"] = valid
         if numpy_out:

@@ -13,11 +13,14 @@ Two variants of the layer below bedrock exist:
   interface carries diffusivity this opens the column: carbon leaves layer nb+1 downwards and
   is not received by layer nb+2 (spec §2.6 "Properties", §10 item 10).
 * ``conservative=True`` (default, corrected): every layer uses the interior stencil, whose
-  exchange coefficient between two layers is the same seen from above and from below, so the
-  dz-weighted column sums of ``M`` vanish (mass is conserved exactly) and nothing below the
+  exchange coefficient between two layers is the same seen from above and from below, and the
+  (zero) advection is exactly zero instead of the reference's 1e-30 fill, which entered each
+  layer's upper coefficient but not the lower coefficient of the layer above.  The dz-weighted
+  column sums of ``M`` then vanish to rounding (mass is conserved exactly) and nothing below the
   first layer under bedrock is mixed (its diffusivity is zero).  Where the reference is already
   closed (nb = 20, or cryoturbation with the active layer above the bedrock interface) both
-  variants agree to ~1e-30 day-1.
+  variants agree to ~1e-30 day-1.  The 1e-30 fill of zero *diffusivities* is kept (it is
+  symmetric, hence conservative).
 """
 
 from __future__ import annotations
@@ -132,19 +135,23 @@ def monthly_operator(
     # exchange coefficient with the layer below (rows 0..19): uses D_j, D_{j+1}
     w_p = (zsoi[1:L + 1] - zisoi[:L]) / dzn[1:L + 1]
     dp_int = _harmonic(d[..., :L], d[..., 1:L + 1], w_p) / dzn[1:L + 1]
-    fill = torch.full_like(dm, FILL)
-    pe_p_int = fill / dp_int
     if conservative:
-        bottom = torch.zeros_like(dm, dtype=torch.bool)
+        # exactly zero advection (the reference's 1e-30 advective fill enters a_j but not
+        # c_{j-1}, a one-way flux of 1e-30 * C per day that is not negligible where isolated
+        # deep layers hold 1e20+ g C m-3): Peclet numbers 0, flux-consistent coefficients
+        a = -dm
+        c = -dp_int
     else:
-        nb0 = nbedrock.unsqueeze(-1)  # 1-based nb == 0-based index of first layer below
+        fill = torch.full_like(dm, FILL)
+        nb0 = nbedrock.unsqueeze(-1)  # 1-based nb == 0-based index of the first layer below
         bottom = (j >= nb0) & (j >= 1)
-    dp = torch.where(bottom, dm, dp_int)
-    pe_m = torch.where(j >= 1, fill / torch.where(j >= 1, dm, torch.ones_like(dm)), torch.zeros_like(dm))
-    pe_p = torch.where(bottom, torch.zeros_like(dm), pe_p_int)
-    f_p = torch.where(bottom, torch.zeros_like(dm), fill)
-    a = -(dm * _patankar(pe_m) + fill)  # max(F_m, 0) = 1e-30
-    c = -(dp * _patankar(pe_p) + torch.clamp(-f_p, min=0.0))
+        dp = torch.where(bottom, dm, dp_int)
+        safe_dm = torch.where(j >= 1, dm, torch.ones_like(dm))
+        pe_m = torch.where(j >= 1, fill / safe_dm, torch.zeros_like(dm))
+        pe_p = torch.where(bottom, torch.zeros_like(dm), fill / dp_int)
+        f_p = torch.where(bottom, torch.zeros_like(dm), fill)
+        a = -(dm * _patankar(pe_m) + fill)  # max(F_m, 0) = 1e-30
+        c = -(dp * _patankar(pe_p) + torch.clamp(-f_p, min=0.0))
     b = -a - c
     dzl = dz[:L]
     diag = b / dzl

@@ -1,0 +1,530 @@
+#!/usr/bin/env python
+"""Steady-state throughput and memory benchmark (CLM5 structured vs dense; microbial).
+
+What it measures
+----------------
+For each batch size ``n`` (default 1,000 / 10,000 / 100,000 random soil columns):
+
+* ``clm5`` / ``structured``: ``xproda.get_model("clm5").steady_state(theta, forcing)`` end to
+  end, numpy inputs -> numpy outputs (validation, assembly, structured block-tridiagonal
+  solve, post-processing).
+* ``clm5`` / ``dense``: the *same* linear systems through the dense baseline,
+  ``L, I = m.dense_system(...)`` + ``torch.linalg.solve(L, I)`` (batched pivoted LU on
+  ``[chunk, 140, 140]``), numpy inputs -> numpy ``X`` ``[n, 140]`` plus ``soc_stock``.  It
+  runs in chunks (``--chunk``, default 2,000 columns) because ``L`` alone would need
+  ``n * 140 * 140 * 8`` bytes (~16 GB at n = 100,000).  The time covers all ``n`` columns
+  unless the estimate exceeds ``--max-dense-s`` (default 180 s); then a documented subset of
+  chunks is timed and the row is labelled ``extrapolated``.
+* ``microbial`` / ``structured``: ``xproda.get_model("microbial").steady_state`` end to end
+  (it has no dense baseline: its soil part is closed form per layer).
+
+Every (model, method, n) runs in a **fresh subprocess**: it generates its inputs, resets
+the kernel's peak-RSS mark (``/proc/self/clear_refs``, Linux), records the RSS, then warms up
+once (on the first ``min(n, chunk)`` columns) and times ``--repeats`` calls (the median is
+reported; one call when a call takes longer than ~20 s).  ``peak MB`` is
+``getrusage(RUSAGE_SELF).ru_maxrss`` at the end minus the RSS after imports and input
+generation, i.e. the extra resident memory the computation needed at its peak (inputs
+excluded).  Where the peak mark cannot be reset the baseline is the peak so far, which is
+stated in the footnotes.
+
+Targets (from the issue): >= 50,000 CLM5 columns/s end to end, >= 20x the dense baseline,
+memory linear in n.
+
+How to run
+----------
+::
+
+    .venv/bin/python benchmarks/bench_steady_state.py             # 1k, 10k, 100k (~3 min)
+    .venv/bin/python benchmarks/bench_steady_state.py --quick     # 1k, 10k
+    .venv/bin/python benchmarks/bench_steady_state.py --sizes 1000,50000 --threads 2
+    .venv/bin/python benchmarks/bench_steady_state.py --device cuda  # skipped without CUDA
+    .venv/bin/python benchmarks/bench_steady_state.py --quick --profile  # + cProfile of clm5
+
+The script is self-contained (the random forcing generator is a copy of the one in
+``tests/conftest.py``); it is a benchmark, not a test, and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGET_COLS_PER_S = 50_000
+TARGET_RATIO = 20.0
+GEN_CHUNK = 10_000  # columns per input-generation chunk (keeps generation temporaries small)
+
+
+# -------------------------------------------------------------------------------------------
+# inputs (copy of tests/conftest.py::random_forcing)
+# -------------------------------------------------------------------------------------------
+def random_forcing(n: int, seed: int = 0, *, regime: str = "mixed") -> dict[str, np.ndarray]:
+    """Physically shaped random forcing for ``n`` columns (numpy, batch first)."""
+    rng = np.random.default_rng(seed)
+    m = np.arange(1, 13)
+    j = np.arange(1, 21)
+    t_mean = rng.uniform(-8, 25, (n, 1, 1))
+    amp = rng.uniform(0, 15, (n, 1, 1))
+    tsoi = 273.15 + t_mean + amp * np.sin(2 * np.pi * (m[None, :, None] - 4) / 12) * np.exp(
+        -j[None, None, :] / 8
+    )
+    w = np.clip(
+        rng.uniform(0.2, 0.9, (n, 1, 20)) + 0.1 * np.cos(2 * np.pi * m / 12)[None, :, None], 0, 1
+    )
+    o = rng.uniform(0.6, 1.0, (n, 1, 1)) * np.ones((1, 12, 20))
+    fpi = rng.uniform(0.3, 1.0, (n, 12, 20))
+    if regime == "bio":
+        alt = rng.uniform(2.5, 9, (n, 1))
+    elif regime == "cryo":
+        alt = rng.uniform(0.2, 1.9, (n, 1))
+    else:
+        alt = rng.choice([0.0, 0.8, 1.5, 5.0, 8.0], size=(n, 1)) * rng.uniform(0.8, 1.2, (n, 1))
+    altmax = alt * np.ones((1, 12))
+    altmax_ly = np.maximum(alt * rng.uniform(0.9, 1.1, (n, 1)), 0) * np.ones((1, 12))
+    nb = rng.integers(3, 21, (n, 1)) * np.ones((1, 12))
+    scale = rng.uniform(1, 30, (n, 1))
+    season = 1 + 0.3 * np.sin(2 * np.pi * m / 12)[None]
+    return {
+        "TSOI": tsoi,
+        "W_SCALAR": w,
+        "O_SCALAR": o,
+        "FPI_vr": fpi,
+        "ALTMAX": altmax,
+        "ALTMAX_LASTYEAR": altmax_ly,
+        "nbedrock": nb,
+        "NPP": rng.uniform(1e-7, 1e-5, (n, 12)),
+        "CELLSAND": rng.uniform(5, 90, (n, 1)) * np.ones((1, 20)),
+        "CWD_INPUT": 0.3 * scale * season,
+        "LITR1_INPUT": 1.0 * scale * season,
+        "LITR2_INPUT": 1.5 * scale * season,
+        "LITR3_INPUT": 0.7 * scale * season,
+    }
+
+
+def make_inputs(n: int, n_params: int, seed: int = 0):
+    """theta ``[n, n_params]`` in (0.05, 0.95) and forcing for ``n`` columns.
+
+    Generated in chunks of ``GEN_CHUNK`` columns into preallocated arrays (chunk ``i`` uses
+    seed ``(seed, i)``), so that generation temporaries stay small and the same columns are
+    produced for every method at a given ``n``.
+    """
+    theta = np.random.default_rng(seed).uniform(0.05, 0.95, (n, n_params))
+    forcing: dict[str, np.ndarray] = {}
+    for i, s in enumerate(range(0, n, GEN_CHUNK)):
+        e = min(n, s + GEN_CHUNK)
+        part = random_forcing(e - s, seed=np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        for k, v in part.items():
+            if k not in forcing:
+                forcing[k] = np.empty((n,) + v.shape[1:], dtype=np.float64)
+            forcing[k][s:e] = v
+        del part
+    return theta, forcing
+
+
+# -------------------------------------------------------------------------------------------
+# memory helpers (Linux)
+# -------------------------------------------------------------------------------------------
+def _rss_kb() -> int:
+    """Current resident set size (kB)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+
+
+# -------------------------------------------------------------------------------------------
+# worker: one (model, method, n) in a fresh process
+# -------------------------------------------------------------------------------------------
+def worker(spec: dict) -> dict:
+    import torch
+
+    import xproda
+    from xproda import grid
+
+    torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    cuda = device.startswith("cuda")
+    if cuda:
+        xproda.set_options(device=device)
+    model_name, method, n, chunk = spec["model"], spec["method"], spec["n"], spec["chunk"]
+    m = xproda.get_model(model_name)
+    theta, forcing = make_inputs(n, len(m.parameters), seed=spec["seed"])
+    dz = np.asarray(grid.DZ[:20], dtype=np.float64)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def sl(s, e):
+        return theta[s:e], {k: v[s:e] for k, v in forcing.items()}
+
+    def structured(s, e):
+        th, f = sl(s, e)
+        out = m.steady_state(th, f)
+        sync()
+        return out["soc_stock"]
+
+    def dense_chunk(s, e, X_out, soc_out):
+        th, f = sl(s, e)
+        L, rhs = m.dense_system(th, f)
+        X = torch.linalg.solve(L, rhs)  # [c, 140]
+        X_np = X.cpu().numpy()
+        X_out[s:e] = X_np
+        # pool-major order: index = pool * 20 + layer; soil pools are 4, 5, 6
+        soc_out[s:e] = (X_np.reshape(e - s, 7, 20)[:, 4:].sum(1) * dz).sum(-1)
+
+    gc.collect()
+    reset_ok = _reset_peak()
+    base_kb = _rss_kb() if reset_ok else max(_rss_kb(), _peak_kb())
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+
+    res = {"model": model_name, "method": method, "n": n, "reset_ok": reset_ok}
+    w = min(n, chunk)
+    if method == "structured":
+        t0 = time.perf_counter()
+        structured(0, w)  # warm-up
+        t_warm = time.perf_counter() - t0
+        times = []
+        soc = None
+        est = t_warm * n / w
+        reps = spec["repeats"] if est < 20.0 else 1
+        for _ in range(reps):
+            soc = None
+            gc.collect()
+            t0 = time.perf_counter()
+            soc = structured(0, n)
+            times.append(time.perf_counter() - t0)
+        res.update(times=times, wall=statistics.median(times), extrapolated=False)
+    elif method == "dense":
+        X_out = np.empty((n, 140))
+        soc = np.empty(n)
+        t0 = time.perf_counter()
+        dense_chunk(0, w, X_out, soc)  # warm-up (one chunk)
+        sync()
+        t_chunk = time.perf_counter() - t0
+        starts = list(range(0, n, chunk))
+        est = t_chunk * n / w
+        if est > spec["max_dense_s"]:
+            # time a subset of chunks (~half the budget) and extrapolate linearly
+            k = max(1, int(spec["max_dense_s"] / 2 / t_chunk))
+            sub = starts[:k]
+            t0 = time.perf_counter()
+            for s in sub:
+                dense_chunk(s, min(n, s + chunk), X_out, soc)
+            sync()
+            t_sub = time.perf_counter() - t0
+            cols = sum(min(n, s + chunk) - s for s in sub)
+            res.update(times=[t_sub], wall=t_sub * n / cols, extrapolated=True,
+                       timed_columns=cols)
+            soc[cols:] = np.nan
+        else:
+            reps = spec["repeats"] if est < 20.0 else 1
+            times = []
+            for _ in range(reps):
+                gc.collect()
+                t0 = time.perf_counter()
+                for s in starts:
+                    dense_chunk(s, min(n, s + chunk), X_out, soc)
+                sync()
+                times.append(time.perf_counter() - t0)
+            res.update(times=times, wall=statistics.median(times), extrapolated=False)
+    else:
+        raise ValueError(method)
+
+    res["peak_mb"] = (_peak_kb() - base_kb) / 1024.0
+    res["base_mb"] = base_kb / 1024.0
+    res["input_mb"] = (theta.nbytes + sum(v.nbytes for v in forcing.values())) / 2**20
+    if cuda:
+        res["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    soc = np.asarray(soc, dtype=np.float64)
+    res["valid_frac"] = float(np.isfinite(soc).mean())
+    if spec.get("save"):
+        np.save(spec["save"], soc)
+    return res
+
+
+def run_worker(spec: dict) -> dict:
+    """Run :func:`worker` in a fresh interpreter; returns its JSON result."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise RuntimeError(f"worker {spec['model']}/{spec['method']}/n={spec['n']} failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------
+# profile (optional)
+# -------------------------------------------------------------------------------------------
+def profile_clm5(n: int, threads: int, device: str) -> None:
+    import cProfile
+    import pstats
+
+    import torch
+
+    import xproda
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        xproda.set_options(device=device)
+    m = xproda.get_model("clm5")
+    theta, forcing = make_inputs(n, len(m.parameters))
+    m.steady_state(theta, forcing)
+    pr = cProfile.Profile()
+    pr.enable()
+    m.steady_state(theta, forcing)
+    pr.disable()
+    print(f"\n### cProfile of clm5 steady_state, n = {n:,} (functions in xproda, by cumulative)\n")
+    st = pstats.Stats(pr)
+    total = max(v[3] for v in st.stats.values())
+    rows = []
+    for (fname, line, func), (_cc, _nc, tt, ct, _callers) in st.stats.items():
+        if "xproda" in fname:
+            rel = fname[fname.index("xproda"):]
+            rows.append((ct, tt, f"{rel}:{line}({func})"))
+    rows.sort(reverse=True)
+    print("| function | cumulative s | share | own s |")
+    print("|---|---:|---:|---:|")
+    for ct, tt, name in rows[:20]:
+        print(f"| `{name}` | {ct:.3f} | {100 * ct / total:.0f}% | {tt:.3f} |")
+
+
+# -------------------------------------------------------------------------------------------
+# driver
+# -------------------------------------------------------------------------------------------
+def machine_info(threads: int, device: str) -> list[str]:
+    import torch
+
+    import xproda
+
+    cpu_model = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        avail = len(os.sched_getaffinity(0))
+    except AttributeError:
+        avail = os.cpu_count()
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.1f} GiB"
+    except OSError:
+        pass
+    commit = "?"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or "?"
+    except OSError:
+        pass
+    dev = device
+    if device.startswith("cuda"):
+        dev += f" ({torch.cuda.get_device_name(0)})"
+    return [
+        f"- CPU: {cpu_model}; os.cpu_count() = {os.cpu_count()}, usable = {avail}; RAM {mem}",
+        f"- Python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"xproda {xproda.__version__} (git {commit})",
+        f"- torch threads: {threads} (torch.set_num_threads); device: {dev}; dtype float64",
+    ]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,100000",
+                    help="comma-separated batch sizes (default 1000,10000,100000)")
+    ap.add_argument("--quick", action="store_true", help="sizes 1000,10000")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--chunk", type=int, default=2000,
+                    help="columns per dense chunk and warm-up size (default 2000)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed repeats, median reported (default 3; 1 for calls > ~20 s)")
+    ap.add_argument("--max-dense-s", type=float, default=180.0,
+                    help="above this estimated dense time, time a subset and extrapolate")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    ap.add_argument("--no-microbial", action="store_true", help="skip the microbial model")
+    ap.add_argument("--profile", action="store_true",
+                    help="also cProfile one clm5 steady_state call (n = --profile-n)")
+    ap.add_argument("--profile-n", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args._worker:
+        print(json.dumps(worker(json.loads(args._worker))))
+        return 0
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"--device {args.device}: CUDA is not available on this machine; skipped.")
+            return 0
+
+    sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
+    jobs = [("clm5", "structured")]
+    if not args.no_dense:
+        jobs.append(("clm5", "dense"))
+    if not args.no_microbial:
+        jobs.append(("microbial", "structured"))
+
+    results: dict[tuple, dict] = {}
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            for model, method in jobs:
+                spec = dict(model=model, method=method, n=n, chunk=args.chunk,
+                            threads=args.threads, device=args.device, repeats=args.repeats,
+                            max_dense_s=args.max_dense_s, seed=args.seed,
+                            save=os.path.join(tmp, f"{model}_{method}_{n}.npy"))
+                print(f"  running {model:9s} {method:10s} n={n:>9,} ...", file=sys.stderr,
+                      flush=True)
+                r = run_worker(spec)
+                r["soc"] = np.load(spec["save"])
+                results[(model, method, n)] = r
+                print(f"    {r['wall']:.3f} s, {n / r['wall']:,.0f} columns/s, "
+                      f"peak {r['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
+    elapsed = time.perf_counter() - t_start
+
+    # ------------------------------------------------------------------ report
+    print("# xproda steady-state benchmark\n")
+    print("\n".join(machine_info(args.threads, args.device)))
+    print(f"- sizes: {', '.join(f'{n:,}' for n in sizes)}; random forcing/theta (seed "
+          f"{args.seed}); dense chunk {args.chunk:,} columns; total benchmark time "
+          f"{elapsed:.0f} s")
+    print(f"- targets (issue): >= {TARGET_COLS_PER_S:,} CLM5 columns/s end to end, "
+          f">= {TARGET_RATIO:.0f}x the dense baseline, memory linear in n\n")
+    gpu = args.device.startswith("cuda")
+    hdr = "| model | n | method | wall s | columns/s | ratio vs dense | peak MB |"
+    sep = "|---|---:|---|---:|---:|---:|---:|"
+    if gpu:
+        hdr += " GPU peak MB |"
+        sep += "---:|"
+    print(hdr)
+    print(sep)
+    for n in sizes:
+        for model, method in jobs:
+            r = results[(model, method, n)]
+            rate = n / r["wall"]
+            label = method
+            if method == "structured" and model == "clm5":
+                label = "structured (steady_state)"
+            elif method == "structured":
+                label = "steady_state"
+            if method == "dense":
+                label = f"dense (dense_system + linalg.solve, chunks of {args.chunk:,})"
+                if r["extrapolated"]:
+                    label += f" **extrapolated from {r['timed_columns']:,} columns**"
+            ratio = "-"
+            if model == "clm5" and ("clm5", "dense", n) in results:
+                d = results[("clm5", "dense", n)]
+                ratio = "1.0x" if method == "dense" else f"{d['wall'] / r['wall']:.1f}x"
+            elif model != "clm5":
+                ratio = "n/a (no dense form)"
+            row = (f"| {model} | {n:,} | {label} | {r['wall']:.3f} | {rate:,.0f} | {ratio} | "
+                   f"{r['peak_mb']:,.0f} |")
+            if gpu:
+                row += f" {r.get('gpu_peak_mb', float('nan')):,.0f} |"
+            print(row)
+
+    # ------------------------------------------------------------------ footnotes
+    reset_ok = all(r["reset_ok"] for r in results.values())
+    print()
+    print("Notes:")
+    print("- wall s: median of the timed calls (repeats: "
+          + "; ".join(f"{m}/{me} n={n:,}: {len(r['times'])}" for (m, me, n), r in results.items())
+          + ") after one warm-up call on the first "
+          f"min(n, {args.chunk:,}) columns, in a fresh subprocess per row; numpy in -> numpy out.")
+    print(f"- dense: `m.dense_system` (assembly of L [c,140,140] and I [c,140]) + "
+          f"`torch.linalg.solve` per chunk of {args.chunk:,} columns, results copied into a "
+          "numpy X [n,140] and soc_stock; the time covers all n columns"
+          + (" except rows marked extrapolated." if any(r.get("extrapolated") for r in
+                                                         results.values()) else
+             " (no row extrapolated)."))
+    print("- ratio vs dense: dense wall s / structured wall s for the same n and systems.")
+    if reset_ok:
+        print("- peak MB: ru_maxrss at the end minus the RSS after imports and input generation "
+              "(peak mark reset via /proc/self/clear_refs), i.e. extra resident memory at the "
+              "peak of warm-up + timed calls, inputs excluded; input arrays were "
+              + ", ".join(f"{results[(jobs[0][0], jobs[0][1], n)]['input_mb']:,.0f} MB "
+                          f"(n={n:,})" for n in sizes) + " for clm5.")
+    else:
+        print("- peak MB: ru_maxrss at the end minus the peak RSS after imports and input "
+              "generation (the peak mark could not be reset, so this can UNDERestimate).")
+    for model, method in jobs:
+        per = [results[(model, method, n)]["peak_mb"] / n * 1000 for n in sizes]
+        print(f"- memory per 1,000 columns, {model}/{method}: "
+              + ", ".join(f"{p:,.1f} MB (n={n:,})" for p, n in zip(per, sizes)))
+    for n in sizes:
+        if ("clm5", "dense", n) in results:
+            a = results[("clm5", "structured", n)]["soc"]
+            b = results[("clm5", "dense", n)]["soc"]
+            ok = np.isfinite(a) & np.isfinite(b)
+            if ok.any():
+                rel = np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-300))
+                print(f"- check n={n:,}: structured vs dense soc_stock, max relative difference "
+                      f"{rel:.1e} over {ok.sum():,} columns (structured valid "
+                      f"{100 * results[('clm5', 'structured', n)]['valid_frac']:.1f}%)")
+    for n in sizes:
+        if ("microbial", "structured", n) in results:
+            r = results[("microbial", "structured", n)]
+            print(f"- microbial n={n:,}: {100 * r['valid_frac']:.1f}% of random columns valid "
+                  "(the others are flagged NaN: no physical steady state for random theta)")
+            break
+
+    # ------------------------------------------------------------------ verdict
+    big = max(sizes)
+    s = results[("clm5", "structured", big)]
+    rate = big / s["wall"]
+    print(f"\nVerdict at n = {big:,}: CLM5 {rate:,.0f} columns/s "
+          f"({'meets' if rate >= TARGET_COLS_PER_S else 'BELOW'} the {TARGET_COLS_PER_S:,} "
+          "target)", end="")
+    if ("clm5", "dense", big) in results:
+        ratio = results[("clm5", "dense", big)]["wall"] / s["wall"]
+        print(f"; {ratio:.1f}x dense ({'meets' if ratio >= TARGET_RATIO else 'BELOW'} the "
+              f"{TARGET_RATIO:.0f}x target)", end="")
+    print(".")
+
+    if args.profile:
+        profile_clm5(args.profile_n, args.threads, args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
