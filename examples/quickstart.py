@@ -118,12 +118,10 @@ def gradient_demo(model, forcing, theta_value: float) -> None:
         print(f"  {p.name:<16}{grad[i]:>+10.1f}   {p.description} [{p.minimum:g}, {p.maximum:g}]{units}")
     # central finite difference of the largest one, for comparison
     i, h = int(order[0]), 1e-6
-    with torch.no_grad():
-        th = np.full((2, len(names)), theta_value)
-        th[0, i] += h
-        th[1, i] -= h
-        two = {k: np.repeat(v[:1], 2, axis=0) for k, v in forcing.items()}
-        s = model.steady_state(th, two)["soc_stock"]
+    th = np.full((2, len(names)), theta_value)
+    th[0, i] += h
+    th[1, i] -= h
+    s = model.steady_state(th, first)["soc_stock"]  # forcing with batch 1 broadcasts to theta
     print(f"  {names[i]} by central finite difference: {(s[0] - s[1]) / (2 * h) * KG:+.1f}")
 
 

@@ -20,18 +20,12 @@ OPTIONS: dict[str, Any] = {
     "dtype": "float64",
     # torch intra-op threads used by kernels (per dask worker); None leaves torch's setting
     "torch_threads": None,
-    # columns per kernel call when xproda splits large batches (memory bound)
-    "kernel_batch_size": 65536,
-    # show progress bars in long computations
-    "progress": True,
 }
 
 _VALIDATORS = {
     "device": lambda v: v is None or isinstance(v, str) or type(v).__name__ == "device",
     "dtype": lambda v: v in ("float64", "float32"),
     "torch_threads": lambda v: v is None or (isinstance(v, int) and v >= 1),
-    "kernel_batch_size": lambda v: isinstance(v, int) and v >= 1,
-    "progress": lambda v: isinstance(v, bool),
 }
 
 
@@ -46,10 +40,6 @@ class set_options:
         Floating dtype of kernels (float64 recommended).
     torch_threads : int or None
         Intra-op threads for torch inside kernels.
-    kernel_batch_size : int
-        Largest number of columns per kernel call.
-    progress : bool
-        Show progress bars.
     """
 
     def __init__(self, **kwargs: Any) -> None:

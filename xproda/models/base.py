@@ -299,7 +299,9 @@ class SoilCarbonModel:
         out["turnover_time"] = soc_stock / out["input"]
         if cond is not None:
             # estimated relative error of the reference's dense LU solve (see _conditioning)
-            out["solve_error_estimate"] = cond
+            out["solve_error_estimate"] = torch.where(
+                flags & FLAGS["no_data"] > 0, torch.full_like(cond, math.nan), cond
+            )
         out["flags"] = flags
         out["valid"] = valid
         if numpy_out:

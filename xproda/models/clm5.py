@@ -39,8 +39,18 @@ class CLM5Model(SoilCarbonModel):
     >>> import numpy as np, xproda
     >>> m = xproda.get_model("clm5")
     >>> theta = np.full((1, 21), 0.5)
-    >>> out = m.steady_state(theta, forcing)  # doctest: +SKIP
-    >>> out["soc_stock"]  # g C m-2  # doctest: +SKIP
+    >>> forcing = {  # one column, batch first (see FORCING_SCHEMA)
+    ...     "TSOI": np.full((1, 12, 20), 283.15), "W_SCALAR": np.full((1, 12, 20), 0.6),
+    ...     "O_SCALAR": np.ones((1, 12, 20)), "FPI_vr": np.full((1, 12, 20), 0.7),
+    ...     "ALTMAX": np.full((1, 12), 6.0), "ALTMAX_LASTYEAR": np.full((1, 12), 6.0),
+    ...     "nbedrock": np.full((1, 12), 20), "CWD_INPUT": np.full((1, 12), 5.0),
+    ...     "LITR1_INPUT": np.full((1, 12), 15.0), "LITR2_INPUT": np.full((1, 12), 25.0),
+    ...     "LITR3_INPUT": np.full((1, 12), 10.0)}
+    >>> out = m.steady_state(theta, forcing)
+    >>> out["soc"].shape, out["pools"].shape
+    ((1, 20), (1, 20, 7))
+    >>> bool(out["valid"][0])
+    True
     """
 
     name = "clm5"

@@ -158,8 +158,9 @@ def validate_forcing(
     if not isinstance(forcing, Mapping):
         if hasattr(forcing, "data_vars"):
             raise TypeError(
-                "forcing must be a mapping of arrays with a leading batch dimension; for xarray "
-                "Datasets use the xarray functions (xproda.xr_api) or the .proda accessor"
+                "forcing must be a mapping of arrays with a leading batch dimension (the kernel "
+                "API); convert an xarray Dataset with {name: ds[name].values} after moving the "
+                "batch dimension first"
             )
         raise TypeError(f"forcing must be a mapping of arrays, got {type(forcing).__name__}")
     if required is None:

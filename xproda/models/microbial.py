@@ -110,6 +110,12 @@ class MicrobialModel(SoilCarbonModel):
         u_soc = pl3 * d3
         u_doc = pl1 * d1 + pl2 * d2
         u_mic = (1 - pl1) * cue1 * d1 + (1 - pl2) * cue23 * d2 + (1 - pl3) * cue23 * d3
+        # a layer without any supply (e.g. below bedrock with truncated inputs) holds no soil C:
+        # the closed forms are 0/0 there but soil pools are not transported, so 0 is exact.
+        # Substitute a dummy supply there so that values and gradients stay finite.
+        no_supply = u_soc + u_doc + u_mic == 0
+        one = torch.ones_like(u_soc)
+        u_soc, u_doc, u_mic = (torch.where(no_supply, one, u) for u in (u_soc, u_doc, u_mic))
         k_d = 1.0 / (day * c("tau4s2_death"))
         k_e = 1.0 / (day * c("tau4s2_enz"))
         k_z = 1.0 / (day * c("tau_enz_turnover"))
@@ -123,6 +129,8 @@ class MicrobialModel(SoilCarbonModel):
         soc = k_dd * xi * supply / (v_s * xi * enz - supply)
         doc = k_a * xi * (kde * mic - u_mic) / ((eps * v_u * xi - kde) * mic + u_mic)
         soil = torch.stack([doc, mic, enz, soc], dim=-1)
+        soil = torch.where(no_supply.unsqueeze(-1), torch.zeros_like(soil), soil)
+        doc, mic = soil[..., 0], soil[..., 1]
         pools = torch.cat([litter, soil], dim=-1)  # [n,20,8]
 
         dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
@@ -138,7 +146,7 @@ class MicrobialModel(SoilCarbonModel):
 
         negative = (soil.detach() < 0).any(-1).any(-1)
         total_stock = (soil.sum(-1) * dz).sum(-1)
-        mic_stock = (mic * dz).sum(-1)
+        mic_stock = (soil[..., 1] * dz).sum(-1)
         low_ratio = (total_stock < self.options.min_soc_to_mic_ratio * mic_stock) & ~negative
         cond = None
         if not self.options.conservative_transport:

@@ -266,7 +266,7 @@ MICROBIAL_PARAMETERS = ParameterSpace(
         _P("tau4s2_death", 0.0, 2.0, "yr", "K", "1/k of microbial death", default=0.57),
         _P("tau4s2_enz", 15.0, 30.0, "yr", "K", "1/k of enzyme production", default=22.0),
         _P("tau4s3", 1e-3, 1.0, "yr", "K",
-           "enzyme turnover time (log10 map; the reference reads it from slot 13, spec §10.1)",
+           "enzyme turnover time (log10 map; the reference code reads the mm_const_assim slot instead)",
            transform="log10", default=0.11),
         _P("tau4s4", 0.0, 3e-4, "yr", "K", "1/Vmax of SOC depolymerisation", default=None),
         _P("mm_const_assim", 300.0, 3000.0, "g m-3", "A", "half-saturation of DOC uptake",
