@@ -153,6 +153,7 @@ class SoilCarbonModel:
     # inputs
     # ---------------------------------------------------------------------------------------
     def _prepare(self, theta, forcing: Mapping, required=None):
+        fmod.check_mapping(forcing)
         numpy_out = not isinstance(theta, torch.Tensor) and not any(
             isinstance(v, torch.Tensor) for v in forcing.values()
         )

@@ -103,6 +103,7 @@ class CLM5Model(SoilCarbonModel):
             ``*_INPUT_vr`` ``[n, 12, 20]`` (g C m-3 month-1) as PRODA does; ``"surface"`` puts
             the column totals into layer 1; ``"beta"`` uses the Jackson profile with beta = 0.95.
         """
+        fmod.check_mapping(forcing)
         required = self.required_forcing + ("CELLSAND",)
         if input_profile == "clm":
             missing = [k for k in fmod.LAYER_INPUTS if k not in forcing]

@@ -121,6 +121,18 @@ def _finite_values(t: torch.Tensor) -> torch.Tensor:
     return t[torch.isfinite(t)]
 
 
+def check_mapping(forcing) -> None:
+    """Raise a clear TypeError unless ``forcing`` is a mapping of arrays."""
+    if not isinstance(forcing, Mapping):
+        if hasattr(forcing, "data_vars"):
+            raise TypeError(
+                "forcing must be a mapping of arrays with a leading batch dimension (the kernel "
+                "API); convert an xarray Dataset with {name: ds[name].values} after moving the "
+                "batch dimension first"
+            )
+        raise TypeError(f"forcing must be a mapping of arrays, got {type(forcing).__name__}")
+
+
 def validate_forcing(
     forcing: Mapping,
     n: int | None = None,
@@ -155,14 +167,7 @@ def validate_forcing(
         Wrong shape, wrong units (e.g. TSOI in degrees Celsius), out-of-range values
         (negative inputs, scalars outside [0, 1], nbedrock outside 1..20).
     """
-    if not isinstance(forcing, Mapping):
-        if hasattr(forcing, "data_vars"):
-            raise TypeError(
-                "forcing must be a mapping of arrays with a leading batch dimension (the kernel "
-                "API); convert an xarray Dataset with {name: ds[name].values} after moving the "
-                "batch dimension first"
-            )
-        raise TypeError(f"forcing must be a mapping of arrays, got {type(forcing).__name__}")
+    check_mapping(forcing)
     if required is None:
         required = tuple(k for k, v in FORCING_SCHEMA.items() if v.required)
     missing = [k for k in required if k not in forcing]
