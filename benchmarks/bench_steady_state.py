@@ -40,6 +40,7 @@ How to run
     .venv/bin/python benchmarks/bench_steady_state.py --sizes 1000,50000 --threads 2
     .venv/bin/python benchmarks/bench_steady_state.py --device cuda  # skipped without CUDA
     .venv/bin/python benchmarks/bench_steady_state.py --quick --profile  # + cProfile of clm5
+    .venv/bin/python benchmarks/bench_steady_state.py --call-chunk 2048  # + caller-chunked row
 
 A small correctness check runs as well: on the first ``--check-n`` (default 1,000) columns it
 compares the structured and dense solutions (soc_stock agreement, normwise backward error
@@ -69,6 +70,7 @@ import numpy as np
 
 TARGET_COLS_PER_S = 50_000
 TARGET_RATIO = 20.0
+_SHORT = {"structured": "st", "structured_chunked": "st-ch", "dense": "de"}
 GEN_CHUNK = 10_000  # columns per input-generation chunk (keeps generation temporaries small)
 
 
@@ -197,6 +199,11 @@ def worker(spec: dict) -> dict:
         sync()
         return out["soc_stock"]
 
+    def structured_chunked(s, e):
+        # the same public call, made by the caller on slices of ``spec["call_chunk"]`` columns
+        c = spec["call_chunk"]
+        return np.concatenate([structured(a, min(e, a + c)) for a in range(s, e, c)])
+
     def dense_chunk(s, e, X_out, soc_out):
         th, f = sl(s, e)
         L, rhs = m.dense_system(th, f)
@@ -219,10 +226,12 @@ def worker(spec: dict) -> dict:
     def cpu_now():
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
+
     w = min(n, chunk)
-    if method == "structured":
+    if method in ("structured", "structured_chunked"):
+        call = structured if method == "structured" else structured_chunked
         t0 = time.perf_counter()
-        structured(0, w)  # warm-up
+        call(0, w)  # warm-up
         t_warm = time.perf_counter() - t0
         times = []
         soc = None
@@ -232,7 +241,7 @@ def worker(spec: dict) -> dict:
             soc = None
             gc.collect()
             c0, t0 = cpu_now(), time.perf_counter()
-            soc = structured(0, n)
+            soc = call(0, n)
             times.append(time.perf_counter() - t0)
             cpu_timed.append(cpu_now() - c0)
         res.update(times=times, wall=min(times), extrapolated=False)
@@ -324,7 +333,7 @@ def correctness_check(n: int, threads: int, device: str, seed: int) -> None:
 
     valid = out["valid"]
     soc_s = out["soc_stock"]
-    dz = torch.as_tensor(np.asarray(xproda.grid.DZ[:20]), dtype=L.dtype, device=L.device)
+    dz = torch.as_tensor(np.array(xproda.grid.DZ[:20], dtype=np.float64), dtype=L.dtype, device=L.device)
     soc_d = (xd.reshape(n, 7, 20)[:, 4:].sum(1) * dz).sum(-1).cpu().numpy()
     rel = np.abs(soc_s - soc_d) / np.abs(soc_s)
     bad = valid & ~(rel <= 1e-6)
@@ -441,6 +450,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-dense-s", type=float, default=180.0,
                     help="above this estimated dense time, time a subset and extrapolate")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense baseline")
+    ap.add_argument("--call-chunk", type=int, default=0,
+                    help="also time clm5 steady_state called by the caller on slices of this "
+                         "many columns (e.g. 2048; 0 = off): shows the effect of chunking")
     ap.add_argument("--no-microbial", action="store_true", help="skip the microbial model")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile one clm5 steady_state call (n = --profile-n)")
@@ -464,6 +476,8 @@ def main(argv=None) -> int:
 
     sizes = [1000, 10000] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     jobs = [("clm5", "structured")]
+    if args.call_chunk > 0:
+        jobs.append(("clm5", "structured_chunked"))
     if not args.no_dense:
         jobs.append(("clm5", "dense"))
     if not args.no_microbial:
@@ -477,6 +491,7 @@ def main(argv=None) -> int:
                 spec = dict(model=model, method=method, n=n, chunk=args.chunk,
                             threads=args.threads, device=args.device, repeats=args.repeats,
                             max_dense_s=args.max_dense_s, seed=args.seed,
+                            call_chunk=args.call_chunk,
                             save=os.path.join(tmp, f"{model}_{method}_{n}.npy"))
                 print(f"  running {model:9s} {method:10s} n={n:>9,} ...", file=sys.stderr,
                       flush=True)
@@ -510,6 +525,8 @@ def main(argv=None) -> int:
             label = method
             if method == "structured" and model == "clm5":
                 label = "structured (steady_state)"
+            elif method == "structured_chunked":
+                label = f"structured, caller-chunked ({args.call_chunk:,} columns per call)"
             elif method == "structured":
                 label = "steady_state"
             if method == "dense":
@@ -578,7 +595,7 @@ def main(argv=None) -> int:
           f"rows on {os.cpu_count()} CPUs (values above ~{args.threads} mean other processes "
           "shared the CPUs and timings are pessimistic); CPU s / wall s of the timed calls "
           f"(<= {args.threads} ideal; ~1 = one thread's worth of CPU): "
-          + ", ".join(f"{m[:3]}/{me[:2]}/{n:,}: {r['cpu_s'] / sum(r['times']):.1f}"
+          + ", ".join(f"{m[:3]}/{_SHORT[me]}/{n:,}: {r['cpu_s'] / sum(r['times']):.1f}"
                       for (m, me, n), r in results.items()))
     if args.check_n > 0 and not args.no_dense:
         correctness_check(args.check_n, args.threads, args.device, args.seed)
