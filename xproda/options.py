@@ -20,12 +20,16 @@ OPTIONS: dict[str, Any] = {
     "dtype": "float64",
     # torch intra-op threads used by kernels (per dask worker); None leaves torch's setting
     "torch_threads": None,
+    # columns per internal kernel chunk: bounds temporaries (memory linear in n with a small
+    # constant) and keeps them in cache; results do not depend on it
+    "kernel_batch_size": 4096,
 }
 
 _VALIDATORS = {
     "device": lambda v: v is None or isinstance(v, str) or type(v).__name__ == "device",
     "dtype": lambda v: v in ("float64", "float32"),
     "torch_threads": lambda v: v is None or (isinstance(v, int) and v >= 1),
+    "kernel_batch_size": lambda v: isinstance(v, int) and v >= 1,
 }
 
 
@@ -40,6 +44,8 @@ class set_options:
         Floating dtype of kernels (float64 recommended).
     torch_threads : int or None
         Intra-op threads for torch inside kernels.
+    kernel_batch_size : int
+        Columns per internal kernel chunk (default 4096); results do not depend on it.
     """
 
     def __init__(self, **kwargs: Any) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import grid
+from ..options import OPTIONS
 from . import forcing as fmod
 from . import transport
 from .parameters import ParameterSpace
@@ -267,11 +268,40 @@ class SoilCarbonModel:
     # ---------------------------------------------------------------------------------------
     # outputs
     # ---------------------------------------------------------------------------------------
-    def _finish(self, pools, extra, nan_rows, flags_extra, numpy_out, *, cond=None):
+    def _chunked(self, th, f, numpy_out: bool, fn) -> SteadyState:
+        """Run ``fn(theta_chunk, forcing_chunk) -> SteadyState`` over batch chunks.
+
+        Chunks of ``xproda.get_options()["kernel_batch_size"]`` columns keep temporaries in
+        cache and memory bounded (linear in n with a small constant); results are identical to
+        one call because every column is independent.
+        """
+        n = th.shape[0]
+        size = OPTIONS["kernel_batch_size"]
+        if n <= size:
+            parts = [fn(th, f)]
+        else:
+            parts = [
+                fn(th[i:i + size], {k: v[i:i + size] for k, v in f.items()})
+                for i in range(0, n, size)
+            ]
+        out = parts[0]
+        if len(parts) > 1:
+            out = SteadyState({k: torch.cat([q[k] for q in parts], 0) for k in out})
+            out.pool_names = parts[0].pool_names
+        if numpy_out:
+            for key in list(out):
+                out[key] = out[key].detach().cpu().numpy()
+        return out
+
+    def _finish(self, pools, extra, th, f, flags_extra, *, cond=None):
         """Common post-processing: negatives, flags, NaN, stocks; ``pools`` ``[n, 20, P]``."""
         dz = _dz(pools)
         opts = self.options
         finite = torch.isfinite(pools).all(-1).all(-1)
+        if bool(finite.all()):
+            nan_rows = torch.zeros_like(finite)
+        else:  # tell missing data from a singular system only where needed
+            nan_rows = self._nan_rows(th, f)
         scale = pools.detach().abs().nan_to_num(0.0, 0.0, 0.0).amax((-1, -2), keepdim=True)
         neg_tol = 1e-9 * scale
         significant_neg = (pools.detach() < -neg_tol).any(-1).any(-1)
@@ -305,9 +335,6 @@ class SoilCarbonModel:
             )
         out["flags"] = flags
         out["valid"] = valid
-        if numpy_out:
-            for key in list(out):
-                out[key] = out[key].detach().cpu().numpy()
         return out
 
 

@@ -78,9 +78,12 @@ class CLM5Model(SoilCarbonModel):
             in gives numpy out; torch in gives torch out (differentiable).
         """
         th, f, n, numpy_out = self._prepare(theta, forcing)
+        return self._chunked(th, f, numpy_out, self._steady_state)
+
+    def _steady_state(self, th, f) -> SteadyState:
         p = self.parameters.physical_dict(th)
         p["froz_q10"] = p["q10"]
-        return self._run(p, f, th, numpy_out)
+        return self._run(p, f, th)
 
     def default_steady_state(
         self,
@@ -123,6 +126,11 @@ class CLM5Model(SoilCarbonModel):
             forcing, None, required=required, dtype=fmod.kernel_dtype(),
             device=fmod.resolve_device(*forcing.values()),
         )
+        th = torch.zeros((n, 1), dtype=f["TSOI"].dtype, device=f["TSOI"].device)
+        return self._chunked(th, f, numpy_out, lambda t, ff: self._default(t, ff, input_profile))
+
+    def _default(self, th, f, input_profile) -> SteadyState:
+        n = th.shape[0]
         dtype, device = f["TSOI"].dtype, f["TSOI"].device
         p = {
             k: torch.full((n,), float(v), dtype=dtype, device=device)
@@ -131,7 +139,6 @@ class CLM5Model(SoilCarbonModel):
         }
         p["fs1s2"], p["fs1s3"] = sand_dependent_fractions(f["CELLSAND"])
         p["w-scaling"] = None  # CLM's W_SCALAR unscaled
-        th = torch.zeros((n, 1), dtype=dtype, device=device)  # no theta: no NaN from it
         dens = None
         if input_profile == "clm":
             dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
@@ -146,7 +153,7 @@ class CLM5Model(SoilCarbonModel):
             d = torch.zeros((n, 20, 4), dtype=dtype, device=device)
             d = torch.cat([(u / (dz1 * fmod.DAYS_PER_YEAR)).unsqueeze(1), d[:, 1:]], dim=1)
             dens = (d, u)
-        return self._run(p, f, th, numpy_out, inputs=dens)
+        return self._run(p, f, th, inputs=dens)
 
     # ---------------------------------------------------------------------------------------
     def rates(self, p: Mapping, f: Mapping) -> torch.Tensor:
@@ -206,7 +213,7 @@ class CLM5Model(SoilCarbonModel):
         return L, rhs
 
     # ---------------------------------------------------------------------------------------
-    def _run(self, p, f, th, numpy_out, *, inputs=None) -> SteadyState:
+    def _run(self, p, f, th, *, inputs=None) -> SteadyState:
         K, vb, dens = self._assemble(p, f, inputs)
         K_lf = [lf(K[..., i]) for i in range(7)]
         vb_lf = tuple(lf(b) for b in vb)
@@ -252,10 +259,8 @@ class CLM5Model(SoilCarbonModel):
         cond = None
         if not self.options.conservative_transport:
             cond = self._conditioning(vb_lf, torch.stack(K_lf[1:], 0).amin(0))
-        nan_rows = self._nan_rows(th, f)
         extra = {"input": input_total, "respiration": respiration}
-        out = self._finish(pools, extra, nan_rows, [], numpy_out, cond=cond)
-        return out
+        return self._finish(pools, extra, th, f, [], cond=cond)
 
 
 def _nansum_months(x: torch.Tensor) -> torch.Tensor:

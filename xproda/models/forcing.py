@@ -214,12 +214,20 @@ def validate_forcing(
 
 
 def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
-    v = _finite_values(t)
-    if torch.isinf(t.detach()).any():
-        raise ValueError(f"forcing variable {name!r} contains infinite values (use NaN for no data)")
-    if v.numel() == 0:
+    if t.numel() == 0:
         return
-    vmin, vmax = float(v.min()), float(v.max())
+    td = t.detach()
+    lo, hi = torch.aminmax(td)  # one pass; NaN or inf show up in the result
+    vmin, vmax = float(lo), float(hi)
+    if not (math.isfinite(vmin) and math.isfinite(vmax)):
+        if torch.isinf(td).any():
+            raise ValueError(
+                f"forcing variable {name!r} contains infinite values (use NaN for no data)"
+            )
+        v = _finite_values(td)
+        if v.numel() == 0:
+            return
+        vmin, vmax = float(v.min()), float(v.max())
     if name == "TSOI" and vmax < 100.0:
         raise ValueError(
             f"forcing variable 'TSOI' must be in kelvin; its values ({vmin:.4g} .. {vmax:.4g}) "
@@ -237,7 +245,7 @@ def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
             f"forcing variable {name!r} has values above {spec.maximum} "
             f"(max {vmax:.6g} {spec.units}); expected {_range_text(spec)}"
         )
-    if spec.integer and not torch.equal(v, torch.round(v)):
+    if spec.integer and bool(((td != torch.round(td)) & ~torch.isnan(td)).any()):
         raise ValueError(
             f"forcing variable {name!r} must hold integer layer indices 1..{grid.N_LAYERS}, "
             f"found non-integer values"
@@ -296,6 +304,9 @@ def nanmean_months(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
 
     All-NaN gives NaN.  Gradients flow only through the finite months.
     """
+    total = x.sum(dim)
+    if not torch.isnan(total).any():  # fast path: no missing month anywhere
+        return total / x.shape[dim]
     ok = ~torch.isnan(x)
     xs = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device))
     cnt = ok.sum(dim).to(x.dtype)

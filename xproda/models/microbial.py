@@ -67,6 +67,10 @@ class MicrobialModel(SoilCarbonModel):
             ``soc_stock`` ``[n]`` g C m-2, fluxes, ``flags``, ``valid``.
         """
         th, f, n, numpy_out = self._prepare(theta, forcing)
+        return self._chunked(th, f, numpy_out, self._steady_state)
+
+    def _steady_state(self, th, f) -> SteadyState:
+        n = th.shape[0]
         p = self.parameters.physical_dict(th)
         # enzyme turnover time: log10 map to [1e-3, 1] yr from the configured theta slot
         p["tau_enz_turnover"] = self.parameters["tau4s3"].to_physical(
@@ -154,8 +158,8 @@ class MicrobialModel(SoilCarbonModel):
         return self._finish(
             pools,
             {"input": input_total, "respiration": respiration},
-            self._nan_rows(th, f),
+            th,
+            f,
             [(FLAGS["negative_pools"], negative), (FLAGS["low_soc_to_mic_ratio"], low_ratio)],
-            numpy_out,
             cond=cond,
         )

@@ -96,7 +96,9 @@ def diffusivity(
 
 
 def _patankar(pe: torch.Tensor) -> torch.Tensor:
-    return torch.clamp((1.0 - 0.1 * pe.abs()) ** 5, min=0.0)
+    x = torch.clamp(1.0 - 0.1 * pe.abs(), min=0.0)  # max(0, x^5) == max(0, x)^5
+    x2 = x * x
+    return x2 * x2 * x
 
 
 def _harmonic(a: torch.Tensor, b: torch.Tensor, w) -> torch.Tensor:
@@ -173,11 +175,18 @@ def mean_operator(
     """Annual (12-month mean) tridiagonal transport operator, each ``[n, 20]`` (day-1)."""
     from .forcing import nanmean_months
 
-    d = diffusivity(
-        bio, cryo, forcing["ALTMAX"], forcing["ALTMAX_LASTYEAR"], forcing["nbedrock"]
-    )
-    parts = monthly_operator(d, forcing["nbedrock"], conservative=conservative)
+    alt, alt_ly, nb = forcing["ALTMAX"], forcing["ALTMAX_LASTYEAR"], forcing["nbedrock"]
+    if all(_constant_over_months(x) for x in (alt, alt_ly, nb)):
+        # every month builds the same matrix: build one (the mean of 12 equal terms)
+        alt, alt_ly, nb = alt[:, :1], alt_ly[:, :1], nb[:, :1]
+    d = diffusivity(bio, cryo, alt, alt_ly, nb)
+    parts = monthly_operator(d, nb, conservative=conservative)
     return tuple(nanmean_months(p, dim=1) for p in parts)  # type: ignore[return-value]
+
+
+def _constant_over_months(x: torch.Tensor) -> bool:
+    first = x[:, :1]
+    return bool(((x == first) | (torch.isnan(x) & torch.isnan(first))).all())
 
 
 def dense(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
