@@ -82,7 +82,7 @@ class CLM5Model(SoilCarbonModel):
 
     def _steady_state(self, th, f) -> SteadyState:
         p = self.parameters.physical_dict(th)
-        p["froz_q10"] = p["q10"]
+        p["froz_q10"] = p["q10"]  # PRODA ties the frozen Q10 to Q10 (spec §2.5)
         return self._run(p, f, th)
 
     def default_steady_state(
@@ -164,7 +164,8 @@ class CLM5Model(SoilCarbonModel):
         """
         xt = fmod.temperature_scalar(f["TSOI"], p["q10"], p.get("froz_q10"))
         xw = fmod.water_scalar(f["W_SCALAR"], p["w-scaling"])
-        two = xt * xw * f["O_SCALAR"]
+        two = xt * xw
+        two = two.mul_(f["O_SCALAR"]) if _inplace_ok(two, f["O_SCALAR"]) else two * f["O_SCALAR"]
         m_soil = fmod.nanmean_months(two)  # [n,20]
         m_litter = fmod.nanmean_months(two * f["FPI_vr"])
         xz = fmod.depth_scalar(p["efolding"])
@@ -261,6 +262,11 @@ class CLM5Model(SoilCarbonModel):
             cond = self._conditioning(vb_lf, torch.stack(K_lf[1:], 0).amin(0))
         extra = {"input": input_total, "respiration": respiration}
         return self._finish(pools, extra, th, f, [], cond=cond)
+
+
+def _inplace_ok(*ts: torch.Tensor) -> bool:
+    """In-place update of a fresh temporary is safe when autograd records nothing."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 def _nansum_months(x: torch.Tensor) -> torch.Tensor:

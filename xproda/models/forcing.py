@@ -275,12 +275,16 @@ def temperature_scalar(tsoi: torch.Tensor, q10: torch.Tensor, froz_q10=None) -> 
         Shape ``[n]``; ``froz_q10`` defaults to ``q10`` (as in PRODA).
     """
     shape = (-1,) + (1,) * (tsoi.ndim - 1)
-    lq = torch.log(q10).reshape(shape)
-    lf = lq if froz_q10 is None else torch.log(froz_q10).reshape(shape)
+    lq = torch.log(q10).reshape(shape) / 10.0
+    if froz_q10 is None or froz_q10 is q10:
+        # both branches coincide when the frozen Q10 equals Q10: one fused pass + exp
+        expo = torch.addcmul(-(KELVIN + 25.0) * lq, tsoi, lq)
+        return expo.exp_()
+    lf = torch.log(froz_q10).reshape(shape) / 10.0
     expo = torch.where(
         tsoi >= KELVIN,
-        lq * (tsoi - (KELVIN + 25.0)) / 10.0,
-        -2.5 * lq + lf * (tsoi - KELVIN) / 10.0,
+        lq * (tsoi - (KELVIN + 25.0)),
+        -25.0 * lq + lf * (tsoi - KELVIN),
     )
     return torch.exp(expo)
 

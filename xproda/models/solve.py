@@ -89,6 +89,21 @@ def solve3(m, v):
     return _mv3(_inv3(m), v)
 
 
+_R1 = [1, 2, 0]
+_R2 = [2, 0, 1]
+
+
+def _inv3_stacked(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of 3x3 matrices stored as ``[3, 3, ...]`` (cyclic cofactor formula)."""
+    a = m[_R1][:, _R1]
+    b = m[_R2][:, _R2]
+    c = m[_R1][:, _R2]
+    d = m[_R2][:, _R1]
+    cof = a * b - c * d  # cof[i, j] = cofactor C_ij
+    det = (m[0] * cof[0]).sum(0)
+    return cof.transpose(0, 1) / det
+
+
 def block3_thomas(lower, blocks, upper, rhs):
     """Block-tridiagonal solve with 3x3 diagonal blocks and scalar off-diagonal blocks.
 
@@ -97,6 +112,8 @@ def block3_thomas(lower, blocks, upper, rhs):
         lower[j] * x[j-1] + B[j] @ x[j] + upper[j] * x[j+1] = r[j]
 
     where ``lower``/``upper`` multiply the identity (the same transport for every pool).
+    The 3x3 blocks are processed as stacked ``[3, 3, ...]`` tensors so each elimination step
+    is a handful of vectorised operations.
 
     Parameters
     ----------
@@ -112,26 +129,24 @@ def block3_thomas(lower, blocks, upper, rhs):
     list of 3 Tensor
         Solution per pool, each ``[L, ...]``.
     """
-    n = lower.shape[0]
-    ginv = []  # inverse of the modified pivot block per layer
-    y = []  # modified right-hand side (already multiplied by the pivot inverse)
-    prev_inv = None
-    prev_y = None
+    B = torch.stack([torch.stack(torch.broadcast_tensors(*row), 0) for row in blocks], 0)
+    R = torch.stack(torch.broadcast_tensors(*rhs), 0)  # [3, L, ...]
+    lower = lower.expand(B.shape[2:])
+    upper = upper.expand(B.shape[2:])
+    n = B.shape[2]
+    ginv, y = [], []
     for j in range(n):
-        b = [[blocks[r][c][j] for c in range(3)] for r in range(3)]
-        r_j = [rhs[p][j] for p in range(3)]
+        b = B[:, :, j]
+        r = R[:, j]
         if j > 0:
-            s = lower[j] * upper[j - 1]
-            b = [[b[r][c] - s * prev_inv[r][c] for c in range(3)] for r in range(3)]
-            r_j = [r_j[p] - lower[j] * prev_y[p] for p in range(3)]
-        inv = _inv3(b)
-        yj = _mv3(inv, r_j)
+            b = b - (lower[j] * upper[j - 1]) * ginv[-1]
+            r = r - lower[j] * y[-1]
+        inv = _inv3_stacked(b)
         ginv.append(inv)
-        y.append(yj)
-        prev_inv, prev_y = inv, yj
+        y.append((inv * r.unsqueeze(0)).sum(1))
     x = [None] * n
     x[n - 1] = y[n - 1]
     for j in range(n - 2, -1, -1):
-        corr = _mv3(ginv[j], x[j + 1])
-        x[j] = [y[j][p] - upper[j] * corr[p] for p in range(3)]
-    return [torch.stack(torch.broadcast_tensors(*[x[j][p] for j in range(n)]), dim=0) for p in range(3)]
+        x[j] = y[j] - upper[j] * (ginv[j] * x[j + 1].unsqueeze(0)).sum(1)
+    X = torch.stack(x, 1)  # [3, L, ...]
+    return [X[0], X[1], X[2]]
