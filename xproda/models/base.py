@@ -297,17 +297,22 @@ class SoilCarbonModel:
         """Common post-processing: negatives, flags, NaN, stocks; ``pools`` ``[n, 20, P]``."""
         dz = _dz(pools)
         opts = self.options
-        finite = torch.isfinite(pools).all(-1).all(-1)
+        pd = pools.detach()
+        finite = torch.isfinite(pd.sum((-1, -2)))  # NaN/inf anywhere make the sum non-finite
         if bool(finite.all()):
             nan_rows = torch.zeros_like(finite)
         else:  # tell missing data from a singular system only where needed
             nan_rows = self._nan_rows(th, f)
-        scale = pools.detach().abs().nan_to_num(0.0, 0.0, 0.0).amax((-1, -2), keepdim=True)
-        neg_tol = 1e-9 * scale
-        significant_neg = (pools.detach() < -neg_tol).any(-1).any(-1)
-        pools = torch.where(pools < 0, torch.zeros_like(pools), pools) if opts.clip_negative else (
-            torch.where((pools < 0) & (pools >= -neg_tol), torch.zeros_like(pools), pools)
-        )
+        lo, hi = pd.amin((-1, -2)), pd.amax((-1, -2))
+        significant_neg = torch.zeros_like(finite)
+        if bool((lo < 0).any()):  # negatives are rare: handle them only when present
+            neg_tol = (1e-9 * torch.maximum(hi.abs(), lo.abs())).nan_to_num(0.0, 0.0, 0.0)
+            neg_tol = neg_tol.reshape(-1, 1, 1)
+            significant_neg = (pd < -neg_tol).any(-1).any(-1)
+            zero = torch.zeros_like(pools)
+            pools = torch.where(pools < 0, zero, pools) if opts.clip_negative else (
+                torch.where((pools < 0) & (pools >= -neg_tol), zero, pools)
+            )
         flags = torch.zeros(pools.shape[0], dtype=torch.int64, device=pools.device)
         flags = flags | torch.where(nan_rows & ~finite, FLAGS["no_data"], 0)
         flags = flags | torch.where(~nan_rows & ~finite, FLAGS["singular"], 0)
@@ -318,8 +323,8 @@ class SoilCarbonModel:
         for bit, mask in flags_extra:
             flags = flags | torch.where(mask & finite, bit, 0)
         valid = flags == 0
-        nan = torch.full_like(pools, math.nan)
-        pools = torch.where(valid.reshape(-1, 1, 1), pools, nan)
+        if not bool(valid.all()):
+            pools = torch.where(valid.reshape(-1, 1, 1), pools, torch.full_like(pools, math.nan))
         soc = pools[..., len(self.pools) - len(self.soil_pools):].sum(-1)
         pool_stocks = (pools * dz.reshape(1, -1, 1)).sum(1)
         soc_stock = (soc * dz).sum(-1)
