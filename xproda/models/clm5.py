@@ -13,7 +13,7 @@ import torch
 
 from . import forcing as fmod
 from . import transport
-from .base import FLAGS, SoilCarbonModel, SteadyState, lf
+from .base import SoilCarbonModel, SteadyState, _dz, lf
 from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
 from .parameters import CLM5_PARAMETERS
 from .solve import block3_thomas
@@ -141,9 +141,9 @@ class CLM5Model(SoilCarbonModel):
         p["w-scaling"] = None  # CLM's W_SCALAR unscaled
         dens = None
         if input_profile == "clm":
-            dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
+            dz = _dz(th)
             per_layer = torch.stack(
-                [_nansum_months(f[k]) for k in fmod.LAYER_INPUTS], dim=-1
+                [fmod.nansum_months(f[k]) for k in fmod.LAYER_INPUTS], dim=-1
             )  # [n, 20, 4] g C m-3 yr-1
             u = (per_layer * dz.reshape(1, -1, 1)).sum(1)
             dens = (per_layer / fmod.DAYS_PER_YEAR, u)
@@ -253,7 +253,7 @@ class CLM5Model(SoilCarbonModel):
             ],
             dim=-1,
         )  # respired fraction of each donor [n, 20, 7]
-        dz = torch.tensor(fmod.grid.DZ[:20], dtype=K.dtype, device=K.device)
+        dz = _dz(K)
         resp = (rf * K * pools).sum(-1)  # g C m-3 day-1 per layer
         respiration = (resp * dz).sum(-1) * fmod.DAYS_PER_YEAR
         input_total = (dens.sum(-1) * dz).sum(-1) * fmod.DAYS_PER_YEAR
@@ -267,13 +267,3 @@ class CLM5Model(SoilCarbonModel):
 def _inplace_ok(*ts: torch.Tensor) -> bool:
     """In-place update of a fresh temporary is safe when autograd records nothing."""
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
-
-
-def _nansum_months(x: torch.Tensor) -> torch.Tensor:
-    """Sum over the month axis (1) with NaN as 0; all-NaN gives NaN."""
-    ok = ~torch.isnan(x)
-    s = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(1)
-    return torch.where(ok.any(1), s, torch.full_like(s, float("nan")))
-
-
-_ = FLAGS  # re-exported for convenience

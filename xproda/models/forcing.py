@@ -30,6 +30,7 @@ __all__ = [
     "input_profile",
     "annual_inputs",
     "nanmean_months",
+    "nansum_months",
     "DAYS_PER_YEAR",
     "KELVIN",
 ]
@@ -360,11 +361,11 @@ def annual_inputs(forcing: Mapping[str, torch.Tensor]) -> torch.Tensor:
     The 12 monthly values (g C m-2 month-1) are summed; NaN months count as 0 but an input
     that is NaN in every month is NaN (no data), so ocean cells stay NaN (spec §2.7).
     """
-    cols = []
-    for k in LITTER_INPUTS:
-        x = forcing[k]
-        ok = ~torch.isnan(x)
-        s = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(-1)
-        s = torch.where(ok.any(-1), s, torch.full_like(s, math.nan))
-        cols.append(s)
-    return torch.stack(cols, dim=-1)
+    return torch.stack([nansum_months(forcing[k], dim=-1) for k in LITTER_INPUTS], dim=-1)
+
+
+def nansum_months(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Sum over months with NaN months as 0; a value NaN in every month stays NaN (no data)."""
+    ok = ~torch.isnan(x)
+    s = torch.where(ok, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim)
+    return torch.where(ok.any(dim), s, torch.full_like(s, math.nan))

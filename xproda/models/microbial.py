@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 
 from . import forcing as fmod
-from .base import FLAGS, SoilCarbonModel, SteadyState, lf
+from .base import FLAGS, SoilCarbonModel, SteadyState, _dz, lf
 from .parameters import MICROBIAL_PARAMETERS
 
 __all__ = ["MicrobialModel", "EFOLDING"]
@@ -137,7 +137,7 @@ class MicrobialModel(SoilCarbonModel):
         doc, mic = soil[..., 0], soil[..., 1]
         pools = torch.cat([litter, soil], dim=-1)  # [n,20,8]
 
-        dz = torch.tensor(fmod.grid.DZ[:20], dtype=dtype, device=device)
+        dz = _dz(xi)
         uptake = v_u * xi * mic * doc / (k_a * xi + doc)
         resp = (
             (1 - pl1) * (1 - cue1) * d1

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["thomas", "block3_thomas", "solve3"]
+__all__ = ["thomas", "block3_thomas"]
 
 
 def thomas(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: torch.Tensor):
@@ -63,30 +63,6 @@ def thomas(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: to
     for j in range(n - 2, -1, -1):
         x[j] = dp[j] - cp[j] * x[j + 1]
     return torch.stack(torch.broadcast_tensors(*x), dim=0)
-
-
-def _inv3(m):
-    """Inverse of 3x3 matrices given as a nested list of tensors ``m[r][c]`` (adjugate)."""
-    (a, b, c), (d, e, f), (g, h, i) = m
-    c00 = e * i - f * h
-    c01 = -(d * i - f * g)
-    c02 = d * h - e * g
-    det = a * c00 + b * c01 + c * c02
-    r = 1.0 / det
-    return [
-        [c00 * r, -(b * i - c * h) * r, (b * f - c * e) * r],
-        [c01 * r, (a * i - c * g) * r, -(a * f - c * d) * r],
-        [c02 * r, -(a * h - b * g) * r, (a * e - b * d) * r],
-    ]
-
-
-def _mv3(m, v):
-    return [m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2] for r in range(3)]
-
-
-def solve3(m, v):
-    """Solve one 3x3 system per batch element (nested lists of tensors)."""
-    return _mv3(_inv3(m), v)
 
 
 _R1 = [1, 2, 0]
