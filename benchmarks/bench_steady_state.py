@@ -7,7 +7,12 @@ For each batch size ``n`` (default 1,000 / 10,000 / 100,000 random soil columns)
 
 * ``clm5`` / ``structured``: ``xproda.get_model("clm5").steady_state(theta, forcing)`` end to
   end, numpy inputs -> numpy outputs (validation, assembly, structured block-tridiagonal
-  solve, post-processing).
+  solve, post-processing).  Without autograd on the CPU the solve runs in the fused numba
+  kernel (:mod:`xproda.models._fused`).
+* ``clm5`` / ``torch``: the same call with ``fused_kernels=False``: the torch solver
+  (the differentiable path) without autograd.
+* ``clm5`` / ``grad``: forward + backward: torch tensors in, ``theta.requires_grad``,
+  ``soc_stock.nansum().backward()`` (the cost of one gradient step of training/MAP).
 * ``clm5`` / ``dense``: the *same* linear systems through the dense baseline,
   ``L, I = m.dense_system(...)`` + ``torch.linalg.solve(L, I)`` (batched pivoted LU on
   ``[chunk, 140, 140]``), numpy inputs -> numpy ``X`` ``[n, 140]`` plus ``soc_stock``.  It
@@ -47,8 +52,8 @@ compares the structured and dense solutions (soc_stock agreement, normwise backw
 ``max|L x - I| / max(|L| |x| + |I|)`` of both, and the 2-norm condition number of the
 systems where they disagree).
 
-The script is self-contained (the random forcing generator is a copy of the one in
-``tests/conftest.py``); it is a benchmark, not a test, and asserts nothing.
+Inputs come from :func:`xproda.testing.random_forcing` (shared with the tests); it is a
+benchmark, not a test, and asserts nothing.
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ from xproda.testing import random_forcing
 
 TARGET_COLS_PER_S = 50_000
 TARGET_RATIO = 20.0
-_SHORT = {"structured": "st", "structured_chunked": "st-ch", "dense": "de"}
+_SHORT = {"structured": "st", "structured_chunked": "st-ch", "torch": "to", "grad": "gr",
+          "dense": "de"}
 GEN_CHUNK = 10_000  # columns per input-generation chunk (keeps generation temporaries small)
 
 
@@ -158,6 +164,20 @@ def worker(spec: dict) -> dict:
         sync()
         return out["soc_stock"]
 
+    def torch_path(s, e):
+        # the differentiable torch solver without autograd (fused numba kernel switched off)
+        with xproda.set_options(fused_kernels=False):
+            return structured(s, e)
+
+    def grad(s, e):
+        # forward + backward of d(sum soc_stock)/d(theta) through the torch solver
+        th, f = sl(s, e)
+        tht = torch.tensor(th, requires_grad=True)
+        out = m.steady_state(tht, {k: torch.as_tensor(v) for k, v in f.items()})
+        out["soc_stock"].nansum().backward()
+        sync()
+        return out["soc_stock"].detach().cpu().numpy()
+
     def structured_chunked(s, e):
         # the same public call, made by the caller on slices of ``spec["call_chunk"]`` columns
         c = spec["call_chunk"]
@@ -187,8 +207,9 @@ def worker(spec: dict) -> dict:
         return r.ru_utime + r.ru_stime
 
     w = min(n, chunk)
-    if method in ("structured", "structured_chunked"):
-        call = structured if method == "structured" else structured_chunked
+    if method in ("structured", "structured_chunked", "torch", "grad"):
+        call = {"structured": structured, "structured_chunked": structured_chunked,
+                "torch": torch_path, "grad": grad}[method]
         t0 = time.perf_counter()
         call(0, w)  # warm-up
         t_warm = time.perf_counter() - t0
@@ -413,6 +434,9 @@ def main(argv=None) -> int:
                     help="also time clm5 steady_state called by the caller on slices of this "
                          "many columns (e.g. 2048; 0 = off): shows the effect of chunking")
     ap.add_argument("--no-microbial", action="store_true", help="skip the microbial model")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="skip the clm5 rows of the torch solver (no fused kernel) and of "
+                         "forward + backward (gradients)")
     ap.add_argument("--profile", action="store_true",
                     help="also cProfile one clm5 steady_state call (n = --profile-n)")
     ap.add_argument("--profile-n", type=int, default=10000)
@@ -437,6 +461,8 @@ def main(argv=None) -> int:
     jobs = [("clm5", "structured")]
     if args.call_chunk > 0:
         jobs.append(("clm5", "structured_chunked"))
+    if not args.no_torch:
+        jobs += [("clm5", "torch"), ("clm5", "grad")]
     if not args.no_dense:
         jobs.append(("clm5", "dense"))
     if not args.no_microbial:
@@ -484,6 +510,10 @@ def main(argv=None) -> int:
             label = method
             if method == "structured" and model == "clm5":
                 label = "structured (steady_state)"
+            elif method == "torch":
+                label = "structured, torch solver (fused_kernels=False)"
+            elif method == "grad":
+                label = "structured, torch: forward + backward d soc_stock / d theta"
             elif method == "structured_chunked":
                 label = f"structured, caller-chunked ({args.call_chunk:,} columns per call)"
             elif method == "structured":

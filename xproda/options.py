@@ -23,6 +23,9 @@ OPTIONS: dict[str, Any] = {
     # columns per internal kernel chunk: bounds temporaries (memory linear in n with a small
     # constant) and keeps them in cache; results do not depend on it
     "kernel_batch_size": 4096,
+    # use the fused numba CPU kernel for the structured solve when no gradient is needed
+    # (same results as the torch path to rounding; see xproda.models._fused)
+    "fused_kernels": True,
 }
 
 _VALIDATORS = {
@@ -30,6 +33,7 @@ _VALIDATORS = {
     "dtype": lambda v: v in ("float64", "float32"),
     "torch_threads": lambda v: v is None or (isinstance(v, int) and v >= 1),
     "kernel_batch_size": lambda v: isinstance(v, int) and v >= 1,
+    "fused_kernels": lambda v: isinstance(v, bool),
 }
 
 
@@ -46,6 +50,9 @@ class set_options:
         Intra-op threads for torch inside kernels.
     kernel_batch_size : int
         Columns per internal kernel chunk (default 4096); results do not depend on it.
+    fused_kernels : bool
+        Use the fused numba CPU kernel for the structured solve when no gradient is needed
+        (default True); results equal the torch path to rounding.
     """
 
     def __init__(self, **kwargs: Any) -> None:

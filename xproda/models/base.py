@@ -299,6 +299,8 @@ class SoilCarbonModel:
         opts = self.options
         pd = pools.detach()
         finite = torch.isfinite(pd.sum((-1, -2)))  # NaN/inf anywhere make the sum non-finite
+        # a NaN parameter marks a no-data cell even where that parameter is not used
+        finite = finite & ~torch.isnan(th.detach()).any(-1)
         if bool(finite.all()):
             nan_rows = torch.zeros_like(finite)
         else:  # tell missing data from a singular system only where needed

@@ -16,6 +16,7 @@ from . import transport
 from .base import SoilCarbonModel, SteadyState, _dz, lf
 from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
 from .parameters import CLM5_PARAMETERS
+from . import _fused
 from .solve import block3_thomas
 
 __all__ = ["CLM5Model"]
@@ -213,14 +214,12 @@ class CLM5Model(SoilCarbonModel):
         rhs[:, : 4 * nl] = dens.transpose(1, 2).reshape(n, 4 * nl)
         return L, rhs
 
-    # ---------------------------------------------------------------------------------------
-    def _run(self, p, f, th, *, inputs=None) -> SteadyState:
-        K, vb, dens = self._assemble(p, f, inputs)
+    def _pools_torch(self, K, vb, dens, p) -> torch.Tensor:
+        """Staged structured solve in torch (differentiable, any device): pools ``[n, 20, 7]``."""
         K_lf = [lf(K[..., i]) for i in range(7)]
         vb_lf = tuple(lf(b) for b in vb)
         ins = [lf(dens[..., i]) for i in range(4)]
-        fr = {k: lf(p[k]) for k in ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3",
-                                     "fs2s1", "fs2s3", "fs3s1")}
+        fr = {k: lf(p[k]) for k in _fused.FRACTION_ORDER}
         x_cwd, x1, x2, x3 = self._litter(K_lf[:4], vb_lf, ins, fr["fcwdl2"])
         k1, k2, k3 = K_lf[4:]
         lo, di, up = vb_lf
@@ -236,8 +235,29 @@ class CLM5Model(SoilCarbonModel):
             zero,
         ]
         s1, s2, s3 = block3_thomas(lo, blocks, up, rhs)
-        pools_lf = [x_cwd, x1, x2, x3, s1, s2, s3]
-        pools = torch.stack([x.transpose(0, 1) for x in pools_lf], dim=-1)  # [n,20,7]
+        return torch.stack([x.transpose(0, 1) for x in (x_cwd, x1, x2, x3, s1, s2, s3)], dim=-1)
+
+    @staticmethod
+    def _pools_fused(K, vb, dens, p) -> torch.Tensor:
+        """The same solve by the fused numba kernel (CPU, no autograd): pools ``[n, 20, 7]``."""
+        n, nl = K.shape[0], K.shape[1]
+        fr = torch.stack(
+            [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, nl)
+             for k in _fused.FRACTION_ORDER], dim=-1,
+        )
+        np_ = lambda t: t.detach().numpy()  # noqa: E731  (no autograd on this path)
+        bands = [np_(b.expand(n, nl)) for b in vb]
+        out = _fused.clm5_pools(np_(K), *bands, np_(dens), np_(fr))
+        return torch.from_numpy(out)
+
+    # ---------------------------------------------------------------------------------------
+    def _run(self, p, f, th, *, inputs=None) -> SteadyState:
+        K, vb, dens = self._assemble(p, f, inputs)
+        fr_names = _fused.FRACTION_ORDER
+        if _use_fused(K, *vb, dens, *(p[k] for k in fr_names)):
+            pools = self._pools_fused(K, vb, dens, p)
+        else:
+            pools = self._pools_torch(K, vb, dens, p)
         # heterotrophic respiration: respired fraction of each donor's decomposition flux
         n = K.shape[0]
         lay = lambda x: x if x.ndim == 2 else x.unsqueeze(-1).expand(n, K.shape[1])  # noqa: E731
@@ -259,9 +279,21 @@ class CLM5Model(SoilCarbonModel):
         input_total = (dens.sum(-1) * dz).sum(-1) * fmod.DAYS_PER_YEAR
         cond = None
         if not self.options.conservative_transport:
-            cond = self._conditioning(vb_lf, torch.stack(K_lf[1:], 0).amin(0))
+            cond = self._conditioning(tuple(lf(b) for b in vb), lf(K[..., 1:].amin(-1)))
         extra = {"input": input_total, "respiration": respiration}
         return self._finish(pools, extra, th, f, [], cond=cond)
+
+
+def _use_fused(*ts) -> bool:
+    """Whether the fused CPU kernel may replace the torch solve (see :mod:`._fused`)."""
+    from ..options import OPTIONS
+
+    if not (OPTIONS["fused_kernels"] and _fused.HAVE_NUMBA):
+        return False
+    ts = [t for t in ts if isinstance(t, torch.Tensor)]
+    if any(t.device.type != "cpu" or t.dtype != torch.float64 for t in ts):
+        return False  # float32 keeps the torch path: the kernel's scalars are float64
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 def _inplace_ok(*ts: torch.Tensor) -> bool:

@@ -1,0 +1,137 @@
+"""The fused numba CPU kernel equals the torch structured solve (the no-grad fast path)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xproda
+from conftest import random_forcing
+from xproda.models import _fused, clm5 as clm5_mod
+
+pytestmark = pytest.mark.skipif(not _fused.HAVE_NUMBA, reason="numba not installed")
+
+
+def _both(fn):
+    """Run ``fn()`` with the fused kernel and with the torch path; return both results."""
+    with xproda.set_options(fused_kernels=True):
+        a = fn()
+    with xproda.set_options(fused_kernels=False):
+        b = fn()
+    return a, b
+
+
+def _assert_same(a, b, rtol=1e-12):
+    np.testing.assert_array_equal(a["flags"], b["flags"])
+    for key in ("pools", "soc", "soc_stock", "respiration", "turnover_time"):
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=key)
+        axes = tuple(range(1, x.ndim))
+        ay = np.where(np.isnan(y), 0.0, np.abs(y))
+        scale = ay.max(axis=axes, keepdims=True) if axes else ay
+        scale = np.where(scale > 0, scale, 1.0)
+        err = np.nan_to_num(np.abs(x - y) / scale)
+        assert err.max() <= rtol, (key, err.max())
+
+
+def test_fused_path_is_taken(monkeypatch):
+    calls = []
+    real = _fused.clm5_pools
+    monkeypatch.setattr(_fused, "clm5_pools", lambda *a, **k: calls.append(1) or real(*a, **k))
+    f = random_forcing(8, 0)
+    th = np.full((8, 21), 0.5)
+    m = xproda.get_model("clm5")
+    m.steady_state(th, f)
+    assert calls, "no-grad CPU call must use the fused kernel"
+    calls.clear()
+    with xproda.set_options(fused_kernels=False):
+        m.steady_state(th, f)
+    assert not calls
+    thr = torch.tensor(th, requires_grad=True)
+    m.steady_state(thr, {k: torch.as_tensor(v) for k, v in f.items()})
+    assert not calls, "a call that needs gradients must use the torch path"
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    regime=st.sampled_from(["bio", "cryo", "mixed"]),
+    reference=st.booleans(),
+)
+def test_fused_equals_torch(seed, regime, reference):
+    n = 50
+    f = random_forcing(n, seed, regime=regime)
+    th = np.random.default_rng(seed).uniform(0.01, 0.99, (n, 21))
+    m = xproda.get_model("clm5", reference=reference)
+    a, b = _both(lambda: m.steady_state(th, f))
+    _assert_same(a, b)
+
+
+def test_fused_nan_and_zero_input_columns():
+    n = 6
+    f = random_forcing(n, 3)
+    f["TSOI"][1] = np.nan  # no data -> NaN, flagged no_data on both paths
+    f["CWD_INPUT"][2] = 0.0  # zero CWD input -> CWD pool 0, not NaN
+    th = np.full((n, 21), 0.4)
+    th[3, 0] = np.nan
+    m = xproda.get_model("clm5")
+    a, b = _both(lambda: m.steady_state(th, f))
+    _assert_same(a, b)
+    assert np.isnan(a["soc_stock"][[1, 3]]).all()
+    assert np.all(a["pools"][2, :, 0] == 0.0)
+    assert np.isfinite(a["soc_stock"][[0, 2, 4, 5]]).all()
+
+
+@pytest.mark.parametrize("profile", ["surface", "beta"])
+def test_fused_default_mode_per_layer_fractions(profile):
+    """CLM5 default mode: sand-dependent fractions vary by layer ([n, 20] parameters)."""
+    n = 20
+    f = random_forcing(n, 5)
+    f["CELLSAND"] = np.random.default_rng(5).uniform(5, 90, (n, 20))
+    m = xproda.get_model("clm5")
+    a, b = _both(lambda: m.default_steady_state(f, input_profile=profile))
+    _assert_same(a, b)
+
+
+def test_float32_keeps_torch_path():
+    x = torch.ones(3, dtype=torch.float32)
+    assert not clm5_mod._use_fused(x)
+
+
+def test_fused_thread_safe():
+    """Concurrent calls (as from dask's threaded scheduler) neither crash nor mix results."""
+    m = xproda.get_model("clm5")
+    inputs = [(np.random.default_rng(s).uniform(0.2, 0.9, (300, 21)), random_forcing(300, s))
+              for s in range(4)]
+    expected = [m.steady_state(th, f)["soc_stock"] for th, f in inputs]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        th, f = inputs[i]
+        results[i] = m.steady_state(th, f)["soc_stock"]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], expected[i])
+
+
+def test_use_fused_rules():
+    x = torch.ones(3, dtype=torch.float64)
+    g = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    assert clm5_mod._use_fused(x, None)
+    assert not clm5_mod._use_fused(x, g)
+    with torch.no_grad():
+        assert clm5_mod._use_fused(x, g)
+    with xproda.set_options(fused_kernels=False):
+        assert not clm5_mod._use_fused(x)
+    with pytest.raises(ValueError, match="fused_kernels"):
+        xproda.set_options(fused_kernels="yes")
