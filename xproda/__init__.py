@@ -8,7 +8,12 @@ from __future__ import annotations
 from . import grid
 from .models import FLAGS, ParameterSpace, get_model
 from .options import get_options, set_options
+from . import accessor as _accessor  # noqa: F401  (registers the .proda accessor)
+from . import xr_api
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["get_model", "ParameterSpace", "FLAGS", "grid", "set_options", "get_options", "__version__"]
+__all__ = [
+    "get_model", "ParameterSpace", "FLAGS", "grid", "xr_api", "set_options", "get_options",
+    "__version__",
+]

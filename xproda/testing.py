@@ -1,10 +1,13 @@
-"""Testing helpers: synthetic forcing for tests, examples and benchmarks."""
+"""Testing helpers: synthetic forcing for tests, examples and benchmarks; laziness checks."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import numpy as np
 
-__all__ = ["random_forcing"]
+__all__ = ["random_forcing", "forcing_dataset", "raise_if_dask_computes", "assert_lazy"]
 
 
 def random_forcing(n: int, seed: int = 0, *, regime: str = "mixed") -> dict[str, np.ndarray]:
@@ -63,3 +66,121 @@ def random_forcing(n: int, seed: int = 0, *, regime: str = "mixed") -> dict[str,
         "LITR3_INPUT": 0.7 * scale * season,
     }
     return f
+
+
+def forcing_dataset(
+    ny: int = 4,
+    nx: int = 6,
+    *,
+    seed: int = 0,
+    chunks: dict | None = None,
+    ocean_fraction: float = 0.25,
+    regime: str = "mixed",
+    crs: str | None = "EPSG:4326",
+):
+    """A small global lat/lon forcing Dataset built from :func:`random_forcing`.
+
+    Parameters
+    ----------
+    ny, nx : int
+        Grid size (cell-centred global grid, latitudes north to south, longitudes -180..180).
+    seed : int
+        Random seed.
+    chunks : dict, optional
+        Dask chunks (e.g. ``{"lat": 2, "lon": 3}``); default numpy-backed.
+    ocean_fraction : float
+        Fraction of cells set to NaN in every variable (ocean / no data).
+    regime : str
+        Passed to :func:`random_forcing`.
+    crs : str or None
+        Written as a ``spatial_ref`` coordinate (needs rioxarray) when given.
+
+    Returns
+    -------
+    xarray.Dataset
+        Forcing variables with dims ``(month, layer, lat, lon)`` / ``(month, lat, lon)``,
+        units and long names from the kernel schema, lat/lon with CF attrs and bounds.
+    """
+    import xarray as xr
+
+    from .models.forcing import FORCING_SCHEMA
+
+    n = ny * nx
+    f = random_forcing(n, seed, regime=regime)
+    rng = np.random.default_rng(seed + 1)
+    ocean = rng.random(n) < ocean_fraction
+    dlat, dlon = 180.0 / ny, 360.0 / nx
+    lat = 90 - dlat * (np.arange(ny) + 0.5)
+    lon = -180 + dlon * (np.arange(nx) + 0.5)
+    data_vars = {}
+    for k, v in f.items():
+        v = v.astype(np.float64).copy()
+        v[ocean] = np.nan
+        sch = FORCING_SCHEMA[k]
+        if v.ndim == 3:
+            dims = ("month", "layer", "lat", "lon")
+            arr = v.reshape(ny, nx, 12, 20).transpose(2, 3, 0, 1)
+        elif sch.shape == (20,):
+            dims = ("layer", "lat", "lon")
+            arr = v.reshape(ny, nx, 20).transpose(2, 0, 1)
+        else:
+            dims = ("month", "lat", "lon")
+            arr = v.reshape(ny, nx, 12).transpose(2, 0, 1)
+        data_vars[k] = (dims, arr, {"units": sch.units, "long_name": sch.long_name})
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north",
+                                  "axis": "Y", "bounds": "lat_bounds"}),
+            "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east",
+                                  "axis": "X", "bounds": "lon_bounds"}),
+            "month": ("month", np.arange(1, 13), {"long_name": "month of the year"}),
+        },
+    )
+    ds["lat_bounds"] = (("lat", "bnds"), np.stack([lat + dlat / 2, lat - dlat / 2], -1))
+    ds["lon_bounds"] = (("lon", "bnds"), np.stack([lon - dlon / 2, lon + dlon / 2], -1))
+    ds = ds.set_coords(["lat_bounds", "lon_bounds"])
+    if crs is not None:
+        try:
+            import rioxarray  # noqa: F401
+
+            ds = ds.rio.write_crs(crs)
+        except ImportError:  # pragma: no cover - optional
+            pass
+    if chunks:
+        ds = ds.chunk(chunks)
+    return ds
+
+
+@contextlib.contextmanager
+def raise_if_dask_computes(max_computes: int = 0) -> Iterator[None]:
+    """Context manager: raise if dask computes more than ``max_computes`` times inside.
+
+    Uses a scheduler that counts calls (as xarray's test helper of the same name), so any
+    graph execution — ``.values``, ``.compute()``, ``bool()`` of a lazy array — is caught.
+    """
+    import dask
+
+    count = {"n": 0}
+
+    def scheduler(dsk, keys, **kwargs):
+        count["n"] += 1
+        if count["n"] > max_computes:
+            raise RuntimeError(
+                f"too many dask computations: {count['n']} > {max_computes} (something "
+                "computed while the graph was being built)"
+            )
+        return dask.get(dsk, keys, **kwargs)
+
+    with dask.config.set(scheduler=scheduler):
+        yield
+
+
+def assert_lazy(obj) -> None:
+    """Assert every data variable of a Dataset (or a DataArray) is dask-backed."""
+    import xarray as xr
+
+    items = obj.data_vars.items() if isinstance(obj, xr.Dataset) else [(obj.name, obj)]
+    eager = [str(k) for k, v in items if v.chunks is None]
+    if eager:
+        raise AssertionError(f"variables are not lazy (numpy-backed): {eager}")

@@ -1,0 +1,173 @@
+"""The ``xproda`` command line.
+
+``xproda run`` streams a global steady-state run from input stores to a Zarr store, region by
+region, resumably::
+
+    xproda run --forcing forcing.zarr --params theta.zarr --out result.zarr
+    xproda run --forcing s3://bucket/forcing.zarr --params theta.nc --out s3://bucket/out.zarr \\
+        --storage-options '{"endpoint_url": "http://localhost:9000"}' --resume
+    xproda run ... --scheduler tcp://scheduler:8786      # a dask.distributed cluster
+
+Every option has a ``--help`` text; ``xproda run --help`` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+__all__ = ["main", "build_run"]
+
+
+def _parse_chunks(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise SystemExit(f"--chunks: expected dim=size[,dim=size], got {text!r}")
+        k, v = part.split("=", 1)
+        out[k.strip()] = int(v)
+    return out
+
+
+def _parse_depths(items: Sequence[str] | None) -> list[tuple[float, float]]:
+    out = []
+    for it in items or []:
+        try:
+            a, b = it.split("-", 1)
+            out.append((float(a), float(b)))
+        except ValueError:
+            raise SystemExit(f"--depth: expected TOP-BOTTOM in m (e.g. 0-0.3), got {it!r}")
+    return out
+
+
+def build_run(
+    forcing,
+    params,
+    *,
+    model: str = "clm5",
+    reference: bool = False,
+    pools: bool = False,
+    depths: Sequence[tuple[float, float]] = (),
+    chunks: dict | None = None,
+    storage_options: dict | None = None,
+):
+    """Open inputs and build the lazy result Dataset and land mask of a run.
+
+    Parameters
+    ----------
+    forcing, params : str or Dataset
+        Paths/URLs (opened lazily with :func:`xproda.io.open_dataset`) or Datasets.
+        ``params``: a ``theta`` variable with a ``parameter`` dim, or one variable per
+        parameter (normalised).
+    model, reference, pools
+        As for :func:`xproda.xr_api.steady_state`.
+    depths : sequence of (top, bottom)
+        Extra stock variables ``soc_stock_<top>_<bottom>m`` (kg m-2).
+    chunks : dict, optional
+        Spatial chunks of the run (default: the forcing store's chunks).
+    storage_options : dict, optional
+        fsspec options for every URL.
+
+    Returns
+    -------
+    (Dataset, DataArray)
+        The lazy result and the boolean land mask (cells with forcing data).
+    """
+    import xarray as xr
+
+    from . import io, xr_api
+
+    so = storage_options or None
+    ds = io.open_dataset(forcing, storage_options=so)
+    pr = io.open_dataset(params, storage_options=so)
+    if isinstance(pr, xr.Dataset) and "theta" in pr.data_vars:
+        pr = pr["theta"]
+    if chunks:
+        ds = ds.chunk({k: v for k, v in chunks.items() if k in ds.dims})
+    out = xr_api.steady_state(ds, pr, model=model, reference=reference, pools=pools)
+    for top, bottom in depths:
+        out[f"soc_stock_{top:g}_{bottom:g}m"] = xr_api.soc_stock(out, depth=(top, bottom))
+    mask = ds["TSOI"].isel(month=0, layer=0, drop=True).notnull()
+    mask = mask.drop_vars([c for c in mask.coords if c not in mask.dims])
+    return out, mask
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from . import io, set_options
+
+    so = json.loads(args.storage_options) if args.storage_options else None
+    client_ctx = contextlib.nullcontext()
+    if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
+        from distributed import Client, LocalCluster
+
+        if args.scheduler == "local-cluster":
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                   dashboard_address=None)
+            client_ctx = Client(cluster)
+        else:
+            client_ctx = Client(args.scheduler)
+    import dask
+
+    sched = {"scheduler": args.scheduler} if args.scheduler in (
+        "threads", "synchronous", "processes") else {}
+    t0 = time.perf_counter()
+    with client_ctx, dask.config.set(**sched), set_options(torch_threads=args.torch_threads):
+        out, mask = build_run(
+            args.forcing, args.params, model=args.model, reference=args.reference,
+            pools=args.pools, depths=_parse_depths(args.depth),
+            chunks=_parse_chunks(args.chunks), storage_options=so,
+        )
+        report = io.write_zarr(
+            out, args.out, storage_options=so, mask=mask, resume=args.resume,
+            overwrite=args.overwrite, progress=not args.quiet,
+        )
+    if not args.quiet:
+        print(report)
+        print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xproda`` command."""
+    ap = argparse.ArgumentParser(prog="xproda", description="PRODA soil-carbon modelling")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="steady-state run of a gridded forcing, Zarr to Zarr")
+    run.add_argument("--forcing", required=True, help="forcing store (Zarr/NetCDF, path or URL)")
+    run.add_argument("--params", required=True,
+                     help="normalised parameters: store with 'theta' (parameter dim) or one "
+                          "variable per parameter")
+    run.add_argument("--out", required=True, help="output Zarr store (path or URL)")
+    run.add_argument("--model", default="clm5", choices=["clm5", "microbial"])
+    run.add_argument("--reference", action="store_true",
+                     help="reproduce the original PRODA code (see docs/corrections.md)")
+    run.add_argument("--pools", action="store_true", help="also write every pool")
+    run.add_argument("--depth", action="append", metavar="TOP-BOTTOM",
+                     help="extra stock of a depth interval in m, e.g. 0-0.3 (repeatable)")
+    run.add_argument("--chunks", help="spatial chunks, e.g. lat=90,lon=180 (default: store's)")
+    run.add_argument("--resume", action="store_true",
+                     help="finish an interrupted run into the same --out store")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
+    run.add_argument("--scheduler", default=None,
+                     help="threads (default), synchronous, processes, local-cluster, or the "
+                          "address of a dask.distributed scheduler")
+    run.add_argument("--workers", type=int, default=2, help="workers of --scheduler local-cluster")
+    run.add_argument("--torch-threads", type=int, default=None,
+                     help="torch threads per task/worker (xproda.set_options)")
+    run.add_argument("--storage-options", default=None,
+                     help="JSON dict of fsspec storage options for every URL")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    args = ap.parse_args(argv)
+    if args.command == "run":
+        return _cmd_run(args)
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
