@@ -464,7 +464,7 @@ def _add_spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
         from . import spatial
 
         area = spatial.cell_area(out)
-    except Exception:  # no recognisable lat/lon grid (e.g. a site table): no areas
+    except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas
         return out
     out["cell_area"] = area
     for k in ("soc", "soc_stock", "pools", "pool_stocks", "turnover_time", "input",

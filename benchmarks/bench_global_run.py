@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Global steady-state run streamed Zarr -> Zarr: land columns/s, peak RSS, overhead vs kernel.
+
+What it measures
+----------------
+For each resolution (default 1 and 0.25 degrees):
+
+1. **Inputs** (cached under ``benchmarks/results/global_<res>/``; built once, not timed): a
+   global lat/lon forcing store (Zarr v3, float32, chunks of ``--chunk`` x ``--chunk`` cells)
+   with a real land mask (PyPI ``global-land-mask``), physically shaped random forcing on land
+   (:func:`xproda.testing.random_forcing`, one seed per chunk) and NaN over the ocean, and a
+   parameter store ``theta`` (normalised, one random set per land cell).
+2. **end to end** (fresh subprocess): ``xproda.cli.build_run`` (open both stores lazily,
+   ``steady_state`` + stocks for 0-0.3 m and 0-1 m) and ``xproda.io.write_zarr`` to a new
+   store (template, region-by-region writes, all-ocean regions skipped through the land mask)
+   on the threaded scheduler.  Reported: wall time, land columns per second, peak RSS
+   (``ru_maxrss`` of the process, i.e. everything: interpreter, dask, buffers).
+3. **kernel** (fresh subprocess, same land columns): the forcing and parameters of every land
+   cell loaded into memory first (not timed), then ``model.steady_state(theta, forcing)`` on
+   all of them (timed, best of ``--repeats``).  The ratio ``end to end / kernel`` is the
+   overhead of the xarray/dask/Zarr pipeline.
+
+Targets (issue 3, 2 cores): >= 20,000 land columns/s end to end, peak RSS <= 2 GB
+independent of grid size (1 degree vs 0.25 degree), overhead over the raw kernel <= 2x.
+
+How to run
+----------
+::
+
+    .venv/bin/python benchmarks/bench_global_run.py                 # 1 and 0.25 degrees
+    .venv/bin/python benchmarks/bench_global_run.py --res 1         # quick
+    .venv/bin/python benchmarks/bench_global_run.py --rebuild       # regenerate inputs
+
+It asserts nothing; it prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_RATE = 20_000
+TARGET_RSS_GB = 2.0
+TARGET_OVERHEAD = 2.0
+
+
+# -------------------------------------------------------------------------------------------
+# inputs
+# -------------------------------------------------------------------------------------------
+def _grid(res: float):
+    ny, nx = int(round(180 / res)), int(round(360 / res))
+    lat = 90 - res * (np.arange(ny) + 0.5)
+    lon = -180 + res * (np.arange(nx) + 0.5)
+    return lat, lon
+
+
+def land_mask(res: float) -> np.ndarray:
+    from global_land_mask import globe
+
+    lat, lon = _grid(res)
+    lon2, lat2 = np.meshgrid(lon, lat)
+    return globe.is_land(lat2, lon2)
+
+
+def build_inputs(res: float, chunk: int, root: Path) -> dict:
+    """Write the forcing and parameter stores for one resolution (chunk by chunk)."""
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+
+    import xproda
+    from xproda.models.forcing import FORCING_SCHEMA
+    from xproda.testing import random_forcing
+
+    lat, lon = _grid(res)
+    ny, nx = lat.size, lon.size
+    land = land_mask(res)
+    forcing_path, params_path = root / "forcing.zarr", root / "params.zarr"
+    for p in (forcing_path, params_path):
+        if p.exists():
+            shutil.rmtree(p)
+    names = [k for k in FORCING_SCHEMA if FORCING_SCHEMA[k].required or k in ("NPP",)]
+    space = xproda.get_model("clm5").parameters
+    import dask.array as dsa
+
+    def dims_of(k):
+        return ("month", "layer", "lat", "lon") if FORCING_SCHEMA[k].shape == (12, 20) else (
+            "month", "lat", "lon")
+
+    def shape_of(k):
+        return FORCING_SCHEMA[k].shape + (ny, nx)
+
+    coords = {
+        "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+        "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+    }
+    tmpl = xr.Dataset(
+        {k: (dims_of(k), dsa.full(shape_of(k), np.nan, dtype=np.float32,
+                                  chunks=FORCING_SCHEMA[k].shape + (chunk, chunk)),
+             {"units": FORCING_SCHEMA[k].units, "long_name": FORCING_SCHEMA[k].long_name})
+         for k in names},
+        coords=coords,
+    ).rio.write_crs("EPSG:4326")
+    tmpl.to_zarr(forcing_path, compute=False, zarr_format=3, mode="w")
+    ptmpl = xr.Dataset(
+        {"theta": (("lat", "lon", "parameter"),
+                   dsa.full((ny, nx, len(space)), np.nan, chunks=(chunk, chunk, -1)),
+                   {"units": "1", "long_name": "normalised parameters"})},
+        coords={**coords, "parameter": list(space.names)},
+    )
+    ptmpl.to_zarr(params_path, compute=False, zarr_format=3, mode="w")
+    k_chunk = 0
+    for i0 in range(0, ny, chunk):
+        for j0 in range(0, nx, chunk):
+            i1, j1 = min(ny, i0 + chunk), min(nx, j0 + chunk)
+            sub = land[i0:i1, j0:j1]
+            k_chunk += 1
+            if not sub.any():
+                continue
+            n = int(sub.sum())
+            f = random_forcing(n, seed=k_chunk)
+            blk = {}
+            for k in names:
+                arr = np.full(shape_of(k)[:-2] + sub.shape, np.nan, dtype=np.float32)
+                v = f[k].astype(np.float32)  # [n, ...]
+                arr[..., sub] = np.moveaxis(v, 0, -1)
+                blk[k] = (dims_of(k), arr)
+            region = {"lat": slice(i0, i1), "lon": slice(j0, j1)}
+            xr.Dataset(blk).to_zarr(forcing_path, region=region)
+            th = np.full(sub.shape + (len(space),), np.nan)
+            th[sub] = np.random.default_rng(k_chunk).uniform(0.1, 0.9, (n, len(space)))
+            xr.Dataset({"theta": (("lat", "lon", "parameter"), th)}).to_zarr(
+                params_path, region={**region, "parameter": slice(None)})
+    info = {"res": res, "chunk": chunk, "ny": ny, "nx": nx, "land": int(land.sum())}
+    (root / "info.json").write_text(json.dumps(info))
+    return info
+
+
+# -------------------------------------------------------------------------------------------
+# workers (fresh processes)
+# -------------------------------------------------------------------------------------------
+def _peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def worker_end_to_end(root: str, out: str, threads: int) -> dict:
+    import dask
+
+    import xproda
+    from xproda import io
+    from xproda.cli import build_run
+
+    rss0 = _peak_gb()
+    t0 = time.perf_counter()
+    with dask.config.set(scheduler="threads", num_workers=threads), \
+            xproda.set_options(torch_threads=1):
+        res, mask = build_run(f"{root}/forcing.zarr", f"{root}/params.zarr",
+                              depths=[(0, 0.3), (0, 1.0)])
+        report = io.write_zarr(res, out, mask=mask, overwrite=True, progress=False)
+    wall = time.perf_counter() - t0
+    return {"wall": wall, "peak_gb": _peak_gb(), "rss_after_import_gb": rss0,
+            "report": repr(report)}
+
+
+def worker_kernel(root: str, threads: int, repeats: int) -> dict:
+    import torch
+    import xarray as xr
+
+    import xproda
+
+    torch.set_num_threads(threads)
+    m = xproda.get_model("clm5")
+    ds = xr.open_zarr(f"{root}/forcing.zarr")
+    th = xr.open_zarr(f"{root}/params.zarr")["theta"].values
+    land = np.isfinite(th).all(-1)
+    n = int(land.sum())
+    f = {}
+    for k in m.required_forcing:
+        v = ds[k].values  # [..., lat, lon]
+        f[k] = np.ascontiguousarray(np.moveaxis(v[..., land], -1, 0), dtype=np.float64)
+    theta = np.ascontiguousarray(th[land])
+    del th, ds
+    m.steady_state(theta[:2000], {k: v[:2000] for k, v in f.items()})  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        m.steady_state(theta, f)
+        times.append(time.perf_counter() - t0)
+    return {"wall": min(times), "n": n, "peak_gb": _peak_gb()}
+
+
+def _run_worker(kind: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--_worker", json.dumps({"kind": kind, **kw})]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"worker {kind} failed:\n{r.stderr[-4000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--res", default="1,0.25", help="resolutions in degrees (default 1,0.25)")
+    ap.add_argument("--chunk", type=int, default=120,
+                    help="spatial chunk (cells per side) of the stores (default 120)")
+    ap.add_argument("--threads", type=int, default=2, help="dask threads / torch threads")
+    ap.add_argument("--repeats", type=int, default=3, help="kernel repeats (best reported)")
+    ap.add_argument("--rebuild", action="store_true", help="regenerate the input stores")
+    ap.add_argument("--_worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._worker:
+        spec = json.loads(args._worker)
+        kind = spec.pop("kind")
+        fn = {"e2e": worker_end_to_end, "kernel": worker_kernel}[kind]
+        print(json.dumps(fn(**spec)))
+        return 0
+
+    rows = []
+    for res in [float(r) for r in args.res.split(",")]:
+        root = RESULTS / f"global_{res:g}deg"
+        root.mkdir(parents=True, exist_ok=True)
+        info_p = root / "info.json"
+        info = json.loads(info_p.read_text()) if info_p.exists() else None
+        if args.rebuild or info is None or info.get("chunk") != args.chunk:
+            print(f"building inputs at {res:g} deg ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            info = build_inputs(res, args.chunk, root)
+            print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        out = str(root / "result.zarr")
+        print(f"end to end at {res:g} deg ...", file=sys.stderr, flush=True)
+        e2e = _run_worker("e2e", root=str(root), out=out, threads=args.threads)
+        print(f"  {e2e['wall']:.1f} s", file=sys.stderr, flush=True)
+        print(f"kernel at {res:g} deg ...", file=sys.stderr, flush=True)
+        ker = _run_worker("kernel", root=str(root), threads=args.threads, repeats=args.repeats)
+        print(f"  {ker['wall']:.1f} s", file=sys.stderr, flush=True)
+        rows.append((res, info, e2e, ker))
+
+    print("# xproda global run benchmark (Zarr -> Zarr)\n")
+    import torch
+
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"Python {platform.python_version()}, torch {torch.__version__}; "
+          f"{args.threads} dask threads (torch 1 thread per task); kernel row: torch "
+          f"{args.threads} threads")
+    print(f"- stores: float32 forcing, Zarr v3, chunks {args.chunk}x{args.chunk} cells; "
+          "land mask from global-land-mask; random forcing and parameters on land")
+    print(f"- targets: >= {TARGET_RATE:,} land columns/s end to end, peak RSS <= "
+          f"{TARGET_RSS_GB:g} GB independent of grid size, overhead <= {TARGET_OVERHEAD:g}x\n")
+    print("| grid | cells | land columns | end-to-end s | land columns/s | peak RSS GB | "
+          "kernel s (in memory) | kernel columns/s | overhead (e2e / kernel) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for res, info, e2e, ker in rows:
+        n = info["land"]
+        print(f"| {res:g} deg | {info['ny'] * info['nx']:,} | {n:,} | {e2e['wall']:.1f} | "
+              f"{n / e2e['wall']:,.0f} | {e2e['peak_gb']:.2f} | {ker['wall']:.1f} | "
+              f"{ker['n'] / ker['wall']:,.0f} | {e2e['wall'] / ker['wall']:.2f}x |")
+    print()
+    for res, info, e2e, ker in rows:
+        print(f"- {res:g} deg write report: {e2e['report']}")
+        print(f"- {res:g} deg: RSS after imports {e2e['rss_after_import_gb']:.2f} GB; kernel "
+              f"row peak RSS {ker['peak_gb']:.2f} GB (all land columns in memory)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
