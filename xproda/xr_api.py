@@ -424,6 +424,8 @@ def steady_state(
             da = da.transpose("pool", ...) if "layer" not in da.dims else da.transpose(
                 "layer", "pool", ...)
         da.attrs = conventions.attrs(key)
+        if key == "flags":  # regions skipped when writing Zarr read back as no_data
+            da.encoding["fill_value"] = FLAGS["no_data"]
         out[key] = da
     if "layer" in out.dims:
         out = out.assign_coords(conventions.layer_coords())

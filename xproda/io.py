@@ -1,0 +1,1184 @@
+"""Zarr I/O: open input stores with their CRS, write results region by region, resume.
+
+:func:`open_dataset` opens Zarr, NetCDF and GeoTIFF inputs lazily (local paths or fsspec URLs
+such as ``s3://bucket/covariates.zarr``), keeping the ``spatial_ref`` grid-mapping coordinate.
+
+:func:`write_zarr` writes any lazy (dask-backed) :class:`xarray.Dataset` to a Zarr v3 store one
+*region* (one dask chunk along the spatial dimensions) at a time:
+
+1. a *template* holds the metadata, the coordinates and the run's attributes, with NaN as the
+   fill value of float variables, so that never-written chunks read back as NaN;
+2. each region is computed (in parallel, with whatever dask scheduler is active), written with
+   ``to_zarr(region=...)`` into its own Zarr chunks, and then marked done by a tiny marker
+   object in the store;
+3. at the end the root attribute ``xproda_complete`` is set to 1 and the markers are removed.
+
+A run killed at any point and started again with the same call (``resume=True``) writes only
+the regions without a marker; the final store equals the one of an uninterrupted run.
+
+Store layout while a run is in progress (all of it valid Zarr v3, so zarr and xarray read the
+store without warnings)::
+
+    run.zarr/zarr.json                  root group: attrs incl. xproda_fingerprint, consolidated
+    run.zarr/<var>/zarr.json, c/i/j/..  arrays and chunks
+    run.zarr/.xproda/zarr.json          group written once the template is complete
+    run.zarr/.xproda/r<i>_<j>/zarr.json one empty group per finished region (its marker)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "open_dataset",
+    "write_zarr",
+    "WriteReport",
+    "is_complete",
+    "list_done_regions",
+    "ATTR_FINGERPRINT",
+    "ATTR_COMPLETE",
+]
+
+#: Root attribute holding the run's fingerprint (hex SHA-256).
+ATTR_FINGERPRINT = "xproda_fingerprint"
+#: Root attribute set to 1 once every region is written (0 before).
+ATTR_COMPLETE = "xproda_complete"
+#: Root attributes describing the region grid (names and chunk sizes of the region dims).
+ATTR_REGION_DIMS = "xproda_region_dims"
+ATTR_REGION_CHUNKS = "xproda_region_chunks"
+
+_PROGRESS = ".xproda"  # prefix of the progress markers inside the store
+_FINGERPRINT_VERSION = 1
+_ZARR_SUFFIXES = (".zarr", ".zarr.zip")
+_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5")
+_TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".geotiff")
+# encoding keys carried from the input to the output store; everything else (compressors,
+# chunks, netCDF-specific keys, packing) is dropped so that the output is self-consistent
+_KEEP_ENCODING = (
+    "dtype", "_FillValue", "missing_value", "units", "calendar", "grid_mapping", "bounds",
+)
+_GROUP_DOC = {"zarr_format": 3, "node_type": "group"}
+
+
+# --------------------------------------------------------------------------------------------
+# locations
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """A store location: a local absolute path or an fsspec URL, plus storage options."""
+
+    url: str
+    storage_options: Mapping[str, Any] | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url
+
+    def fs(self) -> tuple[Any, str]:
+        """(fsspec filesystem, root path without trailing slash)."""
+        if self.is_local:
+            from fsspec.implementations.local import LocalFileSystem
+
+            return LocalFileSystem(), self.url
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(self.url, **dict(self.storage_options or {}))
+        return fs, path.rstrip("/")
+
+    def xr_kwargs(self) -> dict[str, Any]:
+        """``store=``/``storage_options=`` for :meth:`xarray.Dataset.to_zarr` / open_zarr."""
+        if self.is_local:
+            return {"store": self.url}
+        return {"store": self.url, "storage_options": dict(self.storage_options or {})}
+
+    def zarr_store(self) -> Any:
+        """A zarr-python store object for this location."""
+        import zarr.storage
+
+        if self.is_local:
+            return zarr.storage.LocalStore(self.url)
+        return zarr.storage.FsspecStore.from_url(
+            self.url, storage_options=dict(self.storage_options or {})
+        )
+
+
+def _target(store: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> _Target:
+    if isinstance(store, os.PathLike):
+        store = os.fspath(store)
+    if not isinstance(store, str) or not store:
+        raise TypeError(
+            f"store must be a local path or an fsspec URL (str or os.PathLike), "
+            f"got {type(store).__name__}: {store!r}"
+        )
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise TypeError(
+            f"storage_options must be a mapping (e.g. {{'anon': True}}), "
+            f"got {type(storage_options).__name__}"
+        )
+    if "://" in store:
+        protocol, rest = store.split("://", 1)
+        if protocol in ("file", "local"):
+            store = rest
+        else:
+            return _Target(store.rstrip("/"), dict(storage_options or {}))
+    path = os.path.abspath(os.path.expanduser(store))
+    return _Target(path, None)
+
+
+# --------------------------------------------------------------------------------------------
+# opening
+# --------------------------------------------------------------------------------------------
+
+
+def _suffix(path: str) -> str:
+    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
+    for s in _ZARR_SUFFIXES + _NETCDF_SUFFIXES + _TIFF_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return Path(name).suffix
+
+
+def _looks_like_zarr_dir(fs: Any, path: str) -> bool:
+    return any(fs.exists(f"{path}/{k}") for k in ("zarr.json", ".zgroup", ".zarray", ".zmetadata"))
+
+
+def open_dataset(
+    source: str | os.PathLike | xr.Dataset,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    chunks: Any = None,
+    engine: str | None = None,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Open a Zarr, NetCDF or GeoTIFF input lazily, keeping its CRS.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or xarray.Dataset
+        Local path or fsspec URL (``s3://bucket/x.zarr``, ``gs://...``, ``file://...``,
+        ``memory://...``). An :class:`xarray.Dataset` is returned unchanged. The format comes
+        from ``engine`` if given, else from the suffix: ``.zarr`` or a directory holding Zarr
+        metadata -> Zarr; ``.nc``/``.nc4``/``.h5`` -> NetCDF; ``.tif``/``.tiff`` -> GeoTIFF
+        (through rioxarray); anything else is handed to :func:`xarray.open_dataset`.
+    storage_options : mapping, optional
+        fsspec options for URLs, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
+        for S3-compatible stores (s3fs). Ignored for local paths.
+    chunks : dict, int, "auto" or None, optional
+        dask chunks. ``None`` (default) means the store's own chunks (``{}``; for GeoTIFF the
+        file's blocks), so nothing is loaded until computed.
+    engine : str, optional
+        ``"zarr"``, ``"netcdf4"``, ``"h5netcdf"``, ``"rasterio"`` or any xarray engine.
+    **kwargs
+        Passed to :func:`xarray.open_zarr` / :func:`xarray.open_dataset` /
+        :func:`rioxarray.open_rasterio`. For Zarr and NetCDF ``decode_coords="all"`` is the
+        default, so that ``grid_mapping`` and ``bounds`` variables become coordinates. For
+        GeoTIFF ``masked=True`` is the default (no-data -> NaN).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask-backed) dataset. A ``spatial_ref`` grid-mapping variable, if any, is a
+        coordinate, so ``ds.rio.crs`` works when rioxarray is installed. A GeoTIFF becomes a
+        dataset with one variable named after the file stem; a single band is squeezed out
+        (dims ``(y, x)``), several bands keep the ``band`` dim. Pass ``band_as_variable=True``
+        to get one variable per band instead.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``source`` does not exist.
+    TypeError
+        If ``source`` is neither a path, a URL nor a Dataset.
+    """
+    if isinstance(source, xr.Dataset):
+        return source
+    if isinstance(source, xr.DataArray):
+        raise TypeError(
+            "open_dataset: source must be a path, an fsspec URL or an xarray.Dataset, got a "
+            "DataArray; use da.to_dataset(name=...) instead"
+        )
+    target = _target(source, storage_options)
+    fs, path = target.fs()
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(path)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"open_dataset: source {str(source)!r} does not exist")
+    suffix = _suffix(path)
+    if engine is None:
+        if suffix in _ZARR_SUFFIXES or (fs.isdir(path) and _looks_like_zarr_dir(fs, path)):
+            engine = "zarr"
+        elif suffix in _TIFF_SUFFIXES:
+            engine = "rasterio"
+        elif fs.isdir(path):
+            raise ValueError(
+                f"open_dataset: {str(source)!r} is a directory without Zarr metadata "
+                "(zarr.json, .zgroup or .zmetadata); expected a Zarr store"
+            )
+    chunks = {} if chunks is None else chunks
+    if engine == "zarr":
+        kwargs.setdefault("decode_coords", "all")
+        return xr.open_zarr(**target.xr_kwargs(), chunks=chunks, **kwargs)
+    if engine == "rasterio":
+        return _open_geotiff(target, fs, path, chunks=chunks, **kwargs)
+    kwargs.setdefault("decode_coords", "all")
+    if target.is_local:
+        return xr.open_dataset(target.url, engine=engine, chunks=chunks, **kwargs)
+    engine = engine or "h5netcdf"
+    if engine == "h5netcdf":
+        try:
+            import h5netcdf  # noqa: F401
+            import h5py  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                f"open_dataset: reading NetCDF from the URL {str(source)!r} needs h5netcdf and "
+                "h5py (pip install h5netcdf h5py), or download the file first"
+            ) from err
+    return xr.open_dataset(fs.open(path, "rb"), engine=engine, chunks=chunks, **kwargs)
+
+
+def _open_geotiff(target: _Target, fs: Any, path: str, *, chunks: Any, **kwargs: Any) -> xr.Dataset:
+    try:
+        import rioxarray
+    except ImportError as err:  # pragma: no cover - rioxarray is a test dependency
+        raise ImportError(
+            "open_dataset: reading GeoTIFF needs rioxarray (pip install 'xproda[geo]')"
+        ) from err
+    kwargs.setdefault("masked", True)
+    rio_chunks = True if (isinstance(chunks, dict) and not chunks) else chunks
+    src = target.url if target.is_local else fs.open(path, "rb")
+    with warnings.catch_warnings():
+        # rioxarray <= 0.19 hands xarray chunks as a tuple (deprecated there); not ours to fix
+        warnings.filterwarnings("ignore", message=".*chunks as dimension-order tuples.*")
+        obj = rioxarray.open_rasterio(src, chunks=rio_chunks, **kwargs)
+    if isinstance(obj, list):
+        obj = xr.merge(obj, combine_attrs="drop_conflicts")
+    if isinstance(obj, xr.DataArray):
+        name = Path(path).name.split(".")[0] or "band_data"
+        if name in obj.coords or name in obj.dims:
+            name = f"{name}_data"
+        if "band" in obj.dims and obj.sizes["band"] == 1:
+            obj = obj.squeeze("band", drop=True)
+        obj = obj.to_dataset(name=name)
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class WriteReport:
+    """Outcome of :func:`write_zarr`.
+
+    Attributes
+    ----------
+    store : str
+        Store location (absolute local path or URL).
+    regions : int
+        Number of regions of the run.
+    written : int
+        Regions computed and written by this call.
+    skipped_empty : int
+        Regions found empty by this call (all-NaN data or all-False mask): no chunk written.
+    resumed : int
+        Regions already done by an earlier, interrupted call (not recomputed).
+    seconds : float
+        Wall-clock time of the call, s.
+    complete : bool
+        True when the store is complete (always True on normal return).
+    """
+
+    store: str
+    regions: int
+    written: int
+    skipped_empty: int
+    resumed: int
+    seconds: float
+    complete: bool = True
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "incomplete"
+        return (
+            f"WriteReport({self.store!r}: {self.regions} regions, {state}; "
+            f"written={self.written}, skipped_empty={self.skipped_empty}, "
+            f"resumed={self.resumed}; {self.seconds:.2f} s)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# planning: region grid, variables, fingerprint
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Plan:
+    ds: xr.Dataset  # prepared: coords in memory, region variables dask-backed
+    region_dims: tuple[Hashable, ...]
+    sizes: dict[Hashable, int]  # sizes of the region dims
+    chunk: dict[Hashable, int]  # regular chunk size of each region dim
+    region_vars: list[Hashable]  # data variables written region by region
+    static_vars: list[Hashable]  # data variables without region dims (written with template)
+
+    @property
+    def nchunks(self) -> tuple[int, ...]:
+        return tuple(max(1, math.ceil(self.sizes[d] / self.chunk[d])) for d in self.region_dims)
+
+    def regions(self) -> Iterator[tuple[int, ...]]:
+        return itertools.product(*(range(n) for n in self.nchunks))
+
+    def bounds(self, idx: tuple[int, ...]) -> dict[Hashable, tuple[int, int]]:
+        return {
+            d: (i * self.chunk[d], min((i + 1) * self.chunk[d], self.sizes[d]))
+            for d, i in zip(self.region_dims, idx)
+        }
+
+    def owned(self, idx: tuple[int, ...]) -> list[Hashable]:
+        """Region variables written by region ``idx``.
+
+        A variable lacking some region dims is written only by the regions with index 0
+        along those dims, so that every Zarr chunk is written by exactly one region.
+        """
+        out = []
+        for name in self.region_vars:
+            dims = self.ds[name].dims
+            if all(i == 0 for d, i in zip(self.region_dims, idx) if d not in dims):
+                out.append(name)
+        return out
+
+
+def _is_dask(var: xr.Variable) -> bool:
+    return var.chunks is not None
+
+
+def _regular(chunks: tuple[int, ...]) -> bool:
+    return all(c == chunks[0] for c in chunks[:-1]) and chunks[-1] <= chunks[0]
+
+
+def _plan(ds: xr.Dataset, region_dims: Sequence[Hashable] | Mapping[Hashable, int] | None) -> _Plan:
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"write_zarr: ds must be an xarray.Dataset, got {type(ds).__name__}")
+    if isinstance(region_dims, str):
+        region_dims = [region_dims]
+    if isinstance(region_dims, Mapping):
+        missing = [d for d in region_dims if d not in ds.dims]
+        if missing:
+            raise ValueError(
+                f"write_zarr: region_dims names {missing} which are not dimensions of ds "
+                f"(dims: {list(ds.dims)})"
+            )
+        ds = ds.chunk({d: (-1 if n is None else n) for d, n in region_dims.items()})
+        rdims = tuple(region_dims)
+    elif region_dims is not None:
+        rdims = tuple(region_dims)
+        missing = [d for d in rdims if d not in ds.dims]
+        if missing:
+            raise ValueError(
+                f"write_zarr: region_dims names {missing} which are not dimensions of ds "
+                f"(dims: {list(ds.dims)})"
+            )
+    else:
+        split = {
+            d
+            for v in ds.variables.values()
+            if _is_dask(v)
+            for d, c in zip(v.dims, v.chunks)
+            if len(c) > 1
+        }
+        rdims = tuple(d for d in ds.dims if d in split)
+    if len(set(rdims)) != len(rdims):
+        raise ValueError(f"write_zarr: region_dims has repeated dimensions: {list(rdims)}")
+
+    # chunking checks on the data variables
+    ref: dict[Hashable, tuple[tuple[int, ...], Hashable]] = {}
+    for name, var in ds.data_vars.items():
+        if not _is_dask(var.variable):
+            continue
+        for d, c in zip(var.dims, var.chunks):
+            if d in rdims:
+                if d in ref and ref[d][0] != c:
+                    other_chunks, other = ref[d]
+                    raise ValueError(
+                        f"write_zarr: variables do not share the chunks along region dimension "
+                        f"{d!r}: {other!r} has chunks {other_chunks}, {name!r} has {c}. "
+                        f"Rechunk all variables alike, e.g. ds.chunk({{{d!r}: {other_chunks[0]}}})"
+                    )
+                ref.setdefault(d, (c, name))
+            elif len(c) > 1:
+                raise ValueError(
+                    f"write_zarr: variable {name!r} is split into {len(c)} chunks along "
+                    f"{d!r}, which is not a region dimension (region_dims={list(rdims)}); each "
+                    f"region must hold whole extents of the other dimensions. Rechunk with "
+                    f"ds.chunk({{{d!r}: -1}}) or add {d!r} to region_dims"
+                )
+    chunk: dict[Hashable, int] = {}
+    sizes: dict[Hashable, int] = {}
+    for d in rdims:
+        c = ref.get(d, ((ds.sizes[d],), None))[0]
+        if not _regular(c):
+            raise ValueError(
+                f"write_zarr: chunks of {ref[d][1]!r} along region dimension {d!r} are "
+                f"irregular ({c}); Zarr chunks must be equal (only the last may be smaller). "
+                f"Rechunk with ds.chunk({{{d!r}: {c[0]}}})"
+            )
+        chunk[d] = max(1, c[0])
+        sizes[d] = ds.sizes[d]
+
+    # without any split dimension: one region spanning every dimension
+    if not rdims:
+        rdims = tuple(ds.dims)
+        chunk = {d: max(1, ds.sizes[d]) for d in rdims}
+        sizes = {d: ds.sizes[d] for d in rdims}
+
+    region_vars, static_vars = [], []
+    new_vars: dict[Hashable, xr.Variable] = {}
+    for name, var in ds.data_vars.items():
+        rd = [d for d in var.dims if d in rdims]
+        if rd:
+            region_vars.append(name)
+            if not _is_dask(var.variable):
+                new_vars[name] = var.variable.chunk({d: chunk[d] for d in rd})
+        else:
+            static_vars.append(name)  # computed when the template is written
+    coords = {k: v.variable.compute() for k, v in ds.coords.items() if _is_dask(v.variable)}
+    if new_vars:
+        ds = ds.assign(new_vars)
+    if coords:
+        ds = ds.assign_coords(coords)
+    return _Plan(ds, rdims, sizes, chunk, region_vars, static_vars)
+
+
+def _check_mask(mask: Any, ds: xr.Dataset) -> xr.DataArray | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, xr.DataArray):
+        raise TypeError(
+            f"write_zarr: mask must be a boolean xarray.DataArray, got {type(mask).__name__}"
+        )
+    if mask.dtype != bool:
+        raise TypeError(
+            f"write_zarr: mask must have dtype bool (True = cell to write), got {mask.dtype}; "
+            "use e.g. mask=landfrac > 0"
+        )
+    bad = [d for d in mask.dims if d not in ds.dims]
+    if bad:
+        raise ValueError(
+            f"write_zarr: mask has dims {list(mask.dims)}; {bad} are not dimensions of ds "
+            f"(dims: {list(ds.dims)})"
+        )
+    for d in mask.dims:
+        if mask.sizes[d] != ds.sizes[d]:
+            raise ValueError(
+                f"write_zarr: mask has size {mask.sizes[d]} along {d!r}, ds has {ds.sizes[d]}"
+            )
+        if d in mask.indexes and d in ds.indexes and not mask.indexes[d].equals(ds.indexes[d]):
+            raise ValueError(f"write_zarr: the {d!r} coordinate of mask differs from that of ds")
+    return mask
+
+
+def _hash_array(values: Any) -> str:
+    arr = np.asarray(values)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    if arr.dtype.kind == "O":
+        h.update(repr(arr.tolist()).encode())
+    else:
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _zarr_chunks(plan: _Plan, var: xr.Variable) -> tuple[int, ...]:
+    return tuple(
+        plan.chunk[d] if d in plan.region_dims else max(1, n) for d, n in zip(var.dims, var.shape)
+    )
+
+
+def _fingerprint(
+    plan: _Plan, *, skip_empty: bool, mask_hash: str | None, attrs: Mapping[str, Any] | None
+) -> str:
+    ds = plan.ds
+    spec = {
+        "version": _FINGERPRINT_VERSION,
+        "region_dims": [[str(d), plan.chunk[d], plan.sizes[d]] for d in plan.region_dims],
+        "variables": {
+            str(k): {
+                "kind": "data" if k in ds.data_vars else "coord",
+                "dims": [str(d) for d in v.dims],
+                "shape": list(v.shape),
+                "dtype": v.dtype.str,
+                "chunks": list(_zarr_chunks(plan, v)),
+            }
+            for k, v in ds.variables.items()
+        },
+        "coord_values": {str(k): _hash_array(v.values) for k, v in ds.coords.items()},
+        "skip_empty": bool(skip_empty),
+        "mask": mask_hash,
+        "attrs": dict(attrs or {}),
+    }
+    blob = json.dumps(spec, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
+    ds = plan.ds
+    enc: dict[Hashable, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        e = {k: var.encoding[k] for k in _KEEP_ENCODING if k in var.encoding}
+        for ref in ("grid_mapping", "bounds"):  # references to variables that are gone
+            if ref in e and str(e[ref]).split(":")[0].split()[0] not in ds.variables:
+                del e[ref]
+        if "dtype" in e and np.dtype(e["dtype"]).kind != var.dtype.kind:
+            del e["dtype"]  # no packing: outputs are stored as computed
+        if var.ndim:
+            e["chunks"] = _zarr_chunks(plan, var)
+        if name in plan.region_vars and var.dtype.kind == "f" and "_FillValue" not in e:
+            e["_FillValue"] = np.nan  # unwritten chunks read back as NaN
+        enc[name] = e
+    return enc
+
+
+# --------------------------------------------------------------------------------------------
+# store bookkeeping (markers, root attrs)
+# --------------------------------------------------------------------------------------------
+
+
+def _key(idx: tuple[int, ...]) -> str:
+    return "r" + "_".join(str(i) for i in idx)
+
+
+def _parse_key(name: str) -> tuple[int, ...] | None:
+    if not name.startswith("r"):
+        return None
+    body = name[1:]
+    try:
+        return tuple(int(p) for p in body.split("_")) if body else ()
+    except ValueError:
+        return None
+
+
+def _put(fs: Any, path: str, data: bytes) -> None:
+    """Write one small object; atomic on local disks (write + rename)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def _group_doc(attrs: Mapping[str, Any]) -> bytes:
+    return json.dumps({**_GROUP_DOC, "attributes": dict(attrs)}, sort_keys=True).encode()
+
+
+def _write_marker(target: _Target, key: str, attrs: Mapping[str, Any]) -> None:
+    fs, root = target.fs()
+    _put(fs, f"{root}/{_PROGRESS}/{key}/zarr.json", _group_doc(attrs))
+
+
+def _write_markers(target: _Target, markers: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write many markers at once (concurrent requests on object stores)."""
+    if not markers:
+        return
+    fs, root = target.fs()
+    docs = {f"{root}/{_PROGRESS}/{k}/zarr.json": _group_doc(a) for k, a in markers.items()}
+    if target.is_local:
+        for path, data in docs.items():
+            _put(fs, path, data)
+    else:
+        fs.pipe(docs)
+
+
+def _region_attrs(status: str, bounds: Mapping[Hashable, tuple[int, int]]) -> dict[str, Any]:
+    return {"status": status, "region": {str(d): list(b) for d, b in bounds.items()}}
+
+
+def _read_root(target: _Target) -> dict[str, Any] | None:
+    """Root ``zarr.json`` of the store as a dict, or None when there is none."""
+    fs, root = target.fs()
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(root)
+    try:
+        raw = fs.cat_file(f"{root}/zarr.json")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {}
+
+
+def _nonempty(target: _Target) -> bool:
+    fs, root = target.fs()
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(root)
+    try:
+        return len(fs.ls(root, detail=False)) > 0
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _progress_state(target: _Target) -> tuple[bool, set[tuple[int, ...]]]:
+    """(template done, indices of done regions) from the markers."""
+    fs, root = target.fs()
+    prefix = f"{root}/{_PROGRESS}"
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(prefix)
+    try:
+        files = fs.find(prefix)
+    except FileNotFoundError:
+        files = []
+    template_done, done = False, set()
+    for f in files:
+        rel = f.rstrip("/")[len(prefix) :].strip("/").split("/")
+        if rel == ["zarr.json"]:
+            template_done = True
+        elif len(rel) == 2 and rel[1] == "zarr.json":
+            idx = _parse_key(rel[0])
+            if idx is not None:
+                done.add(idx)
+    return template_done, done
+
+
+def _remove_progress(target: _Target) -> None:
+    fs, root = target.fs()
+    try:
+        fs.rm(f"{root}/{_PROGRESS}", recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_partials(target: _Target) -> None:
+    """Drop temporary files of interrupted atomic writes on local disks (``*.partial``)."""
+    if not target.is_local:
+        return
+    for dirpath, _, files in os.walk(target.url):
+        for f in files:
+            if f.endswith(".partial"):
+                try:
+                    os.remove(os.path.join(dirpath, f))
+                except FileNotFoundError:
+                    pass
+
+
+def _remove_store(target: _Target) -> None:
+    meta = _read_root(target)
+    fs, root = target.fs()
+    if meta is None and _nonempty(target):
+        looks_zarr = any(fs.exists(f"{root}/{k}") for k in (".zgroup", ".zarray", ".zmetadata"))
+        if not looks_zarr:
+            raise FileExistsError(
+                f"write_zarr: {target.url!r} exists and is not a Zarr store; refusing to delete "
+                "it with overwrite=True. Remove it yourself or choose another store"
+            )
+    try:
+        fs.rm(root, recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def _set_root_attrs(target: _Target, attrs: Mapping[str, Any]) -> None:
+    import zarr
+
+    group = zarr.open_group(target.zarr_store(), mode="r+", zarr_format=3)
+    group.attrs.update(dict(attrs))
+
+
+def _consolidate(target: _Target) -> None:
+    import zarr
+
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not part of the v3 spec (yet)
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(target.zarr_store(), zarr_format=3)
+
+
+def _describe_mismatch(target: _Target, plan: _Plan) -> str:
+    try:
+        old = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=False)
+    except Exception:  # noqa: BLE001 - best effort for the error message only
+        return ""
+    new = plan.ds
+    diffs = []
+    if set(map(str, old.data_vars)) != set(map(str, new.data_vars)):
+        diffs.append(
+            f"data variables {sorted(map(str, old.data_vars))} in the store vs "
+            f"{sorted(map(str, new.data_vars))} now"
+        )
+    for name in new.variables:
+        if name in old.variables:
+            o, n = old.variables[name], new.variables[name]
+            if o.dims != n.dims or o.shape != n.shape:
+                old_dims, new_dims = dict(zip(o.dims, o.shape)), dict(zip(n.dims, n.shape))
+                diffs.append(f"{name!r}: dims {old_dims} vs {new_dims}")
+            elif name in plan.region_vars and o.encoding.get("chunks") != _zarr_chunks(plan, n):
+                old_chunks, new_chunks = o.encoding.get("chunks"), _zarr_chunks(plan, n)
+                diffs.append(f"{name!r}: chunks {old_chunks} vs {new_chunks}")
+    if not diffs:
+        return (
+            " Variables, dims and chunks agree; the coordinate values, the mask, skip_empty or "
+            "attrs differ."
+        )
+    return " Differences: " + "; ".join(diffs[:8]) + "."
+
+
+# --------------------------------------------------------------------------------------------
+# region task (runs on dask workers)
+# --------------------------------------------------------------------------------------------
+
+
+def _all_missing(block: xr.Dataset) -> bool:
+    for var in block.data_vars.values():
+        values = np.asarray(var.values)
+        if values.dtype.kind not in "fc" or not np.isnan(values).all():
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class _RegionSpec:
+    """Everything a region task needs besides the data blocks (opaque to dask)."""
+
+    names: tuple[Hashable, ...]
+    dims: tuple[tuple[Hashable, ...], ...]
+    mask_block: np.ndarray | None
+    mask_dims: tuple[Hashable, ...] | None
+    masked_vars: tuple[Hashable, ...]
+    target: _Target
+    bounds: dict[Hashable, tuple[int, int]]
+    key: str
+    skip_empty: bool
+
+
+def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
+    """Write one computed region, then its marker. Returns "written" or "empty"."""
+    block = xr.Dataset({n: (d, b) for n, d, b in zip(spec.names, spec.dims, blocks)})
+    if spec.mask_block is not None and spec.masked_vars:
+        m = xr.DataArray(spec.mask_block, dims=spec.mask_dims)
+        block = block.assign({v: block[v].where(m) for v in spec.masked_vars})
+    if not block.data_vars or (spec.skip_empty and _all_missing(block)):
+        status = "empty"
+    else:
+        region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
+        block.to_zarr(
+            **spec.target.xr_kwargs(),
+            region=region,
+            mode="r+",
+            consolidated=True,
+            write_empty_chunks=not spec.skip_empty,
+        )
+        status = "written"
+    _write_marker(spec.target, spec.key, _region_attrs(status, spec.bounds))
+    return status
+
+
+def _collect(*statuses: str) -> list[str]:
+    return list(statuses)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------------
+
+
+def _scheduler_threads() -> int:
+    if "distributed" in sys.modules:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+            return max(1, sum(client.nthreads().values()))
+        except (ImportError, ValueError):
+            pass
+    import dask
+
+    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+
+
+def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _write_template(plan: _Plan, target: _Target, attrs: Mapping[str, Any]) -> None:
+    import zarr
+    from dask import compute as dask_compute
+
+    tmpl = plan.ds.drop_encoding()
+    static = {n: tmpl[n].variable for n in plan.static_vars if _is_dask(tmpl[n].variable)}
+    if static:
+        tmpl = tmpl.assign(dict(zip(static, dask_compute(*static.values()))))
+    tmpl.attrs = dict(attrs)
+    # the root group (with the fingerprint) is the store's first object: a run killed while
+    # writing the template is then recognised as ours on resume and simply started over
+    own = {k: v for k, v in attrs.items() if str(k).startswith("xproda_")}
+    zarr.create_group(target.zarr_store(), attributes=own, zarr_format=3, overwrite=True)
+    tmpl.to_zarr(
+        **target.xr_kwargs(),
+        mode="a",
+        compute=False,
+        zarr_format=3,
+        consolidated=False,
+        encoding=_encoding(plan),
+    )
+    _consolidate(target)
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    store: str | os.PathLike,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    region_dims: Sequence[Hashable] | Mapping[Hashable, int] | None = None,
+    mask: xr.DataArray | None = None,
+    skip_empty: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    batch_size: int | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> WriteReport:
+    """Write a (lazy) Dataset to a Zarr v3 store region by region, resumably.
+
+    A *region* is one dask chunk of ``ds`` along the region dimensions (typically the
+    spatial ones); each region is computed once and written into its own Zarr chunks, so
+    parallel writers never touch the same chunk. After a region is written a marker object is
+    stored; an interrupted run called again with ``resume=True`` skips the marked regions, and
+    the final store equals the store of an uninterrupted run.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Data to write, usually dask-backed (nothing is computed before the region loop). All
+        data variables must share their chunks along the region dims, and every other dim must
+        be a single chunk. A numpy-backed dataset is written as one region unless
+        ``region_dims`` is a mapping of chunk sizes.
+    store : str or os.PathLike
+        Local path or fsspec URL, e.g. ``"run.zarr"`` or ``"s3://bucket/run.zarr"``.
+    storage_options : mapping, optional
+        fsspec options for URLs (e.g. s3fs's ``endpoint_url``, ``key``, ``secret``).
+    region_dims : sequence of str or mapping of str to int, optional
+        Dimensions defining the regions. Default: every dim along which some variable has
+        more than one chunk. A mapping ``{dim: size}`` rechunks ``ds`` first.
+    mask : xarray.DataArray of bool, optional
+        Cells to write (e.g. a land mask on the spatial dims; True = write). Regions where the
+        mask is all False are skipped *without computing the data*. In written regions, float
+        variables spanning the mask's dims are set to NaN where the mask is False, so that the
+        result does not depend on the region layout. The mask is computed up front.
+    skip_empty : bool, default True
+        Skip regions (and chunks) whose data are all NaN: nothing is written, and the fill
+        value (NaN) reads back. Without ``mask`` a region is computed, then checked. With
+        False every chunk is written.
+    resume : bool, default False
+        Continue an interrupted run: an existing store with the same fingerprint is kept and
+        regions already marked done are not recomputed. A store with another fingerprint
+        raises (unless ``overwrite=True``, then it is replaced); a missing store starts fresh.
+    overwrite : bool, default False
+        Replace an existing store. Without ``resume`` and ``overwrite`` an existing store
+        raises :class:`FileExistsError`.
+    progress : bool, default True
+        Show a tqdm progress bar over the regions.
+    batch_size : int, optional
+        Regions computed per :func:`dask.compute` call (bounds memory). Default: twice the
+        number of threads of the active scheduler (dask.distributed workers if a client
+        exists).
+    attrs : mapping, optional
+        Extra global attributes of the store; they enter the fingerprint (e.g. a run id or
+        the model configuration).
+
+    Returns
+    -------
+    WriteReport
+        Region counts (total, written, skipped_empty, resumed) and the elapsed time.
+
+    Raises
+    ------
+    FileExistsError
+        If the store exists and neither ``resume`` nor ``overwrite`` is set.
+    ValueError
+        If chunks are inconsistent or unsuitable for regions, or the fingerprint of an
+        existing store differs on ``resume``.
+
+    Notes
+    -----
+    The fingerprint (root attribute ``xproda_fingerprint``) is a SHA-256 of the variable
+    names, dims, shapes, dtypes and Zarr chunks, the region grid, the coordinate values, the
+    mask, ``skip_empty`` and ``attrs``; data values are not part of it. The store's root
+    attributes are ``ds.attrs`` (without any ``xproda_*`` keys), then ``attrs``, then
+    ``xproda_fingerprint``, ``xproda_region_dims``, ``xproda_region_chunks`` and
+    ``xproda_complete`` (0 while running, 1 when done; see :func:`is_complete`). Variables
+    without a region dim are computed and written with the template. Integer variables of
+    skipped regions read back as their fill value (0 unless ``_FillValue`` is set).
+    """
+    import dask
+    from dask.delayed import Delayed
+    from dask.optimization import cull as _cull
+
+    t0 = time.perf_counter()
+    target = _target(store, storage_options)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"write_zarr: batch_size must be a positive int, got {batch_size!r}")
+    if attrs is not None and not isinstance(attrs, Mapping):
+        raise TypeError(f"write_zarr: attrs must be a mapping, got {type(attrs).__name__}")
+    plan = _plan(ds, region_dims)
+    mask = _check_mask(mask, plan.ds)
+    mask_np = mask_dims = None
+    mask_hash = None
+    if mask is not None:
+        mask_dims = tuple(mask.dims)
+        mask_np = np.asarray(mask.values, dtype=bool)
+        mask_hash = _hash_array(mask_np) + repr([str(d) for d in mask_dims])
+    fp = _fingerprint(plan, skip_empty=skip_empty, mask_hash=mask_hash, attrs=attrs)
+
+    root_attrs = {k: v for k, v in plan.ds.attrs.items() if not str(k).startswith("xproda_")}
+    root_attrs.update(dict(attrs or {}))
+    root_attrs.update(
+        {
+            ATTR_FINGERPRINT: fp,
+            ATTR_REGION_DIMS: [str(d) for d in plan.region_dims],
+            ATTR_REGION_CHUNKS: [int(plan.chunk[d]) for d in plan.region_dims],
+            ATTR_COMPLETE: 0,
+        }
+    )
+    all_regions = list(plan.regions())
+    n_total = len(all_regions)
+
+    # ---- existing store: error, overwrite or resume
+    fresh = True
+    done: set[tuple[int, ...]] = set()
+    meta = _read_root(target)
+    exists = meta is not None or _nonempty(target)
+    if exists:
+        if not resume and not overwrite:
+            raise FileExistsError(
+                f"write_zarr: store {target.url!r} already exists; pass resume=True to continue "
+                "an interrupted run, or overwrite=True to replace it"
+            )
+        if resume:
+            old_fp = (meta or {}).get("attributes", {}).get(ATTR_FINGERPRINT)
+            if old_fp is None:
+                if not overwrite:
+                    raise ValueError(
+                        f"write_zarr: cannot resume {target.url!r}: it was not written by "
+                        "xproda.io.write_zarr (no 'xproda_fingerprint' attribute); pass "
+                        "overwrite=True to replace it"
+                    )
+            elif old_fp != fp:
+                if not overwrite:
+                    raise ValueError(
+                        f"write_zarr: cannot resume {target.url!r}: the store was started with a "
+                        f"different dataset or options (fingerprint {old_fp[:12]}... vs "
+                        f"{fp[:12]}...).{_describe_mismatch(target, plan)} Use the original call, "
+                        "or pass overwrite=True to start over"
+                    )
+            else:
+                template_done, done = _progress_state(target)
+                complete = (meta or {}).get("attributes", {}).get(ATTR_COMPLETE) == 1
+                if complete:
+                    _remove_progress(target)
+                    return WriteReport(target.url, n_total, 0, 0, n_total, time.perf_counter() - t0)
+                fresh = not template_done
+        if fresh:
+            _remove_store(target)
+    if fresh:
+        done = set()
+        _write_template(plan, target, root_attrs)
+        fs, root = target.fs()
+        _put(fs, f"{root}/{_PROGRESS}/zarr.json", _group_doc({ATTR_FINGERPRINT: fp}))
+    else:
+        _remove_partials(target)
+
+    todo = [idx for idx in all_regions if idx not in done]
+    n_resumed = n_total - len(todo)
+    counts = {"written": 0, "empty": 0}
+
+    # ---- mask: per region "anything to write?" without computing the data
+    base = plan.ds[plan.region_vars]
+    base = base.drop_vars(list(base.coords)).drop_encoding().drop_attrs()
+    masked_vars: tuple[Hashable, ...] = ()
+    mask_blocks: dict[tuple[int, ...], np.ndarray | None] = {}
+    if mask_np is not None:
+        masked_vars = tuple(
+            v
+            for v in plan.region_vars
+            if base[v].dtype.kind == "f" and set(mask_dims) <= set(base[v].dims)
+        )
+        empty_by_mask = []
+        compute = []
+        for idx in todo:
+            b = plan.bounds(idx)
+            sl = tuple(slice(*b[d]) if d in b else slice(None) for d in mask_dims)
+            mb = mask_np[sl]
+            owned = plan.owned(idx)
+            if skip_empty and not mb.any() and owned and all(v in masked_vars for v in owned):
+                empty_by_mask.append(idx)
+            else:
+                compute.append(idx)
+                mask_blocks[idx] = mb
+        _write_markers(
+            target, {_key(idx): _region_attrs("empty", plan.bounds(idx)) for idx in empty_by_mask}
+        )
+        counts["empty"] += len(empty_by_mask)
+        todo = compute
+
+    if batch_size is None:
+        batch_size = 2 * _scheduler_threads()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=n_total,
+        initial=n_total - len(todo),
+        disable=not progress,
+        desc=f"write_zarr {Path(target.url).name}",
+        unit="region",
+    )
+
+    def postfix() -> None:
+        bar.set_postfix(
+            written=counts["written"], empty=counts["empty"], resumed=n_resumed, refresh=False
+        )
+
+    postfix()
+    if todo:
+        # One materialised, optimised graph for all regions; each batch culls what it needs
+        # from it (cheap), so the cost per region does not grow with the number of regions.
+        dsk = dict(base.__dask_graph__()) if base.data_vars else {}
+        arrays = {name: base[name].data for name in base.data_vars}
+        token = uuid.uuid4().hex[:12]
+    try:
+        for ibatch, batch in enumerate(_batched(todo, batch_size)):
+            graph_keys, tasks = [], {}
+            for idx in batch:
+                owned = plan.owned(idx)
+                pos = dict(zip(plan.region_dims, idx))
+                block_keys = [
+                    (arrays[n].name, *(pos.get(d, 0) for d in base[n].dims)) for n in owned
+                ]
+                graph_keys.extend(block_keys)
+                spec = _RegionSpec(
+                    names=tuple(owned),
+                    dims=tuple(base[n].dims for n in owned),
+                    mask_block=mask_blocks.get(idx),
+                    mask_dims=mask_dims,
+                    masked_vars=tuple(v for v in masked_vars if v in owned),
+                    target=target,
+                    bounds=plan.bounds(idx),
+                    key=_key(idx),
+                    skip_empty=skip_empty,
+                )
+                tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
+            graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
+            graph.update(tasks)
+            batch_key = f"xproda-batch-{token}-{ibatch}"
+            graph[batch_key] = (_collect, *tasks)
+            (statuses,) = dask.compute(Delayed(batch_key, graph), optimize_graph=False)
+            for status in statuses:
+                counts["written" if status == "written" else "empty"] += 1
+            postfix()
+            bar.update(len(batch))
+    finally:
+        bar.close()
+
+    # ---- finalize: completion flag (one atomic write of the root document), then cleanup
+    _set_root_attrs(target, {ATTR_COMPLETE: 1})
+    _remove_progress(target)
+    return WriteReport(
+        target.url,
+        n_total,
+        counts["written"],
+        counts["empty"],
+        n_resumed,
+        time.perf_counter() - t0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# inspection
+# --------------------------------------------------------------------------------------------
+
+
+def is_complete(
+    store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether ``store`` holds a finished :func:`write_zarr` run.
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        Local path or fsspec URL.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    bool
+        True when the root attribute ``xproda_complete`` is 1; False when it is 0, when the
+        store is missing or was not written by :func:`write_zarr`.
+    """
+    meta = _read_root(_target(store, storage_options))
+    return bool(meta) and meta.get("attributes", {}).get(ATTR_COMPLETE) == 1
+
+
+def list_done_regions(
+    store: str | os.PathLike, *, storage_options: Mapping[str, Any] | None = None
+) -> list[dict[str, slice]]:
+    """Regions of a :func:`write_zarr` run that are written (or found empty) so far.
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        Local path or fsspec URL.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    list of dict
+        One ``{dim: slice(start, stop)}`` per finished region (index ranges along the region
+        dims), sorted; every region for a complete store, ``[]`` for a missing store.
+    """
+    target = _target(store, storage_options)
+    meta = _read_root(target)
+    if not meta or ATTR_FINGERPRINT not in meta.get("attributes", {}):
+        return []
+    a = meta["attributes"]
+    dims = list(a.get(ATTR_REGION_DIMS, []))
+    chunk = dict(zip(dims, a.get(ATTR_REGION_CHUNKS, [])))
+    sizes: dict[str, int] = {}
+    if dims:
+        opened = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=False)
+        sizes = {d: int(opened.sizes[d]) for d in dims}
+    if a.get(ATTR_COMPLETE) == 1:
+        done: Iterable[tuple[int, ...]] = itertools.product(
+            *(range(max(1, math.ceil(sizes[d] / chunk[d]))) for d in dims)
+        )
+    else:
+        done = _progress_state(target)[1]
+    out = []
+    for idx in sorted(done):
+        if len(idx) != len(dims):
+            continue
+        out.append(
+            {d: slice(i * chunk[d], min((i + 1) * chunk[d], sizes[d])) for d, i in zip(dims, idx)}
+        )
+    return out
