@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -683,36 +682,6 @@ def test_open_dataset_memory_url():
 # ----------------------------------------------------------------------------------------------
 # S3 (moto server)
 # ----------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A local S3-compatible server (moto); yields (storage_options, s3fs filesystem)."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            mp.setenv(k, v)
-        server.start()
-        try:
-            so = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-            fs = s3fs.S3FileSystem(**so)
-            fs.mkdir("xproda-bucket")
-            yield so, fs
-        finally:
-            server.stop()
 
 
 @pytest.mark.slow

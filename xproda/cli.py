@@ -78,6 +78,7 @@ def build_run(
     (Dataset, DataArray)
         The lazy result and the boolean land mask (cells with forcing data).
     """
+    import numpy as np
     import xarray as xr
 
     from . import io, xr_api
@@ -92,7 +93,11 @@ def build_run(
     out = xr_api.steady_state(ds, pr, model=model, reference=reference, pools=pools)
     for top, bottom in depths:
         out[f"soc_stock_{top:g}_{bottom:g}m"] = xr_api.soc_stock(out, depth=(top, bottom))
-    mask = ds["TSOI"].isel(month=0, layer=0, drop=True).notnull()
+    # land mask from the cheapest forcing variable (no layer dim): cells with any data
+    name = min(("nbedrock", "ALTMAX", "CWD_INPUT"),
+               key=lambda k: ds[k].size if k in ds else np.inf)
+    v = ds[name]
+    mask = v.notnull().any("month") if "month" in v.dims else v.notnull()
     mask = mask.drop_vars([c for c in mask.coords if c not in mask.dims])
     return out, mask
 

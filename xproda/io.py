@@ -71,6 +71,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".geotiff")
 # chunks, netCDF-specific keys, packing) is dropped so that the output is self-consistent
 _KEEP_ENCODING = (
     "dtype", "_FillValue", "missing_value", "units", "calendar", "grid_mapping", "bounds",
+    "fill_value",  # Zarr's own fill value (not a mask): e.g. no_data for integer flags
 )
 _GROUP_DOC = {"zarr_format": 3, "node_type": "group"}
 
@@ -746,12 +747,27 @@ def _describe_mismatch(target: _Target, plan: _Plan) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _all_missing(block: xr.Dataset) -> bool:
-    for var in block.data_vars.values():
+def _all_missing(block: xr.Dataset, fills: Mapping[Hashable, Any] | None = None) -> bool:
+    """Whether every variable of a block equals what an unwritten chunk reads back as."""
+    fills = fills or {}
+    for name, var in block.data_vars.items():
         values = np.asarray(var.values)
-        if values.dtype.kind not in "fc" or not np.isnan(values).all():
+        if name in fills:
+            if not (values == fills[name]).all():
+                return False
+        elif values.dtype.kind not in "fc" or not np.isnan(values).all():
             return False
     return True
+
+
+def _int_fill(var: xr.DataArray) -> Any:
+    """Fill value of an integer variable (``encoding`` ``fill_value``/``_FillValue``) or None."""
+    if var.dtype.kind not in "iub":
+        return None
+    for key in ("fill_value", "_FillValue"):
+        if var.encoding.get(key) is not None:
+            return var.encoding[key]
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -767,6 +783,7 @@ class _RegionSpec:
     bounds: dict[Hashable, tuple[int, int]]
     key: str
     skip_empty: bool
+    fills: tuple[tuple[Hashable, Any], ...] = ()
 
 
 def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
@@ -774,8 +791,12 @@ def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
     block = xr.Dataset({n: (d, b) for n, d, b in zip(spec.names, spec.dims, blocks)})
     if spec.mask_block is not None and spec.masked_vars:
         m = xr.DataArray(spec.mask_block, dims=spec.mask_dims)
-        block = block.assign({v: block[v].where(m) for v in spec.masked_vars})
-    if not block.data_vars or (spec.skip_empty and _all_missing(block)):
+        fills = dict(spec.fills)
+        block = block.assign({
+            v: block[v].where(m) if v not in fills else block[v].where(m, fills[v])
+            for v in spec.masked_vars
+        })
+    if not block.data_vars or (spec.skip_empty and _all_missing(block, dict(spec.fills))):
         status = "empty"
     else:
         region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
@@ -927,7 +948,9 @@ def write_zarr(
     ``xproda_fingerprint``, ``xproda_region_dims``, ``xproda_region_chunks`` and
     ``xproda_complete`` (0 while running, 1 when done; see :func:`is_complete`). Variables
     without a region dim are computed and written with the template. Integer variables of
-    skipped regions read back as their fill value (0 unless ``_FillValue`` is set).
+    skipped regions read back as their fill value (0 unless ``fill_value`` (Zarr's, not a
+    mask) or ``_FillValue`` is set in their encoding); with a ``mask``, such variables are
+    also set to it where the mask is False.
     """
     import dask
     from dask.delayed import Delayed
@@ -1016,11 +1039,14 @@ def write_zarr(
     base = base.drop_vars(list(base.coords)).drop_encoding().drop_attrs()
     masked_vars: tuple[Hashable, ...] = ()
     mask_blocks: dict[tuple[int, ...], np.ndarray | None] = {}
+    # integer variables with a fill value (e.g. quality flags) are masked with it
+    fills: dict[Hashable, Any] = {v: _int_fill(plan.ds[v]) for v in plan.region_vars}
     if mask_np is not None:
         masked_vars = tuple(
             v
             for v in plan.region_vars
-            if base[v].dtype.kind == "f" and set(mask_dims) <= set(base[v].dims)
+            if (base[v].dtype.kind == "f" or fills[v] is not None)
+            and set(mask_dims) <= set(base[v].dims)
         )
         empty_by_mask = []
         compute = []
@@ -1081,6 +1107,7 @@ def write_zarr(
                     mask_block=mask_blocks.get(idx),
                     mask_dims=mask_dims,
                     masked_vars=tuple(v for v in masked_vars if v in owned),
+                    fills=tuple((v, fills[v]) for v in owned if fills[v] is not None),
                     target=target,
                     bounds=plan.bounds(idx),
                     key=_key(idx),

@@ -275,16 +275,20 @@ def _align_params(theta: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
 # steady state
 # -------------------------------------------------------------------------------------------
 def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
-    """Kernel call on one block: ``theta [..., P]``, forcing ``[..., core...]`` (numpy)."""
+    """Kernel call on one block: ``theta [..., P]``, forcing ``[..., core...]`` (numpy).
+
+    Only columns with data are gathered (one copy of the land columns, no copy of the ocean)
+    and passed to the kernel; the others are NaN / ``no_data``.  Which columns are skipped
+    never changes a result: a column without data gives NaN and ``no_data`` in the kernel
+    too.
+    """
     import torch
 
     with set_options(**opts), torch.no_grad():
         batch = np.broadcast_shapes(
             theta.shape[:-1], *(f.shape[: f.ndim - len(c)] for f, c in zip(forcing, cores))
         )
-        n = int(np.prod(batch, dtype=np.int64))
-        th = np.broadcast_to(theta, batch + theta.shape[-1:]).reshape(n, -1)
-        fk = {}
+        full_arrays = []
         for name, arr, core in zip(names, forcing, cores):
             full = _core_of(name)
             a = arr
@@ -293,33 +297,36 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
                 if d not in core:
                     a = np.expand_dims(a, nb + pos)
             shape = batch + tuple(12 if d == "month" else _N_LAYERS for d in full)
-            fk[name] = np.broadcast_to(a, shape).reshape((n,) + shape[len(batch):])
-        # skip empty columns (ocean, no data): NaN theta or a forcing variable with no value
-        ok = np.isfinite(th).all(-1)
-        for a in fk.values():
-            ok &= np.isfinite(a.reshape(n, -1)).any(-1)
-        idx = np.flatnonzero(ok)
-        res = {}
-        if idx.size:
+            full_arrays.append(np.broadcast_to(a, shape))  # a view, no copy
+        th_b = np.broadcast_to(theta, batch + theta.shape[-1:])
+        # skip cells without data: NaN theta, or no value at all in the smallest variable
+        ok = np.isfinite(th_b).all(-1)
+        small = min(range(len(forcing)), key=lambda i: forcing[i].size)
+        probe = full_arrays[small]
+        ok &= np.isfinite(probe).any(axis=tuple(range(len(batch), probe.ndim)))
+        n_ok = int(ok.sum())
+        if n_ok:
             sub = model.steady_state(
-                np.ascontiguousarray(th[idx]), {k: np.ascontiguousarray(v[idx]) for k, v in fk.items()}
+                th_b[ok], {k: a[ok] for k, a in zip(names, full_arrays)}
             )
         n_pools = len(model.pools)
-        out = []
+        tails = {"soc": (_N_LAYERS,), "pools": (_N_LAYERS, n_pools), "pool_stocks": (n_pools,)}
+        dtype = np.result_type(theta.dtype, np.float32)
+        dtype = np.float64 if dtype == np.float64 or opts.get("dtype") == "float64" else dtype
+        res = []
         for key in outputs:
-            tail = {"soc": (_N_LAYERS,), "pools": (_N_LAYERS, n_pools), "pool_stocks": (n_pools,)}
-            shp = (n,) + tail.get(key, ())
+            shp = batch + tails.get(key, ())
             if key == "flags":
-                full = np.full(shp, FLAGS["no_data"], dtype=np.int64)
+                out = np.full(shp, FLAGS["no_data"], dtype=np.int64)
             else:
-                full = np.full(shp, np.nan, dtype=th.dtype if th.dtype.kind == "f" else np.float64)
-            if idx.size:
+                out = np.full(shp, np.nan, dtype=dtype)
+            if n_ok:
                 val = np.asarray(sub[key])
                 if key in ("soc_stock", "pool_stocks"):
                     val = val / 1000.0  # g m-2 -> kg m-2
-                full[idx] = val
-            res[key] = full.reshape(batch + shp[1:])
-        return tuple(res[k] for k in outputs)
+                out[ok] = val
+            res.append(out)
+        return tuple(res)
 
 
 _TAILS = {"soc": ["layer"], "pools": ["layer", "pool"], "pool_stocks": ["pool"]}
@@ -367,7 +374,7 @@ def steady_state(
     Dataset
         ``soc`` (g m-3, per layer), ``soc_stock`` (kg m-2, 0-8.6 m), ``turnover_time`` (yr),
         ``input`` and ``respiration`` (g m-2 yr-1), ``flags`` (see :data:`xproda.FLAGS`),
-        plus ``cell_area`` (m2) where the grid has latitude/longitude.  Lazy where ``ds`` or
+        plus the coordinate ``cell_area`` (m2) where the grid has latitude/longitude.  Lazy where ``ds`` or
         ``params`` is dask-backed.  Cells without data (ocean, NaN parameters) are NaN and
         flagged ``no_data``; they cost nothing.
 
@@ -468,7 +475,8 @@ def _add_spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
         area = spatial.cell_area(out)
     except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas
         return out
-    out["cell_area"] = area
+    # a coordinate: grid metadata (never masked or recomputed with the results)
+    out = out.assign_coords(cell_area=area)
     for k in ("soc", "soc_stock", "pools", "pool_stocks", "turnover_time", "input",
               "respiration"):
         if k in out:

@@ -1,0 +1,178 @@
+"""``xproda run``: Zarr -> Zarr global runs, resume after a kill, S3 stores, errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xproda
+from xproda import io as xio
+from xproda.cli import main
+from xproda.testing import forcing_dataset
+
+P = 21
+
+
+def _inputs(tmp_path: Path, *, ny=6, nx=8, chunks=None, storage_options=None, prefix=None):
+    ds = forcing_dataset(ny, nx, seed=11, chunks=chunks or {"lat": 2, "lon": 4},
+                         ocean_fraction=0.3)
+    # an all-ocean region: the first 2 x 4 block
+    ds = ds.map(lambda v: v.where((ds.lat < ds.lat[1]) | (ds.lon > ds.lon[3])))
+    rng = np.random.default_rng(5)
+    names = list(xproda.get_model("clm5").parameters.names)
+    theta = xr.DataArray(rng.uniform(0.1, 0.9, (ny, nx, P)), dims=("lat", "lon", "parameter"),
+                         coords={"lat": ds.lat, "lon": ds.lon, "parameter": names})
+    params = theta.to_dataset(name="theta").chunk({"lat": 3, "lon": 8})
+    base = prefix or str(tmp_path)
+    fpath, ppath = f"{base}/forcing.zarr", f"{base}/params.zarr"
+    kw = {"storage_options": storage_options} if storage_options else {}
+    for obj, path in ((ds, fpath), (params, ppath)):
+        for v in obj.variables.values():
+            v.encoding.pop("chunks", None)
+            v.encoding.pop("preferred_chunks", None)
+        obj.to_zarr(path, mode="w", zarr_format=3, **kw)
+    return ds, theta, fpath, ppath
+
+
+def test_run_equals_in_memory(tmp_path):
+    ds, theta, fpath, ppath = _inputs(tmp_path)
+    out = tmp_path / "out.zarr"
+    assert main(["run", "--forcing", fpath, "--params", ppath, "--out", str(out),
+                 "--depth", "0-0.3", "--depth", "0-1", "--quiet"]) == 0
+    assert xio.is_complete(out)
+    res = xio.open_dataset(out).compute()
+    ref = ds.compute().proda.steady_state(theta)
+    for k in ("soc", "soc_stock", "turnover_time", "flags", "cell_area"):
+        np.testing.assert_array_equal(res[k].values, ref[k].values, err_msg=k)
+    np.testing.assert_array_equal(res["soc_stock_0_0.3m"].values,
+                                  ref.proda.soc_stock(depth=(0, 0.3)).values)
+    # the all-ocean region was skipped, yet reads back as NaN / no_data
+    assert np.isnan(res["soc_stock"].values[:2, :4]).all()
+    assert (res["flags"].values[:2, :4] == xproda.FLAGS["no_data"]).all()
+    assert res.rio.crs.to_epsg() == 4326
+    assert res["soc_stock"].attrs["standard_name"] == "soil_mass_content_of_carbon"
+    # decode_coords="all" moves cell_measures from attrs to encoding
+    assert res["soc_stock"].encoding["cell_measures"] == "area: cell_area"
+    assert "cell_area" in res.coords
+    # resuming a complete run does nothing
+    assert main(["run", "--forcing", fpath, "--params", ppath, "--out", str(out),
+                 "--depth", "0-0.3", "--depth", "0-1", "--quiet", "--resume"]) == 0
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path):
+    _, _, fpath, ppath = _inputs(tmp_path)
+    out = str(tmp_path / "out.zarr")
+    args = ["run", "--forcing", fpath, "--params", ppath, "--out", out, "--quiet"]
+    main(args)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        main(args)
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_missing_variable_error(tmp_path):
+    ds, _, fpath, ppath = _inputs(tmp_path)
+    bad = tmp_path / "bad.zarr"
+    ds.drop_vars("W_SCALAR").to_zarr(bad, zarr_format=3)
+    with pytest.raises(ValueError, match=r"W_SCALAR \[1\]"):
+        main(["run", "--forcing", str(bad), "--params", ppath, "--out",
+              str(tmp_path / "o.zarr"), "--quiet"])
+    with pytest.raises(SystemExit):
+        main(["run", "--forcing", fpath, "--params", ppath, "--out", "x.zarr", "--depth", "a"])
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import time, xproda.xr_api as x
+    from xproda.cli import main
+    real = x._steady_block
+    def slow(*a, **k):
+        time.sleep(0.3)
+        return real(*a, **k)
+    x._steady_block = slow
+    main({args!r})
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    _, _, fpath, ppath = _inputs(tmp_path)
+    ref = tmp_path / "ref.zarr"
+    common = ["run", "--forcing", fpath, "--params", ppath, "--quiet", "--depth", "0-1"]
+    main(common + ["--out", str(ref)])
+    out = tmp_path / "out.zarr"
+    args = common + ["--out", str(out), "--chunks", "lat=1,lon=4"]
+    # same run, smaller regions: the reference with the same chunks
+    ref2 = tmp_path / "ref2.zarr"
+    main(common + ["--out", str(ref2), "--chunks", "lat=1,lon=4"])
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT.format(args=args)],
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"run exited early: {proc.stderr.read().decode()[-2000:]}")
+            if len(list((out / ".xproda").glob("r*/zarr.json"))) >= 3:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not xio.is_complete(out)
+    assert main(args + ["--resume"]) == 0
+    a, b = xio.open_dataset(out).compute(), xio.open_dataset(ref2).compute()
+    for k in a.data_vars:
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+    chunk_files = lambda p: sorted(  # noqa: E731
+        str(f.relative_to(p)) for f in p.rglob("c/*") if f.is_file())
+    assert chunk_files(out) == chunk_files(ref2)
+    for f in chunk_files(out):
+        assert (out / f).read_bytes() == (ref2 / f).read_bytes(), f
+    # a different region layout gives the same numbers
+    c = xio.open_dataset(ref).compute()
+    for k in a.data_vars:
+        np.testing.assert_array_equal(a[k].values, c[k].values, err_msg=k)
+
+
+@pytest.mark.slow
+def test_s3_run_equals_local(tmp_path, s3):
+    so, fs = s3
+    _, _, fpath, ppath = _inputs(tmp_path)
+    local = tmp_path / "local.zarr"
+    main(["run", "--forcing", fpath, "--params", ppath, "--out", str(local), "--quiet"])
+    _, _, sf, sp = _inputs(tmp_path, storage_options=so, prefix="s3://xproda-bucket/cli")
+    url = "s3://xproda-bucket/cli/out.zarr"
+    assert main(["run", "--forcing", sf, "--params", sp, "--out", url, "--quiet",
+                 "--storage-options", json.dumps(so)]) == 0
+    assert xio.is_complete(url, storage_options=so)
+    a = xio.open_dataset(url, storage_options=so).compute()
+    b = xio.open_dataset(local).compute()
+    for k in b.data_vars:
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+    assert a.rio.crs.to_epsg() == 4326
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_local_cluster_run_equals_threaded(tmp_path):
+    _, _, fpath, ppath = _inputs(tmp_path)
+    a, b = tmp_path / "threads.zarr", tmp_path / "cluster.zarr"
+    main(["run", "--forcing", fpath, "--params", ppath, "--out", str(a), "--quiet"])
+    main(["run", "--forcing", fpath, "--params", ppath, "--out", str(b), "--quiet",
+          "--scheduler", "local-cluster", "--workers", "2", "--torch-threads", "1"])
+    x, y = xio.open_dataset(a).compute(), xio.open_dataset(b).compute()
+    for k in x.data_vars:
+        np.testing.assert_array_equal(x[k].values, y[k].values, err_msg=k)
