@@ -63,7 +63,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def s3():
     """A local S3-compatible server (moto); yields (storage_options, s3fs filesystem)."""
     moto_server = pytest.importorskip("moto.server")
@@ -81,7 +81,8 @@ def s3():
         try:
             so = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
             fs = s3fs.S3FileSystem(**so)
-            fs.mkdir("xproda-bucket")
+            if not fs.exists("xproda-bucket"):  # moto's state is per process
+                fs.mkdir("xproda-bucket")
             yield so, fs
         finally:
             server.stop()
