@@ -306,3 +306,22 @@ def test_local_cluster_equals_threaded():
         with xproda.set_options(torch_threads=1):
             got = ds.proda.steady_state(theta).compute()
     xr.testing.assert_identical(got.drop_attrs(), ref.drop_attrs())
+
+
+def test_params_on_other_grid_are_aligned_or_rejected():
+    ds = forcing_dataset(4, 6, seed=10)
+    theta = _theta(ds, 8)
+    ref = ds.proda.steady_state(theta)
+    # same cells in the 0..360 convention with latitudes south to north: aligned by name
+    other = xproda.spatial.normalize_longitude(theta, convention="0..360").isel(
+        lat=slice(None, None, -1))
+    out = ds.proda.steady_state(other)
+    np.testing.assert_array_equal(out["soc_stock"].values, ref["soc_stock"].values)
+    # a different grid without a CRS: a clear error
+    coarse = theta.coarsen(lat=2, lon=2).mean()
+    with pytest.raises(ValueError, match="mismatched grids without CRS"):
+        ds.drop_vars("spatial_ref").proda.steady_state(coarse)
+    # with a CRS on both: reprojected (nearest) onto the forcing grid
+    coarse = coarse.rio.write_crs("EPSG:4326")
+    out = ds.proda.steady_state(coarse)
+    assert out["soc_stock"].shape == (4, 6)

@@ -1,6 +1,8 @@
 """xproda: PRODA soil-carbon modelling for xarray, dask and Zarr.
 
-Importing xproda is cheap; the process models live in :mod:`xproda.models`.
+Importing xproda registers the ``.proda`` accessor on xarray objects.  The process models
+live in :mod:`xproda.models`, the xarray functions in :mod:`xproda.xr_api`, Zarr I/O in
+:mod:`xproda.io` and grid helpers in :mod:`xproda.spatial`.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from . import grid
 from .models import FLAGS, ParameterSpace, get_model
 from .options import get_options, set_options
 from . import accessor as _accessor  # noqa: F401  (registers the .proda accessor)
-from . import xr_api
+from . import io, spatial, xr_api
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "get_model", "ParameterSpace", "FLAGS", "grid", "xr_api", "set_options", "get_options",
+    "get_model", "ParameterSpace", "FLAGS", "grid", "xr_api", "io", "spatial", "set_options",
+    "get_options",
     "__version__",
 ]
