@@ -325,3 +325,16 @@ def test_params_on_other_grid_are_aligned_or_rejected():
     coarse = coarse.rio.write_crs("EPSG:4326")
     out = ds.proda.steady_state(coarse)
     assert out["soc_stock"].shape == (4, 6)
+
+
+def test_forcing_arrays_match_kernel_contract():
+    ds = forcing_dataset(3, 4, seed=12)
+    theta = _theta(ds, 9)
+    f = xr_api.forcing_arrays(ds)
+    th, ref = _columns(ds, theta)
+    for k, v in ref.items():
+        np.testing.assert_array_equal(f[k], v, err_msg=k)
+    sites = ds.stack(site=("lat", "lon")).reset_index("site")
+    f2 = xr_api.forcing_arrays(sites.assign(nbedrock=sites["nbedrock"].isel(month=0)))
+    np.testing.assert_array_equal(f2["nbedrock"], ref["nbedrock"])
+    np.testing.assert_array_equal(f2["TSOI"], ref["TSOI"])

@@ -35,6 +35,7 @@ __all__ = [
     "sample_sites",
     "validate",
     "parameters_to_dataarray",
+    "forcing_arrays",
 ]
 
 CORE_DIMS = ("month", "layer")
@@ -288,16 +289,7 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
         batch = np.broadcast_shapes(
             theta.shape[:-1], *(f.shape[: f.ndim - len(c)] for f, c in zip(forcing, cores))
         )
-        full_arrays = []
-        for name, arr, core in zip(names, forcing, cores):
-            full = _core_of(name)
-            a = arr
-            nb = arr.ndim - len(core)
-            for pos, d in enumerate(full):  # insert missing core axes (e.g. static nbedrock)
-                if d not in core:
-                    a = np.expand_dims(a, nb + pos)
-            shape = batch + tuple(12 if d == "month" else _N_LAYERS for d in full)
-            full_arrays.append(np.broadcast_to(a, shape))  # a view, no copy
+        full_arrays = [_full_core(n, a, c, batch) for n, a, c in zip(names, forcing, cores)]
         th_b = np.broadcast_to(theta, batch + theta.shape[-1:])
         # skip cells without data: NaN theta, or no value at all in the smallest variable
         ok = np.isfinite(th_b).all(-1)
@@ -327,6 +319,68 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
                 out[ok] = val
             res.append(out)
         return tuple(res)
+
+
+def _full_core(name: str, arr: np.ndarray, core: Sequence[str], batch: tuple) -> np.ndarray:
+    """View of ``arr [..batch, core...]`` broadcast to ``batch + kernel core shape``.
+
+    Missing core axes (e.g. a static ``nbedrock`` without ``month``) are inserted and
+    broadcast; no data is copied.
+    """
+    full = _core_of(name)
+    a = arr
+    nb = arr.ndim - len(core)
+    for pos, d in enumerate(full):
+        if d not in core:
+            a = np.expand_dims(a, nb + pos)
+    shape = tuple(batch) + tuple(12 if d == "month" else _N_LAYERS for d in full)
+    return np.broadcast_to(a, shape)
+
+
+def forcing_arrays(
+    ds: xr.Dataset,
+    *,
+    model: str | SoilCarbonModel = "clm5",
+    dim: str | None = None,
+) -> dict[str, np.ndarray]:
+    """Kernel forcing (batch first, :data:`~xproda.models.forcing.FORCING_SCHEMA` shapes).
+
+    Parameters
+    ----------
+    ds : Dataset
+        Forcing with one batch dim (e.g. ``site`` from :func:`sample_sites`) or several
+        (flattened in order).
+    model : str or model
+        Whose required variables to extract (plus ``CELLSAND`` and ``NPP`` where present).
+    dim : str, optional
+        The batch dim when ``ds`` has several non-core dims and only one should be used.
+
+    Returns
+    -------
+    dict of ndarray
+        ``{name: [n, ...]}`` ready for ``model.steady_state(theta, forcing)``.  Loads data.
+    """
+    m = _get_model(model, False, {})
+    problems = _check_forcing(ds, m, list(m.required_forcing))
+    if problems:
+        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
+    names = list(m.required_forcing) + [k for k in ("CELLSAND", "NPP") if k in ds]
+    vars_ = {}
+    for k in names:
+        v = ds[k]
+        if "layer" in v.dims and v.sizes["layer"] > _N_LAYERS:
+            v = v.isel(layer=slice(0, _N_LAYERS))
+        vars_[k] = v
+    bdims = [dim] if dim else _batch_dims(*vars_.values())
+    sizes = {d: ds.sizes[d] for d in bdims}
+    out = {}
+    for k, v in vars_.items():
+        core = tuple(d for d in _core_of(k) if d in v.dims)
+        v = v.expand_dims({d: sizes[d] for d in bdims if d not in v.dims})
+        arr = np.asarray(v.transpose(*bdims, *core).values)
+        full = _full_core(k, arr, core, tuple(sizes.values()))
+        out[k] = np.ascontiguousarray(full.reshape((-1,) + full.shape[len(bdims):]))
+    return out
 
 
 _TAILS = {"soc": ["layer"], "pools": ["layer", "pool"], "pool_stocks": ["pool"]}
