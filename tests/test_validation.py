@@ -180,3 +180,31 @@ def test_readonly_inputs_accepted(model, forcing):
     th = _theta(model)
     th.setflags(write=False)
     model.steady_state(th, forcing)
+
+
+def test_prepared_forcing_is_reused_and_equal():
+    import torch
+
+    from xproda.models import forcing as fmod
+    from xproda.testing import random_forcing
+
+    f = random_forcing(10, 4)
+    th = np.random.default_rng(4).uniform(0.2, 0.8, (30, 21))
+    m = xproda.get_model("clm5")
+    prep = fmod.prepare_forcing(f, repeat=3)
+    assert prep.n == 30 and prep["TSOI"].shape == (30, 12, 20)
+    calls = []
+    real = fmod._check_values
+    fmod._check_values = lambda *a: calls.append(a) or real(*a)
+    try:
+        out = m.steady_state(torch.tensor(th), prep)
+    finally:
+        fmod._check_values = real
+    assert not calls, "prepared forcing must not be validated again"
+    tiled = {k: np.concatenate([v] * 3) for k, v in f.items()}
+    ref = m.steady_state(th, tiled)
+    np.testing.assert_array_equal(out["soc_stock"].numpy(), ref["soc_stock"])
+    # a call with another dtype validates (converts) again
+    with xproda.set_options(dtype="float32"):
+        out32 = m.steady_state(torch.tensor(th, dtype=torch.float32), prep)
+    assert out32["soc"].dtype == torch.float32
