@@ -201,10 +201,12 @@ def test_prepared_forcing_is_reused_and_equal():
     finally:
         fmod._check_values = real
     assert not calls, "prepared forcing must not be validated again"
-    tiled = {k: np.concatenate([v] * 3) for k, v in f.items()}
+    tiled = {k: np.repeat(v, 3, axis=0) for k, v in f.items()}  # site-major
     ref = m.steady_state(th, tiled)
     np.testing.assert_array_equal(out["soc_stock"].numpy(), ref["soc_stock"])
     # a call with another dtype validates (converts) again
     with xproda.set_options(dtype="float32"):
         out32 = m.steady_state(torch.tensor(th, dtype=torch.float32), prep)
     assert out32["soc"].dtype == torch.float32
+    cm = fmod.prepare_forcing(f, repeat=3, layout="chain-major")
+    np.testing.assert_array_equal(cm["TSOI"][10:20].numpy(), f["TSOI"])

@@ -163,6 +163,7 @@ def prepare_forcing(
     forcing: Mapping,
     *,
     repeat: int = 1,
+    layout: str = "site-major",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> PreparedForcing:
@@ -173,8 +174,11 @@ def prepare_forcing(
     forcing : mapping
         As for ``model.steady_state``.
     repeat : int, default 1
-        Tile the batch ``repeat`` times (e.g. one copy per MCMC chain: row ``c * n + i`` is
-        column ``i`` for chain ``c``).
+        Repeat every column ``repeat`` times (e.g. one copy per MCMC chain).
+    layout : {"site-major", "chain-major"}
+        Row order of the repeated batch: ``"site-major"`` puts row ``i * repeat + c`` for
+        column ``i`` and copy ``c`` (the order of :mod:`xproda.assimilation` samplers);
+        ``"chain-major"`` puts row ``c * n + i``.
     dtype, device : optional
         Kernel dtype/device (default: the current options).
 
@@ -187,8 +191,13 @@ def prepare_forcing(
     device = torch.device(device) if device is not None else resolve_device(*forcing.values())
     req = tuple(k for k, v in FORCING_SCHEMA.items() if v.required and k in forcing)
     f, n = validate_forcing(forcing, None, required=req, dtype=dtype, device=device)
+    if layout not in ("site-major", "chain-major"):
+        raise ValueError(f"layout must be 'site-major' or 'chain-major', got {layout!r}")
     if repeat > 1:
-        f = {k: v.repeat((repeat,) + (1,) * (v.ndim - 1)) for k, v in f.items()}
+        if layout == "site-major":
+            f = {k: v.repeat_interleave(repeat, dim=0) for k, v in f.items()}
+        else:
+            f = {k: v.repeat((repeat,) + (1,) * (v.ndim - 1)) for k, v in f.items()}
         n = n * repeat
     out = PreparedForcing(f)
     out.n, out.dtype, out.device, out.names = n, dtype, device, frozenset(f)
