@@ -23,8 +23,8 @@ OPTIONS: dict[str, Any] = {
     # columns per internal kernel chunk: bounds temporaries (memory linear in n with a small
     # constant) and keeps them in cache; results do not depend on it
     "kernel_batch_size": 4096,
-    # use the fused numba CPU kernel for the structured solve when no gradient is needed
-    # (same results as the torch path to rounding; see xproda.models._fused)
+    # use fused numba CPU kernels (the structured solve, PCHIP model-to-observation mapping)
+    # when no gradient is needed (same results as the torch paths; see xproda.models._fused)
     "fused_kernels": True,
 }
 
@@ -51,8 +51,8 @@ class set_options:
     kernel_batch_size : int
         Columns per internal kernel chunk (default 4096); results do not depend on it.
     fused_kernels : bool
-        Use the fused numba CPU kernel for the structured solve when no gradient is needed
-        (default True); results equal the torch path to rounding.
+        Use the fused numba CPU kernels (structured solve, PCHIP mapping) when no gradient is
+        needed (default True); results equal the torch paths to rounding.
     """
 
     def __init__(self, **kwargs: Any) -> None:

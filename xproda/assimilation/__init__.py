@@ -1,0 +1,25 @@
+"""Data assimilation: batched samplers and optimisers, costs and diagnostics."""
+
+from .costs import (  # noqa: F401
+    COSTS,
+    Cost,
+    cost_cen,
+    cost_gaussian,
+    cost_mic,
+    fit_stats,
+    gaussian_loglik,
+    get_cost,
+    log_prior_uniform,
+)
+
+__all__ = [
+    "COSTS",
+    "Cost",
+    "cost_cen",
+    "cost_gaussian",
+    "cost_mic",
+    "fit_stats",
+    "gaussian_loglik",
+    "get_cost",
+    "log_prior_uniform",
+]
