@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import xarray as xr
 
 import xproda
 from xproda.assimilation.problem import SiteProblem, assimilate
@@ -126,3 +127,36 @@ def test_twin_recovers_identifiable_parameters():
     tol = 3 * np.sqrt(0.9 * 0.1 / n)
     assert np.all(np.abs(cover - 0.9) < tol + 0.03), cover
     assert float(np.nanmedian(am["r2"])) > 0.9  # posterior-mean fits of the noisy profiles
+
+
+def test_forcing_from_grid_via_sample_sites():
+    """Profiles located on a gridded forcing: sample_sites supplies each site's forcing."""
+    from xproda.testing import forcing_dataset
+
+    grid = forcing_dataset(6, 8, seed=4, ocean_fraction=0.0)
+    grid["nbedrock"][:] = 20
+    lats = grid.lat.values[[0, 2, 5]]
+    lons = grid.lon.values[[1, 4, 7]]
+    rows = [{"profile_id": f"s{i}", "lat": la, "lon": lo, "top": t, "bottom": b, "soc": v}
+            for i, (la, lo) in enumerate(zip(lats, lons))
+            for t, b, v in ((0.0, 0.1, 3e4), (0.1, 0.3, 2e4), (0.3, 0.6, 1e4))]
+    df = pd.DataFrame(rows)
+    from xproda.observations import pack_profiles
+
+    batch = pack_profiles(df)
+    sites = grid.proda.sample_sites(lat=batch.lat, lon=batch.lon)
+    prob = SiteProblem(batch, sites, free=["efolding", "tau4s2"])
+    lp = prob.log_density(torch.full((3, 2), 0.5, dtype=torch.float64))
+    assert torch.isfinite(lp).all()
+    # the same as the kernel on the grid cells themselves
+    m = xproda.get_model("clm5")
+    cells = grid.isel(lat=xr_idx([0, 2, 5]), lon=xr_idx([1, 4, 7]))
+    ref = cells.proda.steady_state(
+        xr.DataArray(np.full(21, 0.5), dims="parameter"))["soc"].transpose("site", "layer")
+    th = torch.full((3, 21), 0.5, dtype=torch.float64)
+    got = m.steady_state(th, prob._replicated(1)[0])["soc"].numpy()
+    np.testing.assert_allclose(got, ref.values, rtol=1e-12)
+
+
+def xr_idx(values):
+    return xr.DataArray(values, dims="site")
