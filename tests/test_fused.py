@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import xproda
 from conftest import random_forcing
-from xproda.models import _fused, clm5 as clm5_mod
+from xproda.models import _fused
 
 pytestmark = pytest.mark.skipif(not _fused.HAVE_NUMBA, reason="numba not installed")
 
@@ -100,7 +100,7 @@ def test_fused_default_mode_per_layer_fractions(profile):
 
 def test_float32_keeps_torch_path():
     x = torch.ones(3, dtype=torch.float32)
-    assert not clm5_mod._use_fused(x)
+    assert not _fused.fused_applicable(x)
 
 
 def test_fused_thread_safe():
@@ -127,11 +127,11 @@ def test_fused_thread_safe():
 def test_use_fused_rules():
     x = torch.ones(3, dtype=torch.float64)
     g = torch.ones(3, dtype=torch.float64, requires_grad=True)
-    assert clm5_mod._use_fused(x, None)
-    assert not clm5_mod._use_fused(x, g)
+    assert _fused.fused_applicable(x, None)
+    assert not _fused.fused_applicable(x, g)
     with torch.no_grad():
-        assert clm5_mod._use_fused(x, g)
+        assert _fused.fused_applicable(x, g)
     with xproda.set_options(fused_kernels=False):
-        assert not clm5_mod._use_fused(x)
+        assert not _fused.fused_applicable(x)
     with pytest.raises(ValueError, match="fused_kernels"):
         xproda.set_options(fused_kernels="yes")

@@ -39,7 +39,6 @@ dtype and device of ``y`` are used when it is a floating tensor).  Outputs are t
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from typing import Literal, NamedTuple
 
@@ -47,10 +46,7 @@ import numpy as np
 import torch
 
 from . import grid
-from .options import OPTIONS
-
-# numba is a core dependency, but the torch path works without it; imported on first use
-HAVE_NUMBA: bool = importlib.util.find_spec("numba") is not None
+from .models._fused import fused_applicable
 
 __all__ = [
     "pchip",
@@ -332,14 +328,7 @@ def _hermite_torch(y, d, idx, idx1, ihq, s, s2, s3, nanadd) -> torch.Tensor:
 
 def _use_fused(y: torch.Tensor, kt: _KnotTerms, *others: torch.Tensor) -> bool:
     """The numba kernel runs on CPU float64 without autograd, for shared 1-D knots."""
-    return (
-        HAVE_NUMBA
-        and OPTIONS["fused_kernels"]
-        and y.device.type == "cpu"
-        and y.dtype == torch.float64
-        and kt.h.ndim == 1
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (y, *others)))
-    )
+    return kt.h.ndim == 1 and fused_applicable(y, *others)
 
 
 def _evaluate(y, kt: _KnotTerms, idx, idx1, ihq, s, s2, s3, nanadd) -> torch.Tensor:

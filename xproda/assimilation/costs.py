@@ -43,6 +43,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..interp import _dtype_device, _float_tensor
+
 __all__ = [
     "cost_cen",
     "cost_mic",
@@ -70,22 +72,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------------------------
 
 
-def _dtype_device(*vals):
-    for v in vals:
-        if isinstance(v, torch.Tensor) and v.is_floating_point():
-            return v.dtype, v.device
-    for v in vals:
-        if isinstance(v, torch.Tensor):
-            return torch.float64, v.device
-    return torch.float64, torch.device("cpu")
-
-
-def _t(v, dtype, device) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        return v.to(dtype=dtype, device=device)
-    return torch.as_tensor(np.array(v, dtype=np.float64), dtype=dtype, device=device)
-
-
 def _prepare(mod, obs, weights=None, mask=None):
     """Tensors broadcast to a common shape ``[..., D]`` and the mask of used terms.
 
@@ -94,11 +80,11 @@ def _prepare(mod, obs, weights=None, mask=None):
     (callers replace it with :func:`_safe_mod`).
     """
     dtype, device = _dtype_device(mod, obs, weights)
-    m = _t(mod, dtype, device)
-    o = _t(obs, dtype, device)
+    m = _float_tensor(mod, dtype, device)
+    o = _float_tensor(obs, dtype, device)
     tensors = [m, o]
     if weights is not None:
-        tensors.append(_t(weights, dtype, device))
+        tensors.append(_float_tensor(weights, dtype, device))
     if mask is not None:
         mk = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
         tensors.append(mk.to(device=device, dtype=torch.bool))
@@ -276,8 +262,8 @@ def gaussian_loglik(mod, obs, *, sigma_rel=CEN_RELATIVE_ERROR, sigma_abs=0.0, we
                              f"sigma_rel={sigma_rel}, sigma_abs={sigma_abs}")
     m, o, w, used = _prepare(mod, obs, weights, mask)
     m = _safe_mod(m, o, used)
-    sr = _t(sigma_rel, o.dtype, o.device)
-    sa = _t(sigma_abs, o.dtype, o.device)
+    sr = _float_tensor(sigma_rel, o.dtype, o.device)
+    sa = _float_tensor(sigma_abs, o.dtype, o.device)
     if log_space:
         one = torch.ones((), dtype=o.dtype, device=o.device)
         pos = m > 0
@@ -337,7 +323,7 @@ def log_prior_uniform(theta) -> torch.Tensor:
     [0.0, -inf, -inf]
     """
     dtype, device = _dtype_device(theta)
-    th = _t(theta, dtype, device)
+    th = _float_tensor(theta, dtype, device)
     inside = ((th > 0) & (th < 1)).all(-1)
     zero = torch.zeros((), dtype=dtype, device=device)
     return torch.where(inside, zero, torch.full((), -math.inf, dtype=dtype, device=device))

@@ -196,15 +196,25 @@ def rhat(
     elif method == "rank":
         out = np.full(flat.shape[0], np.nan)
         for sl in _blocks(flat.shape[0], flat[0].size * 8 * 6):
-            xb = flat[sl]
-            bulk = _rhat_core(_z_scale(_split(xb)))
-            folded = np.abs(xb - np.median(xb.reshape(xb.shape[0], -1), axis=-1)[:, None, None])
-            tail = _rhat_core(_z_scale(_split(folded)))
-            out[sl] = np.fmax(bulk, tail)
-            out[sl][np.isnan(bulk)] = np.nan
+            out[sl] = _rank_rhat(flat[sl])
     else:
         raise ValueError(f"method must be 'rank', 'split' or 'classic'; got {method!r}")
     return _from_numpy(out.reshape(lead), dev)
+
+
+def _rank_rhat(xb: np.ndarray, zb: np.ndarray | None = None) -> np.ndarray:
+    """Rank-normalised split R-hat of a block ``[n, chain, draw]``: max of bulk and tail.
+
+    ``zb`` is the z-scaled split block when the caller already has it (shared with ESS).
+    """
+    if zb is None:
+        zb = _z_scale(_split(xb))
+    bulk = _rhat_core(zb)
+    folded = np.abs(xb - np.median(xb.reshape(xb.shape[0], -1), axis=-1)[:, None, None])
+    tail = _rhat_core(_z_scale(_split(folded)))
+    out = np.fmax(bulk, tail)
+    out[np.isnan(bulk)] = np.nan
+    return out
 
 
 def rhat_ess(x: Any, *, chain_axis: int = -2, draw_axis: int = -1) -> tuple[Any, Any]:
@@ -239,12 +249,7 @@ def rhat_ess(x: Any, *, chain_axis: int = -2, draw_axis: int = -1) -> tuple[Any,
     for sl in _blocks(flat.shape[0], flat[0].size * 8 * 6):
         xb = flat[sl]
         zb = _z_scale(_split(xb))
-        bulk = _rhat_core(zb)
-        folded = np.abs(xb - np.median(xb.reshape(xb.shape[0], -1), axis=-1)[:, None, None])
-        tail = _rhat_core(_z_scale(_split(folded)))
-        rr = np.fmax(bulk, tail)
-        rr[np.isnan(bulk)] = np.nan
-        r[sl] = rr
+        r[sl] = _rank_rhat(xb, zb)
         e[sl] = _ess_core(zb)
     return _from_numpy(r.reshape(lead), dev), _from_numpy(e.reshape(lead), dev)
 

@@ -36,12 +36,33 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "clm5_pools", "FRACTION_ORDER"]
+__all__ = ["HAVE_NUMBA", "clm5_pools", "FRACTION_ORDER", "fused_applicable"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
 
 _LOCK = threading.Lock()
+
+
+def fused_applicable(*tensors) -> bool:
+    """Whether a fused numba CPU kernel may replace torch operations on ``tensors``.
+
+    True when numba is importable, the option ``fused_kernels`` is on, every tensor is on
+    the CPU, floating tensors are float64 (float32 keeps the torch path: the kernels'
+    scalars are float64) and no gradient is needed.  Non-tensor arguments are ignored.
+    Shared by the structured solve and the PCHIP mapping (:mod:`xproda.interp`).
+    """
+    import torch
+
+    from ..options import OPTIONS
+
+    if not (HAVE_NUMBA and OPTIONS["fused_kernels"]):
+        return False
+    ts = [t for t in tensors if isinstance(t, torch.Tensor)]
+    if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float64)
+           for t in ts):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 def _kernel(K, lo, di, up, dens, fr, out):  # pragma: no cover - compiled by numba

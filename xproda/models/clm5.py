@@ -254,7 +254,7 @@ class CLM5Model(SoilCarbonModel):
     def _run(self, p, f, th, *, inputs=None) -> SteadyState:
         K, vb, dens = self._assemble(p, f, inputs)
         fr_names = _fused.FRACTION_ORDER
-        if _use_fused(K, *vb, dens, *(p[k] for k in fr_names)):
+        if _fused.fused_applicable(K, *vb, dens, *(p[k] for k in fr_names)):
             pools = self._pools_fused(K, vb, dens, p)
         else:
             pools = self._pools_torch(K, vb, dens, p)
@@ -282,18 +282,6 @@ class CLM5Model(SoilCarbonModel):
             cond = self._conditioning(tuple(lf(b) for b in vb), lf(K[..., 1:].amin(-1)))
         extra = {"input": input_total, "respiration": respiration}
         return self._finish(pools, extra, th, f, [], cond=cond)
-
-
-def _use_fused(*ts) -> bool:
-    """Whether the fused CPU kernel may replace the torch solve (see :mod:`._fused`)."""
-    from ..options import OPTIONS
-
-    if not (OPTIONS["fused_kernels"] and _fused.HAVE_NUMBA):
-        return False
-    ts = [t for t in ts if isinstance(t, torch.Tensor)]
-    if any(t.device.type != "cpu" or t.dtype != torch.float64 for t in ts):
-        return False  # float32 keeps the torch path: the kernel's scalars are float64
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 def _inplace_ok(*ts: torch.Tensor) -> bool:
