@@ -14,6 +14,7 @@ parameters carry ``parameter``.  All non-core dims are treated as batch dims, so
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -303,15 +304,13 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
             )
         n_pools = len(model.pools)
         tails = {"soc": (_N_LAYERS,), "pools": (_N_LAYERS, n_pools), "pool_stocks": (n_pools,)}
-        dtype = np.result_type(theta.dtype, np.float32)
-        dtype = np.float64 if dtype == np.float64 or opts.get("dtype") == "float64" else dtype
         res = []
         for key in outputs:
             shp = batch + tails.get(key, ())
             if key == "flags":
                 out = np.full(shp, FLAGS["no_data"], dtype=np.int64)
             else:
-                out = np.full(shp, np.nan, dtype=dtype)
+                out = np.full(shp, np.nan)  # float64, the declared output dtype
             if n_ok:
                 val = np.asarray(sub[key])
                 if key in ("soc_stock", "pool_stocks"):
@@ -465,8 +464,9 @@ def steady_state(
     if pools:
         outputs += ["pools", "pool_stocks"]
     out_dtypes = [np.int64 if k == "flags" else np.float64 for k in outputs]
-    fn = _bind(_steady_block, names=tuple(required), cores=tuple(cores), model=m,
-               outputs=tuple(outputs), opts=_kernel_options())
+    # options are captured here and applied in every task (workers use the client's settings)
+    fn = functools.partial(_steady_block, names=tuple(required), cores=tuple(cores), model=m,
+                           outputs=tuple(outputs), opts=get_options())
     results = xr.apply_ufunc(
         fn, theta, *fvars,
         input_core_dims=[["parameter"]] + [list(c) for c in cores],
@@ -502,17 +502,6 @@ def steady_state(
         "history": conventions.history_line(f"steady_state(model={m.name!r})"),
     }
     return out
-
-
-def _kernel_options() -> dict:
-    """Options shipped inside each task (so workers use the client's settings)."""
-    return get_options()
-
-
-def _bind(fn: Callable, **kw) -> Callable:
-    import functools
-
-    return functools.partial(fn, **kw)
 
 
 def _version() -> str:
@@ -634,7 +623,7 @@ def predict_parameters(
         net_d = dask.delayed(net, pure=False)
         ind = tuple(f"i{k}" for k in range(len(batch_dims)))
         data = dsa.blockwise(
-            _bind(_predict_block, n_out=len(names), dtype=np.float64), ind + ("p",),
+            functools.partial(_predict_block, n_out=len(names), dtype=np.float64), ind + ("p",),
             x.data, ind + ("f",), net_d, None, dtype=np.float64, new_axes={"p": len(names)},
             concatenate=True, meta=np.empty((0,) * (len(ind) + 1), dtype=np.float64),
         )

@@ -122,11 +122,8 @@ class SiteProblem:
         self.mapping = mapping
         self.sigma_rel, self.sigma_abs, self.log_space = sigma_rel, sigma_abs, log_space
         t = self.batch.to_torch()
-        self._obs = t["soc"] if isinstance(t, Mapping) else t.soc
-        self._w = t["weight"] if isinstance(t, Mapping) else t.weight
-        self._depth = t["depth"] if isinstance(t, Mapping) else t.depth
-        self._top = t["top"] if isinstance(t, Mapping) else t.top
-        self._bottom = t["bottom"] if isinstance(t, Mapping) else t.bottom
+        self._obs, self._w, self._depth = t["soc"], t["weight"], t["depth"]
+        self._top, self._bottom = t["top"], t["bottom"]
         self._cache: dict[int, tuple] = {}
         self.n_evaluations = 0
 
@@ -169,9 +166,7 @@ class SiteProblem:
         th = torch.as_tensor(theta_free, dtype=torch.float64)
         R = self._replicas(th.shape[0])
         f, m2o, *_ = self._replicated(R)
-        full = self.full_theta(th)
-        # keep inside (0, 1) for the kernel's check; the samplers never propose outside
-        out = self.model.steady_state(full, f)
+        out = self.model.steady_state(self.full_theta(th), f)
         self.n_evaluations += th.shape[0]
         return m2o(out["soc"])
 
