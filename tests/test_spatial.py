@@ -679,3 +679,74 @@ def test_ensure_crs():
     with pytest.raises(ValueError, match="pass crs="):
         ensure_crs(xy)
     assert ensure_crs(xy, crs="EPSG:3035").rio.crs.to_epsg() == 3035
+
+
+# ---------------------------------------------------------------------------------------
+# land-only layout: to_cells / from_cells
+# ---------------------------------------------------------------------------------------
+def _grid_ds():
+    rng = np.random.default_rng(0)
+    lat = np.array([30.0, 20.0, 10.0, 0.0])
+    lon = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    ds = xr.Dataset(
+        {"a": (("month", "lat", "lon"), rng.random((12, 4, 5))),
+         "flags": (("lat", "lon"), rng.integers(0, 5, (4, 5))),
+         "static": ("month", np.arange(12.0))},
+        coords={"lat": lat, "lon": lon},
+    )
+    land = xr.DataArray(rng.random((4, 5)) < 0.5, dims=("lat", "lon"),
+                        coords={"lat": lat, "lon": lon})
+    land[3, :] = False  # an all-ocean row: from_cells must still restore it
+    return ds, land
+
+
+def test_to_cells_layout_and_round_trip():
+    from xproda.spatial import from_cells, to_cells
+
+    ds, land = _grid_ds()
+    ds["flags"].encoding["fill_value"] = -1
+    cells = to_cells(ds, land, chunk=3)
+    n = int(land.sum())
+    assert cells.sizes["cell"] == n and cells["a"].dims == ("cell", "month")
+    assert cells["lat"].dims == ("cell",) and cells["a"].chunks[0][0] == 3
+    iy, ix = np.nonzero(land.values)
+    np.testing.assert_array_equal(cells["a"].values, ds["a"].values[:, iy, ix].T)
+    np.testing.assert_array_equal(cells["lon"].values, ds.lon.values[ix])
+    back = from_cells(cells, land.chunk({"lat": 2, "lon": 5}))
+    assert back["a"].dims == ("month", "lat", "lon") and back["a"].chunks is not None
+    assert back["a"].chunksizes["lat"] == (2, 2)
+    back = back.compute()
+    np.testing.assert_array_equal(back["a"].values, ds["a"].where(land).values)
+    assert back["flags"].dtype == ds["flags"].dtype
+    np.testing.assert_array_equal(back["flags"].values, ds["flags"].where(land, -1).values)
+    np.testing.assert_array_equal(back["static"].values, ds["static"].values)
+    xr.testing.assert_equal(back["lat"], ds["lat"])
+    assert "cell" not in back.dims
+
+
+def test_cells_lazy():
+    from xproda.spatial import from_cells, to_cells
+    from xproda.testing import raise_if_dask_computes
+
+    ds, land = _grid_ds()
+    lazy = ds.chunk({"lat": 2, "lon": 2})
+    with raise_if_dask_computes():
+        cells = to_cells(lazy, land, chunk=4)
+        back = from_cells(cells, land)
+    np.testing.assert_array_equal(back["a"].values, ds["a"].where(land).values)
+
+
+def test_cells_errors():
+    from xproda.spatial import from_cells, to_cells
+
+    ds, land = _grid_ds()
+    with pytest.raises(TypeError, match="boolean"):
+        to_cells(ds, land.astype(int))
+    with pytest.raises(ValueError, match="does not match"):
+        to_cells(ds, land.isel(lat=slice(0, 2)))
+    cells = to_cells(ds, land)
+    other = land.assign_coords(lat=land.lat + 0.5)
+    with pytest.raises(ValueError, match="not on the grid"):
+        from_cells(cells, other)
+    with pytest.raises(ValueError, match="1-D coordinates"):
+        from_cells(cells.drop_vars("lat"), land)

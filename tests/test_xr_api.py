@@ -338,3 +338,68 @@ def test_forcing_arrays_match_kernel_contract():
     f2 = xr_api.forcing_arrays(sites.assign(nbedrock=sites["nbedrock"].isel(month=0)))
     np.testing.assert_array_equal(f2["nbedrock"], ref["nbedrock"])
     np.testing.assert_array_equal(f2["TSOI"], ref["TSOI"])
+
+
+# -------------------------------------------------------------------------------------------
+# land-only (cell) layout and the block machinery
+# -------------------------------------------------------------------------------------------
+def _land(ds, theta):
+    """A mask with ocean cells, and the data NaN over them."""
+    land = xr.DataArray(np.random.default_rng(3).random((ds.sizes["lat"], ds.sizes["lon"]))
+                        < 0.6, dims=("lat", "lon"), coords={"lat": ds.lat, "lon": ds.lon})
+    return land, ds.where(land), theta.where(land)
+
+
+def test_cells_layout_equals_grid_bitwise():
+    from xproda.spatial import from_cells, to_cells
+
+    ds, theta = forcing_dataset(6, 7, seed=4), None
+    theta = _theta(ds, seed=4)
+    land, ds, theta = _land(ds, theta)
+    grid_out = xr_api.steady_state(ds.chunk({"lat": 4, "lon": 3}),
+                                   theta.chunk({"lat": 4, "lon": 3})).compute()
+    cds, cth = to_cells(ds, land, chunk=5), to_cells(theta, land, chunk=5)
+    assert cds["TSOI"].dims[0] == "cell" and cds["lat"].dims == ("cell",)
+    with raise_if_dask_computes():
+        cell_out = xr_api.steady_state(cds, cth)
+        back = from_cells(cell_out, land)
+    assert cell_out["soc"].dims == ("layer", "cell")
+    back = back.compute()
+    for k in ("soc", "soc_stock", "turnover_time", "input", "respiration", "flags"):
+        assert back[k].dtype == grid_out[k].dtype, k
+        np.testing.assert_array_equal(back[k].transpose(*grid_out[k].dims).values,
+                                      grid_out[k].values)
+    # chunk invariance on the cell dim, and numpy == dask
+    eager = xr_api.steady_state(cds.compute(), cth.compute())
+    for k in eager.data_vars:
+        np.testing.assert_array_equal(eager[k].values, cell_out[k].values)
+
+
+def test_cell_coords_not_compared_lazily():
+    """theta's lazy lat/lon on ``cell`` are not computed (nor compared) building the graph."""
+    from xproda.spatial import to_cells
+
+    ds = forcing_dataset(3, 4, seed=2)
+    theta = _theta(ds)
+    land = xr.DataArray(np.ones((3, 4), bool), dims=("lat", "lon"),
+                        coords={"lat": ds.lat, "lon": ds.lon})
+    cds, cth = to_cells(ds, land), to_cells(theta, land)
+    lazy = {c: (cds[c].variable.chunk(5)) for c in ("lat", "lon")}
+    cds = cds.chunk({"cell": 5}).assign_coords(lazy)
+    cth = cth.chunk({"cell": 5}).assign_coords({c: cth[c].variable.chunk(5) for c in lazy})
+    with raise_if_dask_computes():
+        out = xr_api.steady_state(cds, cth)
+    assert out["lat"].chunks is not None  # the forcing's coordinate, still lazy
+
+
+def test_blocks_without_concatenate_copy():
+    """Core dims reach the kernel block as they are: no dask concatenate3 in the graph."""
+    ds = forcing_dataset(4, 4, seed=5).chunk({"lat": 2, "lon": 2})
+    out = xr_api.steady_state(ds, _theta(ds))
+    graph = dict(out["soc"].data.__dask_graph__())
+    assert not any("concatenate" in repr(t) for t in graph.values())
+    np.testing.assert_array_equal(
+        out["soc"].values, xr_api.steady_state(ds.compute(), _theta(ds))["soc"].values)
+    # one kernel task per block, shared by every output variable
+    names = {k[0] for k in graph if isinstance(k, tuple) and str(k[0]).startswith("steady_state")}
+    assert len([n for n in names if n.count("-") == 1]) == 1

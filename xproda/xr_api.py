@@ -15,6 +15,7 @@ parameters carry ``parameter``.  All non-core dims are treated as batch dims, so
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -298,7 +299,12 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
         probe = full_arrays[small]
         ok &= np.isfinite(probe).any(axis=tuple(range(len(batch), probe.ndim)))
         n_ok = int(ok.sum())
-        if n_ok:
+        if n_ok == ok.size:  # every column has data (e.g. a land-only ``cell`` store)
+            sub = model.steady_state(
+                _columns(th_b, len(batch)),
+                {k: _columns(a, len(batch)) for k, a in zip(names, full_arrays)},
+            )
+        elif n_ok:
             sub = model.steady_state(
                 th_b[ok], {k: a[ok] for k, a in zip(names, full_arrays)}
             )
@@ -307,17 +313,85 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
         res = []
         for key in outputs:
             shp = batch + tails.get(key, ())
-            if key == "flags":
-                out = np.full(shp, FLAGS["no_data"], dtype=np.int64)
+            dtype = np.int64 if key == "flags" else np.float64  # the declared output dtypes
+            val = np.asarray(sub[key]) if n_ok else None
+            if n_ok and key in ("soc_stock", "pool_stocks"):
+                val = val / 1000.0  # g m-2 -> kg m-2
+            if n_ok == ok.size:
+                out = np.asarray(val, dtype=dtype).reshape(shp)
             else:
-                out = np.full(shp, np.nan)  # float64, the declared output dtype
-            if n_ok:
-                val = np.asarray(sub[key])
-                if key in ("soc_stock", "pool_stocks"):
-                    val = val / 1000.0  # g m-2 -> kg m-2
-                out[ok] = val
+                out = np.full(shp, FLAGS["no_data"] if key == "flags" else np.nan, dtype=dtype)
+                if n_ok:
+                    out[ok] = val
             res.append(out)
         return tuple(res)
+
+
+def _columns(a: np.ndarray, nb: int) -> np.ndarray:
+    """``a [..batch, core...]`` (``nb`` batch axes) as ``[n, core...]``.
+
+    Equals ``a[ok]`` for an all-True ``ok``, without a copy where ``a`` is C-contiguous and
+    writable (a block of a store with the batch dim first, e.g. a land-only ``cell`` store).
+    """
+    out = np.ascontiguousarray(a.reshape((-1,) + a.shape[nb:]))
+    return out if out.flags.writeable else out.copy()
+
+
+def _unwrap(x):
+    """The one block of a single-chunk core dim (``blockwise(concatenate=False)`` nests lists)."""
+    while isinstance(x, list):
+        if len(x) != 1:  # pragma: no cover - core dims are made single-chunk first
+            raise AssertionError(f"expected one block along a core dim, got {len(x)}")
+        x = x[0]
+    return x
+
+
+def _call_unwrapped(fn, *blocks):
+    return fn(*map(_unwrap, blocks))
+
+
+def _apply_blocks(fn, *args, in_cores, out_cores, sizes, dtypes):
+    """``fn`` on every block: numpy in, numpy out; dask in, one dask array per output.
+
+    Like :func:`dask.array.apply_gufunc` (one task per block, the outputs split from its
+    tuple), but core dims (single chunks) are passed to ``fn`` as they are: no
+    ``concatenate3`` copy of every forcing block.  Inputs come from
+    :func:`xarray.apply_ufunc` (``dask="allowed"``): loop dims first, right-aligned, then the
+    core dims.
+    """
+    import dask.array as dsa
+
+    if not any(isinstance(a, dsa.Array) for a in args):
+        return fn(*args)
+    from dask.base import tokenize
+    from dask.core import flatten
+    from dask.highlevelgraph import HighLevelGraph
+
+    nloop = max(a.ndim - len(c) for a, c in zip(args, in_cores))
+    loop = tuple(f"_b{i}" for i in range(nloop))
+    arginds = []
+    for a, core in zip(args, in_cores):
+        k = a.ndim - len(core)
+        if isinstance(a, dsa.Array) and len(core) and any(
+                len(c) > 1 for c in a.chunks[k:]):  # pragma: no cover - made single first
+            raise ValueError(f"core dims {core} must be single chunks")
+        arginds += [a, loop[nloop - k:] + tuple(f"_c_{d}" for d in core)]
+    tmp = dsa.blockwise(
+        functools.partial(_call_unwrapped, fn), loop, *arginds, concatenate=False,
+        meta=np.empty((0,) * nloop, dtype=object), name=f"steady_state-{tokenize(fn, loop, *arginds)}",
+    )
+    outs = []
+    for i, (core, dt) in enumerate(zip(out_cores, dtypes)):
+        name = f"{tmp.name}-{i}"
+        tail = (0,) * len(core)
+        dsk = {(name, *key[1:], *tail): (operator.getitem, key, i)
+               for key in flatten(tmp.__dask_keys__())}
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[tmp])
+        core_shape = tuple(sizes[d] for d in core)
+        outs.append(dsa.Array(graph, name, chunks=tmp.chunks + tuple((n,) for n in core_shape),
+                              shape=tmp.shape + core_shape,
+                              meta=np.empty((0,) * (nloop + len(core)), dtype=dt)))
+    return tuple(outs)
 
 
 def _full_core(name: str, arr: np.ndarray, core: Sequence[str], batch: tuple) -> np.ndarray:
@@ -467,14 +541,20 @@ def steady_state(
     # options are captured here and applied in every task (workers use the client's settings)
     fn = functools.partial(_steady_block, names=tuple(required), cores=tuple(cores), model=m,
                            outputs=tuple(outputs), opts=get_options())
+    in_cores = [["parameter"]] + [list(c) for c in cores]
+    out_cores = [_TAILS.get(k, []) for k in outputs]
+    sizes = {"layer": _N_LAYERS, "pool": len(m.pools)}
+    # theta's non-index coordinates that the forcing has too: the output takes the forcing's
+    # (_copy_coords), and comparing two lazy copies (e.g. lat/lon on a land-only ``cell``
+    # dim) would read both stores once per output variable
+    theta = theta.drop_vars([c for c in theta.coords if c not in theta.indexes and c in ds.coords])
     results = xr.apply_ufunc(
-        fn, theta, *fvars,
-        input_core_dims=[["parameter"]] + [list(c) for c in cores],
-        output_core_dims=[_TAILS.get(k, []) for k in outputs],
-        dask="parallelized",
-        output_dtypes=out_dtypes,
-        dask_gufunc_kwargs={"output_sizes": {"layer": _N_LAYERS, **(
-            {"pool": len(m.pools)} if pools else {})}, "allow_rechunk": False},
+        functools.partial(_apply_blocks, fn, in_cores=in_cores, out_cores=out_cores,
+                          sizes=sizes, dtypes=out_dtypes),
+        theta, *fvars,
+        input_core_dims=in_cores,
+        output_core_dims=out_cores,
+        dask="allowed",
         keep_attrs=False,
     )
     out = xr.Dataset()
@@ -512,14 +592,15 @@ def _version() -> str:
 
 def _add_spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
     """CRS, cell area and ``cell_measures``; never input attrs on data variables."""
-    try:
-        from . import spatial
+    if "cell_area" not in out.coords:  # else: carried from the input (e.g. a cell store)
+        try:
+            from . import spatial
 
-        area = spatial.cell_area(out)
-    except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas
-        return out
-    # a coordinate: grid metadata (never masked or recomputed with the results)
-    out = out.assign_coords(cell_area=area)
+            area = spatial.cell_area(out)
+        except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas
+            return out
+        # a coordinate: grid metadata (never masked or recomputed with the results)
+        out = out.assign_coords(cell_area=area)
     for k in ("soc", "soc_stock", "pools", "pool_stocks", "turnover_time", "input",
               "respiration"):
         if k in out:
