@@ -16,6 +16,12 @@ from ..spatial import EARTH_RADIUS, _unit_vectors
 EARTH_RADIUS_KM = EARTH_RADIUS / 1000.0
 
 
+def check_seed(seed) -> None:
+    """Raise a ValueError naming ``seed`` unless it is a non-negative int."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+
+
 def regular_grid(resolution: float) -> tuple[np.ndarray, np.ndarray]:
     """Cell centres of the global regular grid: latitudes north to south, longitudes -180..180.
 

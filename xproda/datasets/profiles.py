@@ -7,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from .. import grid
+from . import _fields
 
 __all__ = ["synthetic_profiles", "profile_sites", "truth_at_sites"]
 
@@ -125,8 +126,7 @@ def synthetic_profiles(
         raise ValueError(f"n_sites must be a positive int, got {n_sites!r}")
     if not (isinstance(noise, (int, float, np.floating)) and np.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite float >= 0 (sd of log SOC), got {noise!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _fields.check_seed(seed)
     if not isinstance(world, xr.Dataset) or "landmask" not in world:
         raise TypeError("world must be the Dataset of xproda.datasets.synthetic_world "
                         "(with a 'landmask' variable)")

@@ -8,6 +8,7 @@ import numpy as np
 import xarray as xr
 
 from .. import conventions
+from . import _fields
 
 __all__ = ["truth_parameters", "TRUTH_KINDS", "CUE_PARAMETERS", "DRIVERS"]
 
@@ -162,8 +163,7 @@ def truth_parameters(
     space = get_model(model).parameters
     if kind not in TRUTH_KINDS:
         raise ValueError(f"kind must be one of {TRUTH_KINDS}, got {kind!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _fields.check_seed(seed)
     if not isinstance(world, xr.Dataset):
         raise TypeError(f"world must be an xarray.Dataset (synthetic_world), got "
                         f"{type(world).__name__}")

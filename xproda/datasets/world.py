@@ -558,8 +558,7 @@ def synthetic_world(
     from ..spatial import ensure_crs
 
     m = get_model(model)  # raises on an unknown model, naming the choices
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    _fields.check_seed(seed)
     spec = _chunk_spec(chunks)
     lat, lon = _fields.regular_grid(resolution)
     res = float(resolution)
