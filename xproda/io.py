@@ -789,7 +789,7 @@ class _RegionSpec:
 def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
     """Write one computed region, then its marker. Returns "written" or "empty"."""
     block = xr.Dataset({n: (d, b) for n, d, b in zip(spec.names, spec.dims, blocks)})
-    if spec.mask_block is not None and spec.masked_vars:
+    if spec.mask_block is not None and spec.masked_vars and not spec.mask_block.all():
         m = xr.DataArray(spec.mask_block, dims=spec.mask_dims)
         fills = dict(spec.fills)
         block = block.assign({
