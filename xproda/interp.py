@@ -152,8 +152,18 @@ def _derivatives(y: torch.Tensor, kt: _KnotTerms) -> tuple[torch.Tensor, torch.T
     one = torch.ones((), dtype=m.dtype, device=m.device)
     zero = torch.zeros((), dtype=m.dtype, device=m.device)
     grad = torch.is_grad_enabled() and m.requires_grad
-    # double ``where`` under autograd: discarded branches must not divide by zero (NaN grads)
-    r = 1.0 / (torch.where(m == 0, one, m) if grad else m)
+    # double ``where`` under autograd: discarded branches must not divide by zero (NaN grads).
+    # Under autograd, secants below 1e-100 x the row's largest are also raised to that floor:
+    # the reciprocal's derivative -1/m^2 would overflow (inf x 0 = NaN gradients, e.g. for
+    # layers far below bedrock whose SOC underflows to ~1e-250). The slopes change by less
+    # than 1e-100 x the row's largest secant; results without autograd are unchanged.
+    if grad:
+        floor = m.detach().abs().amax(-1, keepdim=True) * 1e-100
+        small = (m.abs() < floor) & (m != 0)
+        mt = torch.where(m == 0, one, torch.where(small, torch.sign(m) * floor, m))
+        r = 1.0 / mt
+    else:
+        r = 1.0 / m
     whmean = (kt.w1 * r[..., :-1] + kt.w2 * r[..., 1:]) * kt.iwsum
     if grad:
         whmean = torch.where(same, whmean, one)

@@ -615,22 +615,29 @@ def _add_spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
 # parameters from covariates
 # -------------------------------------------------------------------------------------------
 def _predict_block(x, net, n_out, dtype):
-    """Apply ``net`` to a block ``[..., F]``; rows with any NaN give NaN."""
+    """Apply ``net`` to a block ``[..., F]``; rows with any NaN give NaN.
+
+    ``n_out`` is the shape of one row's output: ``(P,)``, or ``(M, P)`` for an ensemble.
+    """
+    n_out = (n_out,) if isinstance(n_out, int) else tuple(n_out)
     batch = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     ok = np.isfinite(flat).all(-1)
-    out = np.full((flat.shape[0], n_out), np.nan, dtype=dtype)
+    out = np.full((flat.shape[0],) + n_out, np.nan, dtype=dtype)
     if ok.any():
         y = _call_net(net, np.ascontiguousarray(flat[ok]))
-        if y.shape != (int(ok.sum()), n_out):
-            raise ValueError(f"net returned shape {y.shape}, expected {(int(ok.sum()), n_out)}")
+        if y.shape != (int(ok.sum()),) + n_out:
+            raise ValueError(f"net returned shape {y.shape}, expected {(int(ok.sum()),) + n_out}")
         out[ok] = y
-    return out.reshape(batch + (n_out,))
+    return out.reshape(batch + n_out)
 
 
 def _call_net(net, x: np.ndarray) -> np.ndarray:
     import torch
 
+    if hasattr(net, "predict") and hasattr(net, "feature_names") and isinstance(
+            net, torch.nn.Module):  # ParameterNet / ParameterNetEnsemble: eval mode, batched
+        return net.predict(x)
     if isinstance(net, torch.nn.Module):
         p = next(iter(net.parameters()), None)
         dt = p.dtype if p is not None else torch.float64
@@ -657,13 +664,16 @@ def predict_parameters(
     Parameters
     ----------
     covariates : Dataset
-        Covariate variables on the spatial grid (any units the network expects).
-    net : callable
+        Covariate variables on the spatial grid, in the units the network was trained with
+        (a :class:`~xproda.network.ParameterNet` scales them itself).
+    net : ParameterNet, ParameterNetEnsemble or callable
         Maps a ``[n, F]`` float array (numpy, or a tensor for a :class:`torch.nn.Module`)
-        to ``[n, P]`` normalised parameters.  Attributes ``feature_names`` and
-        ``parameter_names`` are used when present.
+        to ``[n, P]`` normalised parameters (``[n, M, P]`` for an ensemble with
+        ``n_members``). Attributes ``feature_names`` and ``parameter_names`` are used when
+        present.
     features : sequence of str, optional
         Covariate names in the network's input order (default ``net.feature_names``).
+        Covariates are matched by name, never by position.
     model : str or model, optional
         Model whose parameter names label the output (default ``net.model_name`` or
         ``"clm5"``), unless ``parameter_names``/``net.parameter_names`` is given.
@@ -673,9 +683,16 @@ def predict_parameters(
     Returns
     -------
     DataArray
-        ``theta`` ``(<spatial>, parameter)``, lazy on dask input; NaN where a covariate is
-        NaN.  The network enters the task graph once (one key), so on a distributed cluster
-        each worker receives the weights once, not once per task.
+        ``theta`` ``(<spatial>, parameter)`` -- ``(<spatial>, member, parameter)`` for an
+        ensemble -- dimensionless, in (0, 1) for a sigmoid-output network; lazy on dask
+        input; NaN where any covariate is NaN. The network enters the task graph once (one
+        key), so on a distributed cluster each worker receives the weights once, not once
+        per task.
+
+    Raises
+    ------
+    KeyError
+        Listing every feature the network needs that ``covariates`` lacks.
     """
     import dask
     import dask.array as dsa
@@ -693,25 +710,33 @@ def predict_parameters(
         mname = model if model is not None else getattr(net, "model_name", "clm5")
         names = _get_model(mname, False, {}).parameters.names
     names = [str(n) for n in names]
+    n_members = getattr(net, "n_members", None)
+    tail = (len(names),) if n_members is None else (int(n_members), len(names))
+    tail_dims = ["parameter"] if n_members is None else ["member", "parameter"]
     cols = [_strip(covariates[f]) for f in feats]
     cols = xr.broadcast(*cols)
     x = xr.concat(cols, dim="feature", coords="minimal", compat="override").transpose(..., "feature")
     x = _single_chunk(x, ["feature"]).astype(np.float64)
     batch_dims = list(x.dims[:-1])
     if x.chunks is None:
-        data = _predict_block(x.values, net, len(names), np.float64)
+        data = _predict_block(x.values, net, tail, np.float64)
     else:
         net_d = dask.delayed(net, pure=False)
         ind = tuple(f"i{k}" for k in range(len(batch_dims)))
+        out_ind = ("m", "p")[-len(tail):]
         data = dsa.blockwise(
-            functools.partial(_predict_block, n_out=len(names), dtype=np.float64), ind + ("p",),
-            x.data, ind + ("f",), net_d, None, dtype=np.float64, new_axes={"p": len(names)},
-            concatenate=True, meta=np.empty((0,) * (len(ind) + 1), dtype=np.float64),
+            functools.partial(_predict_block, n_out=tail, dtype=np.float64), ind + out_ind,
+            x.data, ind + ("f",), net_d, None, dtype=np.float64,
+            new_axes=dict(zip(out_ind, tail)), concatenate=True,
+            meta=np.empty((0,) * (len(ind) + len(tail)), dtype=np.float64),
         )
     coords = {k: v for k, v in x.coords.items() if "feature" not in v.dims}
-    theta = xr.DataArray(data, dims=batch_dims + ["parameter"], coords=coords, name="theta",
+    theta = xr.DataArray(data, dims=batch_dims + tail_dims, coords=coords, name="theta",
                          attrs=conventions.attrs("theta"))
-    return theta.assign_coords(parameter=names)
+    theta = theta.assign_coords(parameter=names)
+    if n_members is not None:
+        theta = theta.assign_coords(member=np.arange(int(n_members)))
+    return theta
 
 
 # -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sampler checkpoints: one safetensors file holding tensors plus JSON metadata; never pickle.
+"""Checkpoints (samplers, networks, training): one safetensors file holding tensors plus JSON metadata; never pickle.
 
 A checkpoint is a single ``.safetensors`` file. Its tensors are the sampler state (chain
 states, adaptation sums, stored draws, counters and the ``torch.Generator`` state as a
@@ -63,7 +63,8 @@ def checkpoint_exists(path: str | os.PathLike | None) -> bool:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+    *, format: str = FORMAT, version: int = VERSION,
 ) -> None:
     """Write ``tensors`` and JSON-serialisable ``meta`` to ``path`` atomically.
 
@@ -76,6 +77,9 @@ def save_checkpoint(
         supports (floating, integer, bool, uint8) is allowed, zero-size tensors included.
     meta : mapping
         Scalars and settings; stored as JSON in the file's metadata header.
+    format, version : str, int
+        Format name and version written to the header (default: the sampler checkpoint's;
+        :mod:`xproda.network` and :mod:`xproda.training` use their own).
     """
     from safetensors.torch import save_file
 
@@ -90,7 +94,7 @@ def save_checkpoint(
         if v.numel():
             seen.add(v.untyped_storage().data_ptr())
         flat[k] = v
-    header = {"format": FORMAT, "version": VERSION, "meta": _jsonable(meta)}
+    header = {"format": format, "version": version, "meta": _jsonable(meta)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(flat, str(tmp), metadata={"xproda": json.dumps(header, sort_keys=True)})
     fd = os.open(tmp, os.O_RDONLY)
@@ -102,7 +106,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device | None = None
+    path: str | os.PathLike, *, device: str | torch.device | None = None,
+    format: str = FORMAT, version: int = VERSION,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -112,6 +117,8 @@ def load_checkpoint(
         Checkpoint file.
     device : str or torch.device, optional
         Device to move the tensors to (default: CPU).
+    format, version : str, int
+        Expected format name and version (default: the sampler checkpoint's).
 
     Returns
     -------
@@ -122,7 +129,7 @@ def load_checkpoint(
     Raises
     ------
     ValueError
-        If the file is not an xproda sampler checkpoint or has another format version.
+        If the file is not an xproda checkpoint of ``format`` or has another version.
     """
     from safetensors import safe_open
 
@@ -130,12 +137,12 @@ def load_checkpoint(
         md = f.metadata() or {}
         tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # owned, writable
     if "xproda" not in md:
-        raise ValueError(f"{path} is not an xproda sampler checkpoint (no 'xproda' metadata)")
+        raise ValueError(f"{path} is not an xproda checkpoint (no 'xproda' metadata)")
     header = json.loads(md["xproda"])
-    if header.get("format") != FORMAT or header.get("version") != VERSION:
+    if header.get("format") != format or header.get("version") != version:
         raise ValueError(
             f"{path}: checkpoint format {header.get('format')!r} version "
-            f"{header.get('version')!r}; expected {FORMAT!r} version {VERSION}"
+            f"{header.get('version')!r}; expected {format!r} version {version}"
         )
     if device is not None:
         # the generator state must stay on the CPU (torch.Generator.set_state expects that)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -157,6 +157,15 @@ class PreparedForcing(dict):
             and set(required) <= self.names
             and (n is None or n in (1, self.n))
         )
+
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> PreparedForcing:
+        """The columns ``idx`` (integer indices), still prepared (no re-validation)."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        out = PreparedForcing({k: v[idx] if v.shape[0] == self.n else v
+                               for k, v in self.items()})
+        out.n, out.dtype, out.device, out.names = int(idx.numel()), self.dtype, self.device, \
+            self.names
+        return out
 
 
 def prepare_forcing(
