@@ -159,10 +159,8 @@ def build_cells(root: Path, chunk: int) -> None:
     pr = xr.open_zarr(root / "params.zarr")
     land = np.isfinite(pr["theta"]).all("parameter").compute()
     for name, obj in (("forcing.zarr", ds), ("params.zarr", pr)):
-        out = to_cells(obj, land, chunk=chunk)
-        for v in out.variables.values():
-            v.encoding = {}
-        out.to_zarr(cells / name, zarr_format=3, mode="w")
+        obj = obj.drop_encoding()  # the gridded store's chunks
+        to_cells(obj, land, chunk=chunk).to_zarr(cells / name, zarr_format=3, mode="w")
     (cells / "info.json").write_text(json.dumps({"cell_chunk": chunk}))
 
 

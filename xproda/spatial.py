@@ -1554,8 +1554,11 @@ def to_cells(
     out = out.transpose(dim, ...)
     if not chunk:
         return out
-    eager = {k: c.variable for k, c in out.coords.items() if c.chunks is None}
-    return out.chunk({dim: chunk}).assign_coords(eager)  # coordinates stay in memory
+    eager = {k: c.variable.copy(deep=False) for k, c in out.coords.items() if c.chunks is None}
+    for k, v in eager.items():  # in memory, but stored in the data's chunks along dim
+        v.encoding = {**v.encoding, "chunks": tuple(
+            min(chunk, n) if d == dim else n for d, n in zip(v.dims, v.shape))} if v.ndim else {}
+    return out.chunk({dim: chunk}).assign_coords(eager)
 
 
 def from_cells(

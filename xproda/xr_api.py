@@ -80,7 +80,9 @@ def _single_chunk(obj, dims: Sequence[str]):
     """Rechunk ``dims`` to one chunk where the object is dask-backed and split along them."""
     if not _is_dask(obj):
         return obj
-    chunks = obj.chunksizes if isinstance(obj, xr.DataArray) else obj.chunks
+    # the data's chunks (coordinates, e.g. lazy lat/lon on a cell dim, may be chunked otherwise)
+    vs = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
+    chunks = {d: c for v in vs if v.chunks is not None for d, c in zip(v.dims, v.chunks)}
     todo = {d: -1 for d in dims if d in chunks and len(chunks[d]) > 1}
     return obj.chunk(todo) if todo else obj
 
