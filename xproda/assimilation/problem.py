@@ -284,6 +284,8 @@ def assimilate(
     else:
         raise ValueError(f"method must be 'am', 'reference', 'map' or 'batch', got {method!r}")
     ds = res.to_dataset()
+    if method == "batch" and ds.sizes.get("site") == 1:
+        ds = ds.isel(site=0, drop=True)  # one parameter set for all sites
     est = None
     for name in ("mean", "map", "theta"):
         if name in ds and "parameter" in ds[name].dims:
