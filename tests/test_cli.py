@@ -176,3 +176,40 @@ def test_local_cluster_run_equals_threaded(tmp_path):
     x, y = xio.open_dataset(a).compute(), xio.open_dataset(b).compute()
     for k in x.data_vars:
         np.testing.assert_array_equal(x[k].values, y[k].values, err_msg=k)
+
+
+@pytest.mark.parametrize("separate_covariates", [False, True])
+def test_run_with_network(tmp_path, separate_covariates):
+    from xproda.network import ParameterNet
+
+    ds, _, fpath, _ = _inputs(tmp_path)
+    rng = np.random.default_rng(3)
+    cov = xr.Dataset({"c1": (("lat", "lon"), rng.uniform(0, 10, (6, 8))),
+                      "c2": (("lat", "lon"), rng.uniform(-5, 5, (6, 8)))},
+                     coords={"lat": ds.lat, "lon": ds.lon})
+    names = list(xproda.get_model("clm5").parameters.names)
+    net = ParameterNet(["c1", "c2"], names, hidden=(8,), x_min=[0, -5], x_max=[10, 5], seed=1)
+    npath = tmp_path / "net.safetensors"
+    net.save(npath)
+    if separate_covariates:
+        cpath = str(tmp_path / "cov.zarr")
+        cov.to_zarr(cpath, mode="w", zarr_format=3)
+        extra = ["--covariates", cpath]
+    else:  # covariates inside the forcing store
+        fpath = str(tmp_path / "forcing_cov.zarr")
+        merged = xr.merge([ds, cov])
+        for v in merged.variables.values():
+            v.encoding.pop("chunks", None)
+            v.encoding.pop("preferred_chunks", None)
+        merged.to_zarr(fpath, mode="w", zarr_format=3)
+        extra = []
+    out = tmp_path / "out.zarr"
+    assert main(["run", "--forcing", fpath, "--network", str(npath), "--out", str(out),
+                 "--quiet", *extra]) == 0
+    res = xio.open_dataset(out).compute()
+    theta = cov.proda.predict_parameters(net)
+    ref = ds.compute().proda.steady_state(theta)
+    np.testing.assert_array_equal(res["soc_stock"].values, ref["soc_stock"].values)
+    with pytest.raises(SystemExit):
+        main(["run", "--forcing", fpath, "--network", str(npath), "--params", "x",
+              "--out", str(out)])

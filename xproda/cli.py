@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Sequence
@@ -45,11 +46,30 @@ def _parse_depths(items: Sequence[str] | None) -> list[tuple[float, float]]:
     return out
 
 
+def _load_net(path: str, storage_options: dict | None):
+    """A network checkpoint from a path or an fsspec URL (safetensors; never pickle)."""
+    from .network import load_network
+
+    if "://" not in str(path):
+        return load_network(path)
+    import tempfile
+
+    import fsspec
+
+    with fsspec.open(path, "rb", **(storage_options or {})) as fh, \
+            tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
+        tmp.write(fh.read())
+        tmp.flush()
+        return load_network(tmp.name)
+
+
 def build_run(
     forcing,
-    params,
+    params=None,
     *,
-    model: str = "clm5",
+    network=None,
+    covariates=None,
+    model: str | None = None,
     reference: bool = False,
     pools: bool = False,
     depths: Sequence[tuple[float, float]] = (),
@@ -64,7 +84,14 @@ def build_run(
         Paths/URLs (opened lazily with :func:`xproda.io.open_dataset`) or Datasets.
         ``params``: a ``theta`` variable with a ``parameter`` dim, or one variable per
         parameter (normalised).
-    model, reference, pools
+    network : str or ParameterNet, optional
+        Instead of ``params``: a trained network (checkpoint path/URL or object); parameters
+        are predicted lazily from ``covariates`` (an ensemble adds a ``member`` dim).
+    covariates : str or Dataset, optional
+        Covariates of ``network`` (default: variables of the forcing store).
+    model : str, optional
+        Default: the network's model, else ``"clm5"``.
+    reference, pools
         As for :func:`xproda.xr_api.steady_state`.
     depths : sequence of (top, bottom)
         Extra stock variables ``soc_stock_<top>_<bottom>m`` (kg m-2).
@@ -84,12 +111,24 @@ def build_run(
     from . import io, xr_api
 
     so = storage_options or None
+    if (params is None) == (network is None):
+        raise ValueError("give exactly one of params (a parameter store) and network (a "
+                         "trained network checkpoint)")
     ds = io.open_dataset(forcing, storage_options=so)
-    pr = io.open_dataset(params, storage_options=so)
-    if isinstance(pr, xr.Dataset) and "theta" in pr.data_vars:
-        pr = pr["theta"]
     if chunks:
         ds = ds.chunk({k: v for k, v in chunks.items() if k in ds.dims})
+    if network is not None:
+        net = _load_net(network, so) if isinstance(network, (str, os.PathLike)) else network
+        cov = ds if covariates is None else io.open_dataset(covariates, storage_options=so)
+        if chunks and cov is not ds:
+            cov = cov.chunk({k: v for k, v in chunks.items() if k in cov.dims})
+        pr = xr_api.predict_parameters(cov, net)
+        model = model or getattr(net, "model_name", None)
+    else:
+        pr = io.open_dataset(params, storage_options=so)
+        if isinstance(pr, xr.Dataset) and "theta" in pr.data_vars:
+            pr = pr["theta"]
+    model = model or "clm5"
     out = xr_api.steady_state(ds, pr, model=model, reference=reference, pools=pools)
     for top, bottom in depths:
         out[f"soc_stock_{top:g}_{bottom:g}m"] = xr_api.soc_stock(out, depth=(top, bottom))
@@ -125,7 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with client_ctx, dask.config.set(**sched), set_options(torch_threads=args.torch_threads):
         out, mask = build_run(
-            args.forcing, args.params, model=args.model, reference=args.reference,
+            args.forcing, args.params, network=args.network, covariates=args.covariates,
+            model=args.model, reference=args.reference,
             pools=args.pools, depths=_parse_depths(args.depth),
             chunks=_parse_chunks(args.chunks), storage_options=so,
         )
@@ -145,11 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="steady-state run of a gridded forcing, Zarr to Zarr")
     run.add_argument("--forcing", required=True, help="forcing store (Zarr/NetCDF, path or URL)")
-    run.add_argument("--params", required=True,
+    src = run.add_mutually_exclusive_group(required=True)
+    src.add_argument("--network", help="trained parameter network (safetensors checkpoint; "
+                     "parameters predicted from --covariates)")
+    run.add_argument("--covariates", help="covariate store of --network (default: the forcing "
+                     "store)")
+    src.add_argument("--params",
                      help="normalised parameters: store with 'theta' (parameter dim) or one "
                           "variable per parameter")
     run.add_argument("--out", required=True, help="output Zarr store (path or URL)")
-    run.add_argument("--model", default="clm5", choices=["clm5", "microbial"])
+    run.add_argument("--model", default=None, choices=["clm5", "microbial"],
+                     help="default: the network's model, else clm5")
     run.add_argument("--reference", action="store_true",
                      help="reproduce the original PRODA code (see docs/corrections.md)")
     run.add_argument("--pools", action="store_true", help="also write every pool")
