@@ -15,8 +15,27 @@ from . import io, spatial, xr_api
 
 __version__ = "0.1.0.dev0"
 
+_LAZY = {
+    "train_network": ("training", "train_network"),
+    "cross_validate": ("training", "cross_validate"),
+    "ParameterNet": ("network", "ParameterNet"),
+    "ParameterNetEnsemble": ("network", "ParameterNetEnsemble"),
+    "load_network": ("network", "load_network"),
+    "save_network": ("network", "save_network"),
+}
+
 __all__ = [
     "get_model", "ParameterSpace", "FLAGS", "grid", "xr_api", "io", "spatial", "set_options",
-    "get_options",
+    "get_options", *_LAZY,
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    """Training and network entry points, imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{mod}", __name__), attr)
+    raise AttributeError(f"module 'xproda' has no attribute {name!r}")
