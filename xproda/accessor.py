@@ -1,4 +1,5 @@
-"""The ``.proda`` accessor on Dataset and DataArray: thin delegation to :mod:`xproda.xr_api`.
+"""The ``.proda`` accessor on Dataset and DataArray: thin delegation to :mod:`xproda.xr_api`
+and the gridded analyses of :mod:`xproda.analysis`.
 
 Every method mirrors the function of the same name in :mod:`xproda.xr_api` one to one (same
 keyword-only options); the accessor holds no state beyond the wrapped object.
@@ -11,20 +12,20 @@ from typing import Any
 
 import xarray as xr
 
-from . import xr_api
+from . import analysis, xr_api
 
 __all__ = ["ProdaDatasetAccessor", "ProdaDataArrayAccessor"]
 
 
-def _mirror(name: str):
-    fn = getattr(xr_api, name)
+def _mirror(name: str, module: Any = xr_api):
+    fn = getattr(module, name)
 
     @functools.wraps(fn)
     def method(self, *args: Any, **kwargs: Any):
         return fn(self._obj, *args, **kwargs)
 
     method.__doc__ = (
-        f"Accessor form of :func:`xproda.xr_api.{name}` (the wrapped object is the first "
+        f"Accessor form of :func:`{module.__name__}.{name}` (the wrapped object is the first "
         f"argument).\n\n" + (fn.__doc__ or "")
     )
     return method
@@ -45,6 +46,11 @@ class ProdaDatasetAccessor:
     global_total = _mirror("global_total")
     sample_sites = _mirror("sample_sites")
     validate = _mirror("validate")
+    # gridded analyses (xproda.analysis)
+    bulk_indices = _mirror("bulk_indices", analysis)
+    sensitivity = _mirror("sensitivity", analysis)
+    sensitivity_gradient = _mirror("sensitivity_gradient", analysis)
+    component_control = _mirror("component_control", analysis)
 
 
 @xr.register_dataarray_accessor("proda")
