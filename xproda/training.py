@@ -734,6 +734,12 @@ def train_network(
     }
     ckpt = _Checkpointer(checkpoint, settings, checkpoint_every, resume) if checkpoint else None
 
+    def data_loss(theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        if method == "end_to_end":  # through the process model, against observed SOC
+            mod = st.soc_at_obs(mdl, theta, idx)
+            return soc_loss(mod, st.obs[idx], st.mask[idx], kind=loss)
+        return parameter_loss(theta, target_t[idx], kind=param_loss)  # against DA targets
+
     members, rows, best_epochs, stopped_all, n_tr, n_va, secs = [], [], [], [], [], [], []
     val_pred: list[tuple] = []
     for k in range(int(n_members)):
@@ -752,29 +758,16 @@ def train_network(
             tr_idx, va_idx = boot, oob
         net = make_net(k)
 
-        if method == "end_to_end":
-            def step_loss(idx, net=net):
-                theta = net(st.x[idx])
-                mod = st.soc_at_obs(mdl, theta, idx)
-                val = soc_loss(mod, st.obs[idx], st.mask[idx], kind=loss)
-                if prior_weight:
-                    val = val + prior_weight * ((theta - prior_t) ** 2).mean()
-                return val
+        def step_loss(idx, net=net):
+            theta = net(st.x[idx])
+            val = data_loss(theta, idx)
+            if prior_weight:
+                val = val + prior_weight * ((theta - prior_t) ** 2).mean()
+            return val
 
-            def v_loss(idx, net=net):
-                with torch.no_grad():
-                    return float(step_loss(idx, net))
-        else:
-            def step_loss(idx, net=net):
-                theta = net(st.x[idx])
-                val = parameter_loss(theta, target_t[idx], kind=param_loss)
-                if prior_weight:
-                    val = val + prior_weight * ((theta - prior_t) ** 2).mean()
-                return val
-
-            def v_loss(idx, net=net):
-                with torch.no_grad():
-                    return float(step_loss(idx, net))
+        def v_loss(idx, net=net):
+            with torch.no_grad():
+                return float(step_loss(idx, net))
 
         if ckpt is not None and k in ckpt.done:
             net.load_state_dict(ckpt.done[k])
