@@ -430,7 +430,8 @@ def _fit_member(
 
     # fused: one kernel per step for all weights (the per-tensor loop costs more than the
     # MLP forward at batch 128 on CPU)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    fused = next(net.parameters()).device.type in ("cpu", "cuda")
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
     gen = torch.Generator().manual_seed(int(seed))
     tr = torch.as_tensor(train_idx, dtype=torch.long)
     va = torch.as_tensor(val_idx, dtype=torch.long)
