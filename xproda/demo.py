@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -461,7 +462,8 @@ def _figures(figdir: Path, *, res, truth, truth_run, world, model, cue, recovery
         vmin, vmax = np.percentile(vals, [2, 98])
         kind = "CUE-like " if p in cue else ""
         for col, (da, who) in enumerate(((pred, "network"), (true, "truth"))):
-            da = da.assign_attrs(long_name=par.description.split(" (")[0], units=par.units)
+            name = re.sub(r"\s*\([^)]*\)$", "", par.description).replace("->", "→")
+            da = da.assign_attrs(long_name=name, units=par.units)
             plotting.map_plot(da, ax=axes[row, col], vmin=vmin, vmax=vmax, cmap="viridis",
                               title=f"{kind}parameter {p} ({who})"
                                     + (f", R² = {recovery[p]:.2f}" if col == 0 else ""))

@@ -301,7 +301,9 @@ def depth_profile(
     max_depth : float, optional
         Deepest depth shown (m); default: 1.5 x the deepest observed bottom, at least 1 m.
     log : bool, default True
-        Logarithmic SOC axis.
+        Logarithmic SOC axis where a panel's values span at least a factor of 5 (a linear
+        axis otherwise); SOC below 1e-3 of a modelled profile's maximum (below bedrock) is
+        not drawn.
 
     Returns
     -------
@@ -354,6 +356,8 @@ def depth_profile(
         for k, (lab, v) in enumerate(modelled.items()):
             pos = [str(s) for s in v["site"].values].index(str(site))
             prof = np.asarray(v.isel(site=pos).transpose("layer").values, dtype=float)
+            if log:  # (near) zero SOC below bedrock: not drawn (a log axis cannot show it)
+                prof = np.where(prof > 1e-3 * np.nanmax(prof, initial=0.0), prof, np.nan)
             ax.plot(prof[shown], z[shown], styles[k % len(styles)], color=f"C{k}",
                     marker=".", ms=4, label=lab)
             values.append(prof[shown])
@@ -363,12 +367,15 @@ def depth_profile(
             top = vals.max()
             vals = vals[vals >= 1e-3 * top] if log else vals
             lo, hi = vals.min(), top
-            if log:
+            if log and np.log10(hi / lo) >= 0.7:
                 ax.set_xscale("log")
                 ax.set_xlim(lo / 1.3, hi * 1.3)
-                ax.xaxis.set_minor_formatter(mticker.NullFormatter())
-            else:
-                ax.set_xlim(0.0, hi * 1.05)
+                _plain_log_ticks(ax.xaxis, np.log10(hi / lo), mticker)
+            else:  # linear: also for a log request over less than ~5x (no decade to label)
+                pad = 0.08 * (hi - lo or hi)
+                ax.set_xlim(max(0.0, lo - pad) if log else 0.0, hi + pad)
+                ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=3))
+                ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.set_ylim(zmax, 0.0)
         ax.set_xlabel(_label("SOC", units))
         where = ""
@@ -382,6 +389,15 @@ def depth_profile(
             ax.set_ylabel("depth (m)")
             ax.legend(fontsize="small", loc="lower left")
     return axes
+
+
+def _plain_log_ticks(axis: Any, decades: float, mticker: Any) -> None:
+    """Log-axis ticks at 1-2-5 (or 1-3, 1) x 10^k, labelled as plain numbers."""
+    subs = (1.0, 2.0, 5.0) if decades < 1.2 else (1.0, 3.0) if decades < 2.5 else (1.0,)
+    axis.set_major_locator(mticker.LogLocator(base=10.0, subs=subs))
+    axis.set_major_formatter(mticker.FuncFormatter(
+        lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(mticker.NullFormatter())
 
 
 def loss_curve(report: Any, *, ax: Any = None) -> Any:
@@ -403,3 +419,76 @@ def loss_curve(report: Any, *, ax: Any = None) -> Any:
         raise TypeError(f"report must be a TrainingReport, got {type(report).__name__}")
     _pyplot()
     return report.plot(ax=ax)
+
+
+def sensitivity_bars(result: Any, *, level: float | None = None, ax: Any = None) -> Any:
+    """Bar chart of the global stock change per process group (:mod:`xproda.analysis`).
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        Output of :func:`xproda.analysis.sensitivity` (``relative_change`` ``(group,
+        level)``, bars for ``level``; default the largest level, with the matching negative
+        level as a second bar if present) or :func:`xproda.analysis.component_control`
+        (``variation_loss`` ``(group)``).
+    level : float, keyword-only, optional
+        Relative perturbation to show (sensitivity results).
+    ax : matplotlib axes, keyword-only, optional
+
+    Returns
+    -------
+    matplotlib axes
+    """
+    ax = _new_axes(ax, (6.0, 3.5))
+    groups = [str(g) for g in result["group"].values]
+    x = np.arange(len(groups))
+    if "relative_change" in result:
+        rc = result["relative_change"]
+        lv = float(rc["level"].max()) if level is None else float(level)
+        ax.bar(x, np.asarray(rc.sel(level=lv).values), color="#2c7fb8", label=f"{lv:+.0%}")
+        if -lv in rc["level"].values:
+            ax.bar(x, np.asarray(rc.sel(level=-lv).values), color="#fdae6b",
+                   label=f"{-lv:+.0%}")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylabel("change of global SOC stock (%)")
+        ax.legend(frameon=False, title="group change")
+    elif "variation_loss" in result:
+        ax.bar(x, np.asarray(result["variation_loss"].values), color="#2c7fb8")
+        ax.set_ylabel("loss of explained variation (1 - R²)")
+    else:
+        raise ValueError("result: expected a sensitivity (relative_change) or component "
+                         "control (variation_loss) Dataset, found variables "
+                         f"{sorted(map(str, result.data_vars))}")
+    ax.set_xticks(x, groups)
+    ax.set_xlabel("process group")
+    return ax
+
+
+def importance_bars(result: Any, *, ax: Any = None) -> Any:
+    """Horizontal bars of covariate importance (mean ± sd over repeats).
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        Output of :func:`xproda.analysis.permutation_importance`.
+    ax : matplotlib axes, keyword-only, optional
+
+    Returns
+    -------
+    matplotlib axes
+    """
+    if "importance_mean" not in result:
+        raise ValueError("result: expected a permutation_importance Dataset with "
+                         f"'importance_mean', found {sorted(map(str, result.data_vars))}")
+    mean = np.asarray(result["importance_mean"].values, dtype=float)
+    sd = np.asarray(result["importance_std"].values, dtype=float)
+    groups = [str(g) for g in result["group"].values]
+    order = np.argsort(mean)
+    ax = _new_axes(ax, (5.0, 0.4 * len(groups) + 1.2))
+    y = np.arange(len(groups))
+    ax.barh(y, mean[order], xerr=sd[order], color="#2c7fb8", capsize=3)
+    ax.set_yticks(y, [groups[i] for i in order])
+    ax.axvline(0, color="k", lw=0.8)
+    metric = result.attrs.get("metric", "skill")
+    ax.set_xlabel(f"loss of {metric} ({result.attrs.get('method', 'permute')})")
+    return ax
