@@ -273,14 +273,18 @@ def run_demo(
         land = world["landmask"].values == 1
         glob = {"predicted": {}, "truth": {}}
         for name, (top, bottom) in DEPTHS.items():
-            glob["predicted"][name] = float(xr_api.global_total(res[STOCK_VARIABLES[name]]))
-            glob["truth"][name] = float(xr_api.global_total(truth_run, depth=(top, bottom)))
+            # no land-fraction weighting: every soil-column cell counts fully, as in the
+            # synthetic-world tables (docs/user-guide/synthetic-world.md)
+            glob["predicted"][name] = float(xr_api.global_total(res[STOCK_VARIABLES[name]],
+                                                                land_fraction=None))
+            glob["truth"][name] = float(xr_api.global_total(truth_run, depth=(top, bottom),
+                                                            land_fraction=None))
         area = xr_api.cell_area(world)
         tau = {}
         for key, ds, stock in (("predicted", res, res["soc_stock"]),
                                ("truth", truth_run, truth_run["soc_stock"])):
             inp = float((ds["input"] * area).sum()) / 1e15            # Pg C yr-1
-            tot = float(xr_api.global_total(stock))
+            tot = float(xr_api.global_total(stock, land_fraction=None))
             tt = ds["turnover_time"].where(land)
             tau[key] = {"global_stock_over_input": tot / inp,
                         "area_weighted_mean": float(tt.weighted(area.fillna(0)).mean())}
