@@ -51,6 +51,7 @@ from .network import ParameterNet, ParameterNetEnsemble, SPEC_HIDDEN
 __all__ = [
     "TrainingData", "TrainingReport", "prepare_training_data", "default_features",
     "train_network", "cross_validate", "soc_loss", "parameter_loss", "CV_METHODS",
+    "soc_at_observations",
 ]
 
 #: Methods compared by :func:`cross_validate`.
@@ -893,20 +894,39 @@ def _two_step_targets(data: TrainingData, mdl, *, assimilation, da_method, da_op
 # ---------------------------------------------------------------------------------------
 # cross-validation
 # ---------------------------------------------------------------------------------------
-def _predict_soc(mdl, data: TrainingData, theta: np.ndarray | None, mapping: str) -> np.ndarray:
-    """Modelled SOC at the observed layers ``[S, D]`` (theta None: CLM5 defaults)."""
+def soc_at_observations(model: str | SoilCarbonModel, data: TrainingData, theta: Any, *,
+                        mapping: str = "pchip") -> np.ndarray:
+    """Modelled SOC (g C m-3) at the observed layers ``[S, D]`` of a :class:`TrainingData`.
+
+    Parameters
+    ----------
+    model : str or model
+    data : TrainingData
+    theta : array_like of shape [S, P] or None
+        Normalised parameters per site; ``None`` runs the CLM5 default parameters
+        (``default_steady_state`` with the Jackson input profile; for models without a
+        default mode, the defaults of the parameter space, 0.5 where none exists).
+    mapping : {"pchip", "pchip_mean", "layer_mean"}, keyword-only
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[S, D]``; padding positions are NaN.
+    """
+    mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
     st = _SiteTensors(data, mapping=mapping, device="cpu", net_dtype=torch.float64)
     idx = torch.arange(len(data))
     with torch.no_grad():
-        if theta is None:
-            if not hasattr(mdl, "default_steady_state"):
-                d = np.nan_to_num(mdl.parameters.default_normalized(), nan=0.5)
-                th = torch.as_tensor(np.broadcast_to(np.clip(d, 1e-6, 1 - 1e-6),
-                                                     (len(data), len(d))).copy())
-                return st.soc_at_obs(mdl, th, idx).numpy()
+        if theta is None and hasattr(mdl, "default_steady_state"):
             out = mdl.default_steady_state(st.forcing, input_profile="beta")
-            return st.m2o(idx)(out["soc"]).numpy()
-        return st.soc_at_obs(mdl, torch.as_tensor(theta, dtype=torch.float64), idx).numpy()
+            soc = st.m2o(idx)(out["soc"]).numpy()
+        else:
+            if theta is None:
+                d = np.nan_to_num(mdl.parameters.default_normalized(), nan=0.5)
+                theta = np.broadcast_to(np.clip(d, 1e-6, 1 - 1e-6), (len(data), d.size))
+            th = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+            soc = st.soc_at_obs(mdl, th, idx).numpy()
+    return np.where(st.mask.numpy(), soc, np.nan)
 
 
 def cross_validate(
@@ -984,17 +1004,18 @@ def cross_validate(
         for m in methods:
             t0 = time.perf_counter()
             if m == "default":
-                soc = _predict_soc(mdl, dte, None, mapping)
+                soc = soc_at_observations(mdl, dte, None, mapping=mapping)
             elif m == "batch":
                 res = assimilate(dtr.batch, dtr.forcing, model=mdl, method="batch", seed=seed,
                                  progress=False, mapping=mapping,
                                  sampler_options=dict(batch_options or {}))
                 th = res["map"].values.reshape(-1)
-                soc = _predict_soc(mdl, dte, np.broadcast_to(th, (len(test), th.size)), mapping)
+                soc = soc_at_observations(mdl, dte, np.broadcast_to(th, (len(test), th.size)),
+                                          mapping=mapping)
             else:
                 net, _ = train_network(dtr, model=mdl, method=m, seed=seed + k,
                                        mapping=mapping, **opts)
-                soc = _predict_soc(mdl, dte, net.predict(dte.x), mapping)
+                soc = soc_at_observations(mdl, dte, net.predict(dte.x), mapping=mapping)
             wall[m] += time.perf_counter() - t0
             pred[m][test, :Dt] = soc
         if progress:

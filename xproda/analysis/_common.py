@@ -171,12 +171,6 @@ def cell_weights(like: xr.DataArray | xr.Dataset, land_fraction: xr.DataArray | 
     return w
 
 
-def spatial_dims(obj) -> tuple[str, ...]:
-    from .. import spatial
-
-    return tuple(spatial.spatial_dims(obj))
-
-
 def weighted_mean(da: xr.DataArray, w: xr.DataArray, dims: Sequence[str]) -> xr.DataArray:
     """Weighted mean over ``dims`` of the finite values of ``da`` (lazy)."""
     ww = w.where(da.notnull())

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import conventions, xr_api
+from .. import conventions, spatial, xr_api
 from ..models.base import SoilCarbonModel
 from ..models.forcing import LITTER_INPUTS
 from . import _common
@@ -75,7 +75,7 @@ def component_control(
     labels = list(grp)
     lf = _common.land_fraction_of(ds, land_fraction)
     th = xr_api.parameters_to_dataarray(theta, m)
-    sdims = _common.spatial_dims(th)
+    sdims = spatial.spatial_dims(th)
     w = _common.cell_weights(th, lf)
     th_mean = _common.weighted_mean(th, w, sdims)  # (parameter,)
     G = xr.DataArray(_common.group_matrix(m, grp), dims=("group", "parameter"),

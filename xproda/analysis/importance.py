@@ -10,6 +10,7 @@ import xarray as xr
 
 from ..crossval import skill_scores
 from ..models.base import SoilCarbonModel
+from ..training import soc_at_observations
 from . import _common
 
 __all__ = ["covariate_groups", "soc_at_observations", "permutation_importance"]
@@ -30,27 +31,6 @@ def covariate_groups(covariates: xr.Dataset, features: Sequence[str], *,
                            f"{sorted(map(str, covariates.data_vars))}")
         out.setdefault(str(covariates[f].attrs.get(attr, f)), []).append(str(f))
     return out
-
-
-def soc_at_observations(model: SoilCarbonModel, data: Any, theta: Any, *,
-                        mapping: str = "pchip") -> np.ndarray:
-    """Modelled SOC (g C m-3) at the observed layers ``[S, D]`` of a ``TrainingData``.
-
-    Padding positions give NaN.
-    """
-    import torch
-
-    from ..interp import ModelToObs
-
-    b = data.batch
-    with torch.no_grad():
-        out = model.steady_state(np.asarray(theta, dtype=np.float64), data.forcing)
-        soc = torch.as_tensor(np.asarray(out["soc"]))
-        mk = np.asarray(b.mask, dtype=bool)
-        m2o = ModelToObs(np.where(mk, b.depth, 0.05), method=mapping,
-                         top=np.where(mk, b.top, 0.0), bottom=np.where(mk, b.bottom, 0.1))
-        val = np.asarray(m2o(soc))
-    return np.where(mk, val, np.nan)
 
 
 def _predict(net: Any, x: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import conventions, xr_api
+from .. import conventions, spatial, xr_api
 from ..models.base import SoilCarbonModel
 from ..models.forcing import LITTER_INPUTS
 from . import _common
@@ -134,7 +134,7 @@ def sensitivity(
     th_p, ds_p = _finite_experiments(ds, theta, m, grp, lv, space)
     out = xr_api.steady_state(ds_p, th_p, model=m)
     stock = _common.stock_of(out["soc"], depth)
-    sdims = _common.spatial_dims(stock)
+    sdims = spatial.spatial_dims(stock)
     stock = stock.transpose("group", "level", *sdims, ...)
     valid = stock.notnull().all(("group", "level"))
     tot = xr_api.global_total(stock.where(valid), land_fraction=lf)
@@ -249,7 +249,7 @@ def sensitivity_gradient(
     stock, grad = _common.gridded_columns(ds, theta, m, fn, [(), (len(labels),)],
                                           [[], ["group"]])
     grad = grad.assign_coords(group=labels)
-    sdims = _common.spatial_dims(stock)
+    sdims = spatial.spatial_dims(stock)
     grad = grad.transpose("group", *sdims, ...)
     valid = stock.notnull() & grad.notnull().all("group")
     label = _common.depth_label(depth)
