@@ -924,7 +924,7 @@ def soc_at_observations(model: str | SoilCarbonModel, data: TrainingData, theta:
             if theta is None:
                 d = np.nan_to_num(mdl.parameters.default_normalized(), nan=0.5)
                 theta = np.broadcast_to(np.clip(d, 1e-6, 1 - 1e-6), (len(data), d.size))
-            th = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+            th = torch.as_tensor(np.array(theta, dtype=np.float64))  # owned, writable
             soc = st.soc_at_obs(mdl, th, idx).numpy()
     return np.where(st.mask.numpy(), soc, np.nan)
 
