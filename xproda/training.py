@@ -172,7 +172,7 @@ def prepare_training_data(
     import dask
 
     from .spatial import sample_sites
-    from .xr_api import forcing_arrays
+    from .xr_api import forcing_arrays, require_features
 
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
     batch = _as_batch(profiles)
@@ -180,10 +180,9 @@ def prepare_training_data(
     if not feats:
         raise ValueError("no covariates to train on: covariates has no variable with only "
                          "spatial dims; pass features=[...]")
-    missing = [f for f in feats if f not in covariates.variables]
-    if missing:
-        raise KeyError(f"covariates lack feature(s) {missing}; found "
-                       f"{sorted(map(str, covariates.data_vars))}")
+    if scaling not in ("grid", "sites"):
+        raise ValueError(f"scaling must be 'grid' or 'sites', got {scaling!r}")
+    require_features(covariates, feats)
     fds = covariates if forcing is None else forcing
     need = [k for k in FORCING_SCHEMA if k in fds.variables
             and (k in mdl.required_forcing or k in ("CELLSAND", "NPP"))]
@@ -195,8 +194,6 @@ def prepare_training_data(
     cov_s = sample_sites(covariates[feats], lat=batch.lat, lon=batch.lon)
     frc_s = sample_sites(fds[need], lat=batch.lat, lon=batch.lon)
     grid = covariates[feats] if scaling == "grid" else cov_s
-    if scaling not in ("grid", "sites"):
-        raise ValueError(f"scaling must be 'grid' or 'sites', got {scaling!r}")
     cov_s, frc_s, lo, hi = dask.compute(cov_s, frc_s, grid.min(), grid.max())
     x = np.stack([np.asarray(cov_s[f].values, dtype=np.float64).reshape(-1) for f in feats], -1)
     f = forcing_arrays(frc_s, model=mdl, dim="site")

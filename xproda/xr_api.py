@@ -653,6 +653,15 @@ def _call_net(net, x: np.ndarray) -> np.ndarray:
     return np.asarray(y, dtype=np.float64)
 
 
+def require_features(covariates: xr.Dataset, features: Sequence[str], *,
+                     needed_by: str = "") -> None:
+    """Raise a ``KeyError`` listing every name of ``features`` missing from ``covariates``."""
+    missing = [f for f in features if f not in covariates.variables]
+    if missing:
+        raise KeyError(f"covariates lack feature(s) {missing}{needed_by}; found "
+                       f"{sorted(map(str, covariates.data_vars))}")
+
+
 def predict_parameters(
     covariates: xr.Dataset,
     net: Callable,
@@ -703,10 +712,7 @@ def predict_parameters(
     if not feats:
         raise ValueError("features are unknown: pass features=[...] or use a net with "
                          "a feature_names attribute")
-    missing = [f for f in feats if f not in covariates.variables]
-    if missing:
-        raise KeyError(f"covariates lack feature(s) {missing} needed by the network; found "
-                       f"{sorted(map(str, covariates.data_vars))}")
+    require_features(covariates, feats, needed_by=" needed by the network")
     names = parameter_names or getattr(net, "parameter_names", None)
     if names is None:
         mname = model if model is not None else getattr(net, "model_name", "clm5")

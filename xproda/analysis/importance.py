@@ -24,11 +24,11 @@ def covariate_groups(covariates: xr.Dataset, features: Sequence[str], *,
 
     Features without the attribute form a group of their own.
     """
+    from ..xr_api import require_features
+
+    require_features(covariates, features)
     out: dict[str, list[str]] = {}
     for f in features:
-        if f not in covariates.variables:
-            raise KeyError(f"covariates: no variable {f!r}; found "
-                           f"{sorted(map(str, covariates.data_vars))}")
         out.setdefault(str(covariates[f].attrs.get(attr, f)), []).append(str(f))
     return out
 
