@@ -22,6 +22,7 @@ _LAZY = {
     "ParameterNetEnsemble": ("network", "ParameterNetEnsemble"),
     "load_network": ("network", "load_network"),
     "save_network": ("network", "save_network"),
+    "from_climate": ("climate", "from_climate"),
 }
 
 __all__ = [
