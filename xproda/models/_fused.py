@@ -24,6 +24,7 @@ therefore serialised by a lock; each call already uses every core given to it
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -36,7 +37,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "clm5_pools", "FRACTION_ORDER", "fused_applicable"]
+__all__ = ["HAVE_NUMBA", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
+           "fused_applicable"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -66,7 +68,11 @@ def fused_applicable(*tensors) -> bool:
 
 
 def _kernel(K, lo, di, up, dens, fr, out):  # pragma: no cover - compiled by numba
-    """Steady-state pools of every column; see :func:`clm5_pools` for shapes."""
+    """Steady-state pools of every column; see :func:`clm5_pools` for shapes.
+
+    The steady state is the shifted solve of :func:`_col_shifted_solve` with no shift and
+    the litter inputs as the only right-hand side.
+    """
     n = K.shape[0]
     L = K.shape[1]
     for c in numba.prange(n):
@@ -74,100 +80,11 @@ def _kernel(K, lo, di, up, dens, fr, out):  # pragma: no cover - compiled by num
         dp = np.empty((L, 3))  # Thomas: modified right-hand sides
         ginv = np.empty((L, 3, 3))  # block sweep: inverses of the eliminated diagonal blocks
         y = np.empty((L, 3))
-        # ---- CWD: closed form, zero input gives 0 (not NaN) even with a zero rate
+        rhs = np.zeros((L, 7), dtype=out.dtype)
         for j in range(L):
-            i_cwd = dens[c, j, 0]
-            out[c, j, 0] = 0.0 if i_cwd == 0.0 else i_cwd / K[c, j, 0]
-        # ---- litter 1..3: Thomas sweeps (same pivots and order as solve.thomas)
-        for j in range(L):
-            i_cwd = dens[c, j, 0]
-            f2 = fr[c, j, 0]
-            for q in range(3):
-                if q == 0:
-                    r = dens[c, j, 1]
-                elif q == 1:
-                    r = dens[c, j, 2] + f2 * i_cwd
-                else:
-                    r = dens[c, j, 3] + (1.0 - f2) * i_cwd
-                piv = di[c, j] + K[c, j, q + 1]
-                if j > 0:
-                    piv = piv - lo[c, j] * cp[j - 1, q]
-                    r = r - lo[c, j] * dp[j - 1, q]
-                inv = 1.0 / piv
-                cp[j, q] = up[c, j] * inv
-                dp[j, q] = r * inv
-        for q in range(3):
-            out[c, L - 1, q + 1] = dp[L - 1, q]
-            for j in range(L - 2, -1, -1):
-                out[c, j, q + 1] = dp[j, q] - cp[j, q] * out[c, j + 1, q + 1]
-        # ---- SOM: 3x3 block-tridiagonal sweep (same formulas as solve.block3_thomas)
-        for j in range(L):
-            k1 = K[c, j, 4]
-            k2 = K[c, j, 5]
-            k3 = K[c, j, 6]
-            d = di[c, j]
-            b00 = d + k1
-            b01 = -fr[c, j, 6] * k2
-            b02 = -fr[c, j, 8] * k3
-            b10 = -fr[c, j, 4] * k1
-            b11 = d + k2
-            b12 = 0.0
-            b20 = -fr[c, j, 5] * k1
-            b21 = -fr[c, j, 7] * k2
-            b22 = d + k3
-            r0 = fr[c, j, 1] * K[c, j, 1] * out[c, j, 1] + fr[c, j, 2] * K[c, j, 2] * out[c, j, 2]
-            r1 = fr[c, j, 3] * K[c, j, 3] * out[c, j, 3]
-            r2 = 0.0
-            if j > 0:
-                s = lo[c, j] * up[c, j - 1]
-                g = ginv[j - 1]
-                b00 -= s * g[0, 0]
-                b01 -= s * g[0, 1]
-                b02 -= s * g[0, 2]
-                b10 -= s * g[1, 0]
-                b11 -= s * g[1, 1]
-                b12 -= s * g[1, 2]
-                b20 -= s * g[2, 0]
-                b21 -= s * g[2, 1]
-                b22 -= s * g[2, 2]
-                lj = lo[c, j]
-                r0 -= lj * y[j - 1, 0]
-                r1 -= lj * y[j - 1, 1]
-                r2 -= lj * y[j - 1, 2]
-            # cofactors C_ij (cyclic formula, as solve._inv3_stacked)
-            c00 = b11 * b22 - b12 * b21
-            c01 = b12 * b20 - b10 * b22
-            c02 = b10 * b21 - b11 * b20
-            c10 = b21 * b02 - b22 * b01
-            c11 = b22 * b00 - b20 * b02
-            c12 = b20 * b01 - b21 * b00
-            c20 = b01 * b12 - b02 * b11
-            c21 = b02 * b10 - b00 * b12
-            c22 = b00 * b11 - b01 * b10
-            det = b00 * c00 + b01 * c01 + b02 * c02
-            gj = ginv[j]
-            gj[0, 0] = c00 / det
-            gj[0, 1] = c10 / det
-            gj[0, 2] = c20 / det
-            gj[1, 0] = c01 / det
-            gj[1, 1] = c11 / det
-            gj[1, 2] = c21 / det
-            gj[2, 0] = c02 / det
-            gj[2, 1] = c12 / det
-            gj[2, 2] = c22 / det
-            for a in range(3):
-                y[j, a] = gj[a, 0] * r0 + gj[a, 1] * r1 + gj[a, 2] * r2
-        for a in range(3):
-            out[c, L - 1, 4 + a] = y[L - 1, a]
-        for j in range(L - 2, -1, -1):
-            u = up[c, j]
-            x0 = out[c, j + 1, 4]
-            x1 = out[c, j + 1, 5]
-            x2 = out[c, j + 1, 6]
-            for a in range(3):
-                out[c, j, 4 + a] = y[j, a] - u * (
-                    ginv[j, a, 0] * x0 + ginv[j, a, 1] * x1 + ginv[j, a, 2] * x2
-                )
+            for q in range(4):
+                rhs[j, q] = dens[c, j, q]
+        _col_solve(K[c], lo[c], di[c], up[c], fr[c], rhs, 0.0, out[c], cp, dp, ginv, y)
 
 
 if HAVE_NUMBA:
@@ -209,3 +126,326 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
         numba.set_num_threads(threads)
         _compiled(*arrs, out)
     return out
+
+
+# -------------------------------------------------------------------------------------------
+# transient CLM5: implicit (backward Euler) steps of the same staged system
+# -------------------------------------------------------------------------------------------
+def _col_shifted_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y):  # pragma: no cover
+    """Solve ``(V + (I - A) K + r I) x = rhs`` for one column (``K``, ``rhs``, ``x``: [L, 7]).
+
+    The staged elimination of :func:`_kernel` with every diagonal shifted by ``r`` (the
+    reciprocal time step; 0 gives the steady state) and a right-hand side on every pool.
+    ``x`` may alias nothing of the inputs; ``cp, dp, ginv, y`` are work arrays.
+    """
+    L = K.shape[0]
+    for j in range(L):  # CWD: not transported
+        b = rhs[j, 0]
+        x[j, 0] = 0.0 if b == 0.0 else b / (K[j, 0] + r)
+    for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
+        flux = K[j, 0] * x[j, 0]
+        f2 = fr[j, 0]
+        lj = lo[j]
+        for q in range(3):
+            if q == 0:
+                rr = rhs[j, 1]
+            elif q == 1:
+                rr = rhs[j, 2] + f2 * flux
+            else:
+                rr = rhs[j, 3] + (1.0 - f2) * flux
+            piv = di[j] + K[j, q + 1] + r
+            if j > 0:
+                piv = piv - lj * cp[j - 1, q]
+                rr = rr - lj * dp[j - 1, q]
+            inv = 1.0 / piv
+            cp[j, q] = up[j] * inv
+            dp[j, q] = rr * inv
+    for q in range(3):
+        x[L - 1, q + 1] = dp[L - 1, q]
+        for j in range(L - 2, -1, -1):
+            x[j, q + 1] = dp[j, q] - cp[j, q] * x[j + 1, q + 1]
+    for j in range(L):  # SOM: 3x3 block-tridiagonal sweep
+        k1 = K[j, 4]
+        k2 = K[j, 5]
+        k3 = K[j, 6]
+        d = di[j] + r
+        b00 = d + k1
+        b01 = -fr[j, 6] * k2
+        b02 = -fr[j, 8] * k3
+        b10 = -fr[j, 4] * k1
+        b11 = d + k2
+        b12 = 0.0
+        b20 = -fr[j, 5] * k1
+        b21 = -fr[j, 7] * k2
+        b22 = d + k3
+        r0 = rhs[j, 4] + fr[j, 1] * K[j, 1] * x[j, 1] + fr[j, 2] * K[j, 2] * x[j, 2]
+        r1 = rhs[j, 5] + fr[j, 3] * K[j, 3] * x[j, 3]
+        r2 = rhs[j, 6]
+        if j > 0:
+            s = lo[j] * up[j - 1]
+            g = ginv[j - 1]
+            b00 -= s * g[0, 0]
+            b01 -= s * g[0, 1]
+            b02 -= s * g[0, 2]
+            b10 -= s * g[1, 0]
+            b11 -= s * g[1, 1]
+            b12 -= s * g[1, 2]
+            b20 -= s * g[2, 0]
+            b21 -= s * g[2, 1]
+            b22 -= s * g[2, 2]
+            lj = lo[j]
+            r0 -= lj * y[j - 1, 0]
+            r1 -= lj * y[j - 1, 1]
+            r2 -= lj * y[j - 1, 2]
+        c00 = b11 * b22 - b12 * b21
+        c01 = b12 * b20 - b10 * b22
+        c02 = b10 * b21 - b11 * b20
+        c10 = b21 * b02 - b22 * b01
+        c11 = b22 * b00 - b20 * b02
+        c12 = b20 * b01 - b21 * b00
+        c20 = b01 * b12 - b02 * b11
+        c21 = b02 * b10 - b00 * b12
+        c22 = b00 * b11 - b01 * b10
+        idet = 1.0 / (b00 * c00 + b01 * c01 + b02 * c02)
+        gj = ginv[j]
+        gj[0, 0] = c00 * idet
+        gj[0, 1] = c10 * idet
+        gj[0, 2] = c20 * idet
+        gj[1, 0] = c01 * idet
+        gj[1, 1] = c11 * idet
+        gj[1, 2] = c21 * idet
+        gj[2, 0] = c02 * idet
+        gj[2, 1] = c12 * idet
+        gj[2, 2] = c22 * idet
+        for a in range(3):
+            y[j, a] = gj[a, 0] * r0 + gj[a, 1] * r1 + gj[a, 2] * r2
+    for a in range(3):
+        x[L - 1, 4 + a] = y[L - 1, a]
+    for j in range(L - 2, -1, -1):
+        u = up[j]
+        x0 = x[j + 1, 4]
+        x1 = x[j + 1, 5]
+        x2 = x[j + 1, 6]
+        for a in range(3):
+            x[j, 4 + a] = y[j, a] - u * (ginv[j, a, 0] * x0 + ginv[j, a, 1] * x1
+                                         + ginv[j, a, 2] * x2)
+
+
+def _col_apply(K, lo, di, up, fr, x, out):  # pragma: no cover - compiled by numba
+    """``out = (V - A K) x`` for one column (``K``, ``x``, ``out``: [L, 7]; day-1 g C m-3)."""
+    L = K.shape[0]
+    for j in range(L):
+        f0 = K[j, 0] * x[j, 0]
+        f1 = K[j, 1] * x[j, 1]
+        f2 = K[j, 2] * x[j, 2]
+        f3 = K[j, 3] * x[j, 3]
+        f4 = K[j, 4] * x[j, 4]
+        f5 = K[j, 5] * x[j, 5]
+        f6 = K[j, 6] * x[j, 6]
+        out[j, 0] = f0
+        out[j, 1] = f1
+        out[j, 2] = f2 - fr[j, 0] * f0
+        out[j, 3] = f3 - (1.0 - fr[j, 0]) * f0
+        out[j, 4] = f4 - fr[j, 1] * f1 - fr[j, 2] * f2 - fr[j, 6] * f5 - fr[j, 8] * f6
+        out[j, 5] = f5 - fr[j, 3] * f3 - fr[j, 4] * f4
+        out[j, 6] = f6 - fr[j, 5] * f4 - fr[j, 7] * f5
+        for q in range(1, 7):  # transport: every pool but CWD
+            v = di[j] * x[j, q]
+            if j > 0:
+                v += lo[j] * x[j - 1, q]
+            if j < L - 1:
+                v += up[j] * x[j + 1, q]
+            out[j, q] += v
+
+
+def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
+    n = K.shape[0]
+    L = K.shape[1]
+    for c in numba.prange(n):
+        cp = np.empty((L, 3))
+        dp = np.empty((L, 3))
+        ginv = np.empty((L, 3, 3))
+        y = np.empty((L, 3))
+        _col_solve(K[c], lo[c], di[c], up[c], fr[c], rhs[c], r, out[c], cp, dp, ginv, y)
+
+
+def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
+                 dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc
+                 ):  # pragma: no cover - compiled by numba
+    """Backward Euler through ``T`` steps for every column (state ``x`` updated in place).
+
+    With ``incr`` each step solves for the increment ``d`` from the residual
+    ``I - (V - A K) x`` (defect form) and accumulates ``acc += d``: the period change of a
+    spin-up cycle without the cancellation of ``x_end - x_start``.
+    """
+    n = kb.shape[0]
+    L = kb.shape[1]
+    T = tsoi.shape[1]
+    for c in numba.prange(n):
+        cp = np.empty((L, 3))
+        dp = np.empty((L, 3))
+        ginv = np.empty((L, 3, 3))
+        y = np.empty((L, 3))
+        K = np.empty((L, 7))
+        rhs = np.empty((L, 7))
+        xn = np.empty((L, 7))
+        xc = x[c]
+        frc = fr[c]
+        lqc = lq[c]
+        wc = wsc[c]
+        for t in range(T):
+            r = rdt[t]
+            b = bidx[t]
+            ip = 0.0
+            for j in range(L):
+                # environmental scalars as forcing.temperature_scalar / water_scalar (Q10
+                # frozen = Q10, reference 25 degC) times the oxygen and nitrogen scalars
+                es = math.exp(lqc * (tsoi[c, t, j] - 298.15)) * min(1.0, wc * wsca[c, t, j])
+                es = es * osca[c, t, j]
+                el = es * fpi[c, t, j]
+                K[j, 0] = kb[c, j, 0] * es
+                K[j, 1] = kb[c, j, 1] * el
+                K[j, 2] = kb[c, j, 2] * el
+                K[j, 3] = kb[c, j, 3] * el
+                K[j, 4] = kb[c, j, 4] * es
+                K[j, 5] = kb[c, j, 5] * es
+                K[j, 6] = kb[c, j, 6] * es
+                pj = prof[c, b, j]
+                for q in range(4):
+                    dq = u[c, t, q] * pj
+                    rhs[j, q] = dq
+                    ip += dz[j] * dq
+                for q in range(4, 7):
+                    rhs[j, q] = 0.0
+            if incr:
+                _col_apply(K, lo[c, b], di[c, b], up[c, b], frc, xc, xn)
+                for j in range(L):
+                    for q in range(7):
+                        rhs[j, q] -= xn[j, q]
+            else:
+                for j in range(L):
+                    for q in range(7):
+                        rhs[j, q] += r * xc[j, q]
+            _col_solve(K, lo[c, b], di[c, b], up[c, b], frc, rhs, r, xn, cp, dp, ginv, y)
+            if incr:
+                for j in range(L):
+                    for q in range(7):
+                        acc[c, j, q] += xn[j, q]
+                        xn[j, q] += xc[j, q]
+            tc = 0.0
+            sc = 0.0
+            rs = 0.0
+            for j in range(L):
+                w = dz[j]
+                s = xn[j, 4] + xn[j, 5] + xn[j, 6]
+                tc += w * (xn[j, 0] + xn[j, 1] + xn[j, 2] + xn[j, 3] + s)
+                sc += w * s
+                rs += w * ((1.0 - frc[j, 1]) * K[j, 1] * xn[j, 1]
+                           + (1.0 - frc[j, 2]) * K[j, 2] * xn[j, 2]
+                           + (1.0 - frc[j, 3]) * K[j, 3] * xn[j, 3]
+                           + (1.0 - frc[j, 4] - frc[j, 5]) * K[j, 4] * xn[j, 4]
+                           + (1.0 - frc[j, 6] - frc[j, 7]) * K[j, 5] * xn[j, 5]
+                           + (1.0 - frc[j, 8]) * K[j, 6] * xn[j, 6])
+                for q in range(7):
+                    xc[j, q] = xn[j, q]
+                if save_soc:
+                    soc[c, t, j] = s
+            total[c, t] = tc
+            soc_stock[c, t] = sc
+            resp[c, t] = rs * 365.0
+            inp[c, t] = ip * 365.0
+
+
+if HAVE_NUMBA:
+    _col_solve = numba.njit(cache=True, nogil=True)(_col_shifted_solve)
+    _col_apply = numba.njit(cache=True, nogil=True)(_col_apply)
+    _shifted_compiled = numba.njit(parallel=True, cache=True, nogil=True)(_shifted_kernel)
+    _step_compiled = numba.njit(parallel=True, cache=True, nogil=True)(_step_kernel)
+
+
+def _threads(threads):
+    if threads is None:
+        import torch
+
+        threads = torch.get_num_threads()
+    return max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+
+
+def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=None):
+    """Solve ``(V - A K + shift I) X = rhs`` column by column, ``[n, L, 7]`` (numpy float64).
+
+    ``rhs`` has a value for every pool (g C m-3 day-1); ``shift`` (day-1) is the reciprocal
+    time step of an implicit step, 0 for a steady state.  Shapes as :func:`clm5_pools`.
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
+    arrs = [np.ascontiguousarray(a, dtype=np.float64)
+            for a in (K, lower, diag, upper, fractions, rhs)]
+    out = np.empty(arrs[0].shape, dtype=np.float64)
+    with _LOCK:
+        numba.set_num_threads(_threads(threads))
+        _shifted_compiled(*arrs[:5], arrs[5], float(shift), out)
+    return out
+
+
+def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
+               profile, band_index, inputs, fractions, rdt, dz, x, *, save_soc=False,
+               increments=False, threads=None):
+    """Backward Euler steps of the CLM5 matrix model (numpy; ``x`` updated in place).
+
+    Parameters
+    ----------
+    kb : ndarray
+        ``[n, L, 7]`` base rates ``k xi_z`` (day-1).
+    log_q10, w_scaling : ndarray
+        ``[n]``: ``ln(Q10) / 10`` and the water-scalar multiplier.
+    tsoi, w_scalar, o_scalar, fpi : ndarray
+        ``[n, T, L]`` forcing per step (K, 1, 1, 1); float32 or float64.
+    lower, diag, upper, profile : ndarray
+        ``[n, B, L]`` transport bands (day-1) and input profile (per layer: g C m-3 day-1
+        per g C m-2 month-1) of the ``B`` distinct step operators.
+    band_index : ndarray
+        ``[T]`` int: which of the ``B`` operators step ``t`` uses.
+    inputs : ndarray
+        ``[n, T, 4]`` litter inputs (g C m-2 month-1).
+    fractions : ndarray
+        ``[n, L, 9]`` transfer fractions in :data:`FRACTION_ORDER`.
+    rdt : ndarray
+        ``[T]`` reciprocal step lengths (day-1).
+    dz : ndarray
+        ``[L]`` layer thickness (m).
+    x : ndarray
+        ``[n, L, 7]`` float64 state (g C m-3), advanced in place to the end of the last step.
+    increments : bool
+        Solve each step in defect form and also return ``change`` ``[n, L, 7]``, the sum of
+        the step increments (accurate where ``x`` is huge and changes little).
+
+    Returns
+    -------
+    dict of ndarray
+        ``total_carbon`` and ``soc_stock`` ``[n, T]`` (g C m-2, end of step), ``respiration``
+        and ``input`` ``[n, T]`` (g C m-2 yr-1, step mean), ``soc`` ``[n, T, L]`` (g C m-3)
+        when ``save_soc``, ``change`` with ``increments``.
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
+    n, T = tsoi.shape[0], tsoi.shape[1]
+    L = kb.shape[1]
+    outs = [np.empty((n, T)) for _ in range(4)]
+    soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
+    acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
+    with _LOCK:
+        numba.set_num_threads(_threads(threads))
+        _step_compiled(f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar),
+                       same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
+                       f64(profile), np.ascontiguousarray(band_index, dtype=np.int64),
+                       same(inputs), f64(fractions), f64(rdt), f64(dz), x, bool(increments),
+                       acc, *outs, soc, bool(save_soc))
+    res = dict(zip(("total_carbon", "soc_stock", "respiration", "input"), outs))
+    if save_soc:
+        res["soc"] = soc
+    if increments:
+        res["change"] = acc
+    return res

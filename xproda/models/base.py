@@ -25,6 +25,7 @@ FLAGS: dict[str, int] = {
     "ill_conditioned": 4,  # float64 answer is rounding noise (reference open bedrock, §2.2)
     "negative_pools": 8,  # no physical (non-negative) steady state
     "low_soc_to_mic_ratio": 16,  # microbial: total C / MIC < threshold (reference rule, §3.5)
+    "not_converged": 32,  # spin-up: no periodic state within max_cycles (transient runs)
 }
 
 
@@ -153,7 +154,7 @@ class SoilCarbonModel:
     # ---------------------------------------------------------------------------------------
     # inputs
     # ---------------------------------------------------------------------------------------
-    def _prepare(self, theta, forcing: Mapping, required=None):
+    def _prepare(self, theta, forcing: Mapping, required=None, steps=fmod.N_MONTHS):
         fmod.check_mapping(forcing)
         numpy_out = not isinstance(theta, torch.Tensor) and not any(
             isinstance(v, torch.Tensor) for v in forcing.values()
@@ -163,7 +164,7 @@ class SoilCarbonModel:
         th = self._check_theta(theta, dtype, device)
         f, n = fmod.validate_forcing(
             forcing, th.shape[0], required=required or self.required_forcing, dtype=dtype,
-            device=device,
+            device=device, steps=steps,
         )
         if th.shape[0] != n:
             th = th.expand(n, th.shape[1])
@@ -208,6 +209,21 @@ class SoilCarbonModel:
         bio, cryo = (p[k] for k in self.transport_parameters)
         bands = self._transport(bio, cryo, f)
         return tuple(b.detach().cpu().numpy() for b in bands) if numpy_out else bands
+
+    # ---------------------------------------------------------------------------------------
+    # transient runs (implemented by models with a linear operator, see CLM5Model)
+    # ---------------------------------------------------------------------------------------
+    def simulate(self, theta, forcing: Mapping, **options: Any):
+        """Time stepping under time-varying forcing (see :meth:`CLM5Model.simulate`)."""
+        raise NotImplementedError(
+            f"transient simulation is implemented for the linear CLM5 model ('clm5'); the "
+            f"{self.name!r} model is nonlinear in its microbial pool and has no implicit "
+            "step operator yet"
+        )
+
+    def spin_up(self, theta, forcing: Mapping, **options: Any):
+        """Periodic steady state of cyclic forcing (see :meth:`CLM5Model.spin_up`)."""
+        return self.simulate(theta, forcing, **options)
 
     # ---------------------------------------------------------------------------------------
     # shared stages

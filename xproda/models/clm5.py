@@ -82,9 +82,43 @@ class CLM5Model(SoilCarbonModel):
         return self._chunked(th, f, numpy_out, self._steady_state)
 
     def _steady_state(self, th, f) -> SteadyState:
+        return self._run(self._physical(th), f, th)
+
+    def _physical(self, th) -> dict:
         p = self.parameters.physical_dict(th)
         p["froz_q10"] = p["q10"]  # PRODA ties the frozen Q10 to Q10 (spec §2.5)
-        return self._run(p, f, th)
+        return p
+
+    def simulate(self, theta, forcing: Mapping, **options) -> "transient.Simulation":
+        """Transient run under time-varying forcing (implicit monthly or any steps).
+
+        ``forcing`` holds ``T`` time steps where the steady state has 12 months; the run
+        starts from the periodic state of the first year by default.  Keyword options and
+        outputs: :func:`xproda.models.transient.simulate`.
+
+        Examples
+        --------
+        >>> import numpy as np, xproda
+        >>> from xproda.models.transient import repeat_forcing
+        >>> from xproda.testing import random_forcing
+        >>> m = xproda.get_model("clm5")
+        >>> f = repeat_forcing(random_forcing(2), years=2)  # two years of monthly steps
+        >>> out = m.simulate(np.full((2, 21), 0.5), f)
+        >>> out["soc_stock"].shape
+        (2, 24)
+        """
+        from . import transient
+
+        return transient.simulate(self, theta, forcing, **options)
+
+    def spin_up(self, theta, forcing: Mapping, **options) -> "transient.SpinUp":
+        """Periodic state of cyclic forcing by the semi-analytic (matrix) spin-up.
+
+        Keyword options and outputs: :func:`xproda.models.transient.spin_up`.
+        """
+        from . import transient
+
+        return transient.spin_up(self, theta, forcing, **options)
 
     def default_steady_state(
         self,
@@ -163,16 +197,30 @@ class CLM5Model(SoilCarbonModel):
         ``K_m = k_p xi_T xi_W xi_O xi_z (xi_N for litter)``, averaged over the 12 months
         (NaN months omitted).
         """
+        soil, litter = self.environment(p, f)
+        m_soil = fmod.nanmean_months(soil)  # [n,20]
+        m_litter = fmod.nanmean_months(litter)
+        xz = fmod.depth_scalar(p["efolding"])
+        env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil], -1)
+        return self.turnover_rates(p).unsqueeze(1) * (xz.unsqueeze(-1) * env)
+
+    @staticmethod
+    def environment(p: Mapping, f: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """Environmental rate modifiers per month (or time step), ``[n, T, 20]`` each.
+
+        ``xi_T xi_W xi_O`` (CWD and SOM pools) and ``xi_T xi_W xi_O xi_N`` (litter pools),
+        before the depth scalar; :meth:`rates` averages them over the months.
+        """
         xt = fmod.temperature_scalar(f["TSOI"], p["q10"], p.get("froz_q10"))
         xw = fmod.water_scalar(f["W_SCALAR"], p["w-scaling"])
         two = xt * xw
         two = two.mul_(f["O_SCALAR"]) if _inplace_ok(two, f["O_SCALAR"]) else two * f["O_SCALAR"]
-        m_soil = fmod.nanmean_months(two)  # [n,20]
-        m_litter = fmod.nanmean_months(two * f["FPI_vr"])
-        xz = fmod.depth_scalar(p["efolding"])
-        k = torch.stack([1.0 / (365.0 * p[t]) for t in _TAU], dim=-1)  # [n,7]
-        env = torch.stack([m_soil, m_litter, m_litter, m_litter, m_soil, m_soil, m_soil], -1)
-        return k.unsqueeze(1) * (xz.unsqueeze(-1) * env)
+        return two, two * f["FPI_vr"]
+
+    @staticmethod
+    def turnover_rates(p: Mapping) -> torch.Tensor:
+        """Base decomposition rates ``1 / (365 tau)`` of the 7 pools, ``[n, 7]`` (day-1)."""
+        return torch.stack([1.0 / (365.0 * p[t]) for t in _TAU], dim=-1)
 
     def _assemble(self, p, f, inputs=None):
         K = self.rates(p, f)  # [n,20,7]

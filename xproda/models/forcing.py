@@ -30,6 +30,8 @@ __all__ = [
     "water_scalar",
     "depth_scalar",
     "input_profile",
+    "jackson_weights",
+    "profile_from_weights",
     "annual_inputs",
     "nanmean_months",
     "nansum_months",
@@ -220,6 +222,7 @@ def validate_forcing(
     required: tuple[str, ...] | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | None = None,
+    steps: int | None = N_MONTHS,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Check forcing and convert it to tensors.
 
@@ -232,6 +235,10 @@ def validate_forcing(
         Expected batch size; arrays with a leading dimension of 1 broadcast to it.
     required : tuple of str, optional
         Variables that must be present (default: every schema entry marked required).
+    steps : int or None, default 12
+        Length of the time axis of the monthly variables: 12 months for the steady state;
+        the number of time steps for a transient run (:meth:`~xproda.models.clm5.CLM5Model.
+        simulate`); ``None`` accepts any length shared by all of them.
 
     Returns
     -------
@@ -270,11 +277,18 @@ def validate_forcing(
         if name not in forcing:
             continue
         t = as_tensor(forcing[name], name=name, dtype=dtype, device=device)
-        if t.ndim != len(spec.shape) + 1 or tuple(t.shape[1:]) != spec.shape:
-            expected = ", ".join(map(str, spec.shape))
+        shape = spec.shape
+        timed = shape[:1] == (N_MONTHS,)
+        if timed and steps is None and t.ndim == len(shape) + 1:
+            steps = t.shape[1]  # the first time-dependent variable fixes the length
+        if timed:
+            shape = (steps,) + shape[1:]
+        if t.ndim != len(shape) + 1 or tuple(t.shape[1:]) != shape:
+            expected = ", ".join(map(str, shape))
+            what = "time steps" if steps != N_MONTHS and timed else "batch first"
             raise ValueError(
                 f"forcing variable {name!r} must have shape [n, {expected}] "
-                f"(batch first; {spec.units}), got {tuple(t.shape)}"
+                f"({what}; {spec.units}), got {tuple(t.shape)}"
             )
         out[name] = t
         sizes[name] = t.shape[0]
@@ -412,22 +426,41 @@ def input_profile(
     the bedrock (layers ``j <= nbedrock`` only, minimum over months) and renormalised, as CLM5
     does (spec §10 item 4); NaN ``nbedrock`` gives a NaN profile.
     """
+    g = jackson_weights(beta)
+    nb = None if nbedrock is None else _nanmin_months(nbedrock).unsqueeze(-1)
+    all_thawed = (altmax_lastyear > 0).all(dim=-1, keepdim=True)  # NaN compares False
+    return profile_from_weights(g, all_thawed, nb)
+
+
+def jackson_weights(beta: torch.Tensor) -> torch.Tensor:
+    """Unnormalised Jackson weights ``beta ** (100 z_top) - beta ** (100 z_bottom)``, ``[n, 20]``."""
     dtype, device = beta.dtype, beta.device
     zt = torch.tensor(grid.ZISOI_TOP[: grid.N_LAYERS], dtype=dtype, device=device)
     zb = torch.tensor(grid.ZISOI[: grid.N_LAYERS], dtype=dtype, device=device)
     b = beta.reshape(-1, 1)
-    g = torch.pow(b, 100.0 * zt) - torch.pow(b, 100.0 * zb)
+    return torch.pow(b, 100.0 * zt) - torch.pow(b, 100.0 * zb)
+
+
+def profile_from_weights(
+    g: torch.Tensor, thawed: torch.Tensor, nbedrock: torch.Tensor | None
+) -> torch.Tensor:
+    """Input profile from :func:`jackson_weights` ``g`` ``[..., 20]``.
+
+    ``thawed`` (bool) and ``nbedrock`` (1-based layer, NaN = no data) have the shape of ``g``
+    without its last dimension plus a trailing 1 (they broadcast against ``g``): the profile
+    is truncated below ``nbedrock`` and renormalised, and all input enters layer 1 where not
+    ``thawed``.  Shared by the annual profile (:func:`input_profile`) and the per-step profiles
+    of transient runs.
+    """
+    dtype, device = g.dtype, g.device
     if nbedrock is not None:
-        nb = _nanmin_months(nbedrock)
         layer = torch.arange(1, grid.N_LAYERS + 1, device=device, dtype=dtype)
-        keep = layer <= nb.reshape(-1, 1)
-        g = torch.where(keep, g, torch.zeros((), dtype=dtype, device=device))
-        g = torch.where(torch.isnan(nb).reshape(-1, 1), torch.full_like(g, math.nan), g)
+        g = torch.where(layer <= nbedrock, g, torch.zeros((), dtype=dtype, device=device))
+        g = torch.where(torch.isnan(nbedrock), torch.full_like(g, math.nan), g)
     f = g / g.sum(-1, keepdim=True)
-    all_thawed = (altmax_lastyear > 0).all(dim=-1, keepdim=True)  # NaN compares False
     surface = torch.zeros_like(f)
-    surface[:, 0] = 1.0
-    return torch.where(all_thawed, f, surface)
+    surface[..., 0] = 1.0
+    return torch.where(thawed, f, surface)
 
 
 def _nanmin_months(x: torch.Tensor) -> torch.Tensor:
