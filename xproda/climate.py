@@ -180,6 +180,11 @@ def miami_npp(bio1: np.ndarray, bio12: np.ndarray) -> np.ndarray:
 
 
 
+def _clip(x: Any, lo: float, hi: float) -> Any:
+    """``np.clip`` with ufuncs only, so lazy xarray/dask arrays stay lazy (same values)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _tree_fraction_rule(p_ann: Any, t_warmest: Any) -> Any:
     """Woody fraction (1) from annual precipitation (mm) and warmest-month temperature (°C).
 
@@ -195,12 +200,12 @@ def _fpi_rule(t_mean: Any, anomaly: Any = 0.0) -> Any:
     ``clip(0.35 + 0.6 σ((T - 5) / 6) + 0.05 anomaly, 0.05, 1)``: stronger N limitation in
     cold soils (the synthetic world adds a random ``anomaly``).
     """
-    return np.clip(0.35 + 0.6 * _sigmoid((t_mean - 5.0) / 6.0) + 0.05 * anomaly, 0.05, 1.0)
+    return _clip(0.35 + 0.6 * _sigmoid((t_mean - 5.0) / 6.0) + 0.05 * anomaly, 0.05, 1.0)
 
 
 def _aridity_index(p_ann: Any, pet_ann: Any) -> Any:
     """Aridity index (1): annual precipitation / PET (mm / mm, PET at least 1 mm), capped at 10."""
-    return np.clip(p_ann / np.maximum(pet_ann, 1.0), 0.0, 10.0)
+    return _clip(p_ann / np.maximum(pet_ann, 1.0), 0.0, 10.0)
 
 
 # -------------------------------------------------------------------------------------------
@@ -722,7 +727,7 @@ def monthly_climate_from_bioclim(
     else:
         b = xr.zeros_like(p_ann)
         notes.append("ASSUMED uniform monthly precipitation (no bio15/bio18/bio19 given)")
-    b = xr.where(p_ann > 0, np.clip(b, -1.0, 1.0), 0.0)
+    b = xr.where(p_ann > 0, _clip(b, -1.0, 1.0), 0.0)
     # -- monthly values -----------------------------------------------------------------------
     month = _month_coord()
     peak = xr.where(lat >= 0, _PEAK_NORTH, _PEAK_SOUTH)
@@ -780,10 +785,18 @@ def _checked_block(tas, pr, pet, *state):
     return _forcing_block(tas, pr, pet, *state)
 
 
-def _quiet_pet(tas: np.ndarray) -> np.ndarray:
-    """:func:`thornthwaite_pet` without overflow warnings (bad input raises in the kernel)."""
+def _annual_block(tas: np.ndarray, pr: np.ndarray) -> tuple[np.ndarray, ...]:
+    """PET ``[..., 12]`` and annual mean T, total P, warmest month, total PET ``[...]``.
+
+    Computed on contiguous copies, so every cell's values depend on its 12 months only (not
+    on the memory layout of the chunk): chunk invariant, eager == lazy.  No overflow warnings
+    on out-of-range input (the forcing kernel raises on it).
+    """
+    tas = np.ascontiguousarray(tas, dtype=np.float64)
+    pr = np.ascontiguousarray(pr, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        return thornthwaite_pet(tas)
+        pet = thornthwaite_pet(tas)
+    return pet, tas.mean(-1), pr.sum(-1), tas.max(-1), pet.sum(-1)
 
 
 def _pick(sources: list[xr.Dataset | None], names: tuple[str, ...]) -> tuple[str, Any] | None:
@@ -946,12 +959,11 @@ def from_climate(
     pr = pr.drop_vars([c for c in pr.coords if c != "month" and c not in pr.dims])
     if tas.chunks is not None or pr.chunks is not None:
         tas, pr = tas.chunk({"month": -1}), pr.chunk({"month": -1})
-    pet = xr.apply_ufunc(
-        _quiet_pet, tas, input_core_dims=[["month"]], output_core_dims=[["month"]],
-        dask="parallelized", output_dtypes=[np.float64],
+    pet, t_mean, p_ann, t_warm, pet_ann = xr.apply_ufunc(
+        _annual_block, tas, pr, input_core_dims=[["month"], ["month"]],
+        output_core_dims=[["month"], [], [], [], []], dask="parallelized",
+        output_dtypes=[np.float64] * 5,
     )
-    t_mean = tas.mean("month", skipna=False)
-    p_ann = pr.sum("month", skipna=False)
     # -- column state: given > a variable of soil/climate > default (recorded) ------------------
     state: dict[str, xr.DataArray] = {}
 
@@ -970,11 +982,11 @@ def from_climate(
     field("npp_annual", npp, ("npp", "npp_annual"), "npp", lambda: miami_npp(t_mean, p_ann),
           "NPP", "NPP from the Miami model (Lieth 1975) of annual temperature and precipitation")
     field("tree_fraction", tree_fraction, ("tree_fraction",), "fraction",
-          lambda: _tree_fraction_rule(p_ann, tas.max("month", skipna=False)), "CWD_INPUT",
+          lambda: _tree_fraction_rule(p_ann, t_warm), "CWD_INPUT",
           "tree fraction from climate: sigmoid((P - 500) / 120) sigmoid((T_warmest - 10) / 1.5)")
     field("fpi", fpi, ("fpi",), "fraction", lambda: _fpi_rule(t_mean), "FPI_vr",
           "FPI from climate: clip(0.35 + 0.6 sigmoid((T - 5) / 6), 0.05, 1)")
-    state["aridity_index"] = _aridity_index(p_ann, pet.sum("month", skipna=False))
+    state["aridity_index"] = _aridity_index(p_ann, pet_ann)
     field("elevation", elevation, ("elevation",), "elevation",
           lambda: xr.DataArray(DEFAULTS["elevation"]), "O_SCALAR",
           f"no elevation given: {DEFAULTS['elevation']:g} m assumed (no lowland anoxia)")
