@@ -12,7 +12,7 @@ from typing import Any
 
 import xarray as xr
 
-from . import analysis, xr_api
+from . import analysis, transient, xr_api
 
 __all__ = ["ProdaDatasetAccessor", "ProdaDataArrayAccessor"]
 
@@ -46,6 +46,10 @@ class ProdaDatasetAccessor:
     global_total = _mirror("global_total")
     sample_sites = _mirror("sample_sites")
     validate = _mirror("validate")
+    # transient runs (xproda.transient)
+    simulate = _mirror("simulate", transient)
+    spin_up = _mirror("spin_up", transient)
+    write_simulation = _mirror("write_simulation", transient)
     # gridded analyses (xproda.analysis)
     bulk_indices = _mirror("bulk_indices", analysis)
     sensitivity = _mirror("sensitivity", analysis)

@@ -52,6 +52,20 @@ OUTPUTS: dict[str, dict[str, Any]] = {
         "long_name": "heterotrophic respiration of the soil column at steady state "
                      "(365-day year)",
     },
+    "total_carbon": {
+        "units": "kg m-2",
+        "long_name": "total carbon of the soil column (coarse woody debris, litter and soil "
+                     "organic carbon)",
+    },
+    "net_flux": {
+        "units": "g m-2 yr-1",
+        "long_name": "net carbon uptake of the soil column (litter input minus heterotrophic "
+                     "respiration; positive when the soil gains carbon)",
+    },
+    "spinup_cycles": {
+        "units": "1",
+        "long_name": "spin-up cycles run to the periodic state",
+    },
     "turnover_time": {
         "units": "yr",
         "long_name": "soil organic carbon turnover time (stock / total litter input)",

@@ -1,0 +1,745 @@
+"""Transient soil-carbon runs on xarray objects: lazy over space, sequential over time.
+
+:func:`simulate` runs the CLM5 model (:mod:`xproda.models.transient`) through time-varying
+forcing for every column of a grid (or site table).  The dask graph is one chain of tasks per
+spatial block: ``spin-up -> time chunk 1 -> time chunk 2 -> ...``, each task passing the
+pools (``[cells, 20, 7]``) to the next, so a block never holds more than one time chunk of
+forcing and outputs, and blocks run in parallel.  :func:`write_simulation` streams the run
+into a Zarr store time chunk by time chunk and resumes an interrupted run from its last
+completed chunk.
+
+Forcing variables carry a ``time`` dim where they vary in time, a ``month`` dim (12) where
+they follow a climatology (mapped to each step by the month of its time stamp), or neither
+(constant), plus ``layer`` where layered, as in :func:`xproda.xr_api.steady_state`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from . import conventions, grid
+from .models import FLAGS
+from .models import transient as ktr
+from .models.forcing import FORCING_SCHEMA
+from .options import get_options, set_options
+from .xr_api import (
+    _add_spatial_metadata,
+    _check_forcing,
+    _copy_coords,
+    _get_model,
+    _align_params,
+    _strip,
+    _version,
+    parameters_to_dataarray,
+)
+
+__all__ = ["simulate", "spin_up", "write_simulation", "step_days"]
+
+_L = grid.N_LAYERS
+_SERIES = ("soc_stock", "total_carbon", "input", "respiration", "net_flux")
+
+
+# -------------------------------------------------------------------------------------------
+# inputs
+# -------------------------------------------------------------------------------------------
+def step_days(time: xr.DataArray | None, steps: int, dt: Any = None) -> np.ndarray:
+    """Step lengths (days) of a run: ``None`` -> 365/12; ``"calendar"`` -> days in month.
+
+    ``"calendar"`` reads the month lengths of the ``time`` coordinate's calendar (datetime64
+    or cftime; monthly steps), as PRODA's transient code does; numbers or arrays are used as
+    they are.
+    """
+    if isinstance(dt, str):
+        if dt != "calendar":
+            raise ValueError(f"dt must be None, 'calendar', a number or an array, got {dt!r}")
+        if time is None or not hasattr(time, "dt"):
+            raise ValueError("dt='calendar' needs a datetime-like 'time' coordinate")
+        return np.asarray(time.dt.days_in_month.values, dtype=np.float64)
+    return ktr.step_lengths(dt, steps).numpy()
+
+
+def _month_index(time: xr.DataArray | None, steps: int) -> np.ndarray:
+    """0-based month of the year of each step (time stamps, else position modulo 12)."""
+    if time is not None and hasattr(time, "dt"):
+        try:
+            return np.asarray(time.dt.month.values, dtype=np.int64) - 1
+        except (AttributeError, TypeError):
+            pass
+    return np.arange(steps, dtype=np.int64) % 12
+
+
+def _kind(da: xr.DataArray) -> str:
+    return "time" if "time" in da.dims else ("month" if "month" in da.dims else "static")
+
+
+def _forcing_vars(ds: xr.Dataset, model, required: Sequence[str]) -> list[xr.DataArray]:
+    as_clim = xr.Dataset({k: ds[k].isel(time=0, drop=True) if "time" in ds[k].dims else ds[k]
+                          for k in required if k in ds})
+    problems = _check_forcing(as_clim, model, required)
+    for k in required:
+        if k in ds and "time" in ds[k].dims and "month" in ds[k].dims:
+            problems.append(f"{k}: has both 'time' and 'month' dims; give one of them")
+    if not any("time" in ds[k].dims for k in required if k in ds):
+        problems.append("no forcing variable has a 'time' dim: a transient run needs "
+                        "time-varying forcing (see xproda.scenarios.repeat_climatology)")
+    if problems:
+        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
+    out = []
+    for k in required:
+        da = ds[k]
+        if "layer" in da.dims and da.sizes["layer"] > _L:
+            da = da.isel(layer=slice(0, _L))
+        da = _strip(da)
+        out.append(da.drop_vars([c for c in da.coords if "layer" in da[c].dims
+                                 or "time" in da[c].dims or "month" in da[c].dims]))
+    return out
+
+
+def _layout(theta: xr.DataArray, fvars: list[xr.DataArray], time_chunk: int):
+    """Common spatial dims and chunks; arrays ordered ``(*spatial, time|month, layer)``."""
+    core = ("time", "month", "layer", "parameter")
+    spatial: list = []
+    for v in [*fvars, theta]:
+        spatial += [d for d in v.dims if d not in core and d not in spatial]
+    sizes = {}
+    for v in [*fvars, theta]:
+        sizes.update({d: v.sizes[d] for d in v.dims if d in spatial})
+    lazy = any(v.chunks is not None for v in [*fvars, theta])
+    chunks: dict = {}
+    if lazy:
+        for v in [*fvars, theta]:  # forcing first: its spatial chunking is kept
+            if v.chunks is None:
+                continue
+            for d, c in zip(v.dims, v.chunks):
+                if d in spatial and d not in chunks:
+                    chunks[d] = c
+        chunks = {d: chunks.get(d, (sizes[d],)) for d in spatial}
+
+    def arrange(v, tail):
+        miss = {d: sizes[d] for d in spatial if d not in v.dims}
+        if miss:
+            v = v.expand_dims(miss)
+        v = v.transpose(*spatial, *[d for d in tail if d in v.dims])
+        if lazy:
+            want = {d: chunks[d] for d in spatial}
+            if "time" in v.dims:
+                want["time"] = time_chunk
+            for d in ("month", "layer", "parameter"):
+                if d in v.dims:
+                    want[d] = -1
+            v = v.chunk(want)
+        return v
+
+    theta = arrange(theta, ("parameter",))
+    fvars = [arrange(v, ("time", "month", "layer")) for v in fvars]
+    return spatial, sizes, chunks, theta, fvars
+
+
+# -------------------------------------------------------------------------------------------
+# block functions (numpy in, numpy out)
+# -------------------------------------------------------------------------------------------
+def _kernel_forcing(arrays, names, kinds, nb, month_idx, steps):
+    """Kernel-shaped forcing ``[*batch, steps, ...]`` of one block (views where possible)."""
+    out = {}
+    for name, a, kind in zip(names, arrays, kinds):
+        layered = len(FORCING_SCHEMA[name].shape) == 2
+        if kind == "month":
+            a = np.take(a, month_idx, axis=nb)
+        elif kind == "static":
+            a = np.expand_dims(a, nb)
+            a = np.broadcast_to(a, a.shape[:nb] + (steps,) + a.shape[nb + 1:])
+        if layered and a.ndim == nb + 1:  # a layered variable given without layer
+            a = np.broadcast_to(a[..., None], a.shape + (_L,))
+        out[name] = a
+    return out
+
+
+def _ok_columns(theta, forcing, state, nb):
+    ok = np.isfinite(theta).all(-1)
+    if state is not None:
+        ok &= np.isfinite(state).all((-1, -2))
+    for a in forcing.values():  # cheap probe: the first step of every variable
+        first = a[(slice(None),) * nb + (0,)]
+        ok &= np.isfinite(first).all(axis=tuple(range(nb, first.ndim))) if first.ndim > nb \
+            else np.isfinite(first)
+    return ok
+
+
+def _gather(a, ok, nb, all_ok):
+    if all_ok:
+        out = np.ascontiguousarray(a.reshape((-1,) + a.shape[nb:]))
+        return out if out.flags.writeable else out.copy()
+    return np.ascontiguousarray(a[ok])
+
+
+def _scatter(val, ok, batch, tail, fill=np.nan, dtype=np.float64):
+    out = np.full(batch + tail, fill, dtype=dtype)
+    out[ok] = val
+    return out
+
+
+def _init_block(theta, *arrays, names, kinds, month_idx, dt, model, opts, mode, options):
+    """Initial pools of one block: ``{"state": [*batch, 20, 7], "cycles", "flags"}``."""
+    import torch
+
+    nb = theta.ndim - 1
+    batch = theta.shape[:-1]
+    with set_options(**opts), torch.no_grad():
+        f = _kernel_forcing(arrays, names, kinds, nb, month_idx, len(dt))
+        ok = _ok_columns(theta, f, None, nb)
+        all_ok = bool(ok.all())
+        state = np.full(batch + (_L, 7), np.nan)
+        cycles = np.zeros(batch, dtype=np.int64)
+        flags = np.full(batch, FLAGS["no_data"], dtype=np.int64)
+        if ok.any():
+            th = _gather(theta, ok, nb, all_ok)
+            fk = {k: _gather(a, ok, nb, all_ok) for k, a in f.items()}
+            if mode == "spin_up":
+                res = model.spin_up(th, fk, dt=dt, **options)
+                pools, cyc, flg = res["pools"], res["cycles"], res["flags"]
+            else:
+                ops = ktr.build_operators(model, model._physical(torch.as_tensor(th)),
+                                          {k: torch.as_tensor(v) for k, v in fk.items()},
+                                          torch.as_tensor(dt))
+                pools = ktr.mean_state(ops).numpy()
+                cyc = np.zeros(len(th), dtype=np.int64)
+                flg = np.where(np.isfinite(pools).all((1, 2)), 0, FLAGS["no_data"])
+            state[ok], cycles[ok], flags[ok] = pools, cyc, flg
+        return {"state": state, "spinup_cycles": cycles, "flags": flags}
+
+
+def _run_block(init, theta, *arrays, names, kinds, month_idx, dt, model, opts, save_soc):
+    """One time chunk of one block from ``init["state"]``: outputs and the new state."""
+    import torch
+
+    state = init["state"]
+    nb = theta.ndim - 1
+    batch = theta.shape[:-1]
+    steps = len(dt)
+    with set_options(**opts), torch.no_grad():
+        f = _kernel_forcing(arrays, names, kinds, nb, month_idx, steps)
+        ok = _ok_columns(theta, f, state, nb)
+        all_ok = bool(ok.all())
+        res = {"state": np.full(batch + (_L, 7), np.nan)}
+        keys = _SERIES + (("soc",) if save_soc else ())
+        if not ok.any():
+            for k in keys:
+                res[k] = np.full(batch + ((steps, _L) if k == "soc" else (steps,)), np.nan)
+            return res
+        sim = model.simulate(_gather(theta, ok, nb, all_ok),
+                             {k: _gather(a, ok, nb, all_ok) for k, a in f.items()},
+                             x0=_gather(state, ok, nb, all_ok), dt=dt, save_soc=save_soc)
+        scale = {"soc_stock": 1e-3, "total_carbon": 1e-3}  # g m-2 -> kg m-2
+        res["state"][ok] = sim["pools"]
+        for k in keys:
+            v = sim[k] * scale.get(k, 1.0)
+            tail = v.shape[1:]
+            res[k] = v.reshape(batch + tail) if all_ok else _scatter(v, ok, batch, tail)
+        return res
+
+
+# -------------------------------------------------------------------------------------------
+# graph
+# -------------------------------------------------------------------------------------------
+def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk, dt,
+          spin_up_forcing):
+    m = _get_model(model, reference, model_options)
+    if m.name != "clm5":
+        raise NotImplementedError(
+            f"transient runs are implemented for the linear CLM5 model; got {m.name!r}")
+    if "time" not in ds.dims:
+        raise ValueError("forcing needs a 'time' dim for a transient run (found dims "
+                         f"{tuple(ds.dims)}); see xproda.scenarios.repeat_climatology")
+    if int(time_chunk) < 1:
+        raise ValueError(f"time_chunk must be >= 1, got {time_chunk!r}")
+    required = list(m.required_forcing)
+    fvars = _forcing_vars(ds, m, required)
+    T = ds.sizes["time"]
+    time = ds["time"] if "time" in ds.coords else None
+    days = step_days(time, T, dt)
+    months = _month_index(time, T)
+    theta = parameters_to_dataarray(params, m, normalised=normalised)
+    ref = next(v for v in fvars if "time" in v.dims)
+    theta = _align_params(theta, ref)
+    theta = theta.drop_vars([c for c in theta.coords if c not in theta.indexes and c in ds.coords])
+    spatial, sizes, chunks, theta, fvars = _layout(theta, fvars, int(time_chunk))
+    # forcing of the spin-up period: the first year of the run, or a given climatology
+    if spin_up_forcing is None:
+        period = min(12, T)
+        sp_vars = [v.isel(time=slice(0, period)) if "time" in v.dims else v for v in fvars]
+        sp_days, sp_months = days[:period], months[:period]
+    else:
+        sp_T = spin_up_forcing.sizes.get("time", 12)
+        sp_time = spin_up_forcing["time"] if "time" in spin_up_forcing.coords else None
+        sp_vars = _forcing_vars(
+            spin_up_forcing if "time" in spin_up_forcing.dims
+            else _as_time(spin_up_forcing), m, required)
+        if isinstance(dt, str):
+            sp_days = step_days(sp_time, sp_T, dt if sp_time is not None else None)
+        else:  # one number applies to the spin-up too; per-step lengths belong to the run
+            sp_days = step_days(None, sp_T, dt if np.ndim(dt) == 0 else None)
+        sp_months = _month_index(sp_time, sp_T)
+        _, _, _, _, sp_vars = _layout(theta, sp_vars, sp_T)
+    sp_vars = [v.chunk({"time": -1}) if "time" in v.dims and v.chunks is not None else v
+               for v in sp_vars]
+    return dict(model=m, names=tuple(required), fvars=fvars, theta=theta, spatial=spatial,
+                sizes=sizes, chunks=chunks, days=days, months=months, sp_vars=sp_vars,
+                sp_days=sp_days, sp_months=sp_months, T=T, time=time)
+
+
+def _as_time(clim: xr.Dataset) -> xr.Dataset:
+    """A 12-month climatology (``month`` dims) as 12 time steps."""
+    out = clim.copy()
+    for k, v in clim.data_vars.items():
+        if "month" in v.dims:
+            out[k] = v.rename(month="time")
+    if "month" in out.coords:
+        out = out.drop_vars("month")
+    return out
+
+
+def _x0_state(x0, plan) -> np.ndarray | xr.DataArray:
+    pools = x0["pools"] if isinstance(x0, xr.Dataset) else x0
+    if not isinstance(pools, xr.DataArray) or not {"layer", "pool"} <= set(pools.dims):
+        raise ValueError("x0 must be 'spin_up', 'steady_state' or pools with dims "
+                         "(layer, pool, <spatial>) in g m-3 (e.g. steady_state(..., pools=True) "
+                         "or a previous simulate result)")
+    pools = _strip(pools).transpose(*plan["spatial"], "layer", "pool")
+    if pools.sizes["pool"] != 7 or pools.sizes["layer"] != _L:
+        raise ValueError(f"x0 pools must have 20 layers and 7 pools, got {dict(pools.sizes)}")
+    return pools
+
+
+def simulate(
+    ds: xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
+    *,
+    model: str = "clm5",
+    x0: Any = "spin_up",
+    spin_up_forcing: xr.Dataset | None = None,
+    spin_up_options: Mapping[str, Any] | None = None,
+    dt: Any = None,
+    time_chunk: int = 120,
+    save_soc: bool = False,
+    normalised: bool = True,
+    reference: bool = False,
+    **model_options: Any,
+) -> xr.Dataset:
+    """Transient soil carbon of every column under time-varying forcing (lazy with dask).
+
+    Parameters
+    ----------
+    ds : Dataset
+        Forcing as for :func:`xproda.xr_api.steady_state` with a ``time`` dim on the
+        variables that change (``month`` climatologies and constant variables are allowed;
+        see :mod:`xproda.scenarios` to build scenarios).  Litter inputs in g C m-2 month-1.
+    params : DataArray or Dataset
+        Normalised parameters (``parameter`` dim) on the grid or one set for all cells.
+    model : str, default "clm5"
+    x0 : {"spin_up", "steady_state"} or Dataset/DataArray, default "spin_up"
+        Initial pools: periodic state of ``spin_up_forcing`` (default: the first 12 steps),
+        the steady state of its mean operator, or pools ``(layer, pool, <spatial>)`` (g m-3),
+        e.g. ``steady_state(..., pools=True)`` or the ``pools`` of a previous run.
+    spin_up_forcing : Dataset, optional
+        Forcing of the spin-up period (``month`` or ``time`` dims), e.g. a pre-industrial
+        climatology.
+    spin_up_options : mapping, optional
+        ``tol``, ``max_cycles``, ``method`` of :func:`xproda.models.transient.spin_up`.
+    dt : None, "calendar", float or array
+        Step lengths in days: default 365/12 (see :mod:`xproda.models.transient`),
+        ``"calendar"`` for the month lengths of the time coordinate.
+    time_chunk : int, default 120
+        Steps per task; memory per spatial block grows with it, not with the run length.
+    save_soc : bool
+        Also return ``soc`` ``(time, layer, <spatial>)`` (g m-3).
+    normalised, reference, **model_options
+        As for :func:`xproda.xr_api.steady_state`.
+
+    Returns
+    -------
+    Dataset
+        ``soc_stock`` and ``total_carbon`` (kg m-2, end of each step), ``input``,
+        ``respiration`` and ``net_flux`` (g m-2 yr-1, step means) with dims
+        ``(time, <spatial>)``; ``initial_soc_stock`` (kg m-2), ``pools`` (final state,
+        ``(layer, pool, <spatial>)``, g m-3: pass it as ``x0`` to continue),
+        ``spinup_cycles`` and ``flags``.  Lazy where the input is dask-backed.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xproda
+    >>> from xproda.testing import forcing_dataset
+    >>> from xproda.scenarios import repeat_climatology
+    >>> fc = repeat_climatology(forcing_dataset(ny=2, nx=3), years=2)
+    >>> out = fc.proda.simulate(xr.DataArray(np.full(21, 0.5), dims="parameter"))
+    >>> out["soc_stock"].dims, out.sizes["time"]
+    (('time', 'lat', 'lon'), 24)
+    """
+    plan = _plan(ds, params, model=model, reference=reference, normalised=normalised,
+                 model_options=model_options, time_chunk=time_chunk, dt=dt,
+                 spin_up_forcing=spin_up_forcing)
+    if isinstance(x0, str):
+        if x0 not in ("spin_up", "steady_state"):
+            raise ValueError(f"x0 must be 'spin_up', 'steady_state' or pools, got {x0!r}")
+        init = None
+    else:
+        init = _x0_state(x0, plan)
+    arrays = _build(plan, init, x0 if isinstance(x0, str) else "given",
+                    dict(spin_up_options or {}), int(time_chunk), save_soc)
+    return _assemble(plan, arrays, ds, save_soc)
+
+
+def _build(plan, init, mode, su_opts, time_chunk, save_soc):
+    """The outputs as numpy (eager) or dask arrays ``(*spatial, time[, layer])`` etc."""
+    m, names, opts = plan["model"], plan["names"], get_options()
+    kinds = tuple(_kind(v) for v in plan["fvars"])
+    sp_kinds = tuple(_kind(v) for v in plan["sp_vars"])
+    T = plan["T"]
+    bounds = list(range(0, T, time_chunk)) + [T]
+    if plan["fvars"][0].chunks is not None or plan["theta"].chunks is not None or (
+            isinstance(init, xr.DataArray) and init.chunks is not None):
+        return _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc)
+    init_fn = functools.partial(_init_block, names=names, kinds=sp_kinds,
+                                month_idx=plan["sp_months"], dt=plan["sp_days"], model=m,
+                                opts=opts, mode=mode, options=su_opts)
+    th = np.asarray(plan["theta"].values)
+    if init is None:
+        state = init_fn(th, *[np.asarray(v.values) for v in plan["sp_vars"]])
+    else:
+        st = np.asarray(init.values, dtype=np.float64)
+        state = {"state": st, "spinup_cycles": np.zeros(th.shape[:-1], np.int64),
+                 "flags": np.where(np.isfinite(st).all((-1, -2)), 0, FLAGS["no_data"])}
+    first = state
+    parts = []
+    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        blocks = [np.asarray(v.isel(time=slice(t0, t1)).values) if k == "time"
+                  else np.asarray(v.values) for v, k in zip(plan["fvars"], kinds)]
+        state = _run_block(state, th, *blocks, names=names, kinds=kinds,
+                           month_idx=plan["months"][t0:t1], dt=plan["days"][t0:t1], model=m,
+                           opts=opts, save_soc=save_soc)
+        parts.append(state)
+    out = {k: np.concatenate([p[k] for p in parts], axis=th.ndim - 1)
+           for k in parts[0] if k != "state"}
+    out["pools"] = state["state"]
+    out["initial_pools"] = first["state"]
+    out["spinup_cycles"] = first["spinup_cycles"]
+    out["init_flags"] = first["flags"]
+    return out
+
+
+def _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc):
+    import dask.array as dsa
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    m, names, opts = plan["model"], plan["names"], get_options()
+    spatial, chunks = plan["spatial"], plan["chunks"]
+    ns = len(spatial)
+
+    def as_dask(v):
+        if v.chunks is None:
+            want = {d: chunks[d] for d in spatial}
+            want.update({d: -1 for d in v.dims if d not in spatial})
+            v = v.chunk(want)
+        return v.data
+
+    theta = as_dask(plan["theta"])
+    fv = [as_dask(v) for v in plan["fvars"]]
+    sv = [as_dask(v) for v in plan["sp_vars"]]
+    iv = as_dask(init) if init is not None else None
+    tchunks = next(a.chunks[ns] for a, k in zip(fv, kinds) if k == "time")
+    tb = np.concatenate([[0], np.cumsum(tchunks)])
+    token = tokenize(theta, *fv, *sv, iv, mode, su_opts, save_soc, m.options, opts,
+                     plan["days"], plan["months"], plan["sp_days"])
+    init_name, run_name = f"simulate-init-{token}", f"simulate-run-{token}"
+    dsk: dict = {}
+    grid_idx = list(itertools.product(*[range(len(chunks[d])) for d in spatial]))
+
+    def key(a, b, extra=()):
+        return (a.name, *b, *extra, *([0] * (a.ndim - ns - len(extra))))
+
+    init_fn = functools.partial(_init_block, names=names, kinds=sp_kinds,
+                                month_idx=plan["sp_months"], dt=plan["sp_days"], model=m,
+                                opts=opts, mode=mode, options=su_opts)
+    for b in grid_idx:
+        if iv is None:
+            dsk[(init_name, *b)] = (init_fn, key(theta, b), *[key(a, b) for a in sv])
+        else:
+            dsk[(init_name, *b)] = (_given_state, key(iv, b))
+        prev = (init_name, *b)
+        for c in range(len(tchunks)):
+            fn = functools.partial(_run_block, names=names, kinds=kinds,
+                                   month_idx=plan["months"][tb[c]:tb[c + 1]],
+                                   dt=plan["days"][tb[c]:tb[c + 1]], model=m, opts=opts,
+                                   save_soc=save_soc)
+            args = [key(a, b, (c,)) if k == "time" else key(a, b) for a, k in zip(fv, kinds)]
+            dsk[(run_name, *b, c)] = (fn, prev, key(theta, b), *args)
+            prev = (run_name, *b, c)
+    deps = [theta, *fv, *sv] + ([iv] if iv is not None else [])
+    sp_chunks = tuple(chunks[d] for d in spatial)
+    specs = {}
+
+    layers: dict = {}
+
+    def extract(name, src, field, chunk_tail, per_time):
+        g = layers.setdefault(name, {})
+        for b in grid_idx:
+            if per_time:
+                for c in range(len(tchunks)):
+                    g[(name, *b, c, *([0] * (len(chunk_tail) - 1)))] = (
+                        operator.getitem, (run_name, *b, c), field)
+            else:
+                last = (run_name, *b, len(tchunks) - 1) if src == "final" else (init_name, *b)
+                g[(name, *b, *([0] * len(chunk_tail)))] = (operator.getitem, last, field)
+        specs[field if field != "state" else src] = (name, sp_chunks + tuple(chunk_tail),
+                                                     field)
+
+    for k in _SERIES:
+        extract(f"simulate-{k}-{token}", None, k, (tchunks,), True)
+    if save_soc:
+        extract(f"simulate-soc-{token}", None, "soc", (tchunks, (_L,)), True)
+    extract(f"simulate-pools-{token}", "final", "state", ((_L,), (7,)), False)
+    extract(f"simulate-x0-{token}", "init", "state", ((_L,), (7,)), False)
+    extract(f"simulate-cycles-{token}", "init", "spinup_cycles", (), False)
+    extract(f"simulate-iflags-{token}", "init", "flags", (), False)
+    merged = HighLevelGraph.merge(*[d.__dask_graph__() for d in deps])
+    all_layers = dict(merged.layers)
+    all_deps = dict(merged.dependencies)
+    all_layers[run_name] = dsk  # the chains: init and run tasks of every block
+    all_deps[run_name] = {d.name for d in deps}
+    for name, g in layers.items():  # one layer per output, each reading the chains
+        all_layers[name] = g
+        all_deps[name] = {run_name}
+    hg = HighLevelGraph(all_layers, all_deps)
+    out = {}
+    rename = {"final": "pools", "init": "initial_pools", "flags": "init_flags"}
+    for field, (name, chunks_all, f) in specs.items():
+        shape = tuple(sum(c) for c in chunks_all)
+        dtype = np.int64 if f in ("spinup_cycles", "flags") else np.float64
+        out[rename.get(field, field)] = dsa.Array(
+            hg, name, chunks=chunks_all, shape=shape,
+            meta=np.empty((0,) * len(shape), dtype=dtype))
+    return out
+
+
+def _given_state(st):
+    st = np.asarray(st, dtype=np.float64)
+    return {"state": st, "spinup_cycles": np.zeros(st.shape[:-2], np.int64),
+            "flags": np.where(np.isfinite(st).all((-1, -2)), 0, FLAGS["no_data"])}
+
+
+def _assemble(plan, arrays, ds, save_soc) -> xr.Dataset:
+    spatial = plan["spatial"]
+    coords = {}
+    if plan["time"] is not None:
+        coords["time"] = plan["time"]
+    out = xr.Dataset(coords=coords)
+    transient_names = {"respiration": "heterotrophic respiration of the soil column (mean "
+                                      "over the time step, 365-day year)",
+                       "input": "litter carbon input to the soil column (mean over the time "
+                                "step, 365-day year)"}
+    for k in _SERIES:
+        da = xr.DataArray(arrays[k], dims=(*spatial, "time")).transpose("time", *spatial)
+        extra = {"long_name": transient_names[k]} if k in transient_names else {}
+        da.attrs = conventions.attrs(k, **extra)
+        out[k] = da
+    if save_soc:
+        da = xr.DataArray(arrays["soc"], dims=(*spatial, "time", "layer"))
+        out["soc"] = da.transpose("time", "layer", *spatial).assign_attrs(
+            conventions.attrs("soc", description="soil organic carbon at the end of each step"))
+    dzs = xr.DataArray(grid.DZ[:_L], dims="layer")
+    x0 = xr.DataArray(arrays["initial_pools"], dims=(*spatial, "layer", "pool"))
+    out["initial_soc_stock"] = ((x0.isel(pool=slice(4, 7)).sum("pool", skipna=False) * dzs)
+                                .sum("layer", skipna=False) / 1000.0).assign_attrs(conventions.attrs(
+                                    "soc_stock", long_name="soil organic carbon stock at the "
+                                                           "start of the run"))
+    out["pools"] = xr.DataArray(arrays["pools"], dims=(*spatial, "layer", "pool")).transpose(
+        "layer", "pool", *spatial).assign_attrs(conventions.attrs(
+            "pools", description="pools at the end of the run (pass as x0 to continue)"))
+    out["spinup_cycles"] = xr.DataArray(arrays["spinup_cycles"], dims=spatial).assign_attrs(
+        conventions.attrs("spinup_cycles"))
+    fl = xr.DataArray(arrays["init_flags"], dims=spatial)
+    finite = np.isfinite(out["soc_stock"].isel(time=-1))
+    fl = fl | xr.where(finite | (fl & FLAGS["no_data"] > 0), 0, FLAGS["no_data"])
+    out["flags"] = fl.astype(np.int64).assign_attrs(conventions.attrs("flags"))
+    out["flags"].encoding["fill_value"] = FLAGS["no_data"]
+    out = out.assign_coords(conventions.layer_coords())
+    out = out.assign_coords(pool=("pool", list(plan["model"].pools),
+                                  {"long_name": "model carbon pool"}))
+    out = _copy_coords(out, ds)
+    out = _add_spatial_metadata(out, ds)
+    out.attrs = {
+        "Conventions": conventions.CF_CONVENTIONS,
+        "title": "Transient soil organic carbon (clm5 model)",
+        "source": f"xproda {_version()} clm5 model, backward Euler steps "
+                  f"({'reference' if plan['model'].options.reference else 'corrected'} mode)",
+        "history": conventions.history_line("simulate(model='clm5')"),
+    }
+    return out
+
+
+def spin_up(
+    ds: xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
+    *,
+    model: str = "clm5",
+    tol: float = 1e-10,
+    max_cycles: int = 200,
+    method: str = "semi_analytic",
+    dt: Any = None,
+    normalised: bool = True,
+    reference: bool = False,
+    **model_options: Any,
+) -> xr.Dataset:
+    """Periodic state of cyclic forcing (a ``month`` climatology or one period of ``time``).
+
+    Returns ``pools`` ``(layer, pool, <spatial>)`` (g m-3; pass as ``x0`` of
+    :func:`simulate`), ``soc_stock`` (kg m-2), ``spinup_cycles`` and ``flags`` (see
+    :func:`xproda.models.transient.spin_up`).  Lazy where the input is.
+    """
+    clim = ds if "time" in ds.dims else _as_time(ds)
+    # one period of output is run after the spin-up; only the initial state is kept
+    res = simulate(clim, params, model=model, x0="spin_up", spin_up_forcing=clim,
+                   spin_up_options={"tol": tol, "max_cycles": max_cycles, "method": method},
+                   dt=dt, time_chunk=clim.sizes["time"], normalised=normalised,
+                   reference=reference, **model_options)
+    out = res[["pools", "spinup_cycles", "flags"]].copy()
+    out["soc_stock"] = res["initial_soc_stock"]
+    out.attrs = dict(res.attrs, title="Periodic (spun-up) soil carbon state (clm5 model)",
+                     history=conventions.history_line(f"spin_up(method={method!r})"))
+    return out
+
+
+def write_simulation(
+    ds: xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
+    store: str | os.PathLike,
+    *,
+    time_chunk: int = 120,
+    resume: bool = False,
+    overwrite: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> xr.Dataset:
+    """Run :func:`simulate` into a Zarr store, one time chunk after another, resumably.
+
+    Each time chunk is computed for every spatial block (in parallel), written into its own
+    region of the store, and the pools at its end are saved (``pools`` and the root attribute
+    ``xproda_steps_done``).  Memory holds one time chunk of every block, whatever the run
+    length.  With ``resume=True`` an interrupted run continues after its last completed
+    chunk and ends identical to an uninterrupted one.
+
+    Parameters
+    ----------
+    ds, params, **options
+        As for :func:`simulate`.
+    store : str or os.PathLike
+        Local path or fsspec URL.
+    time_chunk : int, default 120
+    resume, overwrite : bool
+        Continue an existing store / replace it.  Without either an existing store raises.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+    progress : bool
+        Progress bar over the time chunks.
+
+    Returns
+    -------
+    Dataset
+        The store, opened lazily.
+    """
+    from .io import _read_root, _remove_store, _target
+
+    target = _target(store, storage_options)
+    kw = target.xr_kwargs()
+    T = ds.sizes["time"]
+    bounds = list(range(0, T, int(time_chunk))) + [T]
+    done = 0
+    root = _read_root(target)
+    exists = root is not None
+    if exists and overwrite and not resume:
+        _remove_store(target)
+        exists = False
+    if exists and not (resume or overwrite):
+        raise FileExistsError(f"{store} exists; pass resume=True to continue it or "
+                              "overwrite=True to replace it")
+    x0 = options.pop("x0", "spin_up")
+    # the spin-up period is the run's first year (not the first time chunk), as in simulate
+    spin = options.pop("spin_up_forcing", None)
+    if spin is None and isinstance(x0, str):
+        spin = ds.isel(time=slice(0, min(12, T)))
+    if exists and resume:
+        prev = xr.open_zarr(consolidated=False, **kw)
+        done = int(prev.attrs.get("xproda_steps_done", 0))
+        if prev.sizes.get("time") != T:
+            raise ValueError(f"store {store} holds a run of {prev.sizes.get('time')} steps; "
+                             f"this run has {T}")
+        if done > 0:
+            x0 = prev["pools"].load()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(bounds) - 1, desc="time chunks", initial=sum(
+            1 for b in bounds[1:] if b <= done))
+    first = done == 0
+    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+        if t1 <= done:
+            continue
+        part = simulate(ds.isel(time=slice(t0, t1)), params, x0=x0,
+                        spin_up_forcing=spin if first else None,
+                        time_chunk=t1 - t0, **options)
+        part = part.compute()
+        if first:  # metadata, coordinates and the time-less variables (numpy: written now)
+            _template(part, ds, T).to_zarr(mode="w", compute=False, consolidated=False,
+                                           zarr_format=3, **kw)
+            first = False
+        series = _data_only(part[[k for k in part.data_vars if "time" in part[k].dims]])
+        series.to_zarr(mode="r+", consolidated=False, **kw,
+                       region={d: slice(t0, t1) if d == "time" else slice(None)
+                               for d in series.dims})
+        state = _data_only(part[["pools", "flags"]])
+        state.to_zarr(mode="r+", consolidated=False, **kw,
+                      region={d: slice(None) for d in state.dims})
+        _set_done(target, t1)
+        x0 = part["pools"]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return xr.open_zarr(consolidated=False, **kw)
+
+
+def _data_only(ds: xr.Dataset) -> xr.Dataset:
+    """Data variables with their dims' index coordinates only (region writes)."""
+    return ds.drop_vars([c for c in ds.coords if c not in ds.dims])
+
+
+def _template(part: xr.Dataset, ds: xr.Dataset, T: int) -> xr.Dataset:
+    """Lazy full-length template of a run from its first time chunk."""
+    import dask.array as dsa
+
+    out = part.drop_dims("time")
+    if "time" in ds.coords:
+        out = out.assign_coords(time=ds["time"])
+    for k, v in part.data_vars.items():
+        if "time" in v.dims:
+            shape = tuple(T if d == "time" else v.sizes[d] for d in v.dims)
+            chunks = tuple(part.sizes["time"] if d == "time" else v.sizes[d] for d in v.dims)
+            out[k] = xr.DataArray(dsa.full(shape, np.nan, chunks=chunks, dtype=v.dtype),
+                                  dims=v.dims, attrs=v.attrs)
+    out.attrs = dict(part.attrs, xproda_steps_done=0)
+    return out
+
+
+def _set_done(target, steps: int) -> None:
+    from .io import _set_root_attrs
+
+    _set_root_attrs(target, {"xproda_steps_done": int(steps)})
