@@ -418,7 +418,6 @@ _TAS_RANGE = (-90.0, 60.0)
 #: month of the temperature maximum: July in the northern, January in the southern hemisphere
 _PEAK_NORTH, _PEAK_SOUTH = 7.0, 1.0
 _BIOCLIM_NAMES = tuple(f"bio{i}" for i in range(1, 20))
-_BIOCLIM_PRECIP = ("bio12", "bio13", "bio14", "bio16", "bio17", "bio18", "bio19")
 
 _DAYS_PER_MONTH = DAYS_PER_YEAR / 12.0
 #: accepted units per kind of input: (expected units in words, {units: (factor, offset)});
@@ -712,17 +711,18 @@ def monthly_climate_from_bioclim(
     # -- precipitation (mm) ------------------------------------------------------------------
     p_ann = precip(p_src)
     p_month = p_ann / 12.0
+    p_safe = xr.where(p_ann > 0, p_ann, 1.0)  # no 0 / 0 in dry cells (b = 0 there)
     sign: Any = 1.0
     if {"bio18", "bio19"} <= have:
         sign = xr.where(precip("bio19") > precip("bio18"), -1.0, 1.0)
     if "bio15" in have:
         cv = _bare(ds["bio15"].astype(np.float64)) / 100.0
-        b = sign * cv * (p_month + 1.0) / (p_month * _STD_FACTOR)
+        b = sign * cv * (p_safe / 12.0 + 1.0) / (p_safe / 12.0 * _STD_FACTOR)
         notes.append("precipitation seasonality from bio15"
                      + (" (phase from bio18/bio19)" if {"bio18", "bio19"} <= have else
                         " (rain in the warm season assumed)"))
     elif {"bio18", "bio19"} <= have:
-        b = 6.0 * (precip("bio18") - precip("bio19")) / (p_ann * (1.0 + math.sqrt(3.0)))
+        b = 6.0 * (precip("bio18") - precip("bio19")) / (p_safe * (1.0 + math.sqrt(3.0)))
         notes.append("precipitation seasonality from bio18 and bio19")
     else:
         b = xr.zeros_like(p_ann)

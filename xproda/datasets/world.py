@@ -13,9 +13,9 @@ import xarray as xr
 
 from .. import conventions
 from ..climate import (  # noqa: F401  (forcing building lives in xproda.climate)
-    CLIMATE_VARIABLES, FORCING_VARIABLES, _MONTH, _aridity_index, _forcing_dataset, _fpi_rule,
-    _sigmoid, _tree_fraction_rule, active_layer_thickness, bioclim, column_forcing, miami_npp,
-    thornthwaite_pet,
+    _MONTH, _PEAK_NORTH, _PEAK_SOUTH, CLIMATE_VARIABLES, FORCING_VARIABLES, _aridity_index,
+    _forcing_dataset, _fpi_rule, _sigmoid, _tree_fraction_rule, active_layer_thickness,
+    bioclim, column_forcing, miami_npp, thornthwaite_pet,
 )
 from . import _fields
 
@@ -104,7 +104,7 @@ def _climate_and_soils(la, lo, dist, seed):
     t_mean = (27.0 - 0.0075 * la**2 - 4.0 * cont * s**2 - 0.0065 * elev
               + 1.5 * g("temperature", 1500.0))
     amp = (1.0 + 26.0 * s**1.2 * (0.55 + 0.45 * cont)) * np.exp(0.1 * g("seasonality", 1500.0))
-    peak = np.where(la >= 0, 7.0, 1.0)  # month of the temperature (and rain) maximum
+    peak = np.where(la >= 0, _PEAK_NORTH, _PEAK_SOUTH)  # month of the T (and rain) maximum
     phase = 2.0 * np.pi * (_MONTH[None, :] - peak[:, None]) / 12.0
     tas = t_mean[:, None] + amp[:, None] * np.cos(phase)
     # -- precipitation ---------------------------------------------------------------------
