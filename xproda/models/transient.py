@@ -235,16 +235,26 @@ class StepOperators:
 
     def mean(self) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
         """dt-weighted time means: rates ``[n, L, 7]``, bands, input density ``[n, L, 4]``."""
+        # explicit sums over steps, not einsum: BLAS kernels chosen by matrix size would make
+        # a column's rounding depend on how many columns share the call (chunk invariance)
         w = self.dt / self.dt.sum()  # [T]
         env_s, env_l = self.environment()
-        es = torch.einsum("t,ntl->nl", w, env_s)
-        el = torch.einsum("t,ntl->nl", w, env_l)
+        es = _weighted_sum(w, env_s)
+        el = _weighted_sum(w, env_l)
         K = self.kb * torch.stack([es, el, el, el, es, es, es], -1)
         idx = torch.as_tensor(self.band_index, device=w.device)
         wb = torch.zeros(self.lower.shape[1], dtype=w.dtype, device=w.device).index_add_(0, idx, w)
-        bands = tuple(torch.einsum("b,nbl->nl", wb, x) for x in (self.lower, self.diag, self.upper))
-        dens = torch.einsum("t,ntq,ntl->nlq", w, self.inputs, self.profile[:, idx])
+        bands = tuple(_weighted_sum(wb, x) for x in (self.lower, self.diag, self.upper))
+        dens = _weighted_sum(w, self.inputs.unsqueeze(2) * self.profile[:, idx].unsqueeze(-1))
         return K, bands, dens
+
+
+def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``sum_t w[t] x[:, t]`` in a fixed order (bit-identical for any batch size)."""
+    acc = w[0] * x[:, 0]
+    for t in range(1, x.shape[1]):
+        acc = acc + w[t] * x[:, t]
+    return acc
 
 
 def step_lengths(dt: Any, steps: int, *, dtype: torch.dtype = torch.float64,
