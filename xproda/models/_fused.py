@@ -357,10 +357,13 @@ def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, 
 
 
 if HAVE_NUMBA:
-    _col_solve = numba.njit(cache=True, nogil=True)(_col_shifted_solve)
-    _col_apply = numba.njit(cache=True, nogil=True)(_col_apply)
-    _shifted_compiled = numba.njit(parallel=True, cache=True, nogil=True)(_shifted_kernel)
-    _step_compiled = numba.njit(parallel=True, cache=True, nogil=True)(_step_kernel)
+    # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
+    # every division; results are unchanged where no pivot is zero
+    _jit = dict(cache=True, nogil=True, error_model="numpy")
+    _col_solve = numba.njit(**_jit)(_col_shifted_solve)
+    _col_apply = numba.njit(**_jit)(_col_apply)
+    _shifted_compiled = numba.njit(parallel=True, **_jit)(_shifted_kernel)
+    _step_compiled = numba.njit(parallel=True, **_jit)(_step_kernel)
 
 
 def _threads(threads):
