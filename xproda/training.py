@@ -24,7 +24,7 @@ ensembles (repeats with different seeds or bootstrap resamples) returned as one
 
 :func:`cross_validate` compares, on the same spatially blocked folds, the SOC skill on held-out
 profiles of CLM5 default parameters, batch mode (one parameter set), two-step PRODA and
-end-to-end training.
+end-to-end training, and optionally of machine-learning baselines (:mod:`xproda.baselines`).
 """
 
 from __future__ import annotations
@@ -51,11 +51,13 @@ from .network import ParameterNet, ParameterNetEnsemble, SPEC_HIDDEN
 __all__ = [
     "TrainingData", "TrainingReport", "prepare_training_data", "default_features",
     "train_network", "cross_validate", "soc_loss", "parameter_loss", "CV_METHODS",
-    "soc_at_observations",
+    "soc_at_observations", "BASELINE_METHODS",
 ]
 
-#: Methods compared by :func:`cross_validate`.
+#: Methods compared by :func:`cross_validate` (its default).
 CV_METHODS = ("default", "batch", "two_step", "end_to_end")
+#: Machine-learning baselines :func:`cross_validate` also offers (need scikit-learn).
+BASELINE_METHODS = ("gbm", "random_forest")
 #: Checkpoint format of training runs.
 FORMAT = "xproda-training-checkpoint"
 VERSION = 1
@@ -940,6 +942,7 @@ def cross_validate(
     seed: int = 0,
     train_options: Mapping[str, Any] | None = None,
     batch_options: Mapping[str, Any] | None = None,
+    baseline_options: Mapping[str, Mapping[str, Any]] | None = None,
     mapping: str = "pchip",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, xr.Dataset]:
@@ -956,7 +959,10 @@ def cross_validate(
     methods : sequence of str
         Any of :data:`CV_METHODS`: ``"default"`` (CLM5 default parameters, no fitting),
         ``"batch"`` (one parameter set for all training sites, Tao et al. 2020),
-        ``"two_step"``, ``"end_to_end"``.
+        ``"two_step"``, ``"end_to_end"``; and of :data:`BASELINE_METHODS`: ``"gbm"``
+        (gradient boosting) and ``"random_forest"``, log SOC predicted from the same
+        covariates plus the observation depth, fitted on the training fold only
+        (:func:`xproda.baselines.fit_baseline`; needs scikit-learn).
     n_folds : int, default 5
     split : {"random", "blocked"}, default "blocked"
     block_size : float, default 10
@@ -966,6 +972,9 @@ def cross_validate(
         Keyword arguments of :func:`train_network` (both network methods).
     batch_options : mapping, optional
         ``sampler_options`` of the batch-mode fit.
+    baseline_options : mapping, optional
+        Estimator options per baseline, e.g. ``{"gbm": {"max_iter": 500}}``; a ``"threads"``
+        entry is the thread limit of :func:`~xproda.baselines.fit_baseline`.
     mapping : str, default "pchip"
     progress : bool
 
@@ -978,10 +987,16 @@ def cross_validate(
         ``soc_obs`` and ``soc_<method>`` ``(site, obs)`` and the ``fold`` of each site.
     """
     from .assimilation.problem import assimilate
+    from .baselines import fit_baseline
 
-    unknown = [m for m in methods if m not in CV_METHODS]
+    unknown = [m for m in methods if m not in CV_METHODS + BASELINE_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {CV_METHODS}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from "
+                         f"{CV_METHODS + BASELINE_METHODS}")
+    bad_opts = [k for k in (baseline_options or {}) if k not in BASELINE_METHODS]
+    if bad_opts:
+        raise ValueError(f"baseline_options: expected keys among {BASELINE_METHODS}, found "
+                         f"{bad_opts}")
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
     data = covariates if isinstance(covariates, TrainingData) else prepare_training_data(
         covariates, profiles, forcing=forcing, model=mdl, features=features)
@@ -1009,6 +1024,11 @@ def cross_validate(
                 th = res["map"].values.reshape(-1)
                 soc = soc_at_observations(mdl, dte, np.broadcast_to(th, (len(test), th.size)),
                                           mapping=mapping)
+            elif m in BASELINE_METHODS:
+                o = dict((baseline_options or {}).get(m) or {})
+                fitted = fit_baseline(m, dtr, seed=seed + k, threads=o.pop("threads", None),
+                                      options=o)
+                soc = fitted.predict(dte)
             else:
                 net, _ = train_network(dtr, model=mdl, method=m, seed=seed + k,
                                        mapping=mapping, **opts)
