@@ -231,33 +231,6 @@ def _col_shifted_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y):  # pragma
                                          + ginv[j, a, 2] * x2)
 
 
-def _col_apply(K, lo, di, up, fr, x, out):  # pragma: no cover - compiled by numba
-    """``out = (V - A K) x`` for one column (``K``, ``x``, ``out``: [L, 7]; day-1 g C m-3)."""
-    L = K.shape[0]
-    for j in range(L):
-        f0 = K[j, 0] * x[j, 0]
-        f1 = K[j, 1] * x[j, 1]
-        f2 = K[j, 2] * x[j, 2]
-        f3 = K[j, 3] * x[j, 3]
-        f4 = K[j, 4] * x[j, 4]
-        f5 = K[j, 5] * x[j, 5]
-        f6 = K[j, 6] * x[j, 6]
-        out[j, 0] = f0
-        out[j, 1] = f1
-        out[j, 2] = f2 - fr[j, 0] * f0
-        out[j, 3] = f3 - (1.0 - fr[j, 0]) * f0
-        out[j, 4] = f4 - fr[j, 1] * f1 - fr[j, 2] * f2 - fr[j, 6] * f5 - fr[j, 8] * f6
-        out[j, 5] = f5 - fr[j, 3] * f3 - fr[j, 4] * f4
-        out[j, 6] = f6 - fr[j, 5] * f4 - fr[j, 7] * f5
-        for q in range(1, 7):  # transport: every pool but CWD
-            v = di[j] * x[j, q]
-            if j > 0:
-                v += lo[j] * x[j - 1, q]
-            if j < L - 1:
-                v += up[j] * x[j + 1, q]
-            out[j, q] += v
-
-
 def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
     n = K.shape[0]
     L = K.shape[1]
@@ -269,91 +242,291 @@ def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
         _col_solve(K[c], lo[c], di[c], up[c], fr[c], rhs[c], r, out[c], cp, dp, ginv, y)
 
 
+_G = 8  # columns stepped together: the inner loops over them vectorise (SIMD)
+
+
+def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: no cover
+    """:func:`_col_shifted_solve` for ``ng`` columns at once (trailing axis ``G``).
+
+    The same operations in the same order for every column (no reductions across columns),
+    so each column's result is bit-identical to stepping it alone; the loops over the
+    columns are branch-free and vectorise.
+    """
+    L = K.shape[0]
+    for j in range(L):  # CWD
+        for g in range(ng):
+            b = rhs[j, 0, g]
+            v = b / (K[j, 0, g] + r)
+            x[j, 0, g] = v if b != 0.0 else 0.0
+    for j in range(L):  # litter: three Thomas sweeps
+        for g in range(ng):
+            flux = K[j, 0, g] * x[j, 0, g]
+            f2 = fr[j, 0, g]
+            lj = lo[j, g]
+            uj = up[j, g]
+            dj = di[j, g]
+            r1 = rhs[j, 1, g]
+            r2 = rhs[j, 2, g] + f2 * flux
+            r3 = rhs[j, 3, g] + (1.0 - f2) * flux
+            p1 = dj + K[j, 1, g] + r
+            p2 = dj + K[j, 2, g] + r
+            p3 = dj + K[j, 3, g] + r
+            if j > 0:
+                p1 = p1 - lj * cp[j - 1, 0, g]
+                r1 = r1 - lj * dp[j - 1, 0, g]
+                p2 = p2 - lj * cp[j - 1, 1, g]
+                r2 = r2 - lj * dp[j - 1, 1, g]
+                p3 = p3 - lj * cp[j - 1, 2, g]
+                r3 = r3 - lj * dp[j - 1, 2, g]
+            i1 = 1.0 / p1
+            i2 = 1.0 / p2
+            i3 = 1.0 / p3
+            cp[j, 0, g] = uj * i1
+            dp[j, 0, g] = r1 * i1
+            cp[j, 1, g] = uj * i2
+            dp[j, 1, g] = r2 * i2
+            cp[j, 2, g] = uj * i3
+            dp[j, 2, g] = r3 * i3
+    for q in range(3):
+        for g in range(ng):
+            x[L - 1, q + 1, g] = dp[L - 1, q, g]
+        for j in range(L - 2, -1, -1):
+            for g in range(ng):
+                x[j, q + 1, g] = dp[j, q, g] - cp[j, q, g] * x[j + 1, q + 1, g]
+    for j in range(L):  # SOM: 3x3 block-tridiagonal sweep
+        for g in range(ng):
+            k1 = K[j, 4, g]
+            k2 = K[j, 5, g]
+            k3 = K[j, 6, g]
+            d = di[j, g] + r
+            b00 = d + k1
+            b01 = -fr[j, 6, g] * k2
+            b02 = -fr[j, 8, g] * k3
+            b10 = -fr[j, 4, g] * k1
+            b11 = d + k2
+            b12 = 0.0
+            b20 = -fr[j, 5, g] * k1
+            b21 = -fr[j, 7, g] * k2
+            b22 = d + k3
+            r0 = rhs[j, 4, g] + fr[j, 1, g] * K[j, 1, g] * x[j, 1, g] + \
+                fr[j, 2, g] * K[j, 2, g] * x[j, 2, g]
+            r1 = rhs[j, 5, g] + fr[j, 3, g] * K[j, 3, g] * x[j, 3, g]
+            r2 = rhs[j, 6, g]
+            if j > 0:
+                s = lo[j, g] * up[j - 1, g]
+                b00 -= s * ginv[j - 1, 0, 0, g]
+                b01 -= s * ginv[j - 1, 0, 1, g]
+                b02 -= s * ginv[j - 1, 0, 2, g]
+                b10 -= s * ginv[j - 1, 1, 0, g]
+                b11 -= s * ginv[j - 1, 1, 1, g]
+                b12 -= s * ginv[j - 1, 1, 2, g]
+                b20 -= s * ginv[j - 1, 2, 0, g]
+                b21 -= s * ginv[j - 1, 2, 1, g]
+                b22 -= s * ginv[j - 1, 2, 2, g]
+                lj = lo[j, g]
+                r0 -= lj * y[j - 1, 0, g]
+                r1 -= lj * y[j - 1, 1, g]
+                r2 -= lj * y[j - 1, 2, g]
+            c00 = b11 * b22 - b12 * b21
+            c01 = b12 * b20 - b10 * b22
+            c02 = b10 * b21 - b11 * b20
+            c10 = b21 * b02 - b22 * b01
+            c11 = b22 * b00 - b20 * b02
+            c12 = b20 * b01 - b21 * b00
+            c20 = b01 * b12 - b02 * b11
+            c21 = b02 * b10 - b00 * b12
+            c22 = b00 * b11 - b01 * b10
+            idet = 1.0 / (b00 * c00 + b01 * c01 + b02 * c02)
+            g00 = c00 * idet
+            g01 = c10 * idet
+            g02 = c20 * idet
+            g10 = c01 * idet
+            g11 = c11 * idet
+            g12 = c21 * idet
+            g20 = c02 * idet
+            g21 = c12 * idet
+            g22 = c22 * idet
+            ginv[j, 0, 0, g] = g00
+            ginv[j, 0, 1, g] = g01
+            ginv[j, 0, 2, g] = g02
+            ginv[j, 1, 0, g] = g10
+            ginv[j, 1, 1, g] = g11
+            ginv[j, 1, 2, g] = g12
+            ginv[j, 2, 0, g] = g20
+            ginv[j, 2, 1, g] = g21
+            ginv[j, 2, 2, g] = g22
+            y[j, 0, g] = g00 * r0 + g01 * r1 + g02 * r2
+            y[j, 1, g] = g10 * r0 + g11 * r1 + g12 * r2
+            y[j, 2, g] = g20 * r0 + g21 * r1 + g22 * r2
+    for a in range(3):
+        for g in range(ng):
+            x[L - 1, 4 + a, g] = y[L - 1, a, g]
+    for j in range(L - 2, -1, -1):
+        for g in range(ng):
+            u = up[j, g]
+            x0 = x[j + 1, 4, g]
+            x1 = x[j + 1, 5, g]
+            x2 = x[j + 1, 6, g]
+            for a in range(3):
+                x[j, 4 + a, g] = y[j, a, g] - u * (ginv[j, a, 0, g] * x0 + ginv[j, a, 1, g] * x1
+                                                    + ginv[j, a, 2, g] * x2)
+
+
 def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
                  dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc
                  ):  # pragma: no cover - compiled by numba
     """Backward Euler through ``T`` steps for every column (state ``x`` updated in place).
 
-    With ``incr`` each step solves for the increment ``d`` from the residual
-    ``I - (V - A K) x`` (defect form) and accumulates ``acc += d``: the period change of a
-    spin-up cycle without the cancellation of ``x_end - x_start``.
+    Columns are stepped in groups of :data:`_G` (SIMD across the group).  With ``incr``
+    each step solves for the increment ``d`` from the residual ``I - (V - A K) x`` (defect
+    form) and accumulates ``acc += d``: the period change of a spin-up cycle without the
+    cancellation of ``x_end - x_start``.
     """
     n = kb.shape[0]
     L = kb.shape[1]
     T = tsoi.shape[1]
-    for c in numba.prange(n):
-        cp = np.empty((L, 3))
-        dp = np.empty((L, 3))
-        ginv = np.empty((L, 3, 3))
-        y = np.empty((L, 3))
-        K = np.empty((L, 7))
-        rhs = np.empty((L, 7))
-        xn = np.empty((L, 7))
-        xc = x[c]
-        frc = fr[c]
-        lqc = lq[c]
-        wc = wsc[c]
+    G = _G
+    ngroups = (n + G - 1) // G
+    for grp in numba.prange(ngroups):
+        c0 = grp * G
+        ng = min(G, n - c0)
+        cp = np.empty((L, 3, G))
+        dp = np.empty((L, 3, G))
+        ginv = np.empty((L, 3, 3, G))
+        y = np.empty((L, 3, G))
+        K = np.empty((L, 7, G))
+        rhs = np.empty((L, 7, G))
+        xn = np.empty((L, 7, G))
+        xc = np.empty((L, 7, G))
+        lo_g = np.empty((L, G))
+        di_g = np.empty((L, G))
+        up_g = np.empty((L, G))
+        frg = np.empty((L, 9, G))
+        rfg = np.empty((L, 7, G))
+        kbg = np.empty((L, 7, G))
+        one = np.empty((7, L))
+        ap = np.empty(7)
+        for g in range(ng):
+            c = c0 + g
+            for j in range(L):
+                for q in range(7):
+                    xc[j, q, g] = x[c, j, q]
+                    kbg[j, q, g] = kb[c, j, q]
+                for q in range(9):
+                    frg[j, q, g] = fr[c, j, q]
+                rfg[j, 0, g] = 0.0
+                rfg[j, 1, g] = 1.0 - fr[c, j, 1]
+                rfg[j, 2, g] = 1.0 - fr[c, j, 2]
+                rfg[j, 3, g] = 1.0 - fr[c, j, 3]
+                rfg[j, 4, g] = 1.0 - fr[c, j, 4] - fr[c, j, 5]
+                rfg[j, 5, g] = 1.0 - fr[c, j, 6] - fr[c, j, 7]
+                rfg[j, 6, g] = 1.0 - fr[c, j, 8]
         for t in range(T):
             r = rdt[t]
             b = bidx[t]
-            ip = 0.0
-            for j in range(L):
-                # environmental scalars as forcing.temperature_scalar / water_scalar (Q10
-                # frozen = Q10, reference 25 degC) times the oxygen and nitrogen scalars
-                es = math.exp(lqc * (tsoi[c, t, j] - 298.15)) * min(1.0, wc * wsca[c, t, j])
-                es = es * osca[c, t, j]
-                el = es * fpi[c, t, j]
-                K[j, 0] = kb[c, j, 0] * es
-                K[j, 1] = kb[c, j, 1] * el
-                K[j, 2] = kb[c, j, 2] * el
-                K[j, 3] = kb[c, j, 3] * el
-                K[j, 4] = kb[c, j, 4] * es
-                K[j, 5] = kb[c, j, 5] * es
-                K[j, 6] = kb[c, j, 6] * es
-                pj = prof[c, b, j]
-                for q in range(4):
-                    dq = u[c, t, q] * pj
-                    rhs[j, q] = dq
-                    ip += dz[j] * dq
-                for q in range(4, 7):
-                    rhs[j, q] = 0.0
-            if incr:
-                _col_apply(K, lo[c, b], di[c, b], up[c, b], frc, xc, xn)
+            for g in range(ng):
+                c = c0 + g
+                lqc = lq[c]
+                wc = wsc[c]
+                ip = 0.0
                 for j in range(L):
-                    for q in range(7):
-                        rhs[j, q] -= xn[j, q]
+                    # environmental scalars as forcing.temperature_scalar / water_scalar
+                    # (Q10 frozen = Q10, reference 25 degC) times the O and N scalars
+                    es = math.exp(lqc * (tsoi[c, t, j] - 298.15)) * min(1.0, wc * wsca[c, t, j])
+                    es = es * osca[c, t, j]
+                    el = es * fpi[c, t, j]
+                    K[j, 0, g] = kbg[j, 0, g] * es
+                    K[j, 1, g] = kbg[j, 1, g] * el
+                    K[j, 2, g] = kbg[j, 2, g] * el
+                    K[j, 3, g] = kbg[j, 3, g] * el
+                    K[j, 4, g] = kbg[j, 4, g] * es
+                    K[j, 5, g] = kbg[j, 5, g] * es
+                    K[j, 6, g] = kbg[j, 6, g] * es
+                    pj = prof[c, b, j]
+                    for q in range(4):
+                        dq = u[c, t, q] * pj
+                        rhs[j, q, g] = dq
+                        ip += dz[j] * dq
+                    for q in range(4, 7):
+                        rhs[j, q, g] = 0.0
+                    lo_g[j, g] = lo[c, b, j]
+                    di_g[j, g] = di[c, b, j]
+                    up_g[j, g] = up[c, b, j]
+                inp[c, t] = ip * 365.0
+            if incr:
+                for g in range(ng):
+                    for j in range(L):
+                        for q in range(7):
+                            one[q, j] = xc[j, q, g]
+                    # (V - A K) x per column (small; not on the hot path of plain runs)
+                    for j in range(L):
+                        f0 = K[j, 0, g] * one[0, j]
+                        f1 = K[j, 1, g] * one[1, j]
+                        f2 = K[j, 2, g] * one[2, j]
+                        f3 = K[j, 3, g] * one[3, j]
+                        f4 = K[j, 4, g] * one[4, j]
+                        f5 = K[j, 5, g] * one[5, j]
+                        f6 = K[j, 6, g] * one[6, j]
+                        ap[0] = f0
+                        ap[1] = f1
+                        ap[2] = f2 - frg[j, 0, g] * f0
+                        ap[3] = f3 - (1.0 - frg[j, 0, g]) * f0
+                        ap[4] = f4 - frg[j, 1, g] * f1 - frg[j, 2, g] * f2 \
+                            - frg[j, 6, g] * f5 - frg[j, 8, g] * f6
+                        ap[5] = f5 - frg[j, 3, g] * f3 - frg[j, 4, g] * f4
+                        ap[6] = f6 - frg[j, 5, g] * f4 - frg[j, 7, g] * f5
+                        for q in range(1, 7):
+                            v = di_g[j, g] * one[q, j]
+                            if j > 0:
+                                v += lo_g[j, g] * one[q, j - 1]
+                            if j < L - 1:
+                                v += up_g[j, g] * one[q, j + 1]
+                            ap[q] += v
+                        for q in range(7):
+                            rhs[j, q, g] -= ap[q]
             else:
                 for j in range(L):
                     for q in range(7):
-                        rhs[j, q] += r * xc[j, q]
-            _col_solve(K, lo[c, b], di[c, b], up[c, b], frc, rhs, r, xn, cp, dp, ginv, y)
+                        for g in range(ng):
+                            rhs[j, q, g] += r * xc[j, q, g]
+            _grp_solve(K, lo_g, di_g, up_g, frg, rhs, r, xn, cp, dp, ginv, y, ng)
             if incr:
+                for g in range(ng):
+                    c = c0 + g
+                    for j in range(L):
+                        for q in range(7):
+                            acc[c, j, q] += xn[j, q, g]
+                            xn[j, q, g] += xc[j, q, g]
+            for g in range(ng):
+                c = c0 + g
+                tc = 0.0
+                sc = 0.0
+                rs = 0.0
                 for j in range(L):
-                    for q in range(7):
-                        acc[c, j, q] += xn[j, q]
-                        xn[j, q] += xc[j, q]
-            tc = 0.0
-            sc = 0.0
-            rs = 0.0
+                    w = dz[j]
+                    s = xn[j, 4, g] + xn[j, 5, g] + xn[j, 6, g]
+                    tc += w * (xn[j, 0, g] + xn[j, 1, g] + xn[j, 2, g] + xn[j, 3, g] + s)
+                    sc += w * s
+                    rs += w * (rfg[j, 1, g] * K[j, 1, g] * xn[j, 1, g]
+                               + rfg[j, 2, g] * K[j, 2, g] * xn[j, 2, g]
+                               + rfg[j, 3, g] * K[j, 3, g] * xn[j, 3, g]
+                               + rfg[j, 4, g] * K[j, 4, g] * xn[j, 4, g]
+                               + rfg[j, 5, g] * K[j, 5, g] * xn[j, 5, g]
+                               + rfg[j, 6, g] * K[j, 6, g] * xn[j, 6, g])
+                    if save_soc:
+                        soc[c, t, j] = s
+                total[c, t] = tc
+                soc_stock[c, t] = sc
+                resp[c, t] = rs * 365.0
             for j in range(L):
-                w = dz[j]
-                s = xn[j, 4] + xn[j, 5] + xn[j, 6]
-                tc += w * (xn[j, 0] + xn[j, 1] + xn[j, 2] + xn[j, 3] + s)
-                sc += w * s
-                rs += w * ((1.0 - frc[j, 1]) * K[j, 1] * xn[j, 1]
-                           + (1.0 - frc[j, 2]) * K[j, 2] * xn[j, 2]
-                           + (1.0 - frc[j, 3]) * K[j, 3] * xn[j, 3]
-                           + (1.0 - frc[j, 4] - frc[j, 5]) * K[j, 4] * xn[j, 4]
-                           + (1.0 - frc[j, 6] - frc[j, 7]) * K[j, 5] * xn[j, 5]
-                           + (1.0 - frc[j, 8]) * K[j, 6] * xn[j, 6])
                 for q in range(7):
-                    xc[j, q] = xn[j, q]
-                if save_soc:
-                    soc[c, t, j] = s
-            total[c, t] = tc
-            soc_stock[c, t] = sc
-            resp[c, t] = rs * 365.0
-            inp[c, t] = ip * 365.0
+                    for g in range(ng):
+                        xc[j, q, g] = xn[j, q, g]
+        for g in range(ng):
+            c = c0 + g
+            for j in range(L):
+                for q in range(7):
+                    x[c, j, q] = xc[j, q, g]
 
 
 if HAVE_NUMBA:
@@ -361,7 +534,7 @@ if HAVE_NUMBA:
     # every division; results are unchanged where no pivot is zero
     _jit = dict(cache=True, nogil=True, error_model="numpy")
     _col_solve = numba.njit(**_jit)(_col_shifted_solve)
-    _col_apply = numba.njit(**_jit)(_col_apply)
+    _grp_solve = numba.njit(**_jit)(_group_solve)
     _shifted_compiled = numba.njit(parallel=True, **_jit)(_shifted_kernel)
     _step_compiled = numba.njit(parallel=True, **_jit)(_step_kernel)
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -273,17 +273,17 @@ def step_lengths(dt: Any, steps: int, *, dtype: torch.dtype = torch.float64,
     return arr
 
 
-def _distinct(keys: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+def _distinct(keys: Sequence[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
     """Steps whose (ALT, ALT last year, bedrock) differ: ``(stored steps, band_index)``."""
-    T = keys.shape[1]
+    T = keys[0].shape[1]
 
     def same(a, b):
         return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
-    if same(keys, keys[:, :1]):
+    if all(same(k, k[:, :1]) for k in keys):
         return torch.zeros(1, dtype=torch.long), np.zeros(T, dtype=np.int64)
     for period in (fmod.N_MONTHS,):  # annual cycles (climatologies, most scenarios)
-        if T > period and same(keys[:, period:], keys[:, :-period]):
+        if T > period and all(same(k[:, period:], k[:, :-period]) for k in keys):
             return torch.arange(period), np.arange(T, dtype=np.int64) % period
     return torch.arange(T), np.arange(T, dtype=np.int64)
 
@@ -297,7 +297,7 @@ def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOper
     kb = model.turnover_rates(p).unsqueeze(1) * xz.unsqueeze(-1)  # [n, L, 7]
     n, L = kb.shape[0], kb.shape[1]
     alt, alt_ly, nb = f["ALTMAX"], f["ALTMAX_LASTYEAR"], f["nbedrock"]
-    sel, band_index = _distinct(torch.stack([alt, alt_ly, nb], -1))
+    sel, band_index = _distinct((alt, alt_ly, nb))
     sel = sel.to(alt.device)
     alt, alt_ly, nb = alt[:, sel], alt_ly[:, sel], nb[:, sel]
     bio, cryo = (p[k] for k in model.transport_parameters)
