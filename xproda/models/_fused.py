@@ -143,7 +143,9 @@ def _col_shifted_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y):  # pragma
         b = rhs[j, 0]
         x[j, 0] = 0.0 if b == 0.0 else b / (K[j, 0] + r)
     for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
-        flux = K[j, 0] * x[j, 0]
+        # without a shift the fragmentation flux K x equals the CWD right-hand side: use it
+        # exactly (the steady state keeps its historical rounding)
+        flux = rhs[j, 0] if r == 0.0 else K[j, 0] * x[j, 0]
         f2 = fr[j, 0]
         lj = lo[j]
         for q in range(3):
@@ -206,17 +208,17 @@ def _col_shifted_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y):  # pragma
         c20 = b01 * b12 - b02 * b11
         c21 = b02 * b10 - b00 * b12
         c22 = b00 * b11 - b01 * b10
-        idet = 1.0 / (b00 * c00 + b01 * c01 + b02 * c02)
+        det = b00 * c00 + b01 * c01 + b02 * c02
         gj = ginv[j]
-        gj[0, 0] = c00 * idet
-        gj[0, 1] = c10 * idet
-        gj[0, 2] = c20 * idet
-        gj[1, 0] = c01 * idet
-        gj[1, 1] = c11 * idet
-        gj[1, 2] = c21 * idet
-        gj[2, 0] = c02 * idet
-        gj[2, 1] = c12 * idet
-        gj[2, 2] = c22 * idet
+        gj[0, 0] = c00 / det
+        gj[0, 1] = c10 / det
+        gj[0, 2] = c20 / det
+        gj[1, 0] = c01 / det
+        gj[1, 1] = c11 / det
+        gj[1, 2] = c21 / det
+        gj[2, 0] = c02 / det
+        gj[2, 1] = c12 / det
+        gj[2, 2] = c22 / det
         for a in range(3):
             y[j, a] = gj[a, 0] * r0 + gj[a, 1] * r1 + gj[a, 2] * r2
     for a in range(3):

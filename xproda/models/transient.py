@@ -346,7 +346,7 @@ def _shifted_solve_torch(K, bands, fractions, rhs, shift):
     lo, di, up = (lf(b) for b in bands)
     zero = torch.zeros((), dtype=K.dtype, device=K.device)
     x_cwd = torch.where(bl[0] == 0, zero, bl[0] / (Kl[0] + shift))
-    flux = Kl[0] * x_cwd
+    flux = bl[0] if isinstance(shift, float) and shift == 0.0 else Kl[0] * x_cwd
     f2 = fr["fcwdl2"]
     rr = torch.stack([bl[1], bl[2] + f2 * flux, bl[3] + (1.0 - f2) * flux], dim=1)
     dg = di.unsqueeze(1) + torch.stack(Kl[1:4], dim=1) + shift
