@@ -10,13 +10,40 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "examples").glob("*.py"))
+SHARED_DATA = ROOT.parent / "shared" / "data"
 #: Extra command-line arguments per script (to keep CI small); default: none.
 ARGS: dict[str, list[str]] = {
     "global_run.py": ["--resolution", "6"],
     "distributed_run.py": ["--resolution", "6"],
+    # 45 real profiles (15 per source), 2 folds, 2 epochs: the whole pipeline, small
+    "real_profiles.py": ["--data", str(SHARED_DATA), "--max-profiles", "45", "--folds", "2",
+                         "--epochs", "2", "--methods", "default,end_to_end,gbm",
+                         "--threads", "1"],
 }
 #: Extra marks per script.
-MARKS = {"distributed_run.py": [pytest.mark.distributed, pytest.mark.slow]}
+MARKS = {"distributed_run.py": [pytest.mark.distributed, pytest.mark.slow],
+         "real_profiles.py": [pytest.mark.shared, pytest.mark.skipif(
+             not (SHARED_DATA / "profiles").is_dir(), reason="../shared/data absent")]}
+
+
+def _check_real_profiles(out: str, tmp_path: Path) -> None:
+    import pandas as pd
+
+    res = tmp_path / "real_profiles_output"
+    skill = pd.read_csv(res / "skill_by_depth.csv")
+    assert set(skill["method"]) == {"default", "end_to_end", "gbm"}
+    assert set(skill["depth_band"]) == {"0-30 cm", "30-100 cm", "> 100 cm", "all depths"}
+    assert skill.loc[skill.depth_band == "all depths", "n"].nunique() == 1  # same obs
+    layers = pd.read_csv(res / "dropped_layers.csv")
+    assert {"source", "profile_id", "rule"} <= set(layers.columns) and len(layers)
+    profiles = pd.read_csv(res / "dropped_profiles.csv")
+    assert profiles["reason"].str.startswith("not in the subsample").any()
+    assert (res / "soc_stock_0-30cm.png").exists() and (res / "soc_stock_0-100cm.png").exists()
+    assert "overlapping_layers" in out and "| CLM5 default parameters | 0-30 cm |" in out
+
+
+#: Checks of a script's output (stdout, working directory) beyond "it printed something".
+CHECKS = {"real_profiles.py": _check_real_profiles}
 
 
 @pytest.mark.parametrize(
@@ -26,8 +53,14 @@ MARKS = {"distributed_run.py": [pytest.mark.distributed, pytest.mark.slow]}
 def test_example_runs(script, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", [str(script), *ARGS.get(script.name, [])])
     monkeypatch.chdir(tmp_path)  # anything an example writes by default stays out of the repo
-    runpy.run_path(str(script), run_name="__main__")
-    assert capsys.readouterr().out.strip()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as stop:  # scripts ending in sys.exit(main())
+        assert stop.code in (0, None), f"{script.name} exited with {stop.code}"
+    out = capsys.readouterr().out
+    assert out.strip()
+    if script.name in CHECKS:
+        CHECKS[script.name](out, tmp_path)
 
 
 def test_every_example_is_documented():
