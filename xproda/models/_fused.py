@@ -70,25 +70,12 @@ def fused_applicable(*tensors) -> bool:
 def _kernel(K, lo, di, up, dens, fr, out):  # pragma: no cover - compiled by numba
     """Steady-state pools of every column; see :func:`clm5_pools` for shapes.
 
-    The steady state is the shifted solve of :func:`_col_shifted_solve` with no shift and
-    the litter inputs as the only right-hand side.
+    The steady state is the shifted solve of :func:`_group_solve` with no shift and the
+    litter inputs as the only right-hand side.
     """
-    n = K.shape[0]
-    L = K.shape[1]
-    for c in numba.prange(n):
-        cp = np.empty((L, 3))  # Thomas: modified upper diagonal of the three litter pools
-        dp = np.empty((L, 3))  # Thomas: modified right-hand sides
-        ginv = np.empty((L, 3, 3))  # block sweep: inverses of the eliminated diagonal blocks
-        y = np.empty((L, 3))
-        rhs = np.zeros((L, 7), dtype=out.dtype)
-        for j in range(L):
-            for q in range(4):
-                rhs[j, q] = dens[c, j, q]
-        _col_solve(K[c], lo[c], di[c], up[c], fr[c], rhs, 0.0, out[c], cp, dp, ginv, y)
-
-
-if HAVE_NUMBA:
-    _compiled = numba.njit(parallel=True, cache=True, nogil=True)(_kernel)
+    rhs = np.zeros(K.shape, dtype=out.dtype)
+    rhs[:, :, :4] = dens
+    _groups(K, lo, di, up, fr, rhs, 0.0, out)
 
 
 def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
@@ -131,117 +118,42 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
 # -------------------------------------------------------------------------------------------
 # transient CLM5: implicit (backward Euler) steps of the same staged system
 # -------------------------------------------------------------------------------------------
-def _col_shifted_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y):  # pragma: no cover
-    """Solve ``(V + (I - A) K + r I) x = rhs`` for one column (``K``, ``rhs``, ``x``: [L, 7]).
-
-    The staged elimination of :func:`_kernel` with every diagonal shifted by ``r`` (the
-    reciprocal time step; 0 gives the steady state) and a right-hand side on every pool.
-    ``x`` may alias nothing of the inputs; ``cp, dp, ginv, y`` are work arrays.
-    """
-    L = K.shape[0]
-    for j in range(L):  # CWD: not transported
-        b = rhs[j, 0]
-        x[j, 0] = 0.0 if b == 0.0 else b / (K[j, 0] + r)
-    for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
-        # without a shift the fragmentation flux K x equals the CWD right-hand side: use it
-        # exactly (the steady state keeps its historical rounding)
-        flux = rhs[j, 0] if r == 0.0 else K[j, 0] * x[j, 0]
-        f2 = fr[j, 0]
-        lj = lo[j]
-        for q in range(3):
-            if q == 0:
-                rr = rhs[j, 1]
-            elif q == 1:
-                rr = rhs[j, 2] + f2 * flux
-            else:
-                rr = rhs[j, 3] + (1.0 - f2) * flux
-            piv = di[j] + K[j, q + 1] + r
-            if j > 0:
-                piv = piv - lj * cp[j - 1, q]
-                rr = rr - lj * dp[j - 1, q]
-            inv = 1.0 / piv
-            cp[j, q] = up[j] * inv
-            dp[j, q] = rr * inv
-    for q in range(3):
-        x[L - 1, q + 1] = dp[L - 1, q]
-        for j in range(L - 2, -1, -1):
-            x[j, q + 1] = dp[j, q] - cp[j, q] * x[j + 1, q + 1]
-    for j in range(L):  # SOM: 3x3 block-tridiagonal sweep
-        k1 = K[j, 4]
-        k2 = K[j, 5]
-        k3 = K[j, 6]
-        d = di[j] + r
-        b00 = d + k1
-        b01 = -fr[j, 6] * k2
-        b02 = -fr[j, 8] * k3
-        b10 = -fr[j, 4] * k1
-        b11 = d + k2
-        b12 = 0.0
-        b20 = -fr[j, 5] * k1
-        b21 = -fr[j, 7] * k2
-        b22 = d + k3
-        r0 = rhs[j, 4] + fr[j, 1] * K[j, 1] * x[j, 1] + fr[j, 2] * K[j, 2] * x[j, 2]
-        r1 = rhs[j, 5] + fr[j, 3] * K[j, 3] * x[j, 3]
-        r2 = rhs[j, 6]
-        if j > 0:
-            s = lo[j] * up[j - 1]
-            g = ginv[j - 1]
-            b00 -= s * g[0, 0]
-            b01 -= s * g[0, 1]
-            b02 -= s * g[0, 2]
-            b10 -= s * g[1, 0]
-            b11 -= s * g[1, 1]
-            b12 -= s * g[1, 2]
-            b20 -= s * g[2, 0]
-            b21 -= s * g[2, 1]
-            b22 -= s * g[2, 2]
-            lj = lo[j]
-            r0 -= lj * y[j - 1, 0]
-            r1 -= lj * y[j - 1, 1]
-            r2 -= lj * y[j - 1, 2]
-        c00 = b11 * b22 - b12 * b21
-        c01 = b12 * b20 - b10 * b22
-        c02 = b10 * b21 - b11 * b20
-        c10 = b21 * b02 - b22 * b01
-        c11 = b22 * b00 - b20 * b02
-        c12 = b20 * b01 - b21 * b00
-        c20 = b01 * b12 - b02 * b11
-        c21 = b02 * b10 - b00 * b12
-        c22 = b00 * b11 - b01 * b10
-        det = b00 * c00 + b01 * c01 + b02 * c02
-        gj = ginv[j]
-        gj[0, 0] = c00 / det
-        gj[0, 1] = c10 / det
-        gj[0, 2] = c20 / det
-        gj[1, 0] = c01 / det
-        gj[1, 1] = c11 / det
-        gj[1, 2] = c21 / det
-        gj[2, 0] = c02 / det
-        gj[2, 1] = c12 / det
-        gj[2, 2] = c22 / det
-        for a in range(3):
-            y[j, a] = gj[a, 0] * r0 + gj[a, 1] * r1 + gj[a, 2] * r2
-    for a in range(3):
-        x[L - 1, 4 + a] = y[L - 1, a]
-    for j in range(L - 2, -1, -1):
-        u = up[j]
-        x0 = x[j + 1, 4]
-        x1 = x[j + 1, 5]
-        x2 = x[j + 1, 6]
-        for a in range(3):
-            x[j, 4 + a] = y[j, a] - u * (ginv[j, a, 0] * x0 + ginv[j, a, 1] * x1
-                                         + ginv[j, a, 2] * x2)
-
-
 def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
+    """Solve every column's shifted system in groups of :data:`_G` columns."""
     n = K.shape[0]
     L = K.shape[1]
-    for c in numba.prange(n):
-        cp = np.empty((L, 3))
-        dp = np.empty((L, 3))
-        ginv = np.empty((L, 3, 3))
-        y = np.empty((L, 3))
-        _col_solve(K[c], lo[c], di[c], up[c], fr[c], rhs[c], r, out[c], cp, dp, ginv, y)
+    G = _G
+    for grp in numba.prange((n + G - 1) // G):
+        c0 = grp * G
+        ng = min(G, n - c0)
+        Kg = np.empty((L, 7, G))
+        rg = np.empty((L, 7, G))
+        xg = np.empty((L, 7, G))
+        fg = np.empty((L, 9, G))
+        lo_g = np.empty((L, G))
+        di_g = np.empty((L, G))
+        up_g = np.empty((L, G))
+        cp = np.empty((L, 3, G))
+        dp = np.empty((L, 3, G))
+        ginv = np.empty((L, 3, 3, G))
+        y = np.empty((L, 3, G))
+        for g in range(ng):
+            c = c0 + g
+            for j in range(L):
+                for q in range(7):
+                    Kg[j, q, g] = K[c, j, q]
+                    rg[j, q, g] = rhs[c, j, q]
+                for q in range(9):
+                    fg[j, q, g] = fr[c, j, q]
+                lo_g[j, g] = lo[c, j]
+                di_g[j, g] = di[c, j]
+                up_g[j, g] = up[c, j]
+        _grp_solve(Kg, lo_g, di_g, up_g, fg, rg, r, xg, cp, dp, ginv, y, ng)
+        for g in range(ng):
+            c = c0 + g
+            for j in range(L):
+                for q in range(7):
+                    out[c, j, q] = xg[j, q, g]
 
 
 _G = 8  # columns stepped together: the inner loops over them vectorise (SIMD)
@@ -255,14 +167,17 @@ def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: 
     columns are branch-free and vectorise.
     """
     L = K.shape[0]
-    for j in range(L):  # CWD
+    steady = r == 0.0
+    for j in range(L):  # CWD: not transported; zero input gives 0 (not NaN) at a zero rate
         for g in range(ng):
             b = rhs[j, 0, g]
             v = b / (K[j, 0, g] + r)
             x[j, 0, g] = v if b != 0.0 else 0.0
-    for j in range(L):  # litter: three Thomas sweeps
+    for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
         for g in range(ng):
-            flux = K[j, 0, g] * x[j, 0, g]
+            # without a shift the fragmentation flux K x equals the CWD right-hand side:
+            # use it exactly (the steady state keeps its historical rounding)
+            flux = rhs[j, 0, g] if steady else K[j, 0, g] * x[j, 0, g]
             f2 = fr[j, 0, g]
             lj = lo[j, g]
             uj = up[j, g]
@@ -338,16 +253,28 @@ def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: 
             c20 = b01 * b12 - b02 * b11
             c21 = b02 * b10 - b00 * b12
             c22 = b00 * b11 - b01 * b10
-            idet = 1.0 / (b00 * c00 + b01 * c01 + b02 * c02)
-            g00 = c00 * idet
-            g01 = c10 * idet
-            g02 = c20 * idet
-            g10 = c01 * idet
-            g11 = c11 * idet
-            g12 = c21 * idet
-            g20 = c02 * idet
-            g21 = c12 * idet
-            g22 = c22 * idet
+            det = b00 * c00 + b01 * c01 + b02 * c02
+            if steady:  # divisions, as the steady state always did (bit-stable results)
+                g00 = c00 / det
+                g01 = c10 / det
+                g02 = c20 / det
+                g10 = c01 / det
+                g11 = c11 / det
+                g12 = c21 / det
+                g20 = c02 / det
+                g21 = c12 / det
+                g22 = c22 / det
+            else:  # one division per layer in the time steps
+                idet = 1.0 / det
+                g00 = c00 * idet
+                g01 = c10 * idet
+                g02 = c20 * idet
+                g10 = c01 * idet
+                g11 = c11 * idet
+                g12 = c21 * idet
+                g20 = c02 * idet
+                g21 = c12 * idet
+                g22 = c22 * idet
             ginv[j, 0, 0, g] = g00
             ginv[j, 0, 1, g] = g01
             ginv[j, 0, 2, g] = g02
@@ -535,9 +462,10 @@ if HAVE_NUMBA:
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
     _jit = dict(cache=True, nogil=True, error_model="numpy")
-    _col_solve = numba.njit(**_jit)(_col_shifted_solve)
     _grp_solve = numba.njit(**_jit)(_group_solve)
-    _shifted_compiled = numba.njit(parallel=True, **_jit)(_shifted_kernel)
+    _groups = numba.njit(parallel=True, **_jit)(_shifted_kernel)
+    _shifted_compiled = _groups
+    _compiled = numba.njit(**_jit)(_kernel)
     _step_compiled = numba.njit(parallel=True, **_jit)(_step_kernel)
 
 
