@@ -46,9 +46,13 @@ def repeat_climatology(clim: xr.Dataset, *, years: int, start: str = "2001-01-01
                          f"found dims {dict(clim.sizes)}")
     time = xr.date_range(start, periods=12 * int(years), freq="MS", calendar=calendar,
                          use_cftime=calendar not in ("standard", "gregorian", "proleptic_gregorian"))
-    idx = xr.DataArray(np.tile(np.arange(12), int(years)), dims="time", coords={"time": time})
-    out = clim.isel(month=idx)
-    out = out.drop_vars([c for c in ("month",) if c in out.coords])
+    one = clim.drop_vars([c for c in ("month",) if c in clim.coords]).rename(month="time")
+    # one piece per year, concatenated: with dask every year is a 12-step chunk referring to
+    # the same source blocks, so no task ever holds more than the chunks it is asked for
+    # (an integer-array take would build each block's whole run in one task)
+    years_ = [one.assign_coords(time=time[12 * y:12 * (y + 1)]) for y in range(int(years))]
+    out = xr.concat(years_, dim="time", data_vars="minimal", coords="minimal",
+                    compat="override", join="override")
     out["time"].attrs.update({"standard_name": "time", "long_name": "start of the time step"})
     return out
 
