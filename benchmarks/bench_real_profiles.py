@@ -89,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     if "maps" in tim:
         lines.append(f"| maps (end-to-end net on all profiles, grid steady state) | "
                      f"{tim['maps']:.0f} |")
+    fit = res["fitted_sites"]
+    if "two_step" in fit.index:
+        folds = res["folds"]
+        kept = ", ".join(f"{int(n):,} of {int((folds != k).sum()):,}"
+                         for k, n in enumerate(fit.loc["two_step"]))
+        lines.insert(lines.index("| stage | wall s |") - 1,
+                     f"- two-step kept the training sites whose DA fit R2 > 0.75: {kept} "
+                     "per fold")
     lines += [f"| **total** | **{wall:.0f}** ({wall / 60:.1f} min) |", "",
               "Held-out SOC density (g C m-3) by depth interval:", "",
               ex.markdown_table(res["skill_by_depth"])]

@@ -118,6 +118,10 @@ def test_cross_validate_baselines_see_only_training_folds(data, monkeypatch):
         assert set(fitted_ids) | set(test_ids) == set(ids)  # all the other sites
         in_fit = np.isin(ids, fitted_ids)
         assert not set(blocks[in_fit]) & set(blocks[~in_fit])  # disjoint in space
+    fitted = pred["fitted_sites"]
+    assert fitted.sel(cv_method="default").values.tolist() == [0, 0, 0]
+    n_train = [int((pred.fold.values != k).sum()) for k in range(3)]
+    assert fitted.sel(cv_method="gbm").values.tolist() == n_train
     ok = data.batch.mask
     assert np.isfinite(pred["soc_gbm"].values[ok]).all()
     assert np.isnan(pred["soc_gbm"].values[~ok]).all()

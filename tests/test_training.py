@@ -325,3 +325,7 @@ def test_cross_validate_table(data):
         assert not set(blocks[pred.fold.values == k]) & set(blocks[pred.fold.values != k])
     assert np.isfinite(pred["soc_end_to_end"].values[sub.batch.mask]).all()
     assert table.loc["end_to_end", "r2"] > table.loc["default", "r2"]
+    fitted = pred["fitted_sites"]  # two-step fits only the sites passing its DA filter
+    n_train = [int((pred.fold.values != k).sum()) for k in range(3)]
+    assert fitted.sel(cv_method="end_to_end").values.tolist() == n_train
+    assert (fitted.sel(cv_method="two_step") <= fitted.sel(cv_method="end_to_end")).all()

@@ -984,7 +984,9 @@ def cross_validate(
         One row per method: pooled held-out ``r2`` (= ``nse``), ``rmse`` and ``bias``
         (g C m-3), ``corr``, ``r2_log``, ``n`` (observations) and the wall time (s).
     predictions : xarray.Dataset
-        ``soc_obs`` and ``soc_<method>`` ``(site, obs)`` and the ``fold`` of each site.
+        ``soc_obs`` and ``soc_<method>`` ``(site, obs)``, the ``fold`` of each site, and
+        ``fitted_sites`` ``(cv_method, cv_fold)``: the training sites each fit used (all of the
+        training fold, except two-step after its DA filter and 0 for the defaults).
     """
     from .assimilation.problem import assimilate
     from .baselines import fit_baseline
@@ -1005,6 +1007,7 @@ def cross_validate(
     S, D = data.batch.soc.shape
     pred = {m: np.full((S, D), np.nan) for m in methods}
     wall = dict.fromkeys(methods, 0.0)
+    n_fit = np.zeros((len(methods), len(folds)), dtype=np.int64)
     fold_of = np.empty(S, dtype=np.int64)
     opts = dict(train_options or {})
     opts.setdefault("progress", False)
@@ -1013,9 +1016,11 @@ def cross_validate(
         train = np.setdiff1d(np.arange(S), test)
         dtr, dte = data.subset(train), data.subset(test)
         Dt = dte.batch.soc.shape[1]
-        for m in methods:
+        for i, m in enumerate(methods):
             t0 = time.perf_counter()
+            n_fit[i, k] = len(train)
             if m == "default":
+                n_fit[i, k] = 0
                 soc = soc_at_observations(mdl, dte, None, mapping=mapping)
             elif m == "batch":
                 res = assimilate(dtr.batch, dtr.forcing, model=mdl, method="batch", seed=seed,
@@ -1030,8 +1035,9 @@ def cross_validate(
                                       options=o)
                 soc = fitted.predict(dte)
             else:
-                net, _ = train_network(dtr, model=mdl, method=m, seed=seed + k,
-                                       mapping=mapping, **opts)
+                net, rep = train_network(dtr, model=mdl, method=m, seed=seed + k,
+                                         mapping=mapping, **opts)
+                n_fit[i, k] = rep.n_sites
                 soc = soc_at_observations(mdl, dte, net.predict(dte.x), mapping=mapping)
             wall[m] += time.perf_counter() - t0
             pred[m][test, :Dt] = soc
@@ -1050,5 +1056,8 @@ def cross_validate(
     for m in methods:
         ds[f"soc_{m}"] = (("site", "obs"), pred[m], {"units": "g C m-3",
                                                     "long_name": f"held-out SOC ({m})"})
+    ds["fitted_sites"] = (("cv_method", "cv_fold"), n_fit,
+                          {"long_name": "training sites used by the fit"})
+    ds = ds.assign_coords(cv_method=list(methods), cv_fold=np.arange(len(folds)))
     ds.attrs.update({"n_folds": int(n_folds), "split": split, "block_size": float(block_size)})
     return table, ds
