@@ -12,10 +12,12 @@ The pipeline, with xproda's public API only:
    ``dropped_layers.csv``; the profiles left out later (no covariates or forcing at the site,
    not in the subsample) go to ``dropped_profiles.csv`` with the reason. The example checks
    that the counts add up.
-2. **Covariates** on the WorldClim coarse grid (~3.33 deg, 2,227 land cells, period
-   "current"): ``bio3``, ``bio4``, ``bio7``, ``bio11``, ``bio12`` and what follows from them
-   through :func:`xproda.climate.from_climate`: annual mean air temperature ``maat`` (degC),
-   Thornthwaite PET ``pet`` (mm yr-1), the aridity index ``aridity`` = bio12 / PET, and the
+2. **Covariates** on the WorldClim coarse grid (~3.33 deg, period "current"; 2,154 cells
+   where every covariate is defined: the 2,209 cells with temperature variables minus 55 ice
+   cells whose Thornthwaite PET is 0, so their aridity is undefined; covariates and forcing
+   are masked to them): ``bio3``, ``bio4``, ``bio7``, ``bio11``, ``bio12`` and what follows
+   from them through :func:`xproda.climate.from_climate`: annual mean air temperature
+   ``maat`` (degC), Thornthwaite PET ``pet`` (mm yr-1), the aridity index ``aridity`` = bio12 / PET, and the
    annual litter input ``litter_input`` (g C m-2 yr-1, Miami-model NPP). Soil texture and depth
    to bedrock are known at the profiles only, not on a grid, so they are *not* covariates (a
    network could not be applied to the map) and the forcing uses the defaults of
@@ -49,7 +51,6 @@ Run (from the repository root; the data are in ``../shared/data``)::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -264,10 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
-    """The whole pipeline; returns the tables, timings and counts."""
+    """The whole pipeline with ``a.threads`` torch threads; returns tables, timings, counts."""
     import torch
 
+    before = torch.get_num_threads()
     torch.set_num_threads(a.threads)
+    try:
+        return _pipeline(a)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     a.out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}

@@ -51,7 +51,8 @@ def test_baseline_learns_a_known_map_on_held_out_sites(data, method):
     truth = _with_soc(data, np.where(data.batch.mask, np.exp(log_soc), np.nan))
     tr, te = crossval.split_sites(data.batch.lat, data.batch.lon, fraction=0.3, seed=1)
     fit = baselines.fit_baseline(method, truth.subset(tr), seed=0, threads=1)
-    assert fit.threads == 1 and fit.n_sites == tr.size and fit.n_rows == int(data.batch.mask[tr].sum())
+    assert fit.threads == 1 and fit.n_sites == tr.size
+    assert fit.n_rows == int(data.batch.mask[tr].sum())
     pred = fit.predict(truth.subset(te))
     test = truth.subset(te)
     assert np.isnan(pred[~test.batch.mask]).all()
