@@ -135,3 +135,24 @@ def test_use_fused_rules():
         assert not _fused.fused_applicable(x)
     with pytest.raises(ValueError, match="fused_kernels"):
         xproda.set_options(fused_kernels="yes")
+
+
+def test_fused_calls_leave_torch_threads_alone():
+    """numba's OpenMP layer shares the thread count with torch: it is restored."""
+    import torch
+
+    import xproda
+    from xproda.models import transient as tr
+    from xproda.testing import random_forcing
+
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        m = xproda.get_model("clm5")
+        f = random_forcing(16)
+        m.steady_state(np.full((16, 21), 0.5), f)
+        assert torch.get_num_threads() == 1
+        m.simulate(np.full((16, 21), 0.5), tr.repeat_forcing(f, years=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(prev)

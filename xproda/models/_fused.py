@@ -24,6 +24,7 @@ therefore serialised by a lock; each call already uses every core given to it
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 
@@ -104,13 +105,7 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     dtype = np.result_type(K, lower, diag, upper, dens, fractions)
     arrs = [np.ascontiguousarray(a, dtype=dtype) for a in (K, lower, diag, upper, dens, fractions)]
     out = np.empty(arrs[0].shape, dtype=dtype)
-    if threads is None:
-        import torch
-
-        threads = torch.get_num_threads()
-    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    with _LOCK:
-        numba.set_num_threads(threads)
+    with _parallel(threads):
         _compiled(*arrs, out)
     return out
 
@@ -469,12 +464,26 @@ if HAVE_NUMBA:
     _step_compiled = numba.njit(parallel=True, **_jit)(_step_kernel)
 
 
-def _threads(threads):
-    if threads is None:
-        import torch
+@contextlib.contextmanager
+def _parallel(threads):
+    """Serialised parallel launch with ``threads`` (default: torch's) numba threads.
 
-        threads = torch.get_num_threads()
-    return max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    With numba's OpenMP threading layer a launch changes the process's OpenMP thread count,
+    which torch shares: torch's setting is restored afterwards, so a kernel call never
+    changes how many threads torch uses.
+    """
+    import torch
+
+    prev = torch.get_num_threads()
+    n = prev if threads is None else int(threads)
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    with _LOCK:
+        numba.set_num_threads(n)
+        try:
+            yield
+        finally:
+            if torch.get_num_threads() != prev:
+                torch.set_num_threads(prev)
 
 
 def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=None):
@@ -488,8 +497,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
     arrs = [np.ascontiguousarray(a, dtype=np.float64)
             for a in (K, lower, diag, upper, fractions, rhs)]
     out = np.empty(arrs[0].shape, dtype=np.float64)
-    with _LOCK:
-        numba.set_num_threads(_threads(threads))
+    with _parallel(threads):
         _shifted_compiled(*arrs[:5], arrs[5], float(shift), out)
     return out
 
@@ -542,8 +550,7 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     outs = [np.empty((n, T)) for _ in range(4)]
     soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
     acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
-    with _LOCK:
-        numba.set_num_threads(_threads(threads))
+    with _parallel(threads):
         _step_compiled(f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar),
                        same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
                        f64(profile), np.ascontiguousarray(band_index, dtype=np.int64),
