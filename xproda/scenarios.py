@@ -89,7 +89,7 @@ def warming(ds: xr.Dataset, delta: float | xr.DataArray, *, gradual: bool = True
     :func:`xproda.climate.active_layer_thickness` where permafrost thaw matters.
     """
     out = ds.copy()
-    out["TSOI"] = (ds["TSOI"] + _weight(ds, gradual) * delta).assign_attrs(ds["TSOI"].attrs)
+    out["TSOI"] = _keep_dtype(ds["TSOI"] + _weight(ds, gradual) * delta, ds["TSOI"])
     out.attrs = dict(ds.attrs, scenario=_append(ds, f"warming {_describe(delta)} K"
                                                 + (" (linear ramp)" if gradual else "")))
     return out
@@ -102,7 +102,7 @@ def scale_inputs(ds: xr.Dataset, factor: float | xr.DataArray, *, gradual: bool 
     out = ds.copy()
     for k in (*LITTER_INPUTS, "NPP"):
         if k in ds:
-            out[k] = (ds[k] * (1.0 + w * (factor - 1.0))).assign_attrs(ds[k].attrs)
+            out[k] = _keep_dtype(ds[k] * (1.0 + w * (factor - 1.0)), ds[k])
     out.attrs = dict(ds.attrs, scenario=_append(ds, f"inputs x {_describe(factor)}"
                                                 + (" (linear ramp)" if gradual else "")))
     return out
@@ -132,9 +132,17 @@ def apply_anomaly(ds: xr.Dataset, anomaly: xr.Dataset, *,
             v = v.clip(0.0, 1.0)
         elif k in (*LITTER_INPUTS, "NPP"):
             v = v.clip(min=0.0)
-        out[k] = v.assign_attrs(ds[k].attrs)
+        out[k] = _keep_dtype(v, ds[k])
     out.attrs = dict(ds.attrs, scenario=_append(ds, f"anomaly ({', '.join(map(str, anomaly.data_vars))})"))
     return out
+
+
+def _keep_dtype(new: xr.DataArray, old: xr.DataArray) -> xr.DataArray:
+    """``new`` in ``old``'s float dtype and attrs (float32 forcing stays float32: half the
+    bytes through the rest of the pipeline; the kernel computes in float64 anyway)."""
+    if np.issubdtype(old.dtype, np.floating) and new.dtype != old.dtype:
+        new = new.astype(old.dtype)
+    return new.assign_attrs(old.attrs)
 
 
 def _describe(x) -> str:
