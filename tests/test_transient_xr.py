@@ -190,3 +190,27 @@ def test_errors(clim, scenario):
                                 model="microbial")
     days = xt.step_days(scenario["time"], 36, "calendar")
     assert days[:3].tolist() == [31.0, 28.0, 31.0]
+
+
+@pytest.mark.slow
+def test_write_simulation_on_s3_resumes(scenario, eager, s3, monkeypatch):
+    so, _ = s3
+    url = "s3://xproda-bucket/transient.zarr"
+    real = xt.simulate
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(xt, "simulate", failing)
+    with pytest.raises(KeyboardInterrupt):
+        scenario.proda.write_simulation(TH, url, storage_options=so, time_chunk=12,
+                                        progress=False)
+    monkeypatch.setattr(xt, "simulate", real)
+    out = scenario.proda.write_simulation(TH, url, storage_options=so, time_chunk=12,
+                                          progress=False, resume=True)
+    assert out.attrs["xproda_steps_done"] == 36
+    _same(out, eager)
