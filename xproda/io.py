@@ -919,9 +919,12 @@ def write_zarr(
     progress : bool, default True
         Show a tqdm progress bar over the regions.
     batch_size : int, optional
-        Regions computed per :func:`dask.compute` call (bounds memory). Default: twice the
-        number of threads of the active scheduler (dask.distributed workers if a client
-        exists).
+        Regions computed per :func:`dask.compute` call. Each region writes itself and its
+        marker inside the graph, so finished regions hold no memory; the batch bounds how far
+        dask may read ahead. Default: eight regions per thread of the active scheduler
+        (dask.distributed workers if a client exists). With two per thread, every call ended
+        with idle threads waiting for its slowest region: the 0.25 degree benchmark took 9.6 s
+        against 6.9 s.
     attrs : mapping, optional
         Extra global attributes of the store; they enter the fingerprint (e.g. a run id or
         the model configuration).
@@ -1067,7 +1070,7 @@ def write_zarr(
         todo = compute
 
     if batch_size is None:
-        batch_size = 2 * _scheduler_threads()
+        batch_size = 8 * _scheduler_threads()
 
     from tqdm.auto import tqdm
 
