@@ -32,6 +32,7 @@ from .options import get_options, set_options
 from .xr_api import (
     _add_spatial_metadata,
     _check_forcing,
+    _columns,
     _copy_coords,
     _get_model,
     _align_params,
@@ -173,10 +174,7 @@ def _ok_columns(theta, forcing, state, nb):
 
 
 def _gather(a, ok, nb, all_ok):
-    if all_ok:
-        out = np.ascontiguousarray(a.reshape((-1,) + a.shape[nb:]))
-        return out if out.flags.writeable else out.copy()
-    return np.ascontiguousarray(a[ok])
+    return _columns(a, nb) if all_ok else np.ascontiguousarray(a[ok])
 
 
 def _scatter(val, ok, batch, tail, fill=np.nan, dtype=np.float64):
@@ -402,19 +400,17 @@ def _build(plan, init, mode, su_opts, time_chunk, save_soc):
     sp_kinds = tuple(_kind(v) for v in plan["sp_vars"])
     T = plan["T"]
     bounds = list(range(0, T, time_chunk)) + [T]
-    if plan["fvars"][0].chunks is not None or plan["theta"].chunks is not None or (
-            isinstance(init, xr.DataArray) and init.chunks is not None):
-        return _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc)
     init_fn = functools.partial(_init_block, names=names, kinds=sp_kinds,
                                 month_idx=plan["sp_months"], dt=plan["sp_days"], model=m,
                                 opts=opts, mode=mode, options=su_opts)
+    if plan["fvars"][0].chunks is not None or plan["theta"].chunks is not None or (
+            isinstance(init, xr.DataArray) and init.chunks is not None):
+        return _build_dask(plan, init, init_fn, kinds, save_soc)
     th = np.asarray(plan["theta"].values)
     if init is None:
         state = init_fn(th, *[np.asarray(v.values) for v in plan["sp_vars"]])
     else:
-        st = np.asarray(init.values, dtype=np.float64)
-        state = {"state": st, "spinup_cycles": np.zeros(th.shape[:-1], np.int64),
-                 "flags": np.where(np.isfinite(st).all((-1, -2)), 0, FLAGS["no_data"])}
+        state = _given_state(init.values)
     first = state
     parts = []
     for t0, t1 in zip(bounds[:-1], bounds[1:]):
@@ -433,7 +429,7 @@ def _build(plan, init, mode, su_opts, time_chunk, save_soc):
     return out
 
 
-def _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc):
+def _build_dask(plan, init, init_fn, kinds, save_soc):
     import dask.array as dsa
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -455,8 +451,8 @@ def _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc):
     iv = as_dask(init) if init is not None else None
     tchunks = next(a.chunks[ns] for a, k in zip(fv, kinds) if k == "time")
     tb = np.concatenate([[0], np.cumsum(tchunks)])
-    token = tokenize(theta, *fv, *sv, iv, mode, su_opts, save_soc, m.options, opts,
-                     plan["days"], plan["months"], plan["sp_days"])
+    token = tokenize(theta, *fv, *sv, iv, init_fn.keywords["mode"], init_fn.keywords["options"],
+                     save_soc, m.options, opts, plan["days"], plan["months"], plan["sp_days"])
     init_name, run_name = f"simulate-init-{token}", f"simulate-run-{token}"
     dsk: dict = {}
     grid_idx = list(itertools.product(*[range(len(chunks[d])) for d in spatial]))
@@ -464,9 +460,6 @@ def _build_dask(plan, init, mode, su_opts, kinds, sp_kinds, save_soc):
     def key(a, b, extra=()):
         return (a.name, *b, *extra, *([0] * (a.ndim - ns - len(extra))))
 
-    init_fn = functools.partial(_init_block, names=names, kinds=sp_kinds,
-                                month_idx=plan["sp_months"], dt=plan["sp_days"], model=m,
-                                opts=opts, mode=mode, options=su_opts)
     for b in grid_idx:
         if iv is None:
             dsk[(init_name, *b)] = (init_fn, key(theta, b), *[key(a, b) for a in sv])

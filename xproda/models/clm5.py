@@ -7,7 +7,7 @@ CLM5 matrix form ``dX/dt = I + A K X - V X`` (days, g C m-3).  The steady state
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import torch
 
@@ -18,6 +18,9 @@ from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
 from .parameters import CLM5_PARAMETERS
 from . import _fused
 from .solve import block3_thomas
+
+if TYPE_CHECKING:  # imported lazily at run time (transient imports this module)
+    from . import transient
 
 __all__ = ["CLM5Model"]
 
@@ -286,13 +289,29 @@ class CLM5Model(SoilCarbonModel):
         return torch.stack([x.transpose(0, 1) for x in (x_cwd, x1, x2, x3, s1, s2, s3)], dim=-1)
 
     @staticmethod
-    def _pools_fused(K, vb, dens, p) -> torch.Tensor:
-        """The same solve by the fused numba kernel (CPU, no autograd): pools ``[n, 20, 7]``."""
-        n, nl = K.shape[0], K.shape[1]
-        fr = torch.stack(
-            [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, nl)
+    def fraction_array(p: Mapping, n: int, n_layers: int) -> torch.Tensor:
+        """Transfer fractions ``[n, L, 9]`` in :data:`~xproda.models._fused.FRACTION_ORDER`."""
+        return torch.stack(
+            [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, n_layers)
              for k in _fused.FRACTION_ORDER], dim=-1,
         )
+
+    @staticmethod
+    def respired_fractions(fr: torch.Tensor) -> torch.Tensor:
+        """Respired fraction of each donor pool's decomposition flux ``[n, L, 7]``.
+
+        ``fr``: :meth:`fraction_array`.  CWD respires nothing (it fragments into L2/L3).
+        """
+        g = {k: fr[..., i] for i, k in enumerate(_fused.FRACTION_ORDER)}
+        return torch.stack([
+            torch.zeros_like(g["fl1s1"]), 1.0 - g["fl1s1"], 1.0 - g["fl2s1"], 1.0 - g["fl3s2"],
+            1.0 - g["fs1s2"] - g["fs1s3"], 1.0 - g["fs2s1"] - g["fs2s3"], 1.0 - g["fs3s1"],
+        ], -1)
+
+    @staticmethod
+    def _pools_fused(K, vb, dens, fr) -> torch.Tensor:
+        """The same solve by the fused numba kernel (CPU, no autograd): pools ``[n, 20, 7]``."""
+        n, nl = K.shape[0], K.shape[1]
         np_ = lambda t: t.detach().numpy()  # noqa: E731  (no autograd on this path)
         bands = [np_(b.expand(n, nl)) for b in vb]
         out = _fused.clm5_pools(np_(K), *bands, np_(dens), np_(fr))
@@ -301,26 +320,13 @@ class CLM5Model(SoilCarbonModel):
     # ---------------------------------------------------------------------------------------
     def _run(self, p, f, th, *, inputs=None) -> SteadyState:
         K, vb, dens = self._assemble(p, f, inputs)
-        fr_names = _fused.FRACTION_ORDER
-        if _fused.fused_applicable(K, *vb, dens, *(p[k] for k in fr_names)):
-            pools = self._pools_fused(K, vb, dens, p)
+        fr = self.fraction_array(p, K.shape[0], K.shape[1])
+        if _fused.fused_applicable(K, *vb, dens, fr):
+            pools = self._pools_fused(K, vb, dens, fr)
         else:
             pools = self._pools_torch(K, vb, dens, p)
         # heterotrophic respiration: respired fraction of each donor's decomposition flux
-        n = K.shape[0]
-        lay = lambda x: x if x.ndim == 2 else x.unsqueeze(-1).expand(n, K.shape[1])  # noqa: E731
-        rf = torch.stack(
-            [
-                torch.zeros_like(K[..., 0]),
-                lay(1.0 - p["fl1s1"]),
-                lay(1.0 - p["fl2s1"]),
-                lay(1.0 - p["fl3s2"]),
-                lay(1.0 - p["fs1s2"]) - lay(p["fs1s3"]),
-                lay(1.0 - p["fs2s1"] - p["fs2s3"]),
-                lay(1.0 - p["fs3s1"]),
-            ],
-            dim=-1,
-        )  # respired fraction of each donor [n, 20, 7]
+        rf = self.respired_fractions(fr)
         dz = _dz(K)
         resp = (rf * K * pools).sum(-1)  # g C m-3 day-1 per layer
         respiration = (resp * dz).sum(-1) * fmod.DAYS_PER_YEAR

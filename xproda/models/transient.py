@@ -107,7 +107,7 @@ class Simulation(dict):
         """
         tot = self["total_carbon"]
         prev = _cat_prev(self["initial_total_carbon"], tot)
-        flux = (self["input"] - self["respiration"]) * _row(self["dt"], tot) / fmod.DAYS_PER_YEAR
+        flux = (self["input"] - self["respiration"]) * self["dt"].reshape(1, -1) / fmod.DAYS_PER_YEAR
         return abs((tot - prev) - flux) / abs(tot)
 
     def __repr__(self) -> str:
@@ -309,8 +309,7 @@ def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOper
     prof = fmod.profile_from_weights(g, (alt_ly > 0).unsqueeze(-1), nbk)  # [n, B, L]
     profile = prof * (_PER_DAY / _dz(prof))
     inputs = torch.stack([f[k] for k in fmod.LITTER_INPUTS], -1)  # [n, T, 4]
-    fractions = torch.stack(
-        [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, L) for k in _FR], -1)
+    fractions = model.fraction_array(p, n, L)
     return StepOperators(
         kb, p["q10"], p["w-scaling"], {k: f[k] for k in _RATE_FORCING}, lower, diag, upper,
         profile, band_index, inputs, fractions, dt)
@@ -369,15 +368,6 @@ def _shifted_solve_torch(K, bands, fractions, rhs, shift):
     return torch.stack([x.transpose(0, 1) for x in (x_cwd, x1, x2, x3, s1, s2, s3)], dim=-1)
 
 
-def _respired_fractions(fr: torch.Tensor) -> torch.Tensor:
-    """Respired fraction of each donor pool's decomposition flux ``[n, L, 7]``."""
-    g = {k: fr[..., i] for i, k in enumerate(_FR)}
-    return torch.stack([
-        torch.zeros_like(g["fl1s1"]), 1.0 - g["fl1s1"], 1.0 - g["fl2s1"], 1.0 - g["fl3s2"],
-        1.0 - g["fs1s2"] - g["fs1s3"], 1.0 - g["fs2s1"] - g["fs2s3"], 1.0 - g["fs3s1"],
-    ], -1)
-
-
 def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
               increments: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Backward Euler through the steps of ``ops`` from state ``x`` ``[n, L, 7]``.
@@ -423,7 +413,9 @@ def _apply_torch(K, bands, fractions, x):
 
 
 def _integrate_torch(ops, x, dz, save_soc, increments=False):
-    rf = _respired_fractions(ops.fractions)
+    from .clm5 import CLM5Model
+
+    rf = CLM5Model.respired_fractions(ops.fractions)
     outs: dict[str, list] = {k: [] for k in ("total_carbon", "soc_stock", "respiration", "input")}
     socs = []
     w = dz.reshape(1, -1)
@@ -746,10 +738,6 @@ def _state(x0: Any, n: int, th: torch.Tensor) -> torch.Tensor:
     if bool((x.detach() < 0).any()):
         raise ValueError("x0 has negative pools; the initial state must be non-negative (g C m-3)")
     return x.expand(n, L, 7) if x.shape[0] == 1 else x
-
-
-def _row(v, like):
-    return v.reshape(1, -1) if hasattr(v, "reshape") else v
 
 
 def _cat_prev(first, series):
