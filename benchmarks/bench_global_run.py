@@ -10,11 +10,14 @@ For each resolution (default 1 and 0.25 degrees):
    with a real land mask (PyPI ``global-land-mask``), physically shaped random forcing on land
    (:func:`xproda.testing.random_forcing`, one seed per chunk) and NaN over the ocean, and a
    parameter store ``theta`` (normalised, one random set per land cell).
-2. **end to end** (fresh subprocess): ``xproda.cli.build_run`` (open both stores lazily,
-   ``steady_state`` + stocks for 0-0.3 m and 0-1 m) and ``xproda.io.write_zarr`` to a new
-   store (template, region-by-region writes, all-ocean regions skipped through the land mask)
-   on the threaded scheduler.  Reported: wall time, land columns per second, peak RSS
-   (``ru_maxrss`` of the process, i.e. everything: interpreter, dask, buffers).
+2. **end to end** (fresh subprocess, best of ``--repeats``): ``xproda.cli.build_run`` (open
+   both stores lazily, ``steady_state`` + stocks for 0-0.3 m and 0-1 m) and
+   ``xproda.io.write_zarr`` to a new store (template, region-by-region writes, all-ocean
+   regions skipped through the land mask) on the threaded scheduler.  The clock starts after
+   the libraries are imported (a one-off of about a second at any grid size, printed below the
+   table); everything else counts, including loading the compiled kernels.  Reported: wall
+   time, land columns per second, peak RSS (``ru_maxrss`` of the process, i.e. everything:
+   interpreter, dask, buffers).
 3. **kernel** (fresh subprocess, same land columns): the forcing and parameters of every land
    cell loaded into memory first (not timed), then ``model.steady_state(theta, forcing)`` on
    all of them (timed, best of ``--repeats``).  The ratio ``end to end / kernel`` is the
@@ -171,7 +174,22 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _import_libraries() -> float:
+    """Import what a run uses (one-off, the same at every grid size); returns seconds."""
+    t0 = time.perf_counter()
+    import importlib
+
+    for mod in ("dask.array", "xarray", "zarr", "torch", "numba", "xproda.io", "xproda.cli",
+                "xproda.xr_api", "xproda.models.clm5", "distributed"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:  # distributed is optional
+            pass
+    return time.perf_counter() - t0
+
+
 def worker_end_to_end(root: str, out: str, threads: int) -> dict:
+    t_imp = _import_libraries()
     import dask
 
     import xproda
@@ -187,7 +205,7 @@ def worker_end_to_end(root: str, out: str, threads: int) -> dict:
         report = io.write_zarr(res, out, mask=mask, overwrite=True, progress=False)
     wall = time.perf_counter() - t0
     return {"wall": wall, "peak_gb": _peak_gb(), "rss_after_import_gb": rss0,
-            "report": repr(report)}
+            "import_s": t_imp, "report": repr(report)}
 
 
 def worker_kernel(root: str, threads: int, repeats: int) -> dict:
@@ -231,7 +249,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=120,
                     help="spatial chunk (cells per side) of the stores (default 120)")
     ap.add_argument("--threads", type=int, default=2, help="dask threads / torch threads")
-    ap.add_argument("--repeats", type=int, default=3, help="kernel repeats (best reported)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="repeats of the kernel and of the end-to-end run (best reported)")
     ap.add_argument("--layout", choices=["grid", "cells", "both"], default="both",
                     help="input stores: gridded (lat/lon), land-only (cell) or both (default)")
     ap.add_argument("--cell-chunk", type=int, default=16384,
@@ -272,8 +291,13 @@ def main(argv=None) -> int:
             src = root if layout == "grid" else root / "cells"
             out = str(src / "result.zarr")
             print(f"end to end at {res:g} deg, {layout} stores ...", file=sys.stderr, flush=True)
-            e2e = _run_worker("e2e", root=str(src), out=out, threads=args.threads)
-            print(f"  {e2e['wall']:.1f} s", file=sys.stderr, flush=True)
+            runs = [_run_worker("e2e", root=str(src), out=out, threads=args.threads)
+                    for _ in range(args.repeats)]
+            e2e = min(runs, key=lambda r: r["wall"])  # best of --repeats, as the kernel row
+            e2e["walls"] = [r["wall"] for r in runs]
+            e2e["peak_gb"] = max(r["peak_gb"] for r in runs)
+            print(f"  {', '.join(f'{w:.1f}' for w in e2e['walls'])} s", file=sys.stderr,
+                  flush=True)
             rows.append((res, layout, info, e2e, ker))
 
     print("# xproda global run benchmark (Zarr -> Zarr)\n")
@@ -300,7 +324,9 @@ def main(argv=None) -> int:
               f"{e2e['wall'] / ker['wall']:.2f}x |")
     print()
     for res, layout, info, e2e, ker in rows:
-        print(f"- {res:g} deg, {layout}: {e2e['report']}; RSS after imports "
+        print(f"- {res:g} deg, {layout}: end-to-end runs {', '.join(f'{w:.2f}' for w in e2e['walls'])} s "
+              f"(best reported; library imports before the clock: {e2e['import_s']:.2f} s); "
+              f"{e2e['report']}; RSS after imports "
               f"{e2e['rss_after_import_gb']:.2f} GB; kernel row peak RSS {ker['peak_gb']:.2f} GB "
               "(all land columns in memory)")
     print(f"- load average after the run: {os.getloadavg()}")

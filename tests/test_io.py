@@ -176,6 +176,9 @@ def test_round_trip_values_attrs_crs(tmp_path):
     meta = json.loads((store / "soc_stock" / "zarr.json").read_text())
     assert meta["fill_value"] == "NaN"
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 4]
+    # chunks are compressed with xproda's Zstandard level (not Zarr's slower default)
+    assert {"name": "zstd", "configuration": {"level": xio.ZSTD_LEVEL, "checksum": False}} in \
+        meta["codecs"]
     assert not (store / ".xproda").exists()
     assert len(xio.list_done_regions(store)) == 12
 

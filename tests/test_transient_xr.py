@@ -114,6 +114,12 @@ def test_write_simulation_equals_and_resumes(scenario, eager, tmp_path, monkeypa
     out = scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
     assert out.attrs["xproda_steps_done"] == 36
     _same(out, eager)
+    import json
+
+    from xproda.io import ZSTD_LEVEL
+
+    codecs = json.loads((store / "soc_stock" / "zarr.json").read_text())["codecs"]
+    assert {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": False}} in codecs
     with pytest.raises(FileExistsError, match="resume=True"):
         scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
     # interrupted after two time chunks, then resumed: identical to the uninterrupted store

@@ -74,6 +74,17 @@ _KEEP_ENCODING = (
     "fill_value",  # Zarr's own fill value (not a mask): e.g. no_data for integer flags
 )
 _GROUP_DOC = {"zarr_format": 3, "node_type": "group"}
+#: Zstandard level of the chunks xproda writes. Level 1 compresses model output (float64 SOC
+#: profiles) as well as Zarr's default (level 3: ratio 2.54 against 2.56) at 2.8x the speed
+#: (2.7 ms against 7.5 ms per 120x120x20 chunk); decompression is as fast.
+ZSTD_LEVEL = 1
+
+
+def default_compressors() -> tuple:
+    """Compressors of the arrays xproda writes: ``(ZstdCodec(level=ZSTD_LEVEL),)``."""
+    from zarr.codecs import ZstdCodec
+
+    return (ZstdCodec(level=ZSTD_LEVEL),)
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,6 +559,7 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
             del e["dtype"]  # no packing: outputs are stored as computed
         if var.ndim:
             e["chunks"] = _zarr_chunks(plan, var)
+            e["compressors"] = default_compressors()
         if name in plan.region_vars and var.dtype.kind == "f" and "_FillValue" not in e:
             e["_FillValue"] = np.nan  # unwritten chunks read back as NaN
         enc[name] = e

@@ -648,6 +648,7 @@ def write_simulation(
     Dataset
         The store, opened lazily.
     """
+    from . import io
     from .io import _read_root, _remove_store, _target
 
     target = _target(store, storage_options)
@@ -691,8 +692,10 @@ def write_simulation(
                         time_chunk=t1 - t0, **options)
         part = part.compute()
         if first:  # metadata, coordinates and the time-less variables (numpy: written now)
-            _template(part, ds, T).to_zarr(mode="w", compute=False, consolidated=False,
-                                           zarr_format=3, **kw)
+            tmpl = _template(part, ds, T)
+            tmpl.to_zarr(mode="w", compute=False, consolidated=False, zarr_format=3,
+                         encoding={k: {"compressors": io.default_compressors()}
+                                   for k in tmpl.variables if tmpl[k].ndim}, **kw)
             first = False
         series = _data_only(part[[k for k in part.data_vars if "time" in part[k].dims]])
         series.to_zarr(mode="r+", consolidated=False, **kw,

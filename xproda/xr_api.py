@@ -303,8 +303,9 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
         n_ok = int(ok.sum())
         if n_ok == ok.size:  # every column has data (e.g. a land-only ``cell`` store)
             sub = model.steady_state(
-                _columns(th_b, len(batch)),
-                {k: _columns(a, len(batch)) for k, a in zip(names, full_arrays)},
+                _columns(th_b, len(batch), writeable=False),
+                {k: _columns(a, len(batch), writeable=False)
+                 for k, a in zip(names, full_arrays)},
             )
         elif n_ok:
             sub = model.steady_state(
@@ -329,14 +330,17 @@ def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
         return tuple(res)
 
 
-def _columns(a: np.ndarray, nb: int) -> np.ndarray:
+def _columns(a: np.ndarray, nb: int, *, writeable: bool = True) -> np.ndarray:
     """``a [..batch, core...]`` (``nb`` batch axes) as ``[n, core...]``.
 
-    Equals ``a[ok]`` for an all-True ``ok``, without a copy where ``a`` is C-contiguous and
-    writable (a block of a store with the batch dim first, e.g. a land-only ``cell`` store).
+    Equals ``a[ok]`` for an all-True ``ok``, without a copy where ``a`` is C-contiguous (a
+    block of a store with the batch dim first, e.g. a land-only ``cell`` store).  With
+    ``writeable=False`` a read-only block stays read-only: the kernels' ``as_tensor`` copies
+    such arrays itself, and converts float32 blocks to float64 in the same pass, so a copy
+    here would be a second one (0.25 s of a 0.25 degree run).
     """
     out = np.ascontiguousarray(a.reshape((-1,) + a.shape[nb:]))
-    return out if out.flags.writeable else out.copy()
+    return out if out.flags.writeable or not writeable else out.copy()
 
 
 def _unwrap(x):
