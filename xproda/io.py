@@ -796,6 +796,7 @@ class _RegionSpec:
     key: str
     skip_empty: bool
     fills: tuple[tuple[Hashable, Any], ...] = ()
+    encodings: tuple[tuple[Hashable, dict[str, Any]], ...] = ()
 
 
 def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
@@ -812,16 +813,53 @@ def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
         status = "empty"
     else:
         region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
-        block.to_zarr(
-            **spec.target.xr_kwargs(),
-            region=region,
-            mode="r+",
-            consolidated=True,
-            write_empty_chunks=not spec.skip_empty,
-        )
+        _write_region(spec, block, region)
         status = "written"
     _write_marker(spec.target, spec.key, _region_attrs(status, spec.bounds))
     return status
+
+
+def _write_region(spec: _RegionSpec, block: xr.Dataset, region: Mapping[Hashable, slice]) -> None:
+    """Write ``block`` into ``region`` of the template's arrays.
+
+    What ``block.to_zarr(region=region, mode="r+")`` does, without its per-call cost (0.6 s
+    of 66 regions at 0.25 degrees): xarray's region mode opens every array again, reads its
+    encoding back and validates the region, once per region.  Here the variables are
+    CF-encoded with the encoding the template was written with (:func:`_encoding`, carried
+    in the spec) and all arrays are written concurrently in one call to Zarr's event loop
+    (one round trip per region instead of one per variable).
+    """
+    from xarray.conventions import encode_cf_variable
+    from zarr.core.sync import sync
+
+    encodings = dict(spec.encodings)
+    items = []
+    for name, var in block.data_vars.items():
+        v = xr.Variable(var.dims, var.data, encoding=dict(encodings.get(name, {})))
+        data = np.asarray(encode_cf_variable(v, name=name).values)
+        sel = tuple(region.get(d, slice(None)) for d in var.dims)
+        items.append((str(name), tuple(map(str, var.dims)), sel, data))
+    sync(_set_arrays(spec.target.zarr_store(), items, write_empty=not spec.skip_empty))
+
+
+async def _set_arrays(store: Any, items: Sequence[tuple], *, write_empty: bool) -> None:
+    """``array[sel] = data`` for every ``(name, dims, sel, data)`` of ``items``, concurrently."""
+    import asyncio
+
+    from zarr.api.asynchronous import open_group
+
+    group = await open_group(store=store, mode="r+", zarr_format=3)
+
+    async def one(name: str, dims: tuple[str, ...], sel: tuple, data: np.ndarray) -> None:
+        arr = await group.getitem(name)
+        if tuple(arr.metadata.dimension_names or ()) != dims:
+            raise AssertionError(  # pragma: no cover - the template is written from the plan
+                f"write_zarr: array {name!r} has dims {arr.metadata.dimension_names}, the "
+                f"data {dims}"
+            )
+        await arr.with_config({"write_empty_chunks": write_empty}).setitem(sel, data)
+
+    await asyncio.gather(*(one(*item) for item in items))
 
 
 def _collect(*statuses: str) -> list[str]:
@@ -1106,6 +1144,11 @@ def write_zarr(
         dsk = dict(base.__dask_graph__()) if base.data_vars else {}
         arrays = {name: base[name].data for name in base.data_vars}
         token = uuid.uuid4().hex[:12]
+        # the template's CF encoding of each variable, for the direct writes of the regions
+        encodings = {
+            n: {k: v for k, v in e.items() if k not in ("chunks", "compressors")}
+            for n, e in _encoding(plan).items()
+        }
     try:
         for ibatch, batch in enumerate(_batched(todo, batch_size)):
             graph_keys, tasks = [], {}
@@ -1127,6 +1170,7 @@ def write_zarr(
                     bounds=plan.bounds(idx),
                     key=_key(idx),
                     skip_empty=skip_empty,
+                    encodings=tuple((n, encodings[n]) for n in owned),
                 )
                 tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
             graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
