@@ -23,6 +23,9 @@ For each resolution (default 1 and 0.25 degrees):
    all of them (timed, best of ``--repeats``).  The ratio ``end to end / kernel`` is the
    overhead of the xarray/dask/Zarr pipeline.
 
+Both rows run with ``xproda.tune_malloc()`` (glibc keeps freed memory for reuse), as
+``xproda run`` does; ``--no-tune-malloc`` measures both without it.
+
 Targets (issue 3, 2 cores): >= 20,000 land columns/s end to end, peak RSS <= 2 GB
 independent of grid size (1 degree vs 0.25 degree), overhead over the raw kernel <= 2x.
 
@@ -188,7 +191,17 @@ def _import_libraries() -> float:
     return time.perf_counter() - t0
 
 
-def worker_end_to_end(root: str, out: str, threads: int) -> dict:
+def _tune(tune_malloc: bool) -> bool:
+    """``xproda.tune_malloc()`` as ``xproda run`` does (both rows, so the ratio is fair)."""
+    if not tune_malloc:
+        return False
+    import xproda
+
+    return xproda.tune_malloc()
+
+
+def worker_end_to_end(root: str, out: str, threads: int, tune_malloc: bool = True) -> dict:
+    tuned = _tune(tune_malloc)
     t_imp = _import_libraries()
     import dask
 
@@ -205,10 +218,11 @@ def worker_end_to_end(root: str, out: str, threads: int) -> dict:
         report = io.write_zarr(res, out, mask=mask, overwrite=True, progress=False)
     wall = time.perf_counter() - t0
     return {"wall": wall, "peak_gb": _peak_gb(), "rss_after_import_gb": rss0,
-            "import_s": t_imp, "report": repr(report)}
+            "import_s": t_imp, "tuned": tuned, "report": repr(report)}
 
 
-def worker_kernel(root: str, threads: int, repeats: int) -> dict:
+def worker_kernel(root: str, threads: int, repeats: int, tune_malloc: bool = True) -> dict:
+    _tune(tune_malloc)
     import torch
     import xarray as xr
 
@@ -256,6 +270,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cell-chunk", type=int, default=16384,
                     help="cells per chunk of the land-only stores (default 16384)")
     ap.add_argument("--rebuild", action="store_true", help="regenerate the input stores")
+    ap.add_argument("--no-tune-malloc", action="store_true",
+                    help="leave glibc's allocator untuned in both rows (default: "
+                         "xproda.tune_malloc() in both, as `xproda run` does)")
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._worker:
@@ -285,13 +302,15 @@ def main(argv=None) -> int:
             build_cells(root, args.cell_chunk)
             print(f"  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         print(f"kernel at {res:g} deg ...", file=sys.stderr, flush=True)
-        ker = _run_worker("kernel", root=str(root), threads=args.threads, repeats=args.repeats)
+        ker = _run_worker("kernel", root=str(root), threads=args.threads, repeats=args.repeats,
+                          tune_malloc=not args.no_tune_malloc)
         print(f"  {ker['wall']:.1f} s", file=sys.stderr, flush=True)
         for layout in layouts:
             src = root if layout == "grid" else root / "cells"
             out = str(src / "result.zarr")
             print(f"end to end at {res:g} deg, {layout} stores ...", file=sys.stderr, flush=True)
-            runs = [_run_worker("e2e", root=str(src), out=out, threads=args.threads)
+            runs = [_run_worker("e2e", root=str(src), out=out, threads=args.threads,
+                                tune_malloc=not args.no_tune_malloc)
                     for _ in range(args.repeats)]
             e2e = min(runs, key=lambda r: r["wall"])  # best of --repeats, as the kernel row
             e2e["walls"] = [r["wall"] for r in runs]
@@ -306,7 +325,9 @@ def main(argv=None) -> int:
     print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
           f"Python {platform.python_version()}, torch {torch.__version__}; "
           f"{args.threads} dask threads (torch 1 thread per task); kernel row: torch "
-          f"{args.threads} threads")
+          f"{args.threads} threads; glibc allocator "
+          f"{'untuned' if args.no_tune_malloc else 'tuned (xproda.tune_malloc, as xproda run)'} "
+          "in both rows")
     print(f"- stores: float32 forcing, Zarr v3, chunks {args.chunk}x{args.chunk} cells; "
           "land mask from global-land-mask; random forcing and parameters on land")
     print(f"- targets: >= {TARGET_RATE:,} land columns/s end to end, peak RSS <= "

@@ -68,6 +68,30 @@ def test_run_equals_in_memory(tmp_path):
                  "--depth", "0-0.3", "--depth", "0-1", "--quiet", "--resume"]) == 0
 
 
+@pytest.mark.parametrize("flag", [[], ["--no-tune-malloc"]])
+def test_run_tunes_malloc_unless_asked_not_to(tmp_path, monkeypatch, flag):
+    calls = []
+    monkeypatch.setattr(xproda, "tune_malloc", lambda **kw: calls.append(kw) or True)
+    _, _, fpath, ppath = _inputs(tmp_path)
+    assert main(["run", "--forcing", fpath, "--params", ppath, "--out",
+                 str(tmp_path / "o.zarr"), "--quiet", *flag]) == 0
+    assert len(calls) == (0 if flag else 1)
+
+
+def test_tune_malloc(monkeypatch):
+    import platform
+    import sys
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert xproda.tune_malloc() is True  # mallopt accepted both settings
+    with pytest.raises(ValueError, match="trim_threshold must be a non-negative int"):
+        xproda.tune_malloc(trim_threshold=-1)
+    with pytest.raises(ValueError, match="mmap_threshold must be a non-negative int .*'32M'"):
+        xproda.tune_malloc(mmap_threshold="32M")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert xproda.tune_malloc() is False  # other C libraries: left alone
+
+
 def test_existing_output_needs_resume_or_overwrite(tmp_path):
     _, _, fpath, ppath = _inputs(tmp_path)
     out = str(tmp_path / "out.zarr")

@@ -506,6 +506,29 @@ def test_batches_bound_work_in_flight(tmp_path, monkeypatch):
     assert sizes == [5, 5, 2]
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "synchronous"])
+def test_progress_advances_region_by_region(tmp_path, monkeypatch, scheduler):
+    """Local schedulers report every region as it finishes, not only at the end of a batch."""
+    calls = []
+    real = xio._RegionProgress
+
+    class Spy(real):
+        def __init__(self, prefix, on_region):
+            def wrapped(status):
+                calls.append(status)
+                on_region(status)
+
+            super().__init__(prefix, wrapped)
+
+    monkeypatch.setattr(xio, "_RegionProgress", Spy)
+    with dask.config.set(scheduler=scheduler):
+        report = xio.write_zarr(make_dataset(), tmp_path / "a.zarr", batch_size=5,
+                                progress=True)
+    # no mask: every region is computed, then written or found empty
+    assert Counter(calls) == {"written": report.written, "empty": report.skipped_empty}
+    assert report.written and report.skipped_empty and len(calls) == report.regions == 12
+
+
 def _big_dataset(ny: int, nx: int, nl: int = 16) -> xr.Dataset:
     """Lazy field with regions of 32 x 64 cells x nl layers (256 KiB each)."""
     lat = da.from_array(np.linspace(-60, 60, ny), chunks=32)
@@ -526,11 +549,12 @@ def test_peak_memory_does_not_grow_with_regions(tmp_path):
     """Peak traced memory is about the same for 8 and 128 regions of the same size."""
     import tracemalloc
 
-    def peak(ds, name):
+    def peak(ds, name, batch_size=4):
         tracemalloc.start()
         try:
             with dask.config.set(scheduler="threads", num_workers=2):
-                report = xio.write_zarr(ds, tmp_path / name, batch_size=4, progress=False)
+                report = xio.write_zarr(ds, tmp_path / name, batch_size=batch_size,
+                                        progress=False)
             return tracemalloc.get_traced_memory()[1], report
         finally:
             tracemalloc.stop()
@@ -543,6 +567,10 @@ def test_peak_memory_does_not_grow_with_regions(tmp_path):
     nbytes = big_ds.v.nbytes  # 32 MiB
     assert big_peak < 0.1 * nbytes, f"peak {big_peak / 2**20:.1f} MiB"
     assert big_peak < 2 * small_peak + 2**20, (small_peak, big_peak)
+    # all 128 regions in one dask.compute: dask finishes regions before it reads far ahead
+    one_peak, one = peak(big_ds, "one_batch.zarr", batch_size=128)
+    assert one.regions == 128 and one.written == 128
+    assert one_peak < 0.1 * nbytes and one_peak < 2 * small_peak + 2**20, (small_peak, one_peak)
     out = xio.open_dataset(tmp_path / "big.zarr").v.isel(lat=slice(224, None))
     np.testing.assert_array_equal(out.values, big_ds.v.isel(lat=slice(224, None)).values)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from . import grid
 from .models import FLAGS, ParameterSpace, get_model
-from .options import get_options, set_options
+from .options import get_options, set_options, tune_malloc
 from . import accessor as _accessor  # noqa: F401  (registers the .proda accessor)
 from . import io, spatial, xr_api
 
@@ -27,7 +27,7 @@ _LAZY = {
 
 __all__ = [
     "get_model", "ParameterSpace", "FLAGS", "grid", "xr_api", "io", "spatial", "set_options",
-    "get_options", *_LAZY,
+    "get_options", "tune_malloc", *_LAZY,
     "__version__",
 ]
 

@@ -152,8 +152,10 @@ def build_run(
 def _cmd_run(args: argparse.Namespace) -> int:
     import contextlib
 
-    from . import io, set_options
+    from . import io, set_options, tune_malloc
 
+    if not args.no_tune_malloc:
+        tune_malloc()
     so = json.loads(args.storage_options) if args.storage_options else None
     client_ctx = contextlib.nullcontext()
     if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
@@ -235,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=2, help="workers of --scheduler local-cluster")
     run.add_argument("--torch-threads", type=int, default=None,
                      help="torch threads per task/worker (xproda.set_options)")
+    run.add_argument("--no-tune-malloc", action="store_true",
+                     help="leave glibc's allocator as it is (default: xproda.tune_malloc, "
+                          "less system time re-faulting freed memory)")
     run.add_argument("--storage-options", default=None,
                      help="JSON dict of fsspec storage options for every URL")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
