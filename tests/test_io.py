@@ -506,6 +506,28 @@ def test_batches_bound_work_in_flight(tmp_path, monkeypatch):
     assert sizes == [5, 5, 2]
 
 
+@pytest.mark.parametrize("with_time", [False, True])
+def test_region_writes_keep_the_template_encoding(tmp_path, with_time):
+    """Region data are encoded as the template: int fill values, float32, times (the
+    direct path, and xarray's region mode for blocks with times)."""
+    ds = make_dataset()
+    shape = ds.soc_stock.shape
+    days = np.arange(np.prod(shape)).reshape(shape)
+    if with_time:
+        ds["when"] = (("lat", "lon"), da.from_array(
+            np.datetime64("2000-01-01") + days.astype("timedelta64[D]"), chunks=(4, 4)))
+    ds["count"] = (("lat", "lon"), da.from_array(days.astype(np.int32), chunks=(4, 4)))
+    ds["count"].encoding["fill_value"] = -1
+    ds["small"] = ds.soc_stock.astype(np.float32)
+    store = tmp_path / "enc.zarr"
+    xio.write_zarr(ds, store, progress=False)
+    out = xio.open_dataset(store).compute()
+    for name in ("count", "small", "soc_stock") + (("when",) if with_time else ()):
+        np.testing.assert_array_equal(out[name].values, ds[name].values, err_msg=name)
+        assert out[name].dtype.kind == ds[name].dtype.kind, name
+    assert out["small"].dtype == np.float32 and out["count"].dtype == np.int32
+
+
 @pytest.mark.parametrize("scheduler", ["threads", "synchronous"])
 def test_progress_advances_region_by_region(tmp_path, monkeypatch, scheduler):
     """Local schedulers report every region as it finishes, not only at the end of a batch."""
