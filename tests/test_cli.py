@@ -88,6 +88,8 @@ def test_tune_malloc(monkeypatch):
         xproda.tune_malloc(trim_threshold=-1)
     with pytest.raises(ValueError, match="mmap_threshold must be a non-negative int .*'32M'"):
         xproda.tune_malloc(mmap_threshold="32M")
+    with pytest.raises(ValueError, match="arena_max must be a non-negative int"):
+        xproda.tune_malloc(arena_max=1.5)
     monkeypatch.setattr(sys, "platform", "darwin")
     assert xproda.tune_malloc() is False  # other C libraries: left alone
 

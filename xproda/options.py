@@ -85,46 +85,55 @@ def get_options() -> dict[str, Any]:
 
 
 #: glibc ``mallopt`` parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 
 
-def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 * 2**20) -> bool:
-    """Let glibc keep freed memory for reuse instead of handing it back to the OS at once.
+def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 * 2**20,
+                arena_max: int = 1) -> bool:
+    """Let glibc reuse freed memory instead of handing it back to the OS and faulting it in again.
 
     A global run allocates and frees large temporaries in every dask task: decoded Zarr
-    chunks and kernel tensors of 8-60 MB.  By default glibc returns such blocks to the
-    kernel when they are freed (``mmap`` blocks, and the tops of the per-thread arenas the
-    dask threads use) and the next task faults them in again, zero-filled.  In the 0.25
-    degree benchmark (``benchmarks/bench_global_run.py``) that costs about 1 s of system
-    time on 2 cores; with this tuning system time falls from ~2.2 s to ~1.3 s and peak RSS
-    is unchanged (1.2 GB).  ``xproda run`` calls it (``--no-tune-malloc`` to skip).
+    chunks, float64 forcing and kernel tensors of 5-30 MB.  By default glibc serves the dask
+    threads from per-thread arenas whose heaps are given back to the kernel when they empty,
+    and maps big blocks separately, so the next task faults the same amount of memory in
+    again, zero-filled (transparent huge pages make that a 2 MB ``clear_page`` each time).
+    In the 0.25 degree benchmark (``benchmarks/bench_global_run.py``, land-only store, 2
+    cores) that is ~1.3 s of system time: tuned, system time falls from ~2.1 s to ~0.8 s,
+    the run from ~5.7 s to ~5.2 s, and peak RSS from 1.2 GB to 1.0 GB.  ``xproda run`` calls
+    it (``--no-tune-malloc`` to skip).
 
     Parameters
     ----------
     trim_threshold : int, default 128 MiB
-        Free memory (bytes) at the top of a heap that is kept before trimming.
+        Free memory (bytes) at the top of a heap that is kept for reuse instead of trimmed.
     mmap_threshold : int, default 32 MiB
-        Blocks (bytes) from this size up get their own mapping (returned to the OS when
-        freed); smaller ones come from the heap and are reused.
+        Blocks (bytes) from this size up get their own mapping, returned to the OS when
+        freed; smaller ones come from the heap and are reused.
+    arena_max : int, default 1
+        Most malloc arenas; 0 leaves glibc's default (8 per core).  One arena keeps every
+        thread's temporaries in one growing heap that is reused from task to task; the
+        allocations of a run are few and large, so threads hardly wait on its lock.  It
+        applies to threads that have no arena yet: call this before starting the work.
 
     Returns
     -------
     bool
-        Whether both settings were applied: False where the C library is not glibc (macOS,
+        Whether every setting was applied: False where the C library is not glibc (macOS,
         Windows, musl), which leaves the allocator as it was.
 
     Notes
     -----
-    Process-wide and not undone by a later call with other values only: once set, glibc stops
-    adapting its thresholds to the program.  The memory kept is bounded by
-    ``trim_threshold`` per arena.  The same can be had without code through the environment
-    variables ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_`` (e.g. for dask
-    workers, set in ``distributed.nanny.pre-spawn-environ``).
+    Process-wide, and not undone by a later call: once set, glibc stops adapting its
+    thresholds to the program.  The memory kept is bounded by ``trim_threshold``.  The same
+    can be had without code through the environment variables ``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_ARENA_MAX`` (e.g. for dask workers, in
+    ``distributed.nanny.pre-spawn-environ``).
     """
     import ctypes
     import sys
 
-    for name, value in (("trim_threshold", trim_threshold), ("mmap_threshold", mmap_threshold)):
+    for name, value in (("trim_threshold", trim_threshold), ("mmap_threshold", mmap_threshold),
+                        ("arena_max", arena_max)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"tune_malloc: {name} must be a non-negative int (bytes), got "
                              f"{value!r}")
@@ -139,4 +148,6 @@ def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 *
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, min(mmap_threshold, 2**31 - 1))
     ok = mallopt(_M_TRIM_THRESHOLD, min(trim_threshold, 2**31 - 1)) and ok
+    if arena_max:
+        ok = mallopt(_M_ARENA_MAX, min(arena_max, 2**31 - 1)) and ok
     return bool(ok)
