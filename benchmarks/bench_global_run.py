@@ -201,8 +201,8 @@ def _tune(tune_malloc: bool) -> bool:
 
 
 def worker_end_to_end(root: str, out: str, threads: int, tune_malloc: bool = True) -> dict:
-    tuned = _tune(tune_malloc)
     t_imp = _import_libraries()
+    tuned = _tune(tune_malloc)  # before any dask thread exists (arena_max applies to new ones)
     import dask
 
     import xproda
