@@ -879,13 +879,13 @@ class _RegionProgress:
     def __init__(self, prefix: str, on_region: Callable[[str], None]) -> None:
         from dask.callbacks import Callback
 
-        def posttask(key, result, dsk, state, worker_id):  # noqa: ANN001 - dask's signature
+        def posttask(key, result, dsk, state, worker_id):  # dask's callback signature
             if isinstance(key, tuple) and key and key[0] == prefix:
                 on_region(result)
 
         self._cb = Callback(posttask=posttask)
 
-    def __enter__(self) -> "_RegionProgress":
+    def __enter__(self) -> _RegionProgress:
         self._cb.__enter__()
         return self
 
@@ -1212,7 +1212,8 @@ def write_zarr(
             graph[batch_key] = (_collect, *tasks)
             live = {"written": 0, "empty": 0}
 
-            def on_region(status: str) -> None:  # per region, local schedulers only
+            def on_region(status: str, live: dict[str, int] = live) -> None:
+                # per region, local schedulers only
                 live["written" if status == "written" else "empty"] += 1
                 bar.set_postfix(written=counts["written"] + live["written"],
                                 empty=counts["empty"] + live["empty"], resumed=n_resumed,
