@@ -14,7 +14,7 @@ For each resolution (default 1 and 0.25 degrees):
    both stores lazily, ``steady_state`` + stocks for 0-0.3 m and 0-1 m) and
    ``xproda.io.write_zarr`` to a new store (template, region-by-region writes, all-ocean
    regions skipped through the land mask) on the threaded scheduler.  The clock starts after
-   the libraries are imported (a one-off of about a second at any grid size, printed below the
+   the libraries are imported (a one-off of about 2 s at any grid size, printed below the
    table); everything else counts, including loading the compiled kernels.  Reported: wall
    time, land columns per second, peak RSS (``ru_maxrss`` of the process, i.e. everything:
    interpreter, dask, buffers).
