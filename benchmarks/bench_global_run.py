@@ -346,7 +346,8 @@ def main(argv=None) -> int:
     print()
     for res, layout, info, e2e, ker in rows:
         print(f"- {res:g} deg, {layout}: end-to-end runs {', '.join(f'{w:.2f}' for w in e2e['walls'])} s "
-              f"(best reported; library imports before the clock: {e2e['import_s']:.2f} s); "
+              f"(best reported; library imports before the clock: {e2e['import_s']:.2f} s; "
+              f"tune_malloc applied: {e2e['tuned']}); "
               f"{e2e['report']}; RSS after imports "
               f"{e2e['rss_after_import_gb']:.2f} GB; kernel row peak RSS {ker['peak_gb']:.2f} GB "
               "(all land columns in memory)")

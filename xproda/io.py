@@ -1165,10 +1165,20 @@ def write_zarr(
         unit="region",
     )
 
+    # regions of the running batch, counted as they finish (local schedulers only); the
+    # batch's statuses replace them in ``counts`` when it returns
+    live = {"written": 0, "empty": 0}
+
     def postfix() -> None:
         bar.set_postfix(
-            written=counts["written"], empty=counts["empty"], resumed=n_resumed, refresh=False
+            written=counts["written"] + live["written"], empty=counts["empty"] + live["empty"],
+            resumed=n_resumed, refresh=False,
         )
+
+    def on_region(status: str) -> None:
+        live["written" if status == "written" else "empty"] += 1
+        postfix()
+        bar.update(1)
 
     postfix()
     if todo:
@@ -1210,19 +1220,10 @@ def write_zarr(
             graph.update(tasks)
             batch_key = f"xproda-batch-{token}-{ibatch}"
             graph[batch_key] = (_collect, *tasks)
-            live = {"written": 0, "empty": 0}
-
-            def on_region(status: str, live: dict[str, int] = live) -> None:
-                # per region, local schedulers only
-                live["written" if status == "written" else "empty"] += 1
-                bar.set_postfix(written=counts["written"] + live["written"],
-                                empty=counts["empty"] + live["empty"], resumed=n_resumed,
-                                refresh=False)
-                bar.update(1)
-
             with _RegionProgress(f"xproda-region-{token}", on_region):
                 (statuses,) = dask.compute(Delayed(batch_key, graph), optimize_graph=False)
             bar.update(len(batch) - sum(live.values()))  # dask.distributed: no task callbacks
+            live.update(written=0, empty=0)
             for status in statuses:
                 counts["written" if status == "written" else "empty"] += 1
             postfix()

@@ -132,10 +132,11 @@ def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 *
     import ctypes
     import sys
 
-    for name, value in (("trim_threshold", trim_threshold), ("mmap_threshold", mmap_threshold),
-                        ("arena_max", arena_max)):
+    for name, value, unit in (("trim_threshold", trim_threshold, " (bytes)"),
+                              ("mmap_threshold", mmap_threshold, " (bytes)"),
+                              ("arena_max", arena_max, "")):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"tune_malloc: {name} must be a non-negative int (bytes), got "
+            raise ValueError(f"tune_malloc: {name} must be a non-negative int{unit}, got "
                              f"{value!r}")
     if not sys.platform.startswith("linux"):
         return False
