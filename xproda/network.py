@@ -90,9 +90,9 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None:
-        from .options import OPTIONS
+        from .options import current as _option
 
-        dtype = OPTIONS["dtype"]
+        dtype = _option("dtype")
     try:
         return {"float64": torch.float64, "float32": torch.float32}[str(dtype)]
     except KeyError:

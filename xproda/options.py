@@ -1,4 +1,4 @@
-"""Global options: ``xproda.set_options`` / ``xproda.get_options``.
+"""Options: ``xproda.set_options`` / ``xproda.get_options`` (context-local).
 
 Usable as a function or as a context manager, like :func:`xarray.set_options`::
 
@@ -8,11 +8,16 @@ Usable as a function or as a context manager, like :func:`xarray.set_options`::
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+import types
+from typing import Any, Mapping
 
-__all__ = ["set_options", "get_options", "tune_malloc", "OPTIONS"]
+from .errors import OptionError
 
-OPTIONS: dict[str, Any] = {
+__all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc", "DEFAULTS"]
+
+#: the default value of every option (read-only)
+DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
     # torch device of kernel computations ("cpu", "cuda", "cuda:1", ...); None = the device of
     # torch inputs, else CPU
     "device": None,
@@ -26,19 +31,50 @@ OPTIONS: dict[str, Any] = {
     # use fused numba CPU kernels (the structured solve, PCHIP model-to-observation mapping)
     # when no gradient is needed (same results as the torch paths; see xproda.models._fused)
     "fused_kernels": True,
-}
+})
 
 _VALIDATORS = {
     "device": lambda v: v is None or isinstance(v, str) or type(v).__name__ == "device",
     "dtype": lambda v: v in ("float64", "float32"),
-    "torch_threads": lambda v: v is None or (isinstance(v, int) and v >= 1),
-    "kernel_batch_size": lambda v: isinstance(v, int) and v >= 1,
+    "torch_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                             and v >= 1),
+    "kernel_batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
     "fused_kernels": lambda v: isinstance(v, bool),
 }
+_EXPECTED = {
+    "device": "None, a device string ('cpu', 'cuda:0') or a torch.device",
+    "dtype": "'float64' or 'float32'",
+    "torch_threads": "None or an int >= 1",
+    "kernel_batch_size": "an int >= 1",
+    "fused_kernels": "True or False",
+}
+
+#: the options of the current context (thread, asyncio task or dask task): an immutable
+#: mapping; tasks receive the options of the code that built them as an argument and enter
+#: them with :func:`use_options`, so no task reads or writes process-global option state
+_CURRENT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "xproda_options", default=DEFAULTS)
+
+
+def _checked(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in kwargs.items():
+        if key not in DEFAULTS:
+            raise OptionError(
+                f"unknown xproda option {key!r}; valid options are {sorted(DEFAULTS)}")
+        if not _VALIDATORS[key](value):
+            raise OptionError(f"invalid value for xproda option {key!r}: {value!r}; expected "
+                              f"{_EXPECTED[key]}")
+    return dict(kwargs)
 
 
 class set_options:
-    """Set global xproda options (also a context manager restoring the old values).
+    """Set xproda options for the current context (also a context manager restoring them).
+
+    Options are context-local (:mod:`contextvars`): ``with set_options(...)`` in one thread
+    never changes what another thread sees, and dask tasks receive the options of the code
+    that built them (captured when the graph is built, entered with :func:`use_options`
+    inside the task).  Called as a plain function it sets the options of the current
+    thread from then on (a notebook's cells share one).
 
     Parameters
     ----------
@@ -47,41 +83,67 @@ class set_options:
     dtype : {"float64", "float32"}
         Floating dtype of kernels (float64 recommended).
     torch_threads : int or None
-        Intra-op threads for torch inside kernels.
+        Intra-op threads for torch inside kernels (process-wide in torch: it is applied
+        with :func:`torch.set_num_threads` when set).
     kernel_batch_size : int
         Columns per internal kernel chunk (default 4096); results do not depend on it.
     fused_kernels : bool
         Use the fused numba CPU kernels (structured solve, PCHIP mapping) when no gradient is
         needed (default True); results equal the torch paths to rounding.
+
+    Raises
+    ------
+    OptionError
+        An unknown option or an invalid value (a ``ValueError``).
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        self._old: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key not in OPTIONS:
-                raise ValueError(
-                    f"unknown xproda option {key!r}; valid options are {sorted(OPTIONS)}"
-                )
-            if not _VALIDATORS[key](value):
-                raise ValueError(f"invalid value for xproda option {key!r}: {value!r}")
-        for key, value in kwargs.items():
-            self._old[key] = OPTIONS[key]
-            OPTIONS[key] = value
-        if "torch_threads" in kwargs and kwargs["torch_threads"] is not None:
+        new = _checked(kwargs)
+        self._token = _CURRENT.set(types.MappingProxyType({**_CURRENT.get(), **new}))
+        if new.get("torch_threads") is not None:
             import torch
 
-            torch.set_num_threads(kwargs["torch_threads"])
+            torch.set_num_threads(new["torch_threads"])
 
     def __enter__(self) -> "set_options":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        OPTIONS.update(self._old)
+        try:
+            _CURRENT.reset(self._token)
+        except ValueError:  # pragma: no cover - exited in another context than entered
+            pass
 
 
 def get_options() -> dict[str, Any]:
-    """A copy of the current xproda options."""
-    return dict(OPTIONS)
+    """A copy of the options of the current context."""
+    return dict(_CURRENT.get())
+
+
+class use_options:
+    """Enter a complete options mapping (e.g. captured by :func:`get_options`) in a task.
+
+    The engine's tasks run ``with use_options(opts): ...`` with the options of the code
+    that built the graph; the previous options of the worker thread are restored on exit.
+    Unlike :class:`set_options` it never touches torch's process-wide settings.
+    """
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self._options = types.MappingProxyType({**DEFAULTS, **_checked(options)})
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self) -> Mapping[str, Any]:
+        self._token = _CURRENT.set(self._options)
+        return self._options
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _CURRENT.reset(self._token)
+
+
+def current(name: str) -> Any:
+    """The current value of option ``name`` (what kernels read)."""
+    return _CURRENT.get()[name]
 
 
 #: glibc ``mallopt`` parameters (malloc.h)

@@ -684,7 +684,7 @@ def train_network(
         Trained (best validation weights), in evaluation mode.
     report : TrainingReport
     """
-    from .options import OPTIONS
+    from .options import current as _option
 
     t_start = time.perf_counter()
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
@@ -698,7 +698,7 @@ def train_network(
         raise ValueError(f"validation must be in [0, 1), got {validation}")
     data = covariates if isinstance(covariates, TrainingData) else prepare_training_data(
         covariates, profiles, forcing=forcing, model=mdl, features=features)
-    dev = torch.device(device if device is not None else (OPTIONS["device"] or "cpu"))
+    dev = torch.device(device if device is not None else (_option("device") or "cpu"))
     ndt = {"float32": torch.float32, "float64": torch.float64}[str(net_dtype)]
     names = list(mdl.parameters.names)
     P = len(names)

@@ -57,9 +57,9 @@ def fused_applicable(*tensors) -> bool:
     """
     import torch
 
-    from ..options import OPTIONS
+    from ..options import current as _option
 
-    if not (HAVE_NUMBA and OPTIONS["fused_kernels"]):
+    if not (HAVE_NUMBA and _option("fused_kernels")):
         return False
     ts = [t for t in tensors if isinstance(t, torch.Tensor)]
     if any(t.device.type != "cpu" or (t.is_floating_point() and t.dtype != torch.float64)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import grid
-from ..options import OPTIONS
+from ..options import current as _option
 from . import forcing as fmod
 from . import transport
 from .parameters import ParameterSpace
@@ -292,7 +292,7 @@ class SoilCarbonModel:
         one call because every column is independent.
         """
         n = th.shape[0]
-        size = OPTIONS["kernel_batch_size"]
+        size = _option("kernel_batch_size")
         if n <= size:
             parts = [fn(th, f)]
         else:

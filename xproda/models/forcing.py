@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import grid
-from ..options import OPTIONS
+from ..options import current as _option
 
 __all__ = [
     "ForcingVariable",
@@ -96,12 +96,12 @@ LAYER_INPUTS = tuple(f"{k}_vr" for k in LITTER_INPUTS)
 
 
 def kernel_dtype() -> torch.dtype:
-    return torch.float64 if OPTIONS["dtype"] == "float64" else torch.float32
+    return torch.float64 if _option("dtype") == "float64" else torch.float32
 
 
 def resolve_device(*arrays) -> torch.device:
-    if OPTIONS["device"] is not None:
-        return torch.device(OPTIONS["device"])
+    if _option("device") is not None:
+        return torch.device(_option("device"))
     for a in arrays:
         if isinstance(a, torch.Tensor):
             return a.device

@@ -54,7 +54,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..options import OPTIONS
+from ..options import current as _option
 from . import _fused
 from . import forcing as fmod
 from . import transport
@@ -662,7 +662,7 @@ def simulate(
         X = _state(x0, n, th)
     X0 = X
     out_parts: list[dict] = []
-    size = OPTIONS["kernel_batch_size"]
+    size = _option("kernel_batch_size")
     bar = _bar(progress, T * n, "column-steps")
     finals = []
     for c0 in range(0, n, size):
