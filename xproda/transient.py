@@ -24,22 +24,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import conventions, grid
+from . import contract, conventions, engine, grid
+from .engine import gather, kernel_context, scatter
 from .models import FLAGS
 from .models import transient as ktr
 from .models.forcing import FORCING_SCHEMA
-from .options import get_options, set_options
-from .xr_api import (
-    _add_spatial_metadata,
-    _check_forcing,
-    _columns,
-    _copy_coords,
-    _get_model,
-    _align_params,
-    _strip,
-    _version,
-    parameters_to_dataarray,
-)
+from .options import get_options
 
 __all__ = ["simulate", "spin_up", "write_simulation", "step_days"]
 
@@ -80,27 +70,23 @@ def _kind(da: xr.DataArray) -> str:
     return "time" if "time" in da.dims else ("month" if "month" in da.dims else "static")
 
 
-def _forcing_vars(ds: xr.Dataset, model, required: Sequence[str]) -> list[xr.DataArray]:
-    as_clim = xr.Dataset({k: ds[k].isel(time=0, drop=True) if "time" in ds[k].dims else ds[k]
-                          for k in required if k in ds})
-    problems = _check_forcing(as_clim, model, required)
+def _forcing_vars(ds: xr.Dataset, model, required: Sequence[str],
+                  batch_dims: Sequence[str] = ()) -> tuple[list[xr.DataArray], list[str],
+                                                           tuple[str, ...]]:
+    """Forcing of a transient run through the input contract: arrays, notes, horizontal dims."""
+    problems = contract.forcing_problems(ds, required, steps="time", batch_dims=batch_dims,
+                                         model_name=model.name)
     for k in required:
-        if k in ds and "time" in ds[k].dims and "month" in ds[k].dims:
-            problems.append(f"{k}: has both 'time' and 'month' dims; give one of them")
+        if k in ds and "month" in ds[k].dims and ds[k].sizes["month"] != 12:
+            problems.append(f"{k}: dim 'month' must have 12 entries (a monthly climatology "
+                            f"mapped onto the time steps), found {ds[k].sizes['month']}")
     if not any("time" in ds[k].dims for k in required if k in ds):
         problems.append("no forcing variable has a 'time' dim: a transient run needs "
                         "time-varying forcing (see xproda.scenarios.repeat_climatology)")
-    if problems:
-        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
-    out = []
-    for k in required:
-        da = ds[k]
-        if "layer" in da.dims and da.sizes["layer"] > _L:
-            da = da.isel(layer=slice(0, _L))
-        da = _strip(da)
-        out.append(da.drop_vars([c for c in da.coords if "layer" in da[c].dims
-                                 or "time" in da[c].dims or "month" in da[c].dims]))
-    return out
+    contract.raise_problems(problems)
+    conf = contract.conform_forcing(ds, required, steps="time", batch_dims=batch_dims,
+                                    model_name=model.name)
+    return [conf.arrays[k] for k in required], conf.notes, conf.horizontal
 
 
 def _layout(theta: xr.DataArray, fvars: list[xr.DataArray], time_chunk: int):
@@ -163,6 +149,7 @@ def _kernel_forcing(arrays, names, kinds, nb, month_idx, steps):
 
 
 def _ok_columns(theta, forcing, state, nb):
+    """Columns with data: finite parameters (and state) and a first step of every variable."""
     ok = np.isfinite(theta).all(-1)
     if state is not None:
         ok &= np.isfinite(state).all((-1, -2))
@@ -173,23 +160,13 @@ def _ok_columns(theta, forcing, state, nb):
     return ok
 
 
-def _gather(a, ok, nb, all_ok):
-    return _columns(a, nb) if all_ok else np.ascontiguousarray(a[ok])
-
-
-def _scatter(val, ok, batch, tail, fill=np.nan, dtype=np.float64):
-    out = np.full(batch + tail, fill, dtype=dtype)
-    out[ok] = val
-    return out
-
-
 def _init_block(theta, *arrays, names, kinds, month_idx, dt, model, opts, mode, options):
     """Initial pools of one block: ``{"state": [*batch, 20, 7], "cycles", "flags"}``."""
     import torch
 
     nb = theta.ndim - 1
     batch = theta.shape[:-1]
-    with set_options(**opts), torch.no_grad():
+    with kernel_context(opts):
         f = _kernel_forcing(arrays, names, kinds, nb, month_idx, len(dt))
         ok = _ok_columns(theta, f, None, nb)
         all_ok = bool(ok.all())
@@ -197,8 +174,8 @@ def _init_block(theta, *arrays, names, kinds, month_idx, dt, model, opts, mode, 
         cycles = np.zeros(batch, dtype=np.int64)
         flags = np.full(batch, FLAGS["no_data"], dtype=np.int64)
         if ok.any():
-            th = _gather(theta, ok, nb, all_ok)
-            fk = {k: _gather(a, ok, nb, all_ok) for k, a in f.items()}
+            th = gather(theta, ok, nb, all_ok)
+            fk = {k: gather(a, ok, nb, all_ok) for k, a in f.items()}
             if mode == "spin_up":
                 res = model.spin_up(th, fk, dt=dt, **options)
                 pools, cyc, flg = res["pools"], res["cycles"], res["flags"]
@@ -215,13 +192,11 @@ def _init_block(theta, *arrays, names, kinds, month_idx, dt, model, opts, mode, 
 
 def _run_block(init, theta, *arrays, names, kinds, month_idx, dt, model, opts, save_soc):
     """One time chunk of one block from ``init["state"]``: outputs and the new state."""
-    import torch
-
     state = init["state"]
     nb = theta.ndim - 1
     batch = theta.shape[:-1]
     steps = len(dt)
-    with set_options(**opts), torch.no_grad():
+    with kernel_context(opts):
         f = _kernel_forcing(arrays, names, kinds, nb, month_idx, steps)
         ok = _ok_columns(theta, f, state, nb)
         all_ok = bool(ok.all())
@@ -231,15 +206,15 @@ def _run_block(init, theta, *arrays, names, kinds, month_idx, dt, model, opts, s
             for k in keys:
                 res[k] = np.full(batch + ((steps, _L) if k == "soc" else (steps,)), np.nan)
             return res
-        sim = model.simulate(_gather(theta, ok, nb, all_ok),
-                             {k: _gather(a, ok, nb, all_ok) for k, a in f.items()},
-                             x0=_gather(state, ok, nb, all_ok), dt=dt, save_soc=save_soc)
+        sim = model.simulate(gather(theta, ok, nb, all_ok),
+                             {k: gather(a, ok, nb, all_ok) for k, a in f.items()},
+                             x0=gather(state, ok, nb, all_ok), dt=dt, save_soc=save_soc)
         scale = {"soc_stock": 1e-3, "total_carbon": 1e-3}  # g m-2 -> kg m-2
         res["state"][ok] = sim["pools"]
         for k in keys:
             v = sim[k] * scale.get(k, 1.0)
             tail = v.shape[1:]
-            res[k] = v.reshape(batch + tail) if all_ok else _scatter(v, ok, batch, tail)
+            res[k] = v.reshape(batch + tail) if all_ok else scatter(v, ok, batch, tail)
         return res
 
 
@@ -247,8 +222,8 @@ def _run_block(init, theta, *arrays, names, kinds, month_idx, dt, model, opts, s
 # graph
 # -------------------------------------------------------------------------------------------
 def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk, dt,
-          spin_up_forcing):
-    m = _get_model(model, reference, model_options)
+          spin_up_forcing, batch_dims=()):
+    m = engine.resolve_model(model, reference, model_options)
     if m.name != "clm5":
         raise NotImplementedError(
             f"transient runs are implemented for the linear CLM5 model; got {m.name!r}")
@@ -258,14 +233,14 @@ def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk
     if int(time_chunk) < 1:
         raise ValueError(f"time_chunk must be >= 1, got {time_chunk!r}")
     required = list(m.required_forcing)
-    fvars = _forcing_vars(ds, m, required)
+    fvars, notes, horizontal = _forcing_vars(ds, m, required, batch_dims)
     T = ds.sizes["time"]
     time = ds["time"] if "time" in ds.coords else None
     days = step_days(time, T, dt)
     months = _month_index(time, T)
-    theta = parameters_to_dataarray(params, m, normalised=normalised)
+    theta = engine.parameters_to_dataarray(params, m, normalised=normalised)
     ref = next(v for v in fvars if "time" in v.dims)
-    theta = _align_params(theta, ref)
+    theta = engine.align_params(theta, ref, horizontal=horizontal, batch_dims=batch_dims)
     theta = theta.drop_vars([c for c in theta.coords if c not in theta.indexes and c in ds.coords])
     spatial, sizes, chunks, theta, fvars = _layout(theta, fvars, int(time_chunk))
     # forcing of the spin-up period: the first year of the run, or a given climatology
@@ -276,9 +251,10 @@ def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk
     else:
         sp_T = spin_up_forcing.sizes.get("time", 12)
         sp_time = spin_up_forcing["time"] if "time" in spin_up_forcing.coords else None
-        sp_vars = _forcing_vars(
+        sp_vars, sp_notes, _ = _forcing_vars(
             spin_up_forcing if "time" in spin_up_forcing.dims
-            else _as_time(spin_up_forcing), m, required)
+            else _as_time(spin_up_forcing), m, required, batch_dims)
+        notes = notes + [f"spin-up forcing: {n}" for n in sp_notes]
         if isinstance(dt, str):
             sp_days = step_days(sp_time, sp_T, dt if sp_time is not None else None)
         else:  # one number applies to the spin-up too; per-step lengths belong to the run
@@ -289,7 +265,7 @@ def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk
                for v in sp_vars]
     return dict(model=m, names=tuple(required), fvars=fvars, theta=theta, spatial=spatial,
                 sizes=sizes, chunks=chunks, days=days, months=months, sp_vars=sp_vars,
-                sp_days=sp_days, sp_months=sp_months, T=T, time=time)
+                sp_days=sp_days, sp_months=sp_months, T=T, time=time, notes=tuple(notes))
 
 
 def _as_time(clim: xr.Dataset) -> xr.Dataset:
@@ -309,7 +285,7 @@ def _x0_state(x0, plan) -> np.ndarray | xr.DataArray:
         raise ValueError("x0 must be 'spin_up', 'steady_state' or pools with dims "
                          "(layer, pool, <spatial>) in g m-3 (e.g. steady_state(..., pools=True) "
                          "or a previous simulate result)")
-    pools = _strip(pools).transpose(*plan["spatial"], "layer", "pool")
+    pools = engine.strip(pools).transpose(*plan["spatial"], "layer", "pool")
     if pools.sizes["pool"] != 7 or pools.sizes["layer"] != _L:
         raise ValueError(f"x0 pools must have 20 layers and 7 pools, got {dict(pools.sizes)}")
     return pools
@@ -328,6 +304,7 @@ def simulate(
     save_soc: bool = False,
     normalised: bool = True,
     reference: bool = False,
+    batch_dims: Sequence[str] = (),
     **model_options: Any,
 ) -> xr.Dataset:
     """Transient soil carbon of every column under time-varying forcing (lazy with dask).
@@ -357,7 +334,7 @@ def simulate(
         Steps per task; memory per spatial block grows with it, not with the run length.
     save_soc : bool
         Also return ``soc`` ``(time, layer, <spatial>)`` (g m-3).
-    normalised, reference, **model_options
+    normalised, reference, batch_dims, **model_options
         As for :func:`xproda.xr_api.steady_state`.
 
     Returns
@@ -381,7 +358,7 @@ def simulate(
     """
     plan = _plan(ds, params, model=model, reference=reference, normalised=normalised,
                  model_options=model_options, time_chunk=time_chunk, dt=dt,
-                 spin_up_forcing=spin_up_forcing)
+                 spin_up_forcing=spin_up_forcing, batch_dims=batch_dims)
     if isinstance(x0, str):
         if x0 not in ("spin_up", "steady_state"):
             raise ValueError(f"x0 must be 'spin_up', 'steady_state' or pools, got {x0!r}")
@@ -565,15 +542,14 @@ def _assemble(plan, arrays, ds, save_soc) -> xr.Dataset:
     out = out.assign_coords(conventions.layer_coords())
     out = out.assign_coords(pool=("pool", list(plan["model"].pools),
                                   {"long_name": "model carbon pool"}))
-    out = _copy_coords(out, ds)
-    out = _add_spatial_metadata(out, ds)
-    out.attrs = {
-        "Conventions": conventions.CF_CONVENTIONS,
-        "title": "Transient soil organic carbon (clm5 model)",
-        "source": f"xproda {_version()} clm5 model, backward Euler steps "
-                  f"({'reference' if plan['model'].options.reference else 'corrected'} mode)",
-        "history": conventions.history_line("simulate(model='clm5')"),
-    }
+    out = engine.spatial_metadata(out, ds)
+    from . import __version__
+
+    out.attrs = engine.global_attrs(
+        title="Transient soil organic carbon (clm5 model)",
+        source=f"xproda {__version__} clm5 model, backward Euler steps "
+               f"({'reference' if plan['model'].options.reference else 'corrected'} mode)",
+        action="simulate(model='clm5')", notes=plan["notes"])
     return out
 
 
@@ -588,6 +564,7 @@ def spin_up(
     dt: Any = None,
     normalised: bool = True,
     reference: bool = False,
+    batch_dims: Sequence[str] = (),
     **model_options: Any,
 ) -> xr.Dataset:
     """Periodic state of cyclic forcing (a ``month`` climatology or one period of ``time``).
@@ -601,7 +578,7 @@ def spin_up(
     res = simulate(clim, params, model=model, x0="spin_up", spin_up_forcing=clim,
                    spin_up_options={"tol": tol, "max_cycles": max_cycles, "method": method},
                    dt=dt, time_chunk=clim.sizes["time"], normalised=normalised,
-                   reference=reference, **model_options)
+                   reference=reference, batch_dims=batch_dims, **model_options)
     out = res[["pools", "spinup_cycles", "flags"]].copy()
     out["soc_stock"] = res["initial_soc_stock"]
     out.attrs = dict(res.attrs, title="Periodic (spun-up) soil carbon state (clm5 model)",

@@ -1,31 +1,30 @@
 """xarray functions behind the ``.proda`` accessor (lazy, chunk-invariant, metadata-aware).
 
-Every function takes and returns xarray objects, calls the torch kernels through
-:func:`xarray.apply_ufunc` (``dask="parallelized"``) or :func:`dask.array.blockwise`, and
-attaches metadata from :mod:`xproda.conventions`.  Nothing is computed while the graph is
-built; numpy-backed input gives numpy-backed output; results do not depend on chunking
-because every soil column is independent.
+Every function takes and returns xarray objects.  Column computations go through the column
+engine (:mod:`xproda.engine`: input contract, alignment, gather, kernel call, scatter,
+metadata from :mod:`xproda.conventions`).  Nothing is computed while the graph is built;
+numpy-backed input gives numpy-backed output; results do not depend on chunking because every
+soil column is independent.
 
-Dims (see ARCHITECTURE.md): forcing variables carry ``month`` (12) and/or ``layer`` (20, or
-more: the first 20 are used) plus any spatial dims (found by name through cf-xarray); the
-parameters carry ``parameter``.  All non-core dims are treated as batch dims, so a site table
-(``site``) works exactly like a lat/lon grid.
+Dims: forcing variables carry ``month`` (12) and/or ``layer`` (20, or more: the first 20 are
+used) plus the horizontal dims of the grid (found through CF attributes or common names) or
+batch dims (``site``, ``cell``, ``member``... :data:`xproda.contract.BATCH_DIMS`, and any
+declared with ``batch_dims=``); the parameters carry ``parameter``.  Any other dim is an
+error naming it.
 """
 
 from __future__ import annotations
 
 import functools
-import operator
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import xarray as xr
 
-from . import conventions, grid
-from .models import FLAGS, get_model
+from . import contract, conventions, engine, grid
+from .engine import forcing_arrays, parameters_to_dataarray
+from .models import FLAGS
 from .models.base import SoilCarbonModel
-from .models.forcing import FORCING_SCHEMA
-from .options import get_options, set_options
 
 __all__ = [
     "steady_state",
@@ -40,429 +39,20 @@ __all__ = [
     "forcing_arrays",
 ]
 
-CORE_DIMS = ("month", "layer")
 _N_LAYERS = grid.N_LAYERS
-_CELSIUS = {"degc", "deg_c", "c", "celsius", "degree_celsius", "degrees_celsius", "°c"}
-_KELVIN = {"k", "kelvin", "degk", "deg_k", "degrees_kelvin"}
-_DEPTH_UNITS_BAD = {"cm", "mm", "centimeter", "centimetre", "millimeter", "millimetre"}
-
-
-# -------------------------------------------------------------------------------------------
-# helpers
-# -------------------------------------------------------------------------------------------
-def _get_model(model: str | SoilCarbonModel, reference: bool, options: Mapping) -> SoilCarbonModel:
-    if isinstance(model, SoilCarbonModel):
-        if options or reference:
-            raise TypeError("pass reference/model options to get_model, not with a model instance")
-        return model
-    return get_model(model, reference=reference, **options)
-
-
-def _core_of(name: str) -> tuple[str, ...]:
-    """Kernel core dims of forcing variable ``name`` from its schema shape."""
-    shape = FORCING_SCHEMA[name].shape
-    if shape == (12, _N_LAYERS):
-        return ("month", "layer")
-    if shape == (12,):
-        return ("month",)
-    if shape == (_N_LAYERS,):
-        return ("layer",)
-    raise AssertionError(shape)  # pragma: no cover
-
-
-def _is_dask(obj: xr.DataArray | xr.Dataset) -> bool:
-    if isinstance(obj, xr.Dataset):
-        return any(v.chunks is not None for v in obj.data_vars.values())
-    return obj.chunks is not None
-
-
-def _single_chunk(obj, dims: Sequence[str]):
-    """Rechunk ``dims`` to one chunk where the object is dask-backed and split along them."""
-    if not _is_dask(obj):
-        return obj
-    # the data's chunks (coordinates, e.g. lazy lat/lon on a cell dim, may be chunked otherwise)
-    vs = [obj] if isinstance(obj, xr.DataArray) else list(obj.data_vars.values())
-    chunks = {d: c for v in vs if v.chunks is not None for d, c in zip(v.dims, v.chunks)}
-    todo = {d: -1 for d in dims if d in chunks and len(chunks[d]) > 1}
-    return obj.chunk(todo) if todo else obj
-
-
-def _units_of(da: xr.DataArray) -> str | None:
-    u = da.attrs.get("units")
-    return None if u is None else str(u).strip()
-
-
-def _check_forcing(ds: xr.Dataset, model: SoilCarbonModel, required: Sequence[str]) -> list[str]:
-    """Problems of the forcing that are visible without reading data."""
-    problems: list[str] = []
-    missing = [k for k in required if k not in ds.variables]
-    if missing:
-        listing = ", ".join(
-            f"{k} [{FORCING_SCHEMA[k].units}] dims ({', '.join(_core_of(k))}, <spatial>)"
-            for k in missing
-        )
-        problems.append(
-            f"missing forcing variable(s) for model {model.name!r}: {listing}; "
-            f"found variables {sorted(map(str, ds.data_vars))}"
-        )
-    for k in required:
-        if k not in ds.variables:
-            continue
-        da = ds[k]
-        core = _core_of(k)
-        if "month" in da.dims and da.sizes["month"] != 12:
-            problems.append(f"{k}: dim 'month' must have 12 entries (a monthly climatology), "
-                            f"found {da.sizes['month']}")
-        if "layer" in core and "layer" not in da.dims:
-            problems.append(f"{k}: expected dims ({', '.join(core)}, <spatial>) with a 'layer' "
-                            f"dim of >= {_N_LAYERS} soil layers, found dims {da.dims}")
-        elif "layer" in da.dims and da.sizes["layer"] < _N_LAYERS:
-            problems.append(f"{k}: dim 'layer' must have >= {_N_LAYERS} soil layers (the first "
-                            f"{_N_LAYERS} are used), found {da.sizes['layer']}")
-        extra = [d for d in ("month", "layer") if d in da.dims and d not in core]
-        if extra:
-            problems.append(f"{k}: unexpected dim(s) {extra}; expected ({', '.join(core)}, "
-                            "<spatial>)")
-        if not np.issubdtype(da.dtype, np.number):
-            problems.append(f"{k}: expected a numeric variable, found dtype {da.dtype}")
-        units = _units_of(da)
-        if units is not None:
-            ul = units.lower().replace(" ", "_")
-            if k == "TSOI" and ul in _CELSIUS:
-                problems.append(f"TSOI: soil temperature must be in K, found units {units!r} "
-                                "(add 273.15 and set units='K')")
-            elif k == "TSOI" and ul not in _KELVIN:
-                problems.append(f"TSOI: soil temperature must be in K, found units {units!r}")
-            elif k in ("ALTMAX", "ALTMAX_LASTYEAR") and ul in _DEPTH_UNITS_BAD:
-                problems.append(f"{k}: active-layer depth must be in m, found units {units!r}")
-    return problems
-
-
-def parameters_to_dataarray(
-    params: xr.DataArray | xr.Dataset,
-    model: str | SoilCarbonModel = "clm5",
-    *,
-    normalised: bool = True,
-) -> xr.DataArray:
-    """Normalised parameters as one DataArray with a ``parameter`` dim in the model's order.
-
-    Parameters
-    ----------
-    params : DataArray or Dataset
-        A DataArray with a ``parameter`` dim (its coordinate names the parameters; without a
-        coordinate the model's order is assumed), or a Dataset with one variable per
-        parameter.  Other dims (spatial, ``member``...) are kept.
-    model : str or model
-        Model whose :class:`~xproda.ParameterSpace` defines names and order.
-    normalised : bool, default True
-        Whether values are normalised (0..1); ``False`` converts physical values (units as in
-        the parameter table) with the space's transforms.
-
-    Returns
-    -------
-    DataArray
-        ``theta`` with dims ``(..., parameter)``, lazy where the input is.
-    """
-    m = _get_model(model, False, {})
-    names = list(m.parameters.names)
-    if isinstance(params, xr.Dataset):
-        missing = [n for n in names if n not in params.data_vars]
-        if missing:
-            raise KeyError(f"params Dataset lacks parameter variable(s) {missing} of model "
-                           f"{m.name!r}; found {sorted(map(str, params.data_vars))}")
-        theta = xr.concat([_strip(params[n]) for n in names], dim="parameter",
-                          coords="minimal", compat="override", join="exact")
-        theta = theta.assign_coords(parameter=names)
-    elif isinstance(params, xr.DataArray):
-        if "parameter" not in params.dims:
-            raise ValueError(f"params DataArray needs a 'parameter' dim, found dims {params.dims}")
-        if "parameter" in params.coords:
-            have = [str(v) for v in params["parameter"].values]
-            missing = [n for n in names if n not in have]
-            if missing:
-                raise KeyError(f"params lacks parameter(s) {missing} of model {m.name!r}; "
-                               f"found {have}")
-            theta = params.sel(parameter=names) if have != names else params
-        else:
-            if params.sizes["parameter"] != len(names):
-                raise ValueError(f"params has {params.sizes['parameter']} parameters, model "
-                                 f"{m.name!r} has {len(names)} ({names})")
-            theta = params.assign_coords(parameter=names)
-        theta = _strip(theta)
-    else:
-        raise TypeError(f"params must be an xarray DataArray or Dataset, got {type(params)}")
-    if not normalised:
-        space = m.parameters
-        theta = xr.apply_ufunc(
-            lambda x: np.asarray(space.to_normalized(x), dtype=np.float64), theta,
-            input_core_dims=[["parameter"]], output_core_dims=[["parameter"]],
-            dask="parallelized", output_dtypes=[np.float64],
-        )
-    theta = theta.transpose(..., "parameter")
-    theta.attrs = conventions.attrs("theta")
-    theta.name = "theta"
-    return theta
-
-
-def _strip(da: xr.DataArray) -> xr.DataArray:
-    """A shallow copy without the variable's own attrs (coordinate attrs are kept)."""
-    da = da.copy(deep=False)
-    da.attrs = {}
-    da.encoding = {}
-    return da
-
-
-def _copy_coords(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
-    """Carry spatial coordinates of ``like`` (with attrs, bounds and the CRS) onto ``out``."""
-    used = set()
-    for v in like.data_vars.values():
-        used.update(v.dims)
-    for name, c in like.coords.items():
-        if "month" in c.dims or "layer" in c.dims:
-            continue
-        if name in out.coords:
-            out[name].attrs = dict(c.attrs)
-        elif all(d in out.dims or d not in used for d in c.dims):
-            out = out.assign_coords({name: c})
-    return out
-
-
-def _unify_batch_chunks(objs: list, core: Sequence[str]) -> list:
-    """Give every input the same chunks along the batch dims (those of the first dask input).
-
-    Chunk boundaries never change results (columns are independent); they only need to agree
-    for :func:`dask.array.apply_gufunc`.  Numpy inputs stay numpy if every input is numpy.
-    """
-    if not any(o.chunks is not None for o in objs):
-        return objs
-    target: dict[str, tuple] = {}
-    for o in objs[1:] + objs[:1]:  # forcing first: its chunking is the one to keep
-        if o.chunks is None:
-            continue
-        for d, c in zip(o.dims, o.chunks):
-            if d not in core and d not in target and o.sizes[d] > 1:
-                target[d] = c
-    out = []
-    for o in objs:
-        want = {d: target[d] for d in o.dims if d in target and o.sizes[d] > 1}
-        have = dict(zip(o.dims, o.chunks)) if o.chunks is not None else {}
-        if o.chunks is None or any(have.get(d) != c for d, c in want.items()):
-            o = o.chunk(want)
-        out.append(o)
-    return out
-
-
-def _batch_dims(*objs: xr.DataArray, exclude=("parameter", "month", "layer", "pool")) -> list:
-    out: list = []
-    for o in objs:
-        for d in o.dims:
-            if d not in exclude and d not in out:
-                out.append(d)
-    return out
-
-
-def _align_params(theta: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
-    """Bring parameters onto the forcing grid when their spatial coords differ."""
-    common = [d for d in theta.dims if d in like.dims and d in theta.coords and d in like.coords]
-    same = all(
-        theta.sizes[d] == like.sizes[d]
-        and np.array_equal(np.asarray(theta[d].values), np.asarray(like[d].values))
-        for d in common
-    )
-    if same:
-        return theta
-    from . import spatial
-
-    return spatial.align_grids(theta, like)
 
 
 # -------------------------------------------------------------------------------------------
 # steady state
 # -------------------------------------------------------------------------------------------
-def _steady_block(theta, *forcing, names, cores, model, outputs, opts):
-    """Kernel call on one block: ``theta [..., P]``, forcing ``[..., core...]`` (numpy).
-
-    Only columns with data are gathered (one copy of the land columns, no copy of the ocean)
-    and passed to the kernel; the others are NaN / ``no_data``.  Which columns are skipped
-    never changes a result: a column without data gives NaN and ``no_data`` in the kernel
-    too.
-    """
-    import torch
-
-    with set_options(**opts), torch.no_grad():
-        batch = np.broadcast_shapes(
-            theta.shape[:-1], *(f.shape[: f.ndim - len(c)] for f, c in zip(forcing, cores))
-        )
-        full_arrays = [_full_core(n, a, c, batch) for n, a, c in zip(names, forcing, cores)]
-        th_b = np.broadcast_to(theta, batch + theta.shape[-1:])
-        # skip cells without data: NaN theta, or no value at all in the smallest variable
-        ok = np.isfinite(th_b).all(-1)
-        small = min(range(len(forcing)), key=lambda i: forcing[i].size)
-        probe = full_arrays[small]
-        ok &= np.isfinite(probe).any(axis=tuple(range(len(batch), probe.ndim)))
-        n_ok = int(ok.sum())
-        if n_ok == ok.size:  # every column has data (e.g. a land-only ``cell`` store)
-            sub = model.steady_state(
-                _columns(th_b, len(batch), writeable=False),
-                {k: _columns(a, len(batch), writeable=False)
-                 for k, a in zip(names, full_arrays)},
-            )
-        elif n_ok:
-            sub = model.steady_state(
-                th_b[ok], {k: a[ok] for k, a in zip(names, full_arrays)}
-            )
-        n_pools = len(model.pools)
-        tails = {"soc": (_N_LAYERS,), "pools": (_N_LAYERS, n_pools), "pool_stocks": (n_pools,)}
-        res = []
-        for key in outputs:
-            shp = batch + tails.get(key, ())
-            dtype = np.int64 if key == "flags" else np.float64  # the declared output dtypes
-            val = np.asarray(sub[key]) if n_ok else None
-            if n_ok and key in ("soc_stock", "pool_stocks"):
-                val = val / 1000.0  # g m-2 -> kg m-2
-            if n_ok == ok.size:
-                out = np.asarray(val, dtype=dtype).reshape(shp)
-            else:
-                out = np.full(shp, FLAGS["no_data"] if key == "flags" else np.nan, dtype=dtype)
-                if n_ok:
-                    out[ok] = val
-            res.append(out)
-        return tuple(res)
+_TAILS = {"soc": ("layer",), "pools": ("layer", "pool"), "pool_stocks": ("pool",)}
+_KG = ("soc_stock", "pool_stocks")  # kernel g m-2 -> output kg m-2
 
 
-def _columns(a: np.ndarray, nb: int, *, writeable: bool = True) -> np.ndarray:
-    """``a [..batch, core...]`` (``nb`` batch axes) as ``[n, core...]``.
-
-    Equals ``a[ok]`` for an all-True ``ok``, without a copy where ``a`` is C-contiguous (a
-    block of a store with the batch dim first, e.g. a land-only ``cell`` store).  With
-    ``writeable=False`` a read-only block stays read-only: the kernels' ``as_tensor`` copies
-    such arrays itself, and converts float32 blocks to float64 in the same pass, so a copy
-    here would be a second one (0.25 s of a 0.25 degree run).
-    """
-    out = np.ascontiguousarray(a.reshape((-1,) + a.shape[nb:]))
-    return out if out.flags.writeable or not writeable else out.copy()
-
-
-def _unwrap(x):
-    """The one block of a single-chunk core dim (``blockwise(concatenate=False)`` nests lists)."""
-    while isinstance(x, list):
-        if len(x) != 1:  # pragma: no cover - core dims are made single-chunk first
-            raise AssertionError(f"expected one block along a core dim, got {len(x)}")
-        x = x[0]
-    return x
-
-
-def _call_unwrapped(fn, *blocks):
-    return fn(*map(_unwrap, blocks))
-
-
-def _apply_blocks(fn, *args, in_cores, out_cores, sizes, dtypes):
-    """``fn`` on every block: numpy in, numpy out; dask in, one dask array per output.
-
-    Like :func:`dask.array.apply_gufunc` (one task per block, the outputs split from its
-    tuple), but core dims (single chunks) are passed to ``fn`` as they are: no
-    ``concatenate3`` copy of every forcing block.  Inputs come from
-    :func:`xarray.apply_ufunc` (``dask="allowed"``): loop dims first, right-aligned, then the
-    core dims.
-    """
-    import dask.array as dsa
-
-    if not any(isinstance(a, dsa.Array) for a in args):
-        return fn(*args)
-    from dask.base import tokenize
-    from dask.core import flatten
-    from dask.highlevelgraph import HighLevelGraph
-
-    nloop = max(a.ndim - len(c) for a, c in zip(args, in_cores))
-    loop = tuple(f"_b{i}" for i in range(nloop))
-    arginds = []
-    for a, core in zip(args, in_cores):
-        k = a.ndim - len(core)
-        if isinstance(a, dsa.Array) and len(core) and any(
-                len(c) > 1 for c in a.chunks[k:]):  # pragma: no cover - made single first
-            raise ValueError(f"core dims {core} must be single chunks")
-        arginds += [a, loop[nloop - k:] + tuple(f"_c_{d}" for d in core)]
-    tmp = dsa.blockwise(
-        functools.partial(_call_unwrapped, fn), loop, *arginds, concatenate=False,
-        meta=np.empty((0,) * nloop, dtype=object), name=f"steady_state-{tokenize(fn, loop, *arginds)}",
-    )
-    outs = []
-    for i, (core, dt) in enumerate(zip(out_cores, dtypes)):
-        name = f"{tmp.name}-{i}"
-        tail = (0,) * len(core)
-        dsk = {(name, *key[1:], *tail): (operator.getitem, key, i)
-               for key in flatten(tmp.__dask_keys__())}
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[tmp])
-        core_shape = tuple(sizes[d] for d in core)
-        outs.append(dsa.Array(graph, name, chunks=tmp.chunks + tuple((n,) for n in core_shape),
-                              shape=tmp.shape + core_shape,
-                              meta=np.empty((0,) * (nloop + len(core)), dtype=dt)))
-    return tuple(outs)
-
-
-def _full_core(name: str, arr: np.ndarray, core: Sequence[str], batch: tuple) -> np.ndarray:
-    """View of ``arr [..batch, core...]`` broadcast to ``batch + kernel core shape``.
-
-    Missing core axes (e.g. a static ``nbedrock`` without ``month``) are inserted and
-    broadcast; no data is copied.
-    """
-    full = _core_of(name)
-    a = arr
-    nb = arr.ndim - len(core)
-    for pos, d in enumerate(full):
-        if d not in core:
-            a = np.expand_dims(a, nb + pos)
-    shape = tuple(batch) + tuple(12 if d == "month" else _N_LAYERS for d in full)
-    return np.broadcast_to(a, shape)
-
-
-def forcing_arrays(
-    ds: xr.Dataset,
-    *,
-    model: str | SoilCarbonModel = "clm5",
-    dim: str | None = None,
-) -> dict[str, np.ndarray]:
-    """Kernel forcing (batch first, :data:`~xproda.models.forcing.FORCING_SCHEMA` shapes).
-
-    Parameters
-    ----------
-    ds : Dataset
-        Forcing with one batch dim (e.g. ``site`` from :func:`sample_sites`) or several
-        (flattened in order).
-    model : str or model
-        Whose required variables to extract (plus ``CELLSAND`` and ``NPP`` where present).
-    dim : str, optional
-        The batch dim when ``ds`` has several non-core dims and only one should be used.
-
-    Returns
-    -------
-    dict of ndarray
-        ``{name: [n, ...]}`` ready for ``model.steady_state(theta, forcing)``.  Loads data.
-    """
-    m = _get_model(model, False, {})
-    problems = _check_forcing(ds, m, list(m.required_forcing))
-    if problems:
-        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
-    names = list(m.required_forcing) + [k for k in ("CELLSAND", "NPP") if k in ds]
-    vars_ = {}
-    for k in names:
-        v = ds[k]
-        if "layer" in v.dims and v.sizes["layer"] > _N_LAYERS:
-            v = v.isel(layer=slice(0, _N_LAYERS))
-        vars_[k] = v
-    bdims = [dim] if dim else _batch_dims(*vars_.values())
-    sizes = {d: ds.sizes[d] for d in bdims}
-    out = {}
-    for k, v in vars_.items():
-        core = tuple(d for d in _core_of(k) if d in v.dims)
-        v = v.expand_dims({d: sizes[d] for d in bdims if d not in v.dims})
-        arr = np.asarray(v.transpose(*bdims, *core).values)
-        full = _full_core(k, arr, core, tuple(sizes.values()))
-        out[k] = np.ascontiguousarray(full.reshape((-1,) + full.shape[len(bdims):]))
-    return out
-
-
-_TAILS = {"soc": ["layer"], "pools": ["layer", "pool"], "pool_stocks": ["pool"]}
+def _steady_columns(theta, forcing, *, model, outputs):
+    """Kernel call on the gathered columns of a block: one array per output."""
+    sub = model.steady_state(theta, forcing)
+    return [np.asarray(sub[k]) / 1000.0 if k in _KG else np.asarray(sub[k]) for k in outputs]
 
 
 def steady_state(
@@ -473,6 +63,7 @@ def steady_state(
     reference: bool = False,
     normalised: bool = True,
     pools: bool = False,
+    batch_dims: Sequence[str] = (),
     **model_options: Any,
 ) -> xr.Dataset:
     """Steady-state soil carbon of every column of a gridded (or site) forcing Dataset.
@@ -485,7 +76,9 @@ def steady_state(
         (1-based) and the column-total litter inputs ``CWD_INPUT``, ``LITR1_INPUT``..
         ``LITR3_INPUT`` (g C m-2 month-1) with dims ``(month, <spatial>)`` (a variable may lack
         ``month``: it is then constant over the year).  A ``layer`` dim longer than 20 (CLM's
-        25 ground levels) is cut to the 20 decomposition layers.
+        25 ground levels) is cut to the 20 decomposition layers.  Units are read from the
+        ``units`` attributes and converted where needed (recorded in ``history``); see
+        :mod:`xproda.contract` for the whole input contract.
     params : DataArray or Dataset
         Normalised parameters (see :func:`parameters_to_dataarray`), on the forcing grid or
         broadcastable to it (a DataArray with only ``parameter`` applies one parameter set
@@ -499,6 +92,10 @@ def steady_state(
         Whether ``params`` are normalised (0..1) or physical.
     pools : bool, default False
         Also return ``pools`` ``(layer, pool, ...)`` (g m-3) and ``pool_stocks`` (kg m-2).
+    batch_dims : sequence of str, default ()
+        Dims of ``ds`` or ``params`` that hold independent sets of columns besides the
+        horizontal dims and :data:`xproda.contract.BATCH_DIMS` (e.g. an experiment dim).
+        Any other dim is refused (a monthly ``time`` dim, say, with advice).
     **model_options
         Switches of :class:`~xproda.models.base.ModelOptions`.
 
@@ -507,9 +104,19 @@ def steady_state(
     Dataset
         ``soc`` (g m-3, per layer), ``soc_stock`` (kg m-2, 0-8.6 m), ``turnover_time`` (yr),
         ``input`` and ``respiration`` (g m-2 yr-1), ``flags`` (see :data:`xproda.FLAGS`),
-        plus the coordinate ``cell_area`` (m2) where the grid has latitude/longitude.  Lazy where ``ds`` or
-        ``params`` is dask-backed.  Cells without data (ocean, NaN parameters) are NaN and
-        flagged ``no_data``; they cost nothing.
+        plus the coordinate ``cell_area`` (m2) where the grid has latitude/longitude.  Lazy
+        where ``ds`` or ``params`` is dask-backed.  Cells without data (ocean, NaN
+        parameters) are NaN and flagged ``no_data``; they cost nothing.
+
+    Raises
+    ------
+    xproda.errors.InputError
+        (a ``ValueError``) listing every problem of the forcing visible without reading data:
+        missing variables, unknown dims, wrong sizes, unreadable or inconvertible units.
+        Values outside the plausible range of a variable (fill values, unit mistakes) raise
+        when computed, naming the variable.
+    xproda.errors.GridError
+        Parameters on a grid that cannot be matched with the forcing's.
 
     Examples
     --------
@@ -521,50 +128,20 @@ def steady_state(
     >>> out["soc"].dims, out["soc_stock"].attrs["units"]
     (('layer', 'lat', 'lon'), 'kg m-2')
     """
-    m = _get_model(model, reference, model_options)
-    required = [k for k in m.required_forcing]
-    problems = _check_forcing(ds, m, required)
-    if problems:
-        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
-    theta = parameters_to_dataarray(params, m, normalised=normalised)
-    fvars = []
-    for k in required:
-        da = ds[k]
-        if "layer" in da.dims and da.sizes["layer"] > _N_LAYERS:
-            da = da.isel(layer=slice(0, _N_LAYERS))
-        fvars.append(_strip(da))
-    theta = _align_params(theta, fvars[0])
-    # coordinates of the layer dim come from xproda's grid, not from the input
-    fvars = [v.drop_vars([c for c in v.coords if "layer" in v[c].dims]) for v in fvars]
-    theta = _single_chunk(theta, ["parameter"])
-    fvars = [_single_chunk(v, CORE_DIMS) for v in fvars]
-    theta, *fvars = _unify_batch_chunks([theta] + fvars, core=CORE_DIMS + ("parameter",))
-    cores = [tuple(d for d in _core_of(k) if d in v.dims) for k, v in zip(required, fvars)]
-    outputs = ["soc", "soc_stock", "turnover_time", "input", "respiration", "flags"]
+    m = engine.resolve_model(model, reference, model_options)
+    inputs = engine.column_inputs(ds, params, m, normalised=normalised, batch_dims=batch_dims)
+    keys = ["soc", "soc_stock", "turnover_time", "input", "respiration", "flags"]
     if pools:
-        outputs += ["pools", "pool_stocks"]
-    out_dtypes = [np.int64 if k == "flags" else np.float64 for k in outputs]
-    # options are captured here and applied in every task (workers use the client's settings)
-    fn = functools.partial(_steady_block, names=tuple(required), cores=tuple(cores), model=m,
-                           outputs=tuple(outputs), opts=get_options())
-    in_cores = [["parameter"]] + [list(c) for c in cores]
-    out_cores = [_TAILS.get(k, []) for k in outputs]
-    sizes = {"layer": _N_LAYERS, "pool": len(m.pools)}
-    # theta's non-index coordinates that the forcing has too: the output takes the forcing's
-    # (_copy_coords), and comparing two lazy copies (e.g. lat/lon on a land-only ``cell``
-    # dim) would read both stores once per output variable
-    theta = theta.drop_vars([c for c in theta.coords if c not in theta.indexes and c in ds.coords])
-    results = xr.apply_ufunc(
-        functools.partial(_apply_blocks, fn, in_cores=in_cores, out_cores=out_cores,
-                          sizes=sizes, dtypes=out_dtypes),
-        theta, *fvars,
-        input_core_dims=in_cores,
-        output_core_dims=out_cores,
-        dask="allowed",
-        keep_attrs=False,
-    )
+        keys += ["pools", "pool_stocks"]
+    n_pools = len(m.pools)
+    sizes = {"layer": _N_LAYERS, "pool": n_pools}
+    outputs = [engine.Output(k, _TAILS.get(k, ()), tuple(sizes[d] for d in _TAILS.get(k, ())),
+                             np.int64 if k == "flags" else np.float64,
+                             FLAGS["no_data"] if k == "flags" else np.nan) for k in keys]
+    fn = functools.partial(_steady_columns, model=m, outputs=tuple(keys))
+    results = engine.run_columns(inputs, fn, outputs, name="steady_state")
     out = xr.Dataset()
-    for key, da in zip(outputs, results):
+    for key, da in zip(keys, results):
         if "layer" in da.dims:
             da = da.transpose("layer", ...)
         if "pool" in da.dims:
@@ -578,15 +155,12 @@ def steady_state(
         out = out.assign_coords(conventions.layer_coords())
     if pools:
         out = out.assign_coords(pool=("pool", list(m.pools), {"long_name": "model carbon pool"}))
-    out = _copy_coords(out, ds)
-    out = _add_spatial_metadata(out, ds)
-    out.attrs = {
-        "Conventions": conventions.CF_CONVENTIONS,
-        "title": f"Steady-state soil organic carbon ({m.name} model)",
-        "source": f"xproda {_version()} {m.name} model "
-                  f"({'reference' if m.options.reference else 'corrected'} mode)",
-        "history": conventions.history_line(f"steady_state(model={m.name!r})"),
-    }
+    out = engine.spatial_metadata(out, ds)
+    out.attrs = engine.global_attrs(
+        title=f"Steady-state soil organic carbon ({m.name} model)",
+        source=f"xproda {_version()} {m.name} model "
+               f"({'reference' if m.options.reference else 'corrected'} mode)",
+        action=f"steady_state(model={m.name!r})", notes=inputs.notes)
     return out
 
 
@@ -594,27 +168,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def _add_spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
-    """CRS, cell area and ``cell_measures``; never input attrs on data variables."""
-    if "cell_area" not in out.coords:  # else: carried from the input (e.g. a cell store)
-        try:
-            from . import spatial
-
-            area = spatial.cell_area(out)
-        except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas
-            return out
-        # a coordinate: grid metadata (never masked or recomputed with the results)
-        out = out.assign_coords(cell_area=area)
-    for k in ("soc", "soc_stock", "pools", "pool_stocks", "turnover_time", "input",
-              "respiration"):
-        if k in out:
-            out[k].attrs["cell_measures"] = "area: cell_area"
-    if "spatial_ref" in out.coords:
-        for k in out.data_vars:
-            out[k].attrs["grid_mapping"] = "spatial_ref"
-    return out
 
 
 # -------------------------------------------------------------------------------------------
@@ -720,15 +273,15 @@ def predict_parameters(
     names = parameter_names or getattr(net, "parameter_names", None)
     if names is None:
         mname = model if model is not None else getattr(net, "model_name", "clm5")
-        names = _get_model(mname, False, {}).parameters.names
+        names = engine.resolve_model(mname).parameters.names
     names = [str(n) for n in names]
     n_members = getattr(net, "n_members", None)
     tail = (len(names),) if n_members is None else (int(n_members), len(names))
     tail_dims = ["parameter"] if n_members is None else ["member", "parameter"]
-    cols = [_strip(covariates[f]) for f in feats]
+    cols = [engine.strip(covariates[f]) for f in feats]
     cols = xr.broadcast(*cols)
     x = xr.concat(cols, dim="feature", coords="minimal", compat="override").transpose(..., "feature")
-    x = _single_chunk(x, ["feature"]).astype(np.float64)
+    x = engine.single_chunk(x, ["feature"]).astype(np.float64)
     batch_dims = list(x.dims[:-1])
     if x.chunks is None:
         data = _predict_block(x.values, net, tail, np.float64)
@@ -930,14 +483,18 @@ def validate(
     *,
     model: str | SoilCarbonModel = "clm5",
     params: xr.DataArray | xr.Dataset | None = None,
+    batch_dims: Sequence[str] = (),
+    transient: bool = False,
     raise_on_error: bool = True,
 ) -> list[str]:
     """Check a forcing Dataset (and parameters) for a model run without reading any data.
 
-    Checks presence of every required variable (with expected units and dims), dim sizes
-    (``month`` = 12, ``layer`` >= 20), units attributes where present (TSOI in K, depths in
-    m), parameter names and grid compatibility.  Value checks (ranges, Celsius values
-    without units) happen when the kernels run.
+    Checks, for every variable the model needs (:mod:`xproda.contract`): presence, dims
+    (core dims, horizontal dims, batch dims; any other dim -- e.g. a monthly ``time`` for a
+    steady state -- is a problem), sizes (``month`` = 12, ``layer`` >= 20), numeric dtype and
+    units (readable, convertible to the schema's; dimensional variables need units); then
+    parameter names and whether the parameters' grid can be matched with the forcing's.
+    Value ranges are checked when the kernels run.
 
     Parameters
     ----------
@@ -946,24 +503,34 @@ def validate(
     model : str or model, default "clm5"
     params : DataArray or Dataset, optional
         Parameters to check as well.
+    batch_dims : sequence of str, default ()
+        Extra dims accepted as independent sets of columns (as for :func:`steady_state`).
+    transient : bool, default False
+        Check for a transient run (monthly variables on ``time``) instead of a steady state.
     raise_on_error : bool, default True
-        Raise :class:`ValueError` listing every problem; otherwise return the list.
+        Raise :class:`xproda.errors.InputError` (a ``ValueError``) listing every problem;
+        otherwise return the list.
 
     Returns
     -------
     list of str
         Problems found (empty when valid).
     """
-    m = _get_model(model, False, {})
-    problems = _check_forcing(ds, m, list(m.required_forcing))
+    m = engine.resolve_model(model)
+    steps = "time" if transient else "month"
+    required = list(m.required_forcing)
+    problems = contract.forcing_problems(ds, required, steps=steps, batch_dims=batch_dims,
+                                         model_name=m.name)
     if params is not None:
         try:
             theta = parameters_to_dataarray(params, m)
             if problems == [] and theta.ndim > 1:
-                like = ds[m.required_forcing[0]]
-                _align_params(theta.isel(parameter=0), like)
+                like = ds[required[0]]
+                engine.align_params(theta.isel(parameter=0), like, core=(),
+                                    horizontal=contract.horizontal_dims(ds[required]),
+                                    batch_dims=batch_dims)
         except (KeyError, ValueError, TypeError) as err:
             problems.append(f"params: {err}")
     if problems and raise_on_error:
-        raise ValueError("invalid input:\n  - " + "\n  - ".join(problems))
+        contract.raise_problems(problems, "input")
     return problems

@@ -1,8 +1,8 @@
 """Shared pieces of the analyses: gridded column kernels, perturbations, weights.
 
-Everything here reuses the machinery of :mod:`xproda.xr_api` (input checks, parameter
-alignment, chunk unification, block broadcasting of the forcing) so that every gridded
-analysis is lazy and chunk-invariant in the same way as :func:`xproda.xr_api.steady_state`.
+Every gridded analysis runs through the column engine (:mod:`xproda.engine`: input contract,
+parameter alignment, gather/scatter, options passed to the tasks), so it is lazy and
+chunk-invariant in the same way as :func:`xproda.xr_api.steady_state`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import grid, xr_api
+from .. import engine, grid, xr_api
 from ..models.base import SoilCarbonModel
 from ..models.forcing import LITTER_INPUTS
-from ..options import get_options, set_options
 
 #: name of the pseudo-group that scales the litter inputs (NPP) instead of parameters
 INPUTS = "NPP"
@@ -29,7 +28,7 @@ SPACES = ("physical", "normalised")
 
 
 def model_of(model: str | SoilCarbonModel) -> SoilCarbonModel:
-    return xr_api._get_model(model, False, {})
+    return engine.resolve_model(model)
 
 
 def resolve_groups(
@@ -122,7 +121,7 @@ def scale_theta(theta, factor, model: SoilCarbonModel, *, space: str):
 def perturbed_theta(theta: xr.DataArray, factor: xr.DataArray, model: SoilCarbonModel,
                     *, space: str) -> xr.DataArray:
     """Lazy :func:`scale_theta` on DataArrays (``factor`` has a ``parameter`` dim)."""
-    theta = xr_api._single_chunk(theta, ["parameter"])
+    theta = engine.single_chunk(theta, ["parameter"])
     out = xr.apply_ufunc(
         functools.partial(scale_theta, model=model, space=space), theta, factor,
         input_core_dims=[["parameter"], ["parameter"]], output_core_dims=[["parameter"]],
@@ -200,53 +199,6 @@ def depth_label(depth) -> str:
 # -------------------------------------------------------------------------------------------
 # generic gridded column kernel
 # -------------------------------------------------------------------------------------------
-def prepared_inputs(ds: xr.Dataset, params, model: SoilCarbonModel):
-    """Forcing variables and theta as :func:`xproda.xr_api.steady_state` prepares them."""
-    required = list(model.required_forcing)
-    problems = xr_api._check_forcing(ds, model, required)
-    if problems:
-        raise ValueError("invalid forcing:\n  - " + "\n  - ".join(problems))
-    theta = xr_api.parameters_to_dataarray(params, model)
-    fvars = []
-    for k in required:
-        da = ds[k]
-        if "layer" in da.dims and da.sizes["layer"] > grid.N_LAYERS:
-            da = da.isel(layer=slice(0, grid.N_LAYERS))
-        fvars.append(xr_api._strip(da))
-    theta = xr_api._align_params(theta, fvars[0])
-    fvars = [v.drop_vars([c for c in v.coords if "layer" in v[c].dims]) for v in fvars]
-    theta = xr_api._single_chunk(theta, ["parameter"])
-    fvars = [xr_api._single_chunk(v, xr_api.CORE_DIMS) for v in fvars]
-    theta, *fvars = xr_api._unify_batch_chunks([theta] + fvars,
-                                               core=xr_api.CORE_DIMS + ("parameter",))
-    cores = [tuple(d for d in xr_api._core_of(k) if d in v.dims) for k, v in zip(required, fvars)]
-    theta = theta.drop_vars([c for c in theta.coords if c not in theta.indexes and c in ds.coords])
-    return theta, fvars, tuple(required), tuple(cores)
-
-
-def _column_block(theta, *forcing, names, cores, fn, tails, opts):
-    """Run ``fn(theta [n, P], forcing {name: [n, ...]}) -> list of [n, *tail]`` on a block.
-
-    Columns without data (NaN theta or forcing) are skipped and give NaN, as in
-    :func:`xproda.xr_api._steady_block`.
-    """
-    batch = np.broadcast_shapes(
-        theta.shape[:-1], *(f.shape[: f.ndim - len(c)] for f, c in zip(forcing, cores)))
-    full = [xr_api._full_core(n, a, c, batch) for n, a, c in zip(names, forcing, cores)]
-    th = np.broadcast_to(theta, batch + theta.shape[-1:])
-    ok = np.isfinite(th).all(-1)
-    small = min(range(len(forcing)), key=lambda i: forcing[i].size)
-    ok &= np.isfinite(full[small]).any(axis=tuple(range(len(batch), full[small].ndim)))
-    outs = [np.full(batch + tuple(t), np.nan) for t in tails]
-    if ok.any():
-        with set_options(**opts):
-            res = fn(np.ascontiguousarray(th[ok]), {k: np.ascontiguousarray(a[ok])
-                                                    for k, a in zip(names, full)})
-        for o, r in zip(outs, res):
-            o[ok] = r
-    return tuple(outs) if len(outs) > 1 else outs[0]
-
-
 def gridded_columns(
     ds: xr.Dataset,
     params,
@@ -254,25 +206,18 @@ def gridded_columns(
     fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], Sequence[np.ndarray]],
     tails: Sequence[tuple[int, ...]],
     tail_dims: Sequence[Sequence[str]],
+    *,
+    batch_dims: Sequence[str] = (),
 ) -> tuple[xr.DataArray, ...]:
     """Apply a per-column kernel ``fn`` to every column of a forcing grid (lazy on dask).
 
     ``fn`` maps ``theta [n, P]`` and kernel forcing ``{name: [n, ...]}`` (numpy) to a list
     of arrays ``[n, *tail]``; the outputs carry the batch dims of the inputs plus
-    ``tail_dims``.
+    ``tail_dims``.  Runs through the column engine (:mod:`xproda.engine`).
     """
-    theta, fvars, names, cores = prepared_inputs(ds, params, model)
-    block = functools.partial(_column_block, names=names, cores=cores, fn=fn,
-                              tails=tuple(tuple(t) for t in tails), opts=get_options())
-    sizes = {d: n for dims, t in zip(tail_dims, tails) for d, n in zip(dims, t)}
-    res = xr.apply_ufunc(
-        block, theta, *fvars,
-        input_core_dims=[["parameter"]] + [list(c) for c in cores],
-        output_core_dims=[list(d) for d in tail_dims],
-        dask="parallelized", output_dtypes=[np.float64] * len(tails),
-        dask_gufunc_kwargs={"output_sizes": sizes} if sizes else None,
-        keep_attrs=False,
-    )
-    res = res if isinstance(res, tuple) else (res,)
-    return tuple(xr_api._copy_coords(r.to_dataset(name="_v"), ds)["_v"].rename(None)
+    inputs = engine.column_inputs(ds, params, model, batch_dims=batch_dims)
+    outputs = [engine.Output(f"out{i}", tuple(d), tuple(t))
+               for i, (d, t) in enumerate(zip(tail_dims, tails))]
+    res = engine.run_columns(inputs, fn, outputs, name="analysis")
+    return tuple(engine.copy_coords(r.to_dataset(name="_v"), ds)["_v"].rename(None)
                  for r in res)

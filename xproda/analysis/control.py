@@ -91,7 +91,7 @@ def component_control(
         v = ds[k]
         mean = _common.weighted_mean(v, w, sdims)
         ds_all[k] = xr.where(is_inp & v.notnull(), mean, v).assign_attrs(v.attrs)
-    out = xr_api.steady_state(ds_all, th_all, model=m)
+    out = xr_api.steady_state(ds_all, th_all, model=m, batch_dims=("group",))
     stock = _common.stock_of(out["soc"], depth).transpose("group", *sdims, ...)
     valid = stock.notnull().all("group")
     stock = stock.where(valid)

@@ -132,7 +132,7 @@ def sensitivity(
     lv = _levels(levels)
     lf = _common.land_fraction_of(ds, land_fraction)
     th_p, ds_p = _finite_experiments(ds, theta, m, grp, lv, space)
-    out = xr_api.steady_state(ds_p, th_p, model=m)
+    out = xr_api.steady_state(ds_p, th_p, model=m, batch_dims=("group", "level"))
     stock = _common.stock_of(out["soc"], depth)
     sdims = spatial.spatial_dims(stock)
     stock = stock.transpose("group", "level", *sdims, ...)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import grid
+from ..errors import RangeError
 from ..options import current as _option
 
 __all__ = [
@@ -59,6 +60,13 @@ class ForcingVariable:
 
 
 _M, _L = N_MONTHS, grid.N_LAYERS
+#: deepest possible active layer: the bottom of CLM5's 25-level ground column (m)
+_ALT_MAX = float(grid.ZISOI[-1])
+#: upper bounds of litter inputs: 100x the largest annual litterfall measured (~3 kg C m-2
+#: yr-1 in tropical forests) in one month; catches CLM's 1e36 fill value and factor-1000 or
+#: per-second/per-month unit mistakes (a month has 2.6e6 s)
+_INPUT_MAX = 2.5e4
+_INPUT_VR_MAX = _INPUT_MAX / float(grid.DZ[0])
 _FV = ForcingVariable
 FORCING_SCHEMA: dict[str, ForcingVariable] = {
     v.name: v
@@ -67,24 +75,31 @@ FORCING_SCHEMA: dict[str, ForcingVariable] = {
         _FV("W_SCALAR", (_M, _L), "1", "CLM water scalar of decomposition", 0.0, 1.0),
         _FV("O_SCALAR", (_M, _L), "1", "CLM oxygen (anoxia) scalar of decomposition", 0.0, 1.0),
         _FV("FPI_vr", (_M, _L), "1", "fraction of potential N immobilisation", 0.0, 1.0),
-        _FV("ALTMAX", (_M,), "m", "maximum active layer thickness this year", 0.0, None),
-        _FV("ALTMAX_LASTYEAR", (_M,), "m", "maximum active layer thickness last year", 0.0, None),
+        _FV("ALTMAX", (_M,), "m", "maximum active layer thickness this year", 0.0, _ALT_MAX),
+        _FV("ALTMAX_LASTYEAR", (_M,), "m", "maximum active layer thickness last year", 0.0,
+            _ALT_MAX),
         _FV("nbedrock", (_M,), "1", "bedrock layer index (1-based)", 1, _L, integer=True),
-        _FV("NPP", (_M,), "g m-2 s-1", "net primary production (carbon)", 0.0, None,
+        # 1e-3 g C m-2 s-1 is 31.5 kg C m-2 yr-1, ten times the most productive ecosystems
+        _FV("NPP", (_M,), "g m-2 s-1", "net primary production (carbon)", 0.0, 1e-3,
             required=False),
         _FV("CELLSAND", (_L,), "%", "sand content", 0.0, 100.0, required=False),
-        _FV("CWD_INPUT", (_M,), "g m-2 month-1", "coarse woody debris input (column total)", 0.0),
-        _FV("LITR1_INPUT", (_M,), "g m-2 month-1", "metabolic litter input (column total)", 0.0),
-        _FV("LITR2_INPUT", (_M,), "g m-2 month-1", "cellulose litter input (column total)", 0.0),
-        _FV("LITR3_INPUT", (_M,), "g m-2 month-1", "lignin litter input (column total)", 0.0),
+        _FV("CWD_INPUT", (_M,), "g m-2 month-1", "coarse woody debris input (column total)", 0.0,
+            _INPUT_MAX),
+        _FV("LITR1_INPUT", (_M,), "g m-2 month-1", "metabolic litter input (column total)", 0.0,
+            _INPUT_MAX),
+        _FV("LITR2_INPUT", (_M,), "g m-2 month-1", "cellulose litter input (column total)", 0.0,
+            _INPUT_MAX),
+        _FV("LITR3_INPUT", (_M,), "g m-2 month-1", "lignin litter input (column total)", 0.0,
+            _INPUT_MAX),
         # per-layer CLM inputs, used only by the CLM5 default-parameter mode
-        _FV("CWD_INPUT_vr", (_M, _L), "g m-3 month-1", "CWD input by layer", 0.0, required=False),
+        _FV("CWD_INPUT_vr", (_M, _L), "g m-3 month-1", "CWD input by layer", 0.0, _INPUT_VR_MAX,
+            required=False),
         _FV("LITR1_INPUT_vr", (_M, _L), "g m-3 month-1", "metabolic litter input by layer", 0.0,
-            required=False),
+            _INPUT_VR_MAX, required=False),
         _FV("LITR2_INPUT_vr", (_M, _L), "g m-3 month-1", "cellulose litter input by layer", 0.0,
-            required=False),
+            _INPUT_VR_MAX, required=False),
         _FV("LITR3_INPUT_vr", (_M, _L), "g m-3 month-1", "lignin litter input by layer", 0.0,
-            required=False),
+            _INPUT_VR_MAX, required=False),
     )
 }
 del _FV
@@ -317,7 +332,7 @@ def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
     vmin, vmax = float(lo), float(hi)
     if not (math.isfinite(vmin) and math.isfinite(vmax)):
         if torch.isinf(td).any():
-            raise ValueError(
+            raise RangeError(
                 f"forcing variable {name!r} contains infinite values (use NaN for no data)"
             )
         v = _finite_values(td)
@@ -325,27 +340,36 @@ def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
             return
         vmin, vmax = float(v.min()), float(v.max())
     if name == "TSOI" and vmax < 100.0:
-        raise ValueError(
+        raise RangeError(
             f"forcing variable 'TSOI' must be in kelvin; its values ({vmin:.4g} .. {vmax:.4g}) "
             "look like degrees Celsius (add 273.15)"
         )
     tol = 1e-9 * max(1.0, abs(spec.maximum or 0.0))
     if spec.minimum is not None and vmin < spec.minimum - tol:
         what = "negative" if spec.minimum == 0 else f"below {spec.minimum}"
-        raise ValueError(
+        raise RangeError(
             f"forcing variable {name!r} has {what} values (min {vmin:.6g} {spec.units}); "
-            f"expected {_range_text(spec)}"
+            f"expected {_range_text(spec)}{_hint(vmin, spec)}"
         )
     if spec.maximum is not None and vmax > spec.maximum + tol:
-        raise ValueError(
-            f"forcing variable {name!r} has values above {spec.maximum} "
-            f"(max {vmax:.6g} {spec.units}); expected {_range_text(spec)}"
+        raise RangeError(
+            f"forcing variable {name!r} has values above {spec.maximum:g} "
+            f"(max {vmax:.6g} {spec.units}); expected {_range_text(spec)}{_hint(vmax, spec)}"
         )
     if spec.integer and bool(((td != torch.round(td)) & ~torch.isnan(td)).any()):
-        raise ValueError(
+        raise RangeError(
             f"forcing variable {name!r} must hold integer layer indices 1..{grid.N_LAYERS}, "
             f"found non-integer values"
         )
+
+
+def _hint(value: float, spec: ForcingVariable) -> str:
+    """A likely cause of an out-of-range value (fill values, unit mistakes)."""
+    if abs(value) >= 1e30 or value in (-9999.0, -99999.0, -999.0):
+        return ("; this looks like an undecoded fill value (CLM writes 1e36): decode it with "
+                "xarray.decode_cf or declare it in the variable's _FillValue attribute")
+    return ("; check the variable's values against its 'units' attribute (a factor of 100 or "
+            "1000, or per second instead of per month?)")
 
 
 def _range_text(spec: ForcingVariable) -> str:
