@@ -201,14 +201,21 @@ def test_missing_variables_error_lists_names_and_units():
     assert ds.proda.validate(raise_on_error=False)[0].startswith("missing forcing")
 
 
-def test_celsius_errors():
+def test_celsius_converted_or_refused():
     ds = forcing_dataset(2, 3)
     c = ds.assign(TSOI=ds["TSOI"] - 273.15)
     c["TSOI"].attrs["units"] = "degC"
-    with pytest.raises(ValueError, match="TSOI: soil temperature must be in K, found units 'degC'"):
-        c.proda.steady_state(_theta(ds))
-    # Celsius values without units: the kernel's value check names the variable on compute
+    # degrees Celsius with a units attribute: converted (and recorded), same result
+    out = c.proda.steady_state(_theta(ds))
+    ref = ds.proda.steady_state(_theta(ds))
+    np.testing.assert_allclose(out["soc_stock"], ref["soc_stock"], rtol=1e-12)
+    assert "TSOI: converted from 'degC' to 'K'" in out.attrs["history"]
+    # no units at all: refused at build time, naming the variable and the expected units
     c["TSOI"].attrs = {}
+    with pytest.raises(ValueError, match="TSOI: no 'units' attribute; expected 'K'"):
+        c.proda.steady_state(_theta(ds))
+    # Celsius values labelled K: the kernel's value check names the variable on compute
+    c["TSOI"].attrs = {"units": "K"}
     lazy = c.chunk({"lat": 1}).proda.steady_state(_theta(ds))
     with pytest.raises(ValueError, match="TSOI"):
         lazy.compute()
@@ -230,9 +237,11 @@ def test_validate_reads_no_data():
     ds = forcing_dataset(4, 4, chunks={"lat": 2})
     with raise_if_dask_computes():
         assert ds.proda.validate(params=_theta(ds).chunk({"lat": 2})) == []
-        bad = ds.assign(ALTMAX=ds["ALTMAX"].assign_attrs(units="cm"))
+        # cm is converted (units.convert); kg cannot be a depth
+        assert ds.assign(ALTMAX=ds["ALTMAX"].assign_attrs(units="cm")).proda.validate() == []
+        bad = ds.assign(ALTMAX=ds["ALTMAX"].assign_attrs(units="kg"))
         problems = bad.proda.validate(raise_on_error=False)
-    assert any("ALTMAX" in p and "'cm'" in p for p in problems)
+    assert any("ALTMAX" in p and "'kg'" in p and "'m'" in p for p in problems)
 
 
 # ------------------------------------------------------------------------------ network
