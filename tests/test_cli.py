@@ -117,13 +117,13 @@ def test_missing_variable_error(tmp_path):
 
 _KILL_SCRIPT = textwrap.dedent(
     """
-    import time, xproda.xr_api as x
+    import time, xproda.engine as x
     from xproda.cli import main
-    real = x._steady_block
+    real = x.column_block
     def slow(*a, **k):
         time.sleep(0.3)
         return real(*a, **k)
-    x._steady_block = slow
+    x.column_block = slow
     main({args!r})
     """
 )
