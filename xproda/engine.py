@@ -523,6 +523,10 @@ def apply_blocks(fn, *args, in_cores, out_cores, sizes, dtypes, name="columns"):
     return tuple(outs)
 
 
+def _first(fn, *args):
+    return fn(*args)[0]
+
+
 def run_columns(
     inputs: ColumnInputs,
     fn: Callable[[np.ndarray, Mapping[str, np.ndarray]], Sequence[np.ndarray]],
@@ -557,9 +561,10 @@ def run_columns(
     in_cores = [["parameter"]] + [list(c) for c in inputs.cores]
     out_cores = [list(o.dims) for o in outputs]
     sizes = {d: n for o in outputs for d, n in zip(o.dims, o.sizes)}
+    call = functools.partial(apply_blocks, block, in_cores=in_cores, out_cores=out_cores,
+                             sizes=sizes, dtypes=[o.dtype for o in outputs], name=name)
     res = xr.apply_ufunc(
-        functools.partial(apply_blocks, block, in_cores=in_cores, out_cores=out_cores,
-                          sizes=sizes, dtypes=[o.dtype for o in outputs], name=name),
+        call if len(outputs) > 1 else functools.partial(_first, call),
         inputs.theta, *inputs.forcing,
         input_core_dims=in_cores, output_core_dims=out_cores,
         dask="allowed", keep_attrs=False,

@@ -1,0 +1,125 @@
+"""Options are context-local and reach dask tasks explicitly: no leakage between threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xproda
+from xproda import engine
+from xproda.errors import OptionError
+from xproda.options import DEFAULTS, get_options, use_options
+from xproda.testing import forcing_dataset
+
+A = {"dtype": "float32", "kernel_batch_size": 7, "fused_kernels": False}
+B = {"dtype": "float64", "kernel_batch_size": 4096, "fused_kernels": True}
+
+
+def _theta():
+    return xr.DataArray(np.full(21, 0.5), dims="parameter")
+
+
+def _recording_run(ds, seen, barrier):
+    """A column computation whose tasks record the options they run under."""
+    m = xproda.get_model("clm5")
+    inputs = engine.column_inputs(ds, _theta(), m)
+
+    def fn(theta, forcing):
+        barrier.wait(timeout=30)  # both threads' tasks run at the same time
+        seen.append(get_options())
+        time.sleep(0.01)
+        return [np.zeros(len(theta))]
+
+    (res,) = engine.run_columns(inputs, fn, [engine.Output("x")])
+    return res
+
+
+def test_two_threads_different_options_no_leakage():
+    ds = forcing_dataset(4, 6, seed=3, ocean_fraction=0.0, chunks={"lat": 1})
+    seen = {"A": [], "B": []}
+    after = {}
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def work(label, opts):
+        try:
+            with xproda.set_options(**opts):
+                lazy = _recording_run(ds, seen[label], barrier)
+                inside = get_options()
+                lazy.compute(scheduler="threads", num_workers=2)
+                assert get_options() == inside  # compute did not change this thread's options
+            after[label] = get_options()
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=("A", A)),
+               threading.Thread(target=work, args=("B", B))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(seen["A"]) == 4 and len(seen["B"]) == 4  # one task per lat chunk, each seen
+    for label, opts in (("A", A), ("B", B)):
+        for o in seen[label]:
+            assert {k: o[k] for k in opts} == opts, (label, o)
+        assert after[label] == dict(DEFAULTS)
+    assert get_options() == dict(DEFAULTS)
+
+
+def test_concurrent_steady_states_equal_sequential_runs():
+    ds = forcing_dataset(4, 6, seed=4, chunks={"lat": 1})
+    with xproda.set_options(**A):
+        ref_a = ds.proda.steady_state(_theta()).soc_stock.compute(scheduler="sync")
+    with xproda.set_options(**B):
+        ref_b = ds.proda.steady_state(_theta()).soc_stock.compute(scheduler="sync")
+    assert not np.array_equal(ref_a.values, ref_b.values, equal_nan=True)  # float32 differs
+    out = {}
+
+    def work(label, opts):
+        with xproda.set_options(**opts):
+            lazy = ds.proda.steady_state(_theta()).soc_stock
+        # computed outside the context: the tasks carry the options of the graph's builder
+        out[label] = lazy.compute(scheduler="threads", num_workers=2)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=work, args=(k, o)) for k, o in (("A", A), ("B", B))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        np.testing.assert_array_equal(out["A"].values, ref_a.values)
+        np.testing.assert_array_equal(out["B"].values, ref_b.values)
+    assert get_options() == dict(DEFAULTS)
+
+
+def test_use_options_restores_and_validates():
+    with use_options({"kernel_batch_size": 5}) as opts:
+        assert get_options()["kernel_batch_size"] == 5 and opts["dtype"] == "float64"
+    assert get_options() == dict(DEFAULTS)
+    with pytest.raises(OptionError, match="unknown xproda option 'bogus'"):
+        use_options({"bogus": 1})
+    with pytest.raises(ValueError, match="'kernel_batch_size': 0; expected an int >= 1"):
+        xproda.set_options(kernel_batch_size=0)
+
+
+def test_set_options_as_function_is_thread_local():
+    seen = {}
+
+    def other():
+        seen["other"] = get_options()["kernel_batch_size"]
+
+    token = xproda.set_options(kernel_batch_size=11)
+    try:
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert get_options()["kernel_batch_size"] == 11
+        assert seen["other"] == DEFAULTS["kernel_batch_size"]
+    finally:
+        token.__exit__()
+    assert get_options() == dict(DEFAULTS)
