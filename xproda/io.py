@@ -1313,3 +1313,6 @@ def list_done_regions(
             {d: slice(i * chunk[d], min((i + 1) * chunk[d], sizes[d])) for d, i in zip(dims, idx)}
         )
     return out
+
+
+from .clm import open_clm_history, clm_climatology  # noqa: E402
