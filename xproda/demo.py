@@ -179,7 +179,7 @@ def run_demo(
     ImportError
         If ``figures`` is True and matplotlib is not installed.
     """
-    from . import crossval, io, xr_api
+    from . import conventions, crossval, io, xr_api
     from .datasets import (
         CUE_PARAMETERS, profile_sites, synthetic_profiles, synthetic_world, truth_parameters,
     )
@@ -257,7 +257,8 @@ def run_demo(
                 res[STOCK_VARIABLES[name]] = xr_api.soc_stock(res, depth=(top, bottom))
         res["theta"] = theta
         res["theta_truth"] = truth.chunk({k: v for k, v in chunks.items() if k in truth.dims})
-        res["theta_truth"].attrs["long_name"] = "truth parameters of the synthetic world"
+        res["theta_truth"].attrs = conventions.attrs(
+            "theta_truth", section="demo", description=truth.attrs.get("description"))
         res["landmask"] = lazy["landmask"]
         # variable-length strings: Zarr v3 has no stable fixed-length string type
         res = res.assign_coords(parameter=np.asarray(theta["parameter"].values, dtype=object))

@@ -99,8 +99,7 @@ def component_control(
     treat = stock.sel(group=labels)
     tot = xr_api.global_total(treat, land_fraction=lf)
     tot_full = xr_api.global_total(full, land_fraction=lf)
-    absdev = xr_api.global_total(abs(treat - full).assign_attrs(units="kg m-2"),
-                                 land_fraction=lf)
+    absdev = xr_api.global_total(abs(treat - full), land_fraction=lf, stock_units="kg m-2")
     wv = w.where(valid)
     mean_full = (full * wv).sum(sdims) / wv.sum(sdims)
     sst = (wv * (full - mean_full) ** 2).sum(sdims)
@@ -111,28 +110,12 @@ def component_control(
     loss = (wv * (lfull - ltreat) ** 2).sum(sdims) / (wv * (lfull - lmean) ** 2).sum(sdims)
     logc = (wv * abs(np.log(treat / full))).sum(sdims) / wv.sum(sdims)
     label = _common.depth_label(depth)
-    attrs = conventions.attrs("soc_stock", long_name=f"soil organic carbon stock, {label}")
-    res = xr.Dataset({
-        "soc_stock": treat.assign_attrs(attrs, long_name=attrs["long_name"]
-                                        + ", group homogenised"),
-        "soc_stock_full": full.assign_attrs(attrs),
-        "global_stock": tot.assign_attrs(units="Pg C", long_name=f"global SOC stock, {label}, "
-                                         "group homogenised"),
-        "global_stock_full": tot_full.assign_attrs(units="Pg C",
-                                                   long_name=f"global SOC stock, {label}"),
-        "global_stock_change": (tot - tot_full).assign_attrs(
-            units="Pg C", long_name="global stock change by homogenising the group"),
-        "total_absolute_deviation": absdev.assign_attrs(
-            units="Pg C", long_name="area-integrated absolute stock deviation"),
-        "variation_loss": loss.assign_attrs(
-            units="1", long_name="loss of explained spatial variation of log SOC (1 - R2)"),
-        "variation_loss_linear": loss_lin.assign_attrs(
-            units="1", long_name="loss of explained spatial variation of SOC (1 - R2), "
-            "stocks not logged"),
-        "mean_abs_log_change": logc.assign_attrs(
-            units="1", long_name="area-weighted mean absolute log change of the stock"),
-    })
-    res["group"].attrs = {"long_name": "homogenised process group"}
+    res = conventions.annotate(xr.Dataset({
+        "soc_stock": treat, "soc_stock_full": full, "global_stock": tot,
+        "global_stock_full": tot_full, "global_stock_change": tot - tot_full,
+        "total_absolute_deviation": absdev, "variation_loss": loss,
+        "variation_loss_linear": loss_lin, "mean_abs_log_change": logc,
+    }), "control", fields={"depth": label})
     res.attrs = {"depth": label, "model": m.name,
                  "history": conventions.history_line("component_control()")}
     return res

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from .. import conventions
 from ..crossval import skill_scores
 from ..models.base import SoilCarbonModel
 from ..training import soc_at_observations
@@ -136,17 +137,16 @@ def permutation_importance(
             sc[gi, r] = score(x2)
     imp = (base - sc) if _HIGHER_IS_BETTER[metric] else (sc - base)
     coords = {"group": list(grp), "repeat": np.arange(int(n_repeats))}
-    units = "g m-3" if metric == "rmse" else "1"
     out = xr.Dataset({
-        "score": (("group", "repeat"), sc, {"units": units,
-                                            "long_name": f"{metric} with the group scrambled"}),
-        "importance": (("group", "repeat"), imp, {"units": units,
-                                                  "long_name": f"loss of {metric}"}),
-        "baseline": ((), base, {"units": units, "long_name": f"{metric} of the intact data"}),
+        "score": (("group", "repeat"), sc),
+        "importance": (("group", "repeat"), imp),
+        "baseline": ((), base),
     }, coords=coords)
-    out["importance_mean"] = out["importance"].mean("repeat").assign_attrs(units=units)
-    out["importance_std"] = out["importance"].std("repeat", ddof=1 if n_repeats > 1 else 0
-                                                  ).assign_attrs(units=units)
+    out["importance_mean"] = out["importance"].mean("repeat")
+    out["importance_std"] = out["importance"].std("repeat", ddof=1 if n_repeats > 1 else 0)
+    metric_units = conventions.attrs(metric, section="skill")["units"]
+    out = conventions.annotate(out, "importance",
+                               fields={"metric": metric, "metric_units": metric_units})
     out["group"].attrs["members"] = "; ".join(f"{k}: {' '.join(v)}" for k, v in grp.items())
     out.attrs = {"metric": metric, "method": method, "n_sites": int(S)}
     return out

@@ -18,20 +18,8 @@ from . import _common
 
 __all__ = ["INDEX_ATTRS", "bulk_indices_columns", "bulk_indices"]
 
-#: metadata of the indices (units and meaning, spec §8.3)
-INDEX_ATTRS: dict[str, dict[str, str]] = {
-    "A": {"units": "1", "long_name": "carbon transfer efficiency (CUE-like): flux-weighted "
-          "fraction of donor decomposition transferred to another pool"},
-    "K": {"units": "yr-1", "long_name": "baseline decomposition rate: stock-weighted base "
-          "rate 1/tau of the soil pools"},
-    "Xi": {"units": "1", "long_name": "environmental modifier: SOC-weighted "
-           "mean(xi_T) mean(xi_W) exp(-z/efolding)"},
-    "V": {"units": "yr-1", "long_name": "vertical transport rate: SOC-weighted diagonal "
-          "of the transport operator"},
-    "I": {"units": "1", "long_name": "input allocation: effective beta of the cumulative "
-          "litter input profile"},
-    "NPP": {"units": "g m-2 yr-1", "long_name": "total litter input (carbon)"},
-}
+#: metadata of the indices (units and meaning, spec §8.3): the registry's ``indices`` section
+INDEX_ATTRS = conventions.INDICES
 INDEX_NAMES = tuple(INDEX_ATTRS)
 
 _DONORS = {  # pool index -> turnover-time parameter (CLM5 pool order)
@@ -151,7 +139,7 @@ def bulk_indices(
 
     res = _common.gridded_columns(ds, params, m, fn, [()] * len(INDEX_NAMES),
                                   [[]] * len(INDEX_NAMES))
-    out = xr.Dataset({k: v.assign_attrs(INDEX_ATTRS[k]) for k, v in zip(INDEX_NAMES, res)})
+    out = conventions.annotate(xr.Dataset(dict(zip(INDEX_NAMES, res))), "indices")
     out.attrs = {"Conventions": conventions.CF_CONVENTIONS,
                  "title": "Bulk process indices (spec 8.3)",
                  "history": conventions.history_line(f"bulk_indices(model={m.name!r})")}

@@ -144,21 +144,12 @@ def sensitivity(
     lvl = xr.DataArray(lv, dims="level", coords={"level": lv})
     elast = (change / base / lvl).where(lvl != 0)
     label = _common.depth_label(depth)
-    res = xr.Dataset({
-        "soc_stock": stock.assign_attrs(conventions.attrs(
-            "soc_stock", long_name=f"soil organic carbon stock, {label}, perturbed")),
-        "global_stock": tot.assign_attrs(units="Pg C", long_name=f"global SOC stock, {label}"),
-        "global_stock_change": change.assign_attrs(
-            units="Pg C", long_name="change of the global SOC stock from level 0"),
-        "relative_change": rel.assign_attrs(
-            units="%", long_name="relative change of the global SOC stock"),
-        "elasticity": elast.assign_attrs(
-            units="1", long_name="relative stock change per relative group change"),
-    })
-    res["level"].attrs = {"units": "1", "long_name": "relative perturbation of the group"}
-    res["group"].attrs = {"long_name": "process group",
-                          "members": "; ".join(f"{k}: {' '.join(v) or 'litter inputs'}"
-                                               for k, v in grp.items())}
+    res = conventions.annotate(xr.Dataset({
+        "soc_stock": stock, "global_stock": tot, "global_stock_change": change,
+        "relative_change": rel, "elasticity": elast,
+    }), "sensitivity", fields={"depth": label})
+    res["group"].attrs["members"] = "; ".join(f"{k}: {' '.join(v) or 'litter inputs'}"
+                                              for k, v in grp.items())
     res.attrs = {"space": space, "depth": label, "model": m.name,
                  "history": conventions.history_line(f"sensitivity(space={space!r})")}
     return res
@@ -253,24 +244,13 @@ def sensitivity_gradient(
     grad = grad.transpose("group", *sdims, ...)
     valid = stock.notnull() & grad.notnull().all("group")
     label = _common.depth_label(depth)
-    stock = stock.where(valid).assign_attrs(conventions.attrs(
-        "soc_stock", long_name=f"soil organic carbon stock, {label}"))
-    grad = grad.where(valid).assign_attrs(
-        units="kg m-2", long_name=f"derivative of the SOC stock ({label}) with respect to "
-        "the relative change of the group")
-    tot = xr_api.global_total(stock, land_fraction=lf)
+    stock, grad = stock.where(valid), grad.where(valid)
+    tot = xr_api.global_total(stock, land_fraction=lf, stock_units="kg m-2")
     gtot = xr_api.global_total(grad, land_fraction=lf, stock_units="kg m-2")
-    res = xr.Dataset({
-        "dsoc_stock": grad,
-        "soc_stock": stock,
-        "global_gradient": gtot.assign_attrs(
-            units="Pg C", long_name="derivative of the global SOC stock with respect to the "
-            "relative change of the group (Pg C per unit relative change)"),
-        "global_stock": tot.assign_attrs(units="Pg C", long_name=f"global SOC stock, {label}"),
-        "elasticity": (gtot / tot).assign_attrs(
-            units="1", long_name="relative stock change per relative group change"),
-    })
-    res["group"].attrs = {"long_name": "process group"}
+    res = conventions.annotate(xr.Dataset({
+        "dsoc_stock": grad, "soc_stock": stock, "global_gradient": gtot, "global_stock": tot,
+        "elasticity": gtot / tot,
+    }), "sensitivity_gradient", fields={"depth": label})
     res.attrs = {"space": space, "depth": label, "model": m.name,
                  "history": conventions.history_line(f"sensitivity_gradient(space={space!r})")}
     return res
@@ -322,13 +302,10 @@ def compare_sensitivities(
     up, lo = lv.max(), lv.min()
     central = (fin_t.sel(level=up) - fin_t.sel(level=lo)) / (up - lo)
     forward = (fin_t.sel(level=up) - fin_t.sel(level=0.0)) / up
-    units = {"units": "Pg C", "long_name": "Pg C per unit relative change"}
     out = xr.Dataset({
-        "gradient": g_t.drop_vars("level", errors="ignore").assign_attrs(units),
-        "central_difference": central.drop_vars("level", errors="ignore").assign_attrs(units),
-        "forward_difference": forward.drop_vars("level", errors="ignore").assign_attrs(units),
-    })
-    out["relative_difference"] = (out["central_difference"] / out["gradient"] - 1.0
-                                  ).assign_attrs(units="1")
+        "gradient": g_t, "central_difference": central, "forward_difference": forward,
+    }).drop_vars("level", errors="ignore")
+    out["relative_difference"] = out["central_difference"] / out["gradient"] - 1.0
+    out = conventions.annotate(out, "compare_sensitivities")
     out.attrs = {"delta": float(delta), "space": space}
     return out

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import conventions
 from ..crossval import SKILL_METRICS, skill_scores
 
 __all__ = ["DEPTH_BANDS", "LATITUDE_REGIONS", "latitude_regions", "skill_by_group"]
@@ -60,7 +61,8 @@ def skill_by_group(
     pandas.DataFrame
         Index ``(region, depth_band)`` including ``"all"`` for each; columns the metrics
         of :func:`xproda.crossval.skill_scores` (``n``, ``r2``, ``nse``, ``rmse`` and
-        ``bias`` in g C m-3, ``corr``, ``r2_log``).
+        ``bias`` in g C m-3, ``corr``, ``r2_log``); ``attrs["metrics"]`` holds the units
+        and long_name of each column (the registry's ``skill`` section).
     """
     m = np.asarray(mod, dtype=float)
     o = np.asarray(obs, dtype=float)
@@ -93,6 +95,8 @@ def skill_by_group(
             sel = base & rmask[:, None] & (d >= a) & (d < b)
             rows.append(skill_scores(m, o, mask=sel))
             index.append((r, name))
-    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["region",
-                                                                            "depth_band"]),
-                        columns=list(SKILL_METRICS))
+    out = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["region",
+                                                                           "depth_band"]),
+                       columns=list(SKILL_METRICS))
+    out.attrs["metrics"] = {k: conventions.attrs(k, section="skill") for k in SKILL_METRICS}
+    return out

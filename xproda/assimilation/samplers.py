@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import conventions
 from . import diagnostics as _diag
 from .checkpoint import (
     checkpoint_exists,
@@ -218,28 +219,6 @@ def _load_state(path: Any, gen: torch.Generator, settings: Mapping, device: torc
 # ----------------------------------------------------------------------------- results
 
 
-_VAR_ATTRS: dict[str, dict[str, str]] = {
-    "samples": {"long_name": "posterior draws of the normalised parameters (after burn-in)"},
-    "mean": {"long_name": "posterior mean of the normalised parameters"},
-    "sd": {"long_name": "posterior standard deviation of the normalised parameters"},
-    "best": {"long_name": "best state visited (highest log density / lowest cost)"},
-    "best_value": {"long_name": "log density (AM) or cost (reference) of the best state"},
-    "rhat": {"long_name": "rank-normalised split R-hat (Vehtari et al. 2021)"},
-    "ess": {"long_name": "bulk effective sample size (Vehtari et al. 2021)"},
-    "acceptance": {"long_name": "acceptance rate per chain"},
-    "n_accepted": {"long_name": "number of accepted proposals per chain"},
-    "gelman_rubin": {"long_name": "Gelman-Rubin statistic as coded in PRODA (spec 6.3 item 5)"},
-    "stat": {"long_name": "per-chain fit statistics of PRODA ([R2, RMSE], spec 6.3 item 2)"},
-    "optimal_chain": {"long_name": "chain with the minimum RMSE (PRODA's optimal chain)"},
-    "soc_mod_opt": {"long_name": "mean modelled profile of the optimal chain"},
-    "soc_std_opt": {"long_name": "standard deviation of the modelled profile, optimal chain"},
-    "para_es": {"long_name": "mode of a GEV fitted to the optimal chain's samples"},
-    "error": {"long_name": "site failed (PRODA's MCMC_Error or a non-finite initial cost)"},
-    "map": {"long_name": "maximum a posteriori / minimum-loss normalised parameters"},
-    "loss": {"long_name": "loss at the MAP estimate"},
-}
-
-
 def _attr_value(v: Any) -> Any:
     if isinstance(v, bool):
         return int(v)
@@ -387,14 +366,7 @@ class SamplerResult(_ToFiles):
             dv[name] = (tuple(dims), _np(value))
             if "statistic" in dims:
                 coords["statistic"] = ["r2", "rmse"]
-        ds = xr.Dataset(
-            {k: xr.Variable(d, v, attrs=dict(_VAR_ATTRS.get(k, {}))) for k, (d, v) in dv.items()},
-            coords=coords,
-        )
-        for k in ("samples", "mean", "sd", "best", "map"):
-            if k in ds:
-                ds[k].attrs["units"] = "1"
-        ds["parameter"].attrs["long_name"] = "model parameter (normalised to 0..1)"
+        ds = conventions.annotate(xr.Dataset(dv, coords=coords), "assimilation")
         ds.attrs = {"method": self.method}
         ds.attrs.update({k: _attr_value(v) for k, v in self.settings.items()})
         return ds
@@ -464,9 +436,8 @@ class MapResult(_ToFiles):
         names = _param_coord(param_names or self.param_names, p)
         ds = xr.Dataset(
             {
-                "map": (("site", "parameter"), _np(self.theta_map),
-                        dict(_VAR_ATTRS["map"], units="1")),
-                "loss": (("site",), _np(self.loss), _VAR_ATTRS["loss"]),
+                "map": (("site", "parameter"), _np(self.theta_map)),
+                "loss": (("site",), _np(self.loss)),
                 "converged": (("site",), _np(self.converged)),
                 "n_steps": (("site",), _np(self.n_steps)),
                 "best_start": (("site",), _np(self.best_start)),
@@ -481,6 +452,7 @@ class MapResult(_ToFiles):
                 "parameter": names,
             },
         )
+        ds = conventions.annotate(ds, "assimilation")
         ds.attrs = {"method": f"map_{self.method}"}
         ds.attrs.update({kk: _attr_value(v) for kk, v in self.settings.items()})
         return ds

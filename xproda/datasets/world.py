@@ -17,6 +17,7 @@ from ..climate import (  # noqa: F401  (forcing building lives in xproda.climate
     _forcing_dataset, _fpi_rule, _sigmoid, _tree_fraction_rule, active_layer_thickness,
     bioclim, column_forcing, miami_npp, thornthwaite_pet,
 )
+from ..conventions import COVARIATES
 from . import _fields
 
 __all__ = ["synthetic_world", "COVARIATES", "CLIMATE_VARIABLES", "FORCING_VARIABLES"]
@@ -25,67 +26,6 @@ __all__ = ["synthetic_world", "COVARIATES", "CLIMATE_VARIABLES", "FORCING_VARIAB
 _SOUTH_LIMIT = -60.0
 #: a cell is modelled when at least this fraction of it is land
 _MIN_LAND_FRACTION = 0.5
-
-
-def _cov(units: str, long_name: str, group: str, **extra: Any) -> dict[str, Any]:
-    return {"units": units, "long_name": long_name, "covariate_group": group, **extra}
-
-
-_T = {"standard_name": "air_temperature"}
-_P = {"standard_name": "lwe_thickness_of_precipitation_amount"}
-#: covariates of the synthetic world (name -> CF attributes incl. ``covariate_group``), in the
-#: spirit of PRODA's 60 network inputs (spec §7.1); groups as in its permutation test
-COVARIATES: dict[str, dict[str, Any]] = {
-    "geo_lon": _cov("degrees_east", "longitude of the cell centre (as a covariate)", "geography"),
-    "geo_lat": _cov("degrees_north", "latitude of the cell centre (as a covariate)", "geography"),
-    "elevation": _cov("m", "surface elevation above sea level", "geography",
-                      standard_name="surface_altitude"),
-    "distance_to_coast": _cov("km", "great-circle distance to the nearest ocean cell",
-                              "geography"),
-    "depth_to_bedrock": _cov("m", "absolute depth to bedrock", "geography"),
-    "land_cover": _cov("1", "land cover class", "vegetation",
-                       flag_values=[1, 2, 3, 4, 5, 6],
-                       flag_meanings="tropical_forest temperate_forest boreal_forest "
-                                     "grassland_shrubland bare_desert tundra"),
-    "tree_fraction": _cov("1", "woody (tree) fraction of vegetation", "vegetation"),
-    "npp_annual": _cov("g m-2 yr-1", "annual net primary production (carbon), Miami model",
-                       "vegetation"),
-    "bio1": _cov("degC", "BIO1 annual mean temperature", "climate", **_T),
-    "bio2": _cov("K", "BIO2 mean diurnal range (monthly tmax - tmin)", "climate"),
-    "bio3": _cov("%", "BIO3 isothermality (100 BIO2 / BIO7)", "climate"),
-    "bio4": _cov("cK", "BIO4 temperature seasonality (100 x standard deviation of the "
-                       "monthly means)", "climate"),
-    "bio5": _cov("degC", "BIO5 max temperature of the warmest month", "climate", **_T),
-    "bio6": _cov("degC", "BIO6 min temperature of the coldest month", "climate", **_T),
-    "bio7": _cov("K", "BIO7 temperature annual range (BIO5 - BIO6)", "climate"),
-    "bio8": _cov("degC", "BIO8 mean temperature of the wettest quarter", "climate", **_T),
-    "bio9": _cov("degC", "BIO9 mean temperature of the driest quarter", "climate", **_T),
-    "bio10": _cov("degC", "BIO10 mean temperature of the warmest quarter", "climate", **_T),
-    "bio11": _cov("degC", "BIO11 mean temperature of the coldest quarter", "climate", **_T),
-    "bio12": _cov("mm", "BIO12 annual precipitation", "climate", **_P),
-    "bio13": _cov("mm", "BIO13 precipitation of the wettest month", "climate", **_P),
-    "bio14": _cov("mm", "BIO14 precipitation of the driest month", "climate", **_P),
-    "bio15": _cov("%", "BIO15 precipitation seasonality (coefficient of variation)", "climate"),
-    "bio16": _cov("mm", "BIO16 precipitation of the wettest quarter", "climate", **_P),
-    "bio17": _cov("mm", "BIO17 precipitation of the driest quarter", "climate", **_P),
-    "bio18": _cov("mm", "BIO18 precipitation of the warmest quarter", "climate", **_P),
-    "bio19": _cov("mm", "BIO19 precipitation of the coldest quarter", "climate", **_P),
-    "aridity_index": _cov("1", "aridity index: annual precipitation / potential "
-                               "evapotranspiration (Thornthwaite), capped at 10", "climate"),
-}
-for _d in (0, 30, 100):
-    COVARIATES.update({
-        f"clay_{_d}cm": _cov("%", f"clay content (mass) at {_d} cm", "soil texture"),
-        f"sand_{_d}cm": _cov("%", f"sand content (mass) at {_d} cm", "soil texture"),
-        f"silt_{_d}cm": _cov("%", f"silt content (mass) at {_d} cm", "soil texture"),
-        f"bulk_density_{_d}cm": _cov("g cm-3", f"bulk density of the fine earth at {_d} cm",
-                                     "soil texture"),
-        f"ph_{_d}cm": _cov("1", f"soil pH in water at {_d} cm", "soil chemistry"),
-        f"cec_{_d}cm": _cov("cmol kg-1", f"cation exchange capacity at {_d} cm",
-                            "soil chemistry"),
-    })
-del _d
-
 
 
 def _climate_and_soils(la, lo, dist, seed):
@@ -271,24 +211,18 @@ def synthetic_world(
         out[:, soil] = v.T
         return out
 
+    own = {"landfrac": landfrac.copy(), "landmask": soil.astype(np.int8), "fpi": grid2d(fpi)}
     data_vars: dict[str, Any] = {
-        "landfrac": (("lat", "lon"), landfrac.copy(), {
-            "units": "1", "standard_name": "land_area_fraction",
-            "long_name": "land fraction of the cell (global-land-mask, GLOBE 1 km)"}),
-        "landmask": (("lat", "lon"), soil.astype(np.int8), {
-            "units": "1", "long_name": "cells with a modelled soil column",
-            "flag_values": [0, 1], "flag_meanings": "no_soil_column soil_column"}),
-    }
-    for k, attrs in COVARIATES.items():
-        data_vars[k] = (("lat", "lon"), grid2d(cov[k]), dict(attrs))
+        k: (("lat", "lon"), v, conventions.attrs(k, section="world")) for k, v in own.items()}
+    for k in COVARIATES:
+        data_vars[k] = (("lat", "lon"), grid2d(cov[k]), conventions.attrs(k, section="covariates"))
     for k, attrs in CLIMATE_VARIABLES.items():
         data_vars[k] = (("month", "lat", "lon"), grid3d(clim[k]), dict(attrs))
-    data_vars["fpi"] = (("lat", "lon"), grid2d(fpi), {
-        "units": "1", "long_name": "fraction of potential N immobilisation (column value)"})
     ds = xr.Dataset(data_vars, coords=_coords(lat, lon, res))
     if spec is not None:
         ds = ds.chunk({**spec, "month": -1})
-    forcing = _forcing_dataset(ds)
+    # attrs from the registry: the forcing is computed from tas (whose attrs xarray carries)
+    forcing = conventions.annotate(_forcing_dataset(ds), "forcing")
     ds = ds.drop_vars("fpi").merge(forcing).assign_coords(conventions.layer_coords())
     # the CRS coordinate is made on the coordinates alone (rioxarray copies whatever it writes to)
     ref = ensure_crs(xr.Dataset(coords={"lat": ds["lat"], "lon": ds["lon"]}), crs="EPSG:4326")
@@ -311,14 +245,11 @@ def synthetic_world(
 
 
 def _coords(lat: np.ndarray, lon: np.ndarray, res: float) -> dict[str, Any]:
-    return {
-        "lat": ("lat", lat, {"standard_name": "latitude", "long_name": "latitude",
-                             "units": "degrees_north", "axis": "Y", "bounds": "lat_bnds"}),
-        "lon": ("lon", lon, {"standard_name": "longitude", "long_name": "longitude",
-                             "units": "degrees_east", "axis": "X", "bounds": "lon_bnds"}),
-        "lat_bnds": (("lat", "bnds"), np.stack([lat + res / 2, lat - res / 2], -1),
-                     {"units": "degrees_north"}),
-        "lon_bnds": (("lon", "bnds"), np.stack([lon - res / 2, lon + res / 2], -1),
-                     {"units": "degrees_east"}),
-        "month": ("month", np.arange(1, 13), {"long_name": "month of the year", "units": "1"}),
+    values = {
+        "lat": ("lat", lat),
+        "lon": ("lon", lon),
+        "lat_bnds": (("lat", "bnds"), np.stack([lat + res / 2, lat - res / 2], -1)),
+        "lon_bnds": (("lon", "bnds"), np.stack([lon - res / 2, lon + res / 2], -1)),
+        "month": ("month", np.arange(1, 13)),
     }
+    return {k: (*v, conventions.attrs(k, section="coordinates")) for k, v in values.items()}
