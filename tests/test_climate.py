@@ -43,7 +43,9 @@ def _harmonic(t_mean, amp, lat, p_ann, b):
 
 def _sites(maat, map_mm, lat, **extra):
     n = len(maat)
-    data = {"maat": ("site", np.asarray(maat, float)), "map": ("site", np.asarray(map_mm, float))}
+    # map needs its units (cm or m values would pass unnoticed: CLIMATE_SCHEMA)
+    data = {"maat": ("site", np.asarray(maat, float)),
+            "map": ("site", np.asarray(map_mm, float), {"units": "mm"})}
     data.update({k: ("site", np.asarray(v, float)) for k, v in extra.items()})
     return xr.Dataset(data, coords={"lat": ("site", np.asarray(lat, float)),
                                     "lon": ("site", np.linspace(-10, 10, n))})
@@ -177,7 +179,7 @@ def four_sites():
     # warm north, warm south, cold (permafrost), temperate with bedrock at 0.5 m
     clim = _sites([18.0, 18.0, -12.0, 8.0], [900.0, 900.0, 250.0, 700.0],
                   [40.0, -40.0, 68.0, 50.0], bio4=[700.0, 700.0, 1700.0, 650.0])
-    soil = xr.Dataset({"depth_to_bedrock": ("site", [20.0, 20.0, 20.0, 0.5]),
+    soil = xr.Dataset({"depth_to_bedrock": ("site", [20.0, 20.0, 20.0, 0.5], {"units": "m"}),
                        "sand": ("site", [30.0, 30.0, 50.0, 70.0])})
     return from_climate(clim.drop_vars("maat").assign(bio1=clim["maat"]), soil=soil,
                         include_climate=True)
@@ -252,10 +254,13 @@ def test_metadata_and_defaults(four_sites):
 def test_units_conversion_and_nan_cells():
     tas, pr = _harmonic([10.0, 3.0, 20.0], [8.0, 12.0, 2.0], [45.0, 60.0, 5.0],
                         [700.0, 400.0, 2000.0], [0.3, 0.0, 0.5])
-    ds = xr.Dataset({"tas": (("month", "site"), tas.T), "pr": (("month", "site"), pr.T)})
+    ds = xr.Dataset({"tas": (("month", "site"), tas.T),
+                     "pr": (("month", "site"), pr.T, {"units": "mm month-1"})})
     ref = from_climate(ds)
+    # a monthly mean rate times the seconds of that month (365-day year), not of a mean month
+    seconds = xr.DataArray([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dims="month") * 86400
     si = ds.assign(tas=(ds.tas + KELVIN).assign_attrs(units="K"),
-                   pr=(ds.pr / (365 / 12 * 86400)).assign_attrs(units="kg m-2 s-1"))
+                   pr=(ds.pr / seconds).assign_attrs(units="kg m-2 s-1"))
     xr.testing.assert_allclose(from_climate(si), ref)
     # a NaN in one cell gives NaN forcing there only
     bad = ds.copy(deep=True)
@@ -364,13 +369,16 @@ def test_bad_input_messages():
         from_climate(ok.drop_vars(["lat", "lon"]))
     with pytest.raises(ValueError, match="temperature_scale"):
         from_climate(ok, temperature_scale=0)
-    with pytest.raises(ValueError, match=r"map: units 'inch' not understood; expected mm"):
-        from_climate(ok.assign(map=ok["map"].assign_attrs(units="inch")))
+    # units are read by pint (xproda.units): inch is converted, unreadable units raise
+    with pytest.raises(ValueError, match=r"map: cannot read units 'bananas'.*expected in 'mm'"):
+        from_climate(ok.assign(map=ok["map"].assign_attrs(units="bananas")))
     with pytest.raises(ValueError, match=r"sand_0cm.*sand_30cm.*sand_100cm"):
         from_climate(ok, soil=xr.Dataset({"sand_0cm": ("site", [50.0])}))
-    with pytest.raises(ValueError, match=r"sand_0cm: expected values in \[0, 100\] %, found"):
+    with pytest.raises(ValueError, match=r"sand: values up to 150 % outside the plausible "
+                                         r"range \[0, 100\] %"):
         from_climate(ok, soil=xr.Dataset({"sand": ("site", [150.0])}))
-    with pytest.raises(ValueError, match="tas: expected values in .* units='K'"):
+    with pytest.raises(ValueError, match=r"tas: values up to .* outside the plausible range "
+                                         r"\[-90, 60\] degC.* units='K'"):
         tas, pr = _harmonic([285.0], [8.0], [45.0], [500.0], [0.0])
         from_climate(xr.Dataset({"tas": (("month", "site"), tas.T),
                                  "pr": (("month", "site"), pr.T)}))

@@ -9,6 +9,11 @@ content, depth to bedrock, elevation) and NPP.  The same per-column functions
 (:func:`column_forcing` and the helpers below) make the forcing of the synthetic world
 (:func:`xproda.datasets.synthetic_world`).
 
+Every input is read against :data:`CLIMATE_SCHEMA` (its units, dims and plausible range):
+units are converted with :mod:`xproda.units` (pint), every conversion is written to the
+output's ``history``, and values outside the plausible range raise
+:class:`~xproda.errors.RangeError` (at compute time for dask input).
+
 Every formula, its source and its limits: ``docs/user-guide/forcing-from-climate.md`` and
 ``docs/user-guide/synthetic-world.md``.
 
@@ -16,7 +21,8 @@ Examples
 --------
 >>> import numpy as np, xarray as xr
 >>> from xproda.climate import from_climate
->>> sites = xr.Dataset({"maat": ("site", [15.0, -8.0]), "map": ("site", [600.0, 300.0])},
+>>> sites = xr.Dataset({"maat": ("site", [15.0, -8.0]),
+...                     "map": ("site", [600.0, 300.0], {"units": "mm"})},
 ...                    coords={"lat": ("site", [37.0, 68.0]), "lon": ("site", [-119.5, 133.0])})
 >>> f = from_climate(sites)
 >>> f["TSOI"].dims
@@ -27,19 +33,24 @@ array([42. ,  3.9])
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from . import conventions, grid
+from . import conventions, grid, units
+from .errors import DimensionError, GridError, InputError, RangeError, UnitsError
 from .models.forcing import DAYS_PER_YEAR, FORCING_SCHEMA, KELVIN
 
 __all__ = [
-    "from_climate", "monthly_climate_from_bioclim", "column_forcing", "active_layer_thickness",
-    "thornthwaite_pet", "bioclim", "miami_npp", "FORCING_VARIABLES", "CLIMATE_VARIABLES",
-    "DEFAULTS",
+    "CLIMATE_SCHEMA", "CLIMATE_VARIABLES", "DEFAULTS", "FORCING_VARIABLES", "ClimateInput",
+    "active_layer_thickness", "bioclim", "column_forcing", "from_climate", "miami_npp",
+    "monthly_climate_from_bioclim", "thornthwaite_pet",
 ]
 
 #: seconds per (365-day) year
@@ -51,14 +62,9 @@ _GEOTHERMAL_GRADIENT = 0.025
 #: carbon fraction of dry matter used to turn Miami-model NPP into carbon
 _CARBON_FRACTION = 0.45
 
-#: monthly climate of the world (dims month, lat, lon)
+#: monthly climate of the world (dims month, lat, lon): attributes from the metadata registry
 CLIMATE_VARIABLES: dict[str, dict[str, Any]] = {
-    "tas": {"units": "degC", "long_name": "monthly mean near-surface air temperature",
-            "standard_name": "air_temperature", "cell_methods": "time: mean"},
-    "pr": {"units": "mm month-1", "long_name": "monthly precipitation",
-           "standard_name": "lwe_precipitation_rate"},
-    "pet": {"units": "mm month-1",
-            "long_name": "monthly potential evapotranspiration (Thornthwaite 1948)"},
+    k: conventions.attrs(k, section="climate") for k in ("tas", "pr", "pet")
 }
 
 #: forcing variables written (all of the kernel schema except CLM's per-layer inputs)
@@ -66,11 +72,6 @@ FORCING_VARIABLES: tuple[str, ...] = (
     "TSOI", "W_SCALAR", "O_SCALAR", "FPI_vr", "ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "NPP",
     "CELLSAND", "CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT",
 )
-_FORCING_STANDARD_NAMES = {
-    "TSOI": "soil_temperature",
-    "NPP": "net_primary_productivity_of_biomass_expressed_as_carbon",
-}
-
 
 
 def _sigmoid(x):
@@ -177,7 +178,6 @@ def miami_npp(bio1: np.ndarray, bio12: np.ndarray) -> np.ndarray:
     npp_t = 3000.0 / (1.0 + np.exp(1.315 - 0.119 * bio1))
     npp_p = 3000.0 * (1.0 - np.exp(-0.000664 * bio12))
     return _CARBON_FRACTION * np.minimum(npp_t, npp_p)
-
 
 
 def _clip(x: Any, lo: float, hi: float) -> Any:
@@ -369,13 +369,12 @@ def _forcing_block(tas, pr, pet, *state):
         out[ok] = cols[name]
         res.append(out)
     return tuple(res)
-
-
 def _forcing_dataset(ds: xr.Dataset, block: Callable[..., tuple] | None = None) -> xr.Dataset:
     """Forcing Dataset from ``tas``, ``pr``, ``pet`` (month) and the column state of ``ds``.
 
     Lazy with dask (``apply_ufunc``, ``dask="parallelized"``); non-dim coordinates are
     dropped (the caller puts its own back).  Dims: the core dims, then the input's other dims.
+    Attributes: the metadata registry's (:func:`xproda.conventions.forcing_attrs`).
     """
     args = [ds["tas"], ds["pr"], ds["pet"]] + [ds[k] for k in _STATE_2D]
     args = [a.drop_vars([c for c in a.coords if c not in a.dims]) for a in args]
@@ -390,16 +389,397 @@ def _forcing_dataset(ds: xr.Dataset, block: Callable[..., tuple] | None = None) 
     )
     out = xr.Dataset()
     for name, da in zip(FORCING_VARIABLES, outs):
-        attrs = conventions.forcing_attrs(name)
-        if name in _FORCING_STANDARD_NAMES:
-            attrs["standard_name"] = _FORCING_STANDARD_NAMES[name]
-        out[name] = da.transpose(*_core(name), ...).assign_attrs(attrs)
+        da = da.transpose(*_core(name), ...)
+        da.attrs = conventions.forcing_attrs(name)
+        out[name] = da
     return out
 
 
+# -------------------------------------------------------------------------------------------
+# the input contract: CLIMATE_SCHEMA
+# -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClimateInput:
+    """Contract of one input variable of :func:`from_climate` (see :data:`CLIMATE_SCHEMA`).
+
+    Attributes
+    ----------
+    name : str
+        Variable name (in ``climate``, in ``soil`` or a keyword of :func:`from_climate`).
+    units : str
+        Canonical units (UDUNITS); the values are converted to them.
+    minimum, maximum : float
+        Plausible physical range in ``units`` (inclusive).  Values outside it raise
+        :class:`~xproda.errors.RangeError` (NaN is "no data" and passes): undecoded fill
+        values (1e36, -9999, -3.4e38 ...) and most factor 10-1000 unit mistakes land there.
+    range_source : str
+        Where the range comes from.
+    units_attr : {"required", "default", "definition"}
+        What the ``units`` attribute means.  ``"required"``: a missing attribute raises
+        :class:`~xproda.errors.UnitsError`, because values in other common units fall inside
+        the plausible range (the mistake would be silent).  ``"default"``: a missing attribute
+        means ``units`` (safe: the common mistakes fall outside the range).  ``"definition"``:
+        the attribute is not read; the units are those of the variable's definition
+        (WorldClim/ANUCLIM), temperatures divided by ``temperature_scale`` (copies of
+        WorldClim 1.x label degC x 10 as "degC").  A present attribute of a ``"required"`` or
+        ``"default"`` variable is always read and converted.
+    units_note : str
+        Why ``units_attr`` is what it is.
+    accepted : str
+        Examples of units that are converted.
+    dims : tuple of str
+        Dims the variable must have: ``("month",)`` (12 long, January first) for the monthly
+        climate, ``()`` for annual and column values.  Other dims broadcast (a ``scenario``,
+        an ensemble ``member``, a grid), except the reserved ones (``month`` on an annual
+        value, ``time``, ``layer``, ``depth``), which raise
+        :class:`~xproda.errors.DimensionError`.
+    period : str or None
+        What an amount refers to (``"month"``, ``"year"``): a total without a time unit
+        (``mm`` for ``pr``) is the amount of one period, a rate given for a total (``mm yr-1``
+        for ``map``) is multiplied by the period.
+    water : bool
+        Precipitation: a mass per area (``kg m-2``) is a depth of liquid water of density
+        1000 kg m-3 (1 kg m-2 = 1 mm).
+    scaled : bool
+        A WorldClim temperature: divided by ``temperature_scale``.
+    hint : str
+        Usual cause of out-of-range values, added to the error message.
+    """
+
+    name: str
+    units: str
+    minimum: float
+    maximum: float
+    range_source: str
+    units_attr: str
+    units_note: str
+    accepted: str = ""
+    dims: tuple[str, ...] = ()
+    period: str | None = None
+    water: bool = False
+    scaled: bool = False
+    hint: str = ""
+
+
+_CI = ClimateInput
+#: air temperature: the observed extremes bound any monthly or annual mean
+_AIR_T: dict[str, Any] = {
+    "minimum": -90.0, "maximum": 60.0,
+    "range_source": "observed extremes of near-surface air temperature (-89.2 degC, Vostok; "
+                    "56.7 degC, Death Valley)",
+}
+_T_DEFAULT: dict[str, Any] = {
+    "units_attr": "default", "accepted": "K, degF",
+    "units_note": "K (values above 183) lies outside the range and is refused; degF only "
+                  "partly, so give units for degF",
+    "hint": "temperatures in K or degF need units='K' or 'degF'",
+}
+_WORLDCLIM: dict[str, Any] = {
+    "units_attr": "definition",
+    "units_note": "WorldClim/ANUCLIM definition; temperatures x temperature_scale (the "
+                  "attribute of WorldClim copies is unreliable: degC x 10 labelled degC)",
+}
+_WORLDCLIM_T: dict[str, Any] = {
+    **_WORLDCLIM, "scaled": True,
+    "hint": "WorldClim 1.x stores temperatures x 10: pass temperature_scale=10",
+}
+_WORLDCLIM_P: dict[str, Any] = {
+    "units_attr": "default", "water": True, "accepted": "cm, m, kg m-2",
+    "units_note": "WorldClim/ANUCLIM definition (mm); an attribute is converted",
+}
+_ANNUAL_P: dict[str, Any] = {
+    "minimum": 0.0, "maximum": 15000.0,
+    "range_source": "wettest places on Earth: ~12,000-13,500 mm yr-1 (Mawsynram, Cherrapunji, "
+                    "Lloro)",
+}
+_QUARTER_P = {**_ANNUAL_P, "range_source": "a quarter's total is at most the annual total"}
+_SAND: dict[str, Any] = {
+    "minimum": 0.0, "maximum": 100.0, "range_source": "a mass percentage",
+    "units_attr": "default", "accepted": "1 (a fraction), g kg-1 (SoilGrids)",
+    "units_note": "% is the convention of CLM (PCT_SAND), HWSD and WoSIS; SoilGrids' g kg-1 "
+                  "exceeds 100 in all but the poorest soils; a fraction (0-1) would pass: "
+                  "give units='1' for fractions",
+}
+_NPP: dict[str, Any] = {
+    "minimum": 0.0, "maximum": 5000.0,
+    "range_source": "the most productive ecosystems reach ~2,000-3,000 g C m-2 yr-1 "
+                    "(tropical forests, C4 crops; MODIS MOD17 maximum ~3,000)",
+    "units_attr": "required",
+    "accepted": "kg C m-2 yr-1, g C m-2 d-1, g C m-2 s-1, kg C m-2 s-1, t ha-1 yr-1",
+    "units_note": "MODIS gives kg C m-2 yr-1 (0-3) and CLM/CMIP g or kg C m-2 s-1: values "
+                  "all inside the range",
+}
+_FRACTION: dict[str, Any] = {
+    "minimum": 0.0, "maximum": 1.0, "range_source": "a fraction",
+    "units_attr": "default", "accepted": "%",
+    "units_note": "percentages (e.g. MODIS VCF tree cover) exceed 1 and are refused",
+}
+
+#: the input contract of :func:`from_climate` and :func:`monthly_climate_from_bioclim`: name
+#: -> :class:`ClimateInput` (canonical units, required dims, plausible range, units policy).
+#: BIO variables not listed (bio5, bio6, bio8, bio9, bio13, bio14, bio16, bio17) are not used.
+CLIMATE_SCHEMA: dict[str, ClimateInput] = {e.name: e for e in (
+    _CI("tas", "degC", dims=("month",), **_AIR_T, **_T_DEFAULT),
+    _CI("pr", "mm month-1", 0.0, 5000.0, dims=("month",), period="month", water=True,
+        range_source="wettest monthly means on Earth ~3,000-3,700 mm (Mawsynram, "
+                     "Cherrapunji, June-July)",
+        units_attr="required",
+        accepted="mm d-1, mm s-1, kg m-2 s-1, kg m-2 month-1, m month-1, cm month-1, "
+                 "mm (a monthly total)",
+        units_note="mm d-1 (0-100), kg m-2 s-1 (0-1e-3), m month-1 and cm month-1 values "
+                   "all fall inside the range"),
+    _CI("maat", "degC", **_AIR_T, **_T_DEFAULT),
+    _CI("map", "mm", **_ANNUAL_P, period="year", water=True, units_attr="required",
+        accepted="cm, m, inch, kg m-2, mm yr-1, mm d-1",
+        units_note="cm (e.g. MAP of the Sierra transect table) and m values fall inside "
+                   "the range"),
+    *(_CI(k, "degC", **_AIR_T, **_WORLDCLIM_T) for k in ("bio1", "bio10", "bio11")),
+    _CI("bio2", "K", 0.0, 50.0, range_source="mean diurnal range: at most ~25 K (deserts, "
+        "high plateaus)", **_WORLDCLIM_T),
+    _CI("bio3", "%", 0.0, 100.0, range_source="100 bio2 / bio7, and bio2 <= bio7",
+        **_WORLDCLIM),
+    _CI("bio4", "0.01 K", 0.0, 3000.0, range_source="100 x standard deviation of the "
+        "monthly means: at most ~2,300 (Yakutia)", **_WORLDCLIM_T),
+    _CI("bio7", "K", 0.0, 100.0, range_source="annual range: at most ~75 K (Yakutia)",
+        **_WORLDCLIM_T),
+    _CI("bio12", "mm", **_ANNUAL_P, period="year", **_WORLDCLIM_P),
+    _CI("bio15", "%", 0.0, 350.0, range_source="coefficient of variation of 12 values: at "
+        "most 100 sqrt(12) = 346 %", **_WORLDCLIM),
+    *(_CI(k, "mm", **_QUARTER_P, **_WORLDCLIM_P) for k in ("bio18", "bio19")),
+    *(_CI(k, "%", **_SAND) for k in ("sand", "sand_0cm", "sand_30cm", "sand_100cm")),
+    _CI("depth_to_bedrock", "m", 0.0, 1000.0,
+        range_source="global depth-to-bedrock maps: regolith of tens of metres (Pelletier "
+                     "et al. 2016, capped at 50 m), a few hundred metres in sedimentary "
+                     "basins (Shangguan et al. 2017, global mean ~13 m)",
+        units_attr="required", accepted="cm (SoilGrids; Shangguan et al. 2017), mm, ft",
+        units_note="the global maps give cm (SoilGrids BDTICM): cm read as m is silent "
+                   "for shallow soils"),
+    _CI("elevation", "m", -500.0, 9000.0,
+        range_source="Dead Sea shore (-430 m) to Mount Everest (8,849 m)",
+        units_attr="default", accepted="km, ft",
+        units_note="DEMs (SRTM, GMTED, ETOPO, WorldClim) give m; feet mostly exceed the range"),
+    *(_CI(k, "g C m-2 yr-1", **_NPP) for k in ("npp", "npp_annual")),
+    *(_CI(k, "1", **_FRACTION) for k in ("tree_fraction", "fpi")),
+)}
+del _CI
+#: dims an input may not carry besides its own (``month`` on an annual value, ``time``: a
+#: climatology is needed, ``layer``/``depth``: the forcing's own layer dim), with advice
+_RESERVED_DIMS: dict[str, str] = {
+    "month": "an annual or column value: reduce it over the months first",
+    "time": "a monthly climatology is needed: average over the years by month first, "
+            "e.g. da.groupby('time.month').mean() renamed to a 'month' dim",
+    "layer": "the forcing's own layer dim: give sand at 0, 30 and 100 cm as sand_0cm, "
+             "sand_30cm and sand_100cm",
+    "depth": "the forcing's own depth coordinate: give sand at 0, 30 and 100 cm as sand_0cm, "
+             "sand_30cm and sand_100cm",
+}
+#: 1000 kg m-3 = 1 g cm-3: dividing a mass per area by this unit gives the water depth exactly
+_WATER_DENSITY = "g cm-3"
+_YEAR = re.compile(r"\byear\b")
+#: fill values in common use (besides anything above 1e20 in magnitude)
+_FILL_VALUES = frozenset({-99.0, -999.0, -9999.0, -99999.0, 9999.0, 99999.0, 32767.0,
+                          -32768.0, 65535.0})
+
+
+def _check_dims(da: xr.DataArray, spec: ClimateInput, name: str) -> None:
+    for d in spec.dims:
+        if da.sizes.get(d) != 12:
+            raise DimensionError(f"{name}: expected a {d!r} dim of length 12 (January "
+                                 f"first), found dims {dict(da.sizes)}")
+    bad = [d for d in da.dims if d in _RESERVED_DIMS and d not in spec.dims]
+    if bad:
+        raise DimensionError(f"{name}: a {bad[0]!r} dim is not allowed here "
+                             f"({_RESERVED_DIMS[bad[0]]}); found dims {dict(da.sizes)}")
+
+
+def _mask_fill_values(da: xr.DataArray, attrs: Mapping[str, Any], name: str,
+                      log: list[str]) -> xr.DataArray:
+    """``da`` with the values of undecoded ``_FillValue``/``missing_value`` attrs as NaN."""
+    for key in ("_FillValue", "missing_value"):
+        for fill in np.atleast_1d(attrs.get(key, [])).astype(np.float64):
+            if not np.isnan(fill):
+                da = da.where(da != fill)
+                log.append(f"{name}: values equal to its {key} {fill:g} read as missing (NaN)")
+    return da
+
+
+def _time_exponent(unit: Any) -> float:
+    return float(unit.dimensionality.get("[time]", 0))
+
+
+def _noleap(unit: Any) -> Any:
+    """``unit`` with years of 365 days (CLM's noleap calendar), not pint's 365.25."""
+    text = format(unit, "D")
+    return units.parse_units(_YEAR.sub("common_year", text)) if _YEAR.search(text) else unit
+
+
+def _effective_units(src: str, spec: ClimateInput, name: str) -> tuple[str, str, list[str]]:
+    """Source and target units as pint compares them, and the assumptions that made them.
+
+    A mass per area of precipitation is a water depth (density 1000 kg m-3); a total is the
+    amount of the variable's period and a rate over the period is its total; years have 365
+    days unless months are converted to years (pint's month is exactly a twelfth of a year).
+    """
+    su, du = units.parse_units(src, name=name), units.parse_units(spec.units, name=name)
+    how = []
+    if spec.water and "[mass]" in su.dimensionality and "[mass]" not in du.dimensionality:
+        su = su / units.parse_units(_WATER_DENSITY)
+        how.append("water density 1000 kg m-3")
+    shift = _time_exponent(su) - _time_exponent(du)
+    if spec.period is not None and shift in (-1.0, 1.0):
+        du = du * units.parse_units(spec.period) ** int(shift)
+        how.append(f"a total per {spec.period}" if shift > 0 else
+                   f"a rate over the {spec.period}")
+    if "month" not in format(su, "D"):
+        if bool(_YEAR.search(format(su, "D"))) != bool(_YEAR.search(format(du, "D"))):
+            how.append("365-day year")
+        su, du = _noleap(su), _noleap(du)
+    return str(su), str(du), how
+
+
+def _to_canonical(da: xr.DataArray, src: str, spec: ClimateInput, name: str,
+                  log: list[str]) -> tuple[xr.DataArray, str]:
+    """``da`` (in ``src``) in the canonical units of ``spec``, and how it was converted."""
+    expected = f"{name} is expected in {spec.units!r} or convertible units (e.g. {spec.accepted})"
+    try:
+        su, du, how = _effective_units(src, spec, name)
+    except UnitsError as err:  # unreadable
+        raise UnitsError(f"{err}; {expected}") from None
+    try:
+        scale, offset = units.conversion(su, du, name=name)
+    except UnitsError:  # another physical dimension
+        dims = [units.parse_units(u).dimensionality for u in (src, spec.units)]
+        raise UnitsError(f"{name}: units {src!r} ({dims[0]}) cannot be converted to "
+                         f"{spec.units!r} ({dims[1]}); {expected}") from None
+    out, _ = units.convert(da, du, name=name, src=su)
+    per_month = units.needs_month_lengths(su, du, name=name)
+    steps = ([f"x {scale:.10g}" + (" per day, x the days of each month" if per_month else "")]
+             if scale != 1.0 or per_month else []) + ([f"{'+' if offset > 0 else '-'} {abs(offset):g}"] if offset else [])
+    done = ", ".join(steps + how)
+    if done:
+        log.append(f"{name}: converted from {src!r} to {spec.units!r} ({done})")
+    return out, f"read as {src!r}" + (f", {done}" if done else "")
+
+
+def _by_definition(da: xr.DataArray, spec: ClimateInput, name: str, log: list[str],
+                   temperature_scale: float) -> tuple[xr.DataArray, str]:
+    """``da`` in its definition's units (WorldClim temperatures: / ``temperature_scale``)."""
+    if not spec.scaled or temperature_scale == 1.0:
+        return da, f"read as {spec.units} (its definition)"
+    log.append(f"{name}: divided by temperature_scale={temperature_scale:g}")
+    return da / temperature_scale, f"read as {spec.units} x {temperature_scale:g}"
+
+
+def _missing_units(spec: ClimateInput, name: str) -> UnitsError:
+    return UnitsError(
+        f"{name}: no units attribute, and {name} needs one: {spec.units_note}. Set "
+        f"attrs['units'] (e.g. {spec.units!r}; also accepted: {spec.accepted}; for a mapping "
+        "of arrays pass an xarray.DataArray with attrs={'units': ...})")
+
+
+def _looks_like_fill(x: float) -> bool:
+    return abs(x) >= 1e20 or float(x) in _FILL_VALUES
+
+
+def _range_block(x: np.ndarray, *, name: str, lo: float, hi: float, units_: str, how: str,
+                 hint: str) -> np.ndarray:
+    """Identity that raises :class:`RangeError` on values outside ``[lo, hi]`` (NaN passes)."""
+    v = x[~np.isnan(x)]
+    if v.size == 0:
+        return x
+    vmin, vmax = float(v.min()), float(v.max())
+    if lo <= vmin and vmax <= hi:
+        return x
+    if vmin < lo and vmax > hi:
+        span, worst = f"from {vmin:.4g} to {vmax:.4g}", (vmin, vmax)
+    else:
+        span, worst = (f"down to {vmin:.4g}", (vmin,)) if vmin < lo else (
+            f"up to {vmax:.4g}", (vmax,))
+    if any(_looks_like_fill(w) for w in worst):
+        hint = ("an undecoded fill value? Decode the file with xarray (mask_and_scale) or set "
+                "the _FillValue/missing_value attribute, so that it reads as NaN")
+    raise RangeError(f"{name}: values {span} {units_} outside the plausible range "
+                     f"[{lo:g}, {hi:g}] {units_} ({how}); {hint}")
+
+
+def _range_checked(da: xr.DataArray, spec: ClimateInput, name: str, how: str) -> xr.DataArray:
+    """``da``, checked against the plausible range: now for numpy, at compute time for dask."""
+    check = functools.partial(_range_block, name=name, lo=spec.minimum, hi=spec.maximum,
+                              units_=spec.units, how=how,
+                              hint=spec.hint or "wrong or mislabelled units?")
+    return xr.apply_ufunc(check, da, dask="parallelized", output_dtypes=[np.float64])
+
+
+def _read(da: xr.DataArray, name: str, log: list[str],
+          temperature_scale: float = 1.0) -> xr.DataArray:
+    """Input ``name`` checked against :data:`CLIMATE_SCHEMA`: float64 in the canonical units,
+    fill values as NaN, range checked, no attributes.  Conversions are appended to ``log``.
+    """
+    spec = CLIMATE_SCHEMA[name]
+    _check_dims(da, spec, name)
+    src = da.attrs.get("units")
+    out = _mask_fill_values(da.astype(np.float64), da.attrs, name, log)
+    if spec.units_attr == "definition":
+        out, how = _by_definition(out, spec, name, log, temperature_scale)
+    elif src is None:
+        if spec.units_attr == "required":
+            raise _missing_units(spec, name)
+        how = f"no units attribute, so {spec.units} assumed"
+    else:
+        out, how = _to_canonical(out, str(src), spec, name, log)
+    return _range_checked(_bare(out), spec, name, how)
+
+
+def _given(value: Any, name: str, log: list[str]) -> xr.DataArray:
+    """A keyword value: a DataArray (read as an input) or a number in the canonical units."""
+    if isinstance(value, xr.DataArray):
+        return _read(value, name, log)
+    if isinstance(value, bool) or np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a number or an xarray.DataArray, got "
+                        f"{type(value).__name__} of shape {np.shape(value)}")
+    spec = CLIMATE_SCHEMA[name]
+    return _range_checked(xr.DataArray(float(value)), spec, name,
+                          f"a number, so {spec.units} (the canonical units)")
+
+
+class _Inputs:
+    """The variables of ``climate`` and ``soil``, each read once against :data:`CLIMATE_SCHEMA`.
+
+    Climate variables (``tas``, ``pr``, ``maat``, ``map``, BIO) come from ``climate``; the
+    column variables from ``soil`` if it has them, else from ``climate``.  :attr:`log` has
+    one line per conversion.
+    """
+
+    def __init__(self, climate: xr.Dataset, soil: xr.Dataset | None = None, *,
+                 temperature_scale: float = 1.0) -> None:
+        self.variables = {str(k): v for k, v in climate.data_vars.items()}
+        if soil is not None:
+            self.variables.update({str(k): v for k, v in soil.data_vars.items()
+                                   if k not in _CLIMATE_NAMES})
+        self.temperature_scale = temperature_scale
+        self.log: list[str] = []
+        self._done: dict[str, xr.DataArray] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.variables
+
+    def __getitem__(self, name: str) -> xr.DataArray:
+        if name not in self._done:
+            self._done[name] = _read(self.variables[name], name, self.log,
+                                     self.temperature_scale)
+        return self._done[name]
+
+    def first(self, names: tuple[str, ...]) -> str | None:
+        """The first of ``names`` present."""
+        return next((n for n in names if n in self.variables), None)
+
+    def given(self, value: Any, name: str) -> xr.DataArray:
+        """A keyword value (see :func:`_given`), logged with the others."""
+        return _given(value, name, self.log)
+
 
 # -------------------------------------------------------------------------------------------
-# from climate covariates: inputs, units, defaults
+# from climate covariates: defaults, helpers
 # -------------------------------------------------------------------------------------------
 #: defaults used where an input is absent (each use is recorded in the output's attrs):
 #: sand content (%) at every depth (a loam), depth to bedrock (m; the full 8.6 m column, i.e.
@@ -413,95 +793,24 @@ DEFAULTS: dict[str, float] = {
 #: ``A sqrt(6/11)``; a 3-month mean centred on the extreme is ``A (1 + sqrt 3) / 3``
 _STD_FACTOR = math.sqrt(6.0 / 11.0)
 _QUARTER_FACTOR = (1.0 + math.sqrt(3.0)) / 3.0
-#: plausible range of monthly mean air temperature (°C): values outside mean wrong units
-_TAS_RANGE = (-90.0, 60.0)
 #: month of the temperature maximum: July in the northern, January in the southern hemisphere
 _PEAK_NORTH, _PEAK_SOUTH = 7.0, 1.0
 _BIOCLIM_NAMES = tuple(f"bio{i}" for i in range(1, 20))
-
-_DAYS_PER_MONTH = DAYS_PER_YEAR / 12.0
-#: accepted units per kind of input: (expected units in words, {units: (factor, offset)});
-#: converted value = value * factor + offset; missing ``units`` attrs mean the expected units
-_UNITS: dict[str, tuple[str, dict[str, tuple[float, float]]]] = {
-    "temperature": ("degC (or K)", {
-        **dict.fromkeys(("degc", "deg_c", "celsius", "degrees_celsius", "degree_celsius", "c",
-                         "degrees c", "deg c"), (1.0, 0.0)),
-        **dict.fromkeys(("k", "kelvin", "degk", "deg_k"), (1.0, -KELVIN)),
-    }),
-    "monthly_precipitation": ("mm month-1 (or kg m-2 s-1, mm d-1)", {
-        **dict.fromkeys(("mm month-1", "mm/month", "mm mon-1", "mm/mon", "mm", "kg m-2",
-                         "kg m-2 month-1", "kg m-2 mon-1"), (1.0, 0.0)),
-        **dict.fromkeys(("mm d-1", "mm day-1", "mm/day", "mm/d", "kg m-2 d-1",
-                         "kg m-2 day-1"), (_DAYS_PER_MONTH, 0.0)),
-        **dict.fromkeys(("kg m-2 s-1", "mm s-1", "mm/s"), (_DAYS_PER_MONTH * 86400.0, 0.0)),
-        **dict.fromkeys(("cm month-1", "cm/month", "cm"), (10.0, 0.0)),
-    }),
-    "annual_precipitation": ("mm (per year; or cm, m)", {
-        **dict.fromkeys(("mm", "mm yr-1", "mm year-1", "mm/yr", "mm/year", "mm a-1",
-                         "kg m-2", "kg m-2 yr-1", "kg m-2 year-1"), (1.0, 0.0)),
-        **dict.fromkeys(("cm", "cm yr-1", "cm year-1", "cm/yr", "cm/year"), (10.0, 0.0)),
-        **dict.fromkeys(("m", "m yr-1", "m year-1", "m/yr"), (1000.0, 0.0)),
-    }),
-    "depth": ("m (or cm)", {
-        **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), (1.0, 0.0)),
-        "cm": (0.01, 0.0), "mm": (0.001, 0.0),
-    }),
-    "elevation": ("m (or km)", {
-        **dict.fromkeys(("m", "meter", "meters", "metre", "metres", "m asl"), (1.0, 0.0)),
-        "km": (1000.0, 0.0),
-    }),
-    "percent": ("% (or a fraction '1', or g kg-1)", {
-        **dict.fromkeys(("%", "percent", "pct"), (1.0, 0.0)),
-        **dict.fromkeys(("1", "fraction", "kg kg-1", "g g-1"), (100.0, 0.0)),
-        **dict.fromkeys(("g kg-1", "g/kg"), (0.1, 0.0)),
-    }),
-    "fraction": ("1 (or %)", {
-        **dict.fromkeys(("1", "", "fraction", "dimensionless"), (1.0, 0.0)),
-        **dict.fromkeys(("%", "percent"), (0.01, 0.0)),
-    }),
-    "npp": ("g C m-2 yr-1 (or kg C m-2 yr-1, g C m-2 s-1, kg C m-2 s-1)", {
-        **dict.fromkeys(("g m-2 yr-1", "gc m-2 yr-1", "g c m-2 yr-1", "g m-2 year-1",
-                         "gc m-2 year-1", "g c m-2 year-1", "g m-2 a-1", "g/m2/yr",
-                         "gc/m2/yr"), (1.0, 0.0)),
-        **dict.fromkeys(("kg m-2 yr-1", "kgc m-2 yr-1", "kg c m-2 yr-1", "kg m-2 year-1"),
-                        (1000.0, 0.0)),
-        **dict.fromkeys(("g m-2 s-1", "gc m-2 s-1", "g c m-2 s-1"), (_SECONDS_PER_YEAR, 0.0)),
-        **dict.fromkeys(("kg m-2 s-1", "kgc m-2 s-1", "kg c m-2 s-1"),
-                        (1000.0 * _SECONDS_PER_YEAR, 0.0)),
-    }),
-}
-
-
-def _norm_units(units: Any) -> str:
-    return " ".join(str(units).replace("°", "deg").replace("**", "").strip().lower().split())
-
-
-def _convert(da: xr.DataArray, name: str, kind: str) -> xr.DataArray:
-    """``da`` in the canonical units of ``kind`` (attrs dropped); error on unknown units."""
-    expected, table = _UNITS[kind]
-    units = da.attrs.get("units")
-    if units is None:
-        factor, offset = 1.0, 0.0
-    else:
-        key = _norm_units(units)
-        if key not in table:
-            raise ValueError(
-                f"{name}: units {units!r} not understood; expected {expected} (accepted: "
-                f"{', '.join(sorted({k for k in table if k}))})"
-            )
-        factor, offset = table[key]
-    out = da.astype(np.float64) if da.dtype != np.float64 else da
-    if factor != 1.0:
-        out = out * factor
-    if offset != 0.0:
-        out = out + offset
-    return _bare(out)
+_CLIMATE_NAMES = frozenset({"tas", "pr", "maat", "map", *_BIOCLIM_NAMES})
+_SAND_LAYERS = ("sand_0cm", "sand_30cm", "sand_100cm")
 
 
 def _bare(da: xr.DataArray) -> xr.DataArray:
     """``da`` without attrs (input attrs never leak onto outputs)."""
     out = da.copy(deep=False)
     out.attrs = {}
+    return out
+
+
+def _annotated(da: xr.DataArray, name: str, section: str = "climate") -> xr.DataArray:
+    """``da`` with the registry's attrs of ``name`` (replaced, never merged)."""
+    out = da.copy(deep=False)
+    out.attrs = conventions.attrs(name, section=section)
     return out
 
 
@@ -517,7 +826,7 @@ def _as_dataset(obj: Any, what: str) -> xr.Dataset:
                 continue
             a = np.asarray(v, dtype=np.float64)
             if a.ndim > 1:
-                raise ValueError(
+                raise DimensionError(
                     f"{what}[{k!r}]: expected a scalar or a 1-D array over sites (or an "
                     f"xarray object with named dims), got shape {a.shape}"
                 )
@@ -527,16 +836,12 @@ def _as_dataset(obj: Any, what: str) -> xr.Dataset:
                     f"{type(obj).__name__}")
 
 
-def _as_field(value: Any, name: str, kind: str) -> xr.DataArray:
-    """A user-given field (DataArray, scalar or a variable of a Dataset) in canonical units."""
-    if isinstance(value, xr.DataArray):
-        da = value
-    elif np.ndim(value) == 0:
-        da = xr.DataArray(float(value))
-    else:
-        raise TypeError(f"{name} must be a number or an xarray.DataArray, got "
-                        f"{type(value).__name__} of shape {np.shape(value)}")
-    return _convert(da, name, kind)
+def _temperature_scale(value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise InputError(f"temperature_scale must be a positive number (1, or 10 for "
+                         f"WorldClim 1.x), got {value!r}")
+    return float(value)
 
 
 def _latitude(ds: xr.Dataset, latitude: Any) -> xr.DataArray:
@@ -553,7 +858,7 @@ def _latitude(ds: xr.Dataset, latitude: Any) -> xr.DataArray:
     try:
         return lat_lon(ds)[0]
     except ValueError as err:
-        raise ValueError(
+        raise InputError(
             "the latitude of each cell is needed to place the annual cycle (coldest month "
             "January in the northern, July in the southern hemisphere): add a 'lat' coordinate "
             "(degrees_north) or pass latitude=...; variables seen: "
@@ -568,7 +873,12 @@ def _default_amplitude(lat: xr.DataArray) -> xr.DataArray:
 
 def _month_coord() -> xr.DataArray:
     return xr.DataArray(np.arange(1, 13), dims="month",
-                        attrs={"long_name": "month of the year", "units": "1"})
+                        attrs=conventions.attrs("month", section="coordinates"))
+
+
+def _history(action: str, log: list[str], summary: str) -> str:
+    """CF ``history``: one line per conversion of the inputs, then ``summary``."""
+    return "\n".join(conventions.history_line(f"{action}: {line}") for line in [*log, summary])
 
 
 def monthly_climate_from_bioclim(
@@ -609,11 +919,12 @@ def monthly_climate_from_bioclim(
     bioclim_vars : xarray.Dataset or mapping
         Any of ``bio1`` ... ``bio19`` (WorldClim/ANUCLIM definitions, temperatures in °C x
         ``temperature_scale``, precipitation in mm), or the site values ``maat`` (mean annual
-        air temperature, °C or K per ``units``) and ``map`` (mean annual precipitation, mm;
-        ``units`` "cm" or "m" are converted), on any grid (``lat``/``lon``, a ``site`` dim,
-        ...).  A mapping of numpy arrays is taken as 1-D arrays over ``site``.  Needed: a
-        mean-temperature source (``bio1``, ``maat``, ``bio11`` or ``bio10``) and ``bio12`` or
-        ``map``.
+        air temperature, °C, or per its ``units``) and ``map`` (mean annual precipitation;
+        a ``units`` attribute is required: "mm", "cm", "m", "mm yr-1", ...), on any grid
+        (``lat``/``lon``, a ``site`` dim, ...).  Units, dims and plausible ranges:
+        :data:`CLIMATE_SCHEMA`.  A mapping of numpy arrays is taken as 1-D arrays over
+        ``site``.  Needed: a mean-temperature source (``bio1``, ``maat``, ``bio11`` or
+        ``bio10``) and ``bio12`` or ``map``.
     latitude : array-like or xarray.DataArray, keyword-only, optional
         Latitude (degrees north) of the cells; default: the ``lat``/``latitude`` coordinate or
         variable of ``bioclim_vars`` (or the grid's, :func:`xproda.spatial.lat_lon`).
@@ -629,15 +940,27 @@ def monthly_climate_from_bioclim(
     -------
     xarray.Dataset
         ``tas`` (°C) and ``pr`` (mm month-1) with dims ``(month, <input dims>)``, float64,
-        ``month`` = 1..12; the input's coordinates are kept.  ``attrs["reconstruction"]``
-        says which sources and assumptions were used.
+        ``month`` = 1..12; the input's coordinates are kept; attributes from the metadata
+        registry (:mod:`xproda.conventions`, section ``"climate"``).
+        ``attrs["reconstruction"]`` says which sources and assumptions were used and
+        ``attrs["history"]`` has one line per unit conversion of the inputs.
 
     Raises
     ------
-    ValueError
+    xproda.errors.InputError
         No source of the annual mean temperature or of the annual precipitation (the message
         lists what is accepted, with units, and what was found); bad ``temperature_scale``;
-        units not understood; no latitude.
+        no latitude.
+    xproda.errors.UnitsError
+        Units that cannot be read or converted, or missing where :data:`CLIMATE_SCHEMA`
+        requires them (``map``).
+    xproda.errors.DimensionError
+        A reserved dim (``month``, ``time``, ``layer``, ``depth``) on an input.
+    xproda.errors.RangeError
+        Values outside the plausible range (fill values, wrong units): at once for numpy,
+        at compute time for dask input.
+
+    All are ``ValueError`` subclasses.
 
     Examples
     --------
@@ -651,49 +974,52 @@ def monthly_climate_from_bioclim(
     700.0
     """
     ds = _as_dataset(bioclim_vars, "bioclim_vars")
-    if (isinstance(temperature_scale, bool) or not isinstance(temperature_scale, (int, float))
-            or not math.isfinite(temperature_scale) or temperature_scale <= 0):
-        raise ValueError(f"temperature_scale must be a positive number (1, or 10 for WorldClim "
-                         f"1.x), got {temperature_scale!r}")
-    s = float(temperature_scale)
-    have = {str(k) for k in ds.data_vars}
+    inputs = _Inputs(ds, temperature_scale=_temperature_scale(temperature_scale))
+    tas, pr, notes = _reconstruct(inputs, _latitude(ds, latitude), amplitude)
+    out = xr.Dataset({"tas": _annotated(tas, "tas"), "pr": _annotated(pr, "pr")})
+    out = out.assign_coords(month=_month_coord())
+    out.attrs = {"reconstruction": "; ".join(notes),
+                 "history": _history("monthly_climate_from_bioclim", inputs.log,
+                                     "monthly climate reconstructed: " + "; ".join(notes))}
+    return out
+
+
+def _reconstruct(inputs: _Inputs, latitude: xr.DataArray,
+                 amplitude: float | xr.DataArray | None) -> tuple[xr.DataArray, xr.DataArray,
+                                                                  list[str]]:
+    """Monthly ``tas`` (°C) and ``pr`` (mm month-1) from BIO/site values, and the notes.
+
+    See :func:`monthly_climate_from_bioclim`.
+    """
+    have = set(inputs.variables)
     notes: list[str] = []
-
-    def temp(name: str) -> xr.DataArray:  # an absolute or difference temperature in degC
-        return _convert(ds[name], name, "temperature") if name == "maat" else (
-            _bare(ds[name].astype(np.float64)) / s)
-
-    def precip(name: str) -> xr.DataArray:
-        return _convert(ds[name], name, "annual_precipitation")
-
-    mean_src = next((k for k in ("bio1", "maat", "bio11", "bio10") if k in have), None)
-    p_src = next((k for k in ("bio12", "map") if k in have), None)
+    mean_src = inputs.first(("bio1", "maat", "bio11", "bio10"))
+    p_src = inputs.first(("bio12", "map"))
     if mean_src is None or p_src is None:
-        missing = ([] if mean_src else ["annual mean temperature: bio1 or maat (°C), or bio11 "
-                                        "or bio10 (°C; with bio4, bio7+bio3 or bio10+bio11 "
-                                        "for the amplitude)"]) + \
+        missing = ([] if mean_src else [("annual mean temperature: bio1 or maat (°C), or "
+                                         "bio11 or bio10 (°C; with bio4, bio7+bio3 or "
+                                         "bio10+bio11 for the amplitude)")]) + \
                   ([] if p_src else ["annual precipitation: bio12 or map (mm)"])
-        raise ValueError(
+        raise InputError(
             "cannot reconstruct the monthly climate: missing " + "; ".join(missing)
             + f". Variables found: {sorted(have)}"
         )
-    lat = _bare(_latitude(ds, latitude).astype(np.float64))
+    lat = _bare(latitude.astype(np.float64))
     # -- amplitude (K) ------------------------------------------------------------------------
     if amplitude is not None:
         amp = _bare(amplitude.astype(np.float64)) if isinstance(amplitude, xr.DataArray) \
             else xr.DataArray(float(amplitude))
         notes.append("amplitude given")
     elif "bio4" in have:
-        amp = _bare(ds["bio4"].astype(np.float64)) / (100.0 * s) / _STD_FACTOR
+        amp = inputs["bio4"] / 100.0 / _STD_FACTOR
         notes.append("amplitude from bio4")
     elif "bio7" in have and ({"bio2", "bio3"} & have):
-        bio7 = temp("bio7")
-        bio2 = temp("bio2") if "bio2" in have else (
-            _bare(ds["bio3"].astype(np.float64)) * bio7 / 100.0)
+        bio7 = inputs["bio7"]
+        bio2 = inputs["bio2"] if "bio2" in have else inputs["bio3"] * bio7 / 100.0
         amp = (bio7 - bio2) / 2.0
         notes.append("amplitude from bio7 and " + ("bio2" if "bio2" in have else "bio3"))
     elif {"bio10", "bio11"} <= have:
-        amp = (temp("bio10") - temp("bio11")) / (2.0 * _QUARTER_FACTOR)
+        amp = (inputs["bio10"] - inputs["bio11"]) / (2.0 * _QUARTER_FACTOR)
         notes.append("amplitude from bio10 and bio11")
     else:
         amp = _default_amplitude(lat)
@@ -702,27 +1028,27 @@ def monthly_climate_from_bioclim(
     amp = np.maximum(amp, 0.0)
     # -- annual mean (degC) ------------------------------------------------------------------
     if mean_src in ("bio1", "maat"):
-        t_mean = temp(mean_src)
+        t_mean = inputs[mean_src]
     elif mean_src == "bio11":
-        t_mean = temp("bio11") + _QUARTER_FACTOR * amp
+        t_mean = inputs["bio11"] + _QUARTER_FACTOR * amp
     else:
-        t_mean = temp("bio10") - _QUARTER_FACTOR * amp
+        t_mean = inputs["bio10"] - _QUARTER_FACTOR * amp
     notes.append(f"annual mean from {mean_src}")
     # -- precipitation (mm) ------------------------------------------------------------------
-    p_ann = precip(p_src)
+    p_ann = inputs[p_src]
     p_month = p_ann / 12.0
     p_safe = xr.where(p_ann > 0, p_ann, 1.0)  # no 0 / 0 in dry cells (b = 0 there)
     sign: Any = 1.0
     if {"bio18", "bio19"} <= have:
-        sign = xr.where(precip("bio19") > precip("bio18"), -1.0, 1.0)
+        sign = xr.where(inputs["bio19"] > inputs["bio18"], -1.0, 1.0)
     if "bio15" in have:
-        cv = _bare(ds["bio15"].astype(np.float64)) / 100.0
+        cv = inputs["bio15"] / 100.0
         b = sign * cv * (p_safe / 12.0 + 1.0) / (p_safe / 12.0 * _STD_FACTOR)
         notes.append("precipitation seasonality from bio15"
                      + (" (phase from bio18/bio19)" if {"bio18", "bio19"} <= have else
                         " (rain in the warm season assumed)"))
     elif {"bio18", "bio19"} <= have:
-        b = 6.0 * (precip("bio18") - precip("bio19")) / (p_safe * (1.0 + math.sqrt(3.0)))
+        b = 6.0 * (inputs["bio18"] - inputs["bio19"]) / (p_safe * (1.0 + math.sqrt(3.0)))
         notes.append("precipitation seasonality from bio18 and bio19")
     else:
         b = xr.zeros_like(p_ann)
@@ -734,54 +1060,22 @@ def monthly_climate_from_bioclim(
     cos = np.cos(2.0 * np.pi * (month.astype(np.float64) - peak) / 12.0)
     tas = (t_mean + amp * cos).transpose("month", ...)
     pr = np.maximum(p_month * (1.0 + b * cos), 0.0).transpose("month", ...)
-    out = xr.Dataset(
-        {"tas": tas.assign_attrs(CLIMATE_VARIABLES["tas"]),
-         "pr": pr.assign_attrs(CLIMATE_VARIABLES["pr"])},
-    ).assign_coords(month=month)
-    out.attrs["reconstruction"] = "; ".join(notes)
-    return out
+    return _bare(tas).assign_coords(month=month), _bare(pr).assign_coords(month=month), notes
 
 
 # -------------------------------------------------------------------------------------------
 # from_climate
 # -------------------------------------------------------------------------------------------
-#: checked ranges of the column state passed to the kernel (name: (min, max, units))
-_STATE_RANGES: dict[str, tuple[float, float, str]] = {
-    "npp_annual": (0.0, math.inf, "g C m-2 yr-1"),
-    "tree_fraction": (0.0, 1.0, "1"),
-    "fpi": (0.0, 1.0, "1"),
-    "aridity_index": (0.0, math.inf, "1"),
-    "elevation": (-1000.0, 9000.0, "m"),
-    "depth_to_bedrock": (0.0, math.inf, "m"),
-    "sand_0cm": (0.0, 100.0, "%"),
-    "sand_30cm": (0.0, 100.0, "%"),
-    "sand_100cm": (0.0, 100.0, "%"),
-}
+def _broadcast_block(tas, pr, pet, *state):
+    """:func:`_forcing_block` on inputs broadcast to one batch shape, float64.
 
-
-def _check_range(name: str, x: np.ndarray, lo: float, hi: float, units: str,
-                 hint: str = "") -> None:
-    v = x[np.isfinite(x)]
-    if v.size and (v.min() < lo or v.max() > hi):
-        raise ValueError(
-            f"{name}: expected values in [{lo:g}, {hi:g}] {units}, found {v.min():.4g} .. "
-            f"{v.max():.4g}{hint}"
-        )
-
-
-def _checked_block(tas, pr, pet, *state):
-    """:func:`_forcing_block` on broadcast float64 inputs after checking their ranges."""
+    The inputs' ranges were checked when they were read (:data:`CLIMATE_SCHEMA`).
+    """
     batch = np.broadcast_shapes(tas.shape[:-1], pr.shape[:-1], pet.shape[:-1],
                                 *(np.shape(v) for v in state))
     tas, pr, pet = (np.broadcast_to(np.asarray(a, np.float64), batch + (12,))
                     for a in (tas, pr, pet))
     state = [np.broadcast_to(np.asarray(v, np.float64), batch) for v in state]
-    _check_range("tas", tas, *_TAS_RANGE, "degC", hint=(
-        ": monthly air temperature in K needs units='K'; WorldClim 1.x bioclim temperatures "
-        "are stored x 10 (pass temperature_scale=10)"))
-    _check_range("pr", pr, 0.0, math.inf, "mm month-1")
-    for name, v in zip(_STATE_2D, state):
-        _check_range(name, v, *_STATE_RANGES[name])
     return _forcing_block(tas, pr, pet, *state)
 
 
@@ -792,21 +1086,12 @@ def _annual_block(tas: np.ndarray, pr: np.ndarray) -> tuple[np.ndarray, ...]:
     on the memory layout of the chunk): chunk invariant, eager == lazy.  No overflow warnings
     on out-of-range input (the forcing kernel raises on it).
     """
+    tas, pr = np.broadcast_arrays(tas, pr)  # extra dims of one of them (a scenario) broadcast
     tas = np.ascontiguousarray(tas, dtype=np.float64)
     pr = np.ascontiguousarray(pr, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         pet = thornthwaite_pet(tas)
     return pet, tas.mean(-1), pr.sum(-1), tas.max(-1), pet.sum(-1)
-
-
-def _pick(sources: list[xr.Dataset | None], names: tuple[str, ...]) -> tuple[str, Any] | None:
-    for src in sources:
-        if src is None:
-            continue
-        for n in names:
-            if n in src.data_vars:
-                return n, src[n]
-    return None
 
 
 def from_climate(
@@ -839,17 +1124,26 @@ def from_climate(
     not depend on the chunking) and eager for numpy-backed inputs.  A cell with a missing
     (NaN) input gets NaN forcing.
 
+    Every input is read against :data:`CLIMATE_SCHEMA`: its ``units`` attribute is converted
+    to the canonical units with :mod:`xproda.units` (pint; per-second and per-day rates of a
+    monthly climatology with the month lengths of a 365-day year, precipitation masses with
+    a water density of 1000 kg m-3), and required where values in other common units would
+    pass unnoticed (``pr``, ``map``, ``depth_to_bedrock``, ``npp``); undecoded
+    ``_FillValue``/``missing_value`` attributes become NaN; values outside the plausible
+    range raise.  Each conversion is one line of the output's ``history``.
+
     Parameters
     ----------
     climate : xarray.Dataset or mapping
         On any grid (``lat``/``lon``, projected, or a ``site`` dim; extra dims such as a
         scenario broadcast), one of, in this order of preference:
 
-        - ``tas`` (°C, or K with ``units="K"``) and ``pr`` (mm month-1; kg m-2 s-1 and
-          mm d-1 are converted) with a ``month`` dim of length 12 (January first);
+        - ``tas`` (°C, or per its ``units``) and ``pr`` (``units`` required: mm month-1,
+          kg m-2 s-1, mm d-1, m month-1, ...) with a ``month`` dim of length 12 (January
+          first);
         - bioclimatic variables ``bio1`` ... ``bio19`` (any subset sufficient for
           :func:`monthly_climate_from_bioclim`, e.g. ``bio4``, ``bio11``, ``bio12``);
-        - site values ``maat`` (°C) and ``map`` (mm; ``units="cm"`` is converted), with a
+        - site values ``maat`` (°C) and ``map`` (``units`` required: mm, cm, m ...), with a
           default seasonal amplitude (``amplitude``).
 
         May also hold the column variables listed under ``soil``.  A mapping of numpy arrays
@@ -858,15 +1152,17 @@ def from_climate(
     soil : xarray.Dataset or mapping, keyword-only, optional
         Soil covariates on the same grid: ``sand_0cm``, ``sand_30cm``, ``sand_100cm`` (%,
         interpolated linearly in depth between 0, 0.3 and 1 m, constant below) or a single
-        ``sand`` (%); ``depth_to_bedrock`` (m, or cm with ``units="cm"``); and, used when
+        ``sand`` (%); ``depth_to_bedrock`` (``units`` required: m, cm ...); and, used when
         the keyword of the same name is not given, ``elevation`` (m), ``npp`` or
-        ``npp_annual`` (g C m-2 yr-1), ``tree_fraction`` and ``fpi`` (1) (looked up in
-        ``soil``, then in ``climate``).  Missing: sand 40 % and no bedrock within the 8.6 m
+        ``npp_annual`` (``units`` required: g C m-2 yr-1, kg C m-2 yr-1, g C m-2 s-1 ...),
+        ``tree_fraction`` and ``fpi`` (1) (each looked up in ``soil``, then in
+        ``climate``).  Missing: sand 40 % and no bedrock within the 8.6 m
         column (:data:`DEFAULTS`); every default used is recorded in the ``comment`` of the
         variable it affects and in the dataset's ``forcing_assumptions`` and ``history``.
     npp : float or xarray.DataArray, keyword-only, optional
-        Annual NPP (g C m-2 yr-1, or with ``units``).  Default: the Miami model (Lieth 1975,
-        :func:`miami_npp`) from annual mean temperature and precipitation.
+        Annual NPP: a number in g C m-2 yr-1, or a DataArray with ``units``.  Default: the
+        Miami model (Lieth 1975, :func:`miami_npp`) from annual mean temperature and
+        precipitation.
     tree_fraction : float or xarray.DataArray, keyword-only, optional
         Woody fraction of vegetation (1); sets the coarse woody debris share (25 % of litter
         at full tree cover) and the litter quality split.  Default:
@@ -901,13 +1197,25 @@ def from_climate(
 
     Raises
     ------
-    ValueError
+    xproda.errors.InputError
         Missing climate inputs (the message lists the accepted variables with their units
-        and the variables found); units not understood; a ``month`` dim that is not 12
-        long; options that do not apply (``amplitude`` or ``temperature_scale`` with monthly
-        ``tas``/``pr``); grids that do not match.  Out-of-range values (e.g. temperatures
-        outside -90..60 °C, negative precipitation, sand outside 0..100 %) raise when the
-        values are computed: at once for numpy input, at compute time for dask input.
+        and the variables found); options that do not apply (``amplitude`` or
+        ``temperature_scale`` with monthly ``tas``/``pr``); no latitude.
+    xproda.errors.UnitsError
+        Units that cannot be read, or of another physical dimension than the canonical
+        units, or missing where :data:`CLIMATE_SCHEMA` requires them (the message names the
+        variable and the expected units).
+    xproda.errors.DimensionError
+        A ``month`` dim that is not 12 long; a reserved dim on an input (``month`` on an
+        annual value, ``time``, ``layer``, ``depth``).
+    xproda.errors.GridError
+        Inputs on grids that do not match.
+    xproda.errors.RangeError
+        Values outside the plausible range of :data:`CLIMATE_SCHEMA` (undecoded fill values,
+        wrong or mislabelled units), naming the variable, the values found and the range:
+        at once for numpy input, at compute time for dask input.
+
+    All of these are ``ValueError`` subclasses.
     TypeError
         ``climate``, ``soil`` or a field of the wrong type.
 
@@ -918,12 +1226,16 @@ def from_climate(
     >>> yx = ("lat", "lon")
     >>> clim = xr.Dataset({"bio4": (yx, [[900.0]]), "bio11": (yx, [[-4.0]]),
     ...                    "bio12": (yx, [[650.0]])}, coords={"lat": [48.0], "lon": [11.0]})
-    >>> f = from_climate(clim, soil=xr.Dataset({"depth_to_bedrock": (("lat", "lon"), [[1.2]])}))
+    >>> soil = xr.Dataset({"depth_to_bedrock": (yx, [[120.0]], {"units": "cm"})})
+    >>> f = from_climate(clim, soil=soil)
     >>> f["TSOI"].dims, f["TSOI"].attrs["units"], int(f["nbedrock"][0, 0, 0])
     (('month', 'layer', 'lat', 'lon'), 'K', 9)
+    >>> f.attrs["history"].splitlines()[0].split(": ", 1)[1]  # after the timestamp
+    "from_climate: depth_to_bedrock: converted from 'cm' to 'm' (x 0.01)"
     """
     ds = _as_dataset(climate, "climate")
     soil_ds = None if soil is None else _as_dataset(soil, "soil")
+    inputs = _Inputs(ds, soil_ds, temperature_scale=_temperature_scale(temperature_scale))
     notes: list[str] = []
     comments: dict[str, str] = {}
     have = {str(k) for k in ds.data_vars}
@@ -931,26 +1243,18 @@ def from_climate(
         missing = [f"{k} ({u})" for k, u in (("tas", "°C"), ("pr", "mm month-1"))
                    if k not in have]
         if missing:
-            raise ValueError(f"climate: monthly climate needs both tas (°C) and pr "
+            raise InputError(f"climate: monthly climate needs both tas (°C) and pr "
                              f"(mm month-1) with a month dim; missing {', '.join(missing)}")
         if amplitude is not None or temperature_scale != 1.0:
-            raise ValueError("amplitude and temperature_scale apply to bioclimatic or site "
+            raise InputError("amplitude and temperature_scale apply to bioclimatic or site "
                              "inputs only, not to monthly tas/pr")
-        for k in ("tas", "pr"):
-            if "month" not in ds[k].dims or ds[k].sizes["month"] != 12:
-                raise ValueError(f"climate[{k!r}]: expected a 'month' dim of length 12 "
-                                 f"(January first), found dims {dict(ds[k].sizes)}")
-        tas = _convert(ds["tas"], "tas", "temperature")
-        pr = _convert(ds["pr"], "pr", "monthly_precipitation")
+        tas, pr = inputs["tas"], inputs["pr"]
         notes.append("monthly climate given (tas, pr)")
     elif (set(_BIOCLIM_NAMES) | {"maat", "map"}) & have:
-        mc = monthly_climate_from_bioclim(ds, latitude=latitude,
-                                          temperature_scale=temperature_scale,
-                                          amplitude=amplitude)
-        tas, pr = _bare(mc["tas"]), _bare(mc["pr"])
-        notes.append("monthly climate reconstructed: " + mc.attrs["reconstruction"])
+        tas, pr, how = _reconstruct(inputs, _latitude(ds, latitude), amplitude)
+        notes.append("monthly climate reconstructed: " + "; ".join(how))
     else:
-        raise ValueError(
+        raise InputError(
             "climate: expected monthly tas (°C) and pr (mm month-1) with a 'month' dim, or "
             "bioclimatic variables bio1..bio19 (°C, mm; e.g. bio4 + bio11 + bio12), or site "
             f"values maat (°C) and map (mm); found variables {sorted(have)}"
@@ -967,49 +1271,34 @@ def from_climate(
     # -- column state: given > a variable of soil/climate > default (recorded) ------------------
     state: dict[str, xr.DataArray] = {}
 
-    def field(key: str, value: Any, names: tuple[str, ...], kind: str,
+    def field(key: str, value: Any, names: tuple[str, ...],
               default: Callable[[], xr.DataArray], var: str, note: str) -> None:
-        found = _pick([soil_ds, ds], names)
+        found = inputs.first(names)
         if value is not None:
-            state[key] = _as_field(value, names[0], kind)
+            state[key] = inputs.given(value, names[0])
         elif found is not None:
-            state[key] = _convert(found[1], found[0], kind)
+            state[key] = inputs[found]
         else:
             state[key] = default()
             comments[var] = note
             notes.append(note)
 
-    field("npp_annual", npp, ("npp", "npp_annual"), "npp", lambda: miami_npp(t_mean, p_ann),
+    field("npp_annual", npp, ("npp", "npp_annual"), lambda: miami_npp(t_mean, p_ann),
           "NPP", "NPP from the Miami model (Lieth 1975) of annual temperature and precipitation")
-    field("tree_fraction", tree_fraction, ("tree_fraction",), "fraction",
+    field("tree_fraction", tree_fraction, ("tree_fraction",),
           lambda: _tree_fraction_rule(p_ann, t_warm), "CWD_INPUT",
           "tree fraction from climate: sigmoid((P - 500) / 120) sigmoid((T_warmest - 10) / 1.5)")
-    field("fpi", fpi, ("fpi",), "fraction", lambda: _fpi_rule(t_mean), "FPI_vr",
+    field("fpi", fpi, ("fpi",), lambda: _fpi_rule(t_mean), "FPI_vr",
           "FPI from climate: clip(0.35 + 0.6 sigmoid((T - 5) / 6), 0.05, 1)")
     state["aridity_index"] = _aridity_index(p_ann, pet_ann)
-    field("elevation", elevation, ("elevation",), "elevation",
+    field("elevation", elevation, ("elevation",),
           lambda: xr.DataArray(DEFAULTS["elevation"]), "O_SCALAR",
           f"no elevation given: {DEFAULTS['elevation']:g} m assumed (no lowland anoxia)")
-    field("depth_to_bedrock", None, ("depth_to_bedrock",), "depth",
+    field("depth_to_bedrock", None, ("depth_to_bedrock",),
           lambda: xr.DataArray(DEFAULTS["depth_to_bedrock"]), "nbedrock",
           f"no depth to bedrock given: {DEFAULTS['depth_to_bedrock']:g} m assumed (no bedrock "
           "within the soil column)")
-    layers = ("sand_0cm", "sand_30cm", "sand_100cm")
-    if soil_ds is not None and set(layers) <= set(map(str, soil_ds.data_vars)):
-        for k in layers:
-            state[k] = _convert(soil_ds[k], k, "percent")
-    elif soil_ds is not None and "sand" in soil_ds.data_vars:
-        for k in layers:
-            state[k] = _convert(soil_ds["sand"], "sand", "percent")
-        comments["CELLSAND"] = "one sand content used at every depth"
-    else:
-        if soil_ds is not None and set(layers) & set(map(str, soil_ds.data_vars)):
-            raise ValueError(f"soil: give all of {list(layers)} (%) or a single 'sand' (%); "
-                             f"found {sorted(set(layers) & set(map(str, soil_ds.data_vars)))}")
-        for k in layers:
-            state[k] = xr.DataArray(DEFAULTS["sand"])
-        comments["CELLSAND"] = f"no sand content given: {DEFAULTS['sand']:g} % assumed"
-        notes.append(comments["CELLSAND"])
+    state.update(_sand(inputs, comments, notes))
     # -- one grid ---------------------------------------------------------------------------------
     named = {"tas": tas, "pr": pr, "pet": pet}
     named.update({k: v.drop_vars([c for c in v.coords if c not in v.dims])
@@ -1017,17 +1306,17 @@ def from_climate(
     try:
         aligned = xr.align(*named.values(), join="exact")
     except ValueError as err:
-        raise ValueError(
+        raise GridError(
             "from_climate: the climate and soil inputs (and npp/tree_fraction/fpi/elevation) "
             f"must share the same grid coordinates: {err}"
         ) from err
-    forcing = _forcing_dataset(xr.Dataset(dict(zip(named, aligned))), block=_checked_block)
-    # -- metadata ---------------------------------------------------------------------------------
+    forcing = _forcing_dataset(xr.Dataset(dict(zip(named, aligned))), block=_broadcast_block)
+    # -- metadata (from the registry; input attrs never reach the output) -------------------------
     for name, text in comments.items():
         forcing[name].attrs["comment"] = text
     if include_climate:
         for k, v in (("tas", tas), ("pr", pr), ("pet", pet)):
-            forcing[k] = v.transpose("month", ...).assign_attrs(CLIMATE_VARIABLES[k])
+            forcing[k] = _annotated(v.transpose("month", ...), k)
     keep = {k: v for k, v in ds.coords.items()
             if k != "month" and set(v.dims) <= set(forcing.dims) | {"bnds", "nv", "bounds"}}
     forcing = forcing.assign_coords(keep).assign_coords(month=_month_coord())
@@ -1042,6 +1331,22 @@ def from_climate(
                   "Thornthwaite water balance, Miami-model litter inputs",
         "references": "docs/user-guide/forcing-from-climate.md",
         "forcing_assumptions": "; ".join(notes),
-        "history": conventions.history_line("from_climate: " + "; ".join(notes)),
+        "history": _history("from_climate", inputs.log, "; ".join(notes)),
     }
     return forcing
+
+
+def _sand(inputs: _Inputs, comments: dict[str, str], notes: list[str]) -> dict[str, Any]:
+    """Sand content (%) at 0, 30 and 100 cm: the three layers, one ``sand``, or the default."""
+    present = [k for k in _SAND_LAYERS if k in inputs]
+    if len(present) == len(_SAND_LAYERS):
+        return {k: inputs[k] for k in _SAND_LAYERS}
+    if present:
+        raise InputError(f"soil: give all of {list(_SAND_LAYERS)} (%) or a single 'sand' (%); "
+                         f"found {present}")
+    if "sand" in inputs:
+        comments["CELLSAND"] = "one sand content used at every depth"
+        return dict.fromkeys(_SAND_LAYERS, inputs["sand"])
+    comments["CELLSAND"] = f"no sand content given: {DEFAULTS['sand']:g} % assumed"
+    notes.append(comments["CELLSAND"])
+    return dict.fromkeys(_SAND_LAYERS, xr.DataArray(DEFAULTS["sand"]))

@@ -368,6 +368,28 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
 }
 
+# == climate: the monthly climate made by xproda.climate ======================================
+# (``from_climate(..., include_climate=True)``, ``monthly_climate_from_bioclim`` and the
+# synthetic world).  CF standard names, checked against the table: ``air_temperature``
+# (canonical K, so degC is fine) is tas.  Precipitation in mm month-1 is a *rate* (length per
+# time): ``lwe_precipitation_rate`` (canonical m s-1) is its name; ``precipitation_flux`` needs
+# a mass flux (kg m-2 s-1) and ``lwe_thickness_of_precipitation_amount`` a length (a total in
+# mm, as BIO12), so neither fits mm month-1.  CF has no name for potential evapotranspiration
+# as a water-depth rate (``water_potential_evaporation_flux`` is a mass flux): none for pet.
+#: monthly climate of xproda.climate (monthly means, 365-day year)
+CLIMATE: dict[str, dict[str, Any]] = {
+    "tas": {"units": "degC", "standard_name": "air_temperature", "cell_methods": "time: mean",
+            "long_name": "monthly mean near-surface air temperature"},
+    "pr": {"units": "mm month-1", "standard_name": "lwe_precipitation_rate",
+           "cell_methods": "time: mean",
+           "long_name": "monthly precipitation (liquid water equivalent depth per month)"},
+    "pet": {"units": "mm month-1", "cell_methods": "time: mean",
+            "long_name": "monthly potential evapotranspiration (Thornthwaite 1948)"},
+}
+SECTIONS["climate"] = CLIMATE
+__all__.append("CLIMATE")
+# == end of the climate section =================================================================
+
 
 @functools.cache
 def _forcing_section() -> dict[str, dict[str, Any]]:
