@@ -49,7 +49,8 @@ NO_UNITS = frozenset({"", "-", "1", "none", "unitless", "fraction", "dimensionle
 #: days of each calendar month in a 365-day (noleap) year, as CLM5 uses
 DAYS_IN_MONTH_NOLEAP = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=float)
 
-_CARBON = re.compile(r"\b(P|T|G|k|m|u)?g\s?C\b")
+_CARBON = re.compile(r"\b(P|T|G|M|k|m|u)?g\s?C\b")
+_MON = re.compile(r"\bmon\b")
 
 
 def _registry():
@@ -64,6 +65,7 @@ def normalise_units(text: Any) -> str:
     if s.lower() in NO_UNITS:
         return "1"
     s = _CARBON.sub(lambda m: f"{m.group(1) or ''}g", s)
+    s = _MON.sub("month", s)
     s = s.replace("**", "^")
     return s
 
