@@ -52,7 +52,7 @@ def main() -> None:
         return out
 
     timed("steady state (baseline)",
-          lambda: xproda.xr_api.global_total(ds.proda.steady_state(th)).compute(), 1)
+          lambda: xproda.xr.api.global_total(ds.proda.steady_state(th)).compute(), 1)
     levels = (-0.1, -0.05, 0.05, 0.1, 0.2)
     groups = ("A", "K", "Xi", "V", "I", "NPP")
     sens = timed("sensitivity 6 groups x 5 levels",

@@ -40,8 +40,8 @@ import pandas as pd
 import torch
 
 import xproda
-from xproda.assimilation.problem import SiteProblem, assimilate
-from xproda.interp import ModelToObs
+from xproda.sites.assimilation.problem import SiteProblem, assimilate
+from xproda.models.interp import ModelToObs
 from xproda.testing import random_forcing
 
 TOP = np.array([0.0, 0.1, 0.3, 0.5, 0.8, 1.0])

@@ -183,7 +183,7 @@ def _import_libraries() -> float:
     import importlib
 
     for mod in ("dask.array", "xarray", "zarr", "torch", "numba", "xproda.io", "xproda.cli",
-                "xproda.xr_api", "xproda.models.clm5", "distributed"):
+                "xproda.xr.api", "xproda.models.clm5", "distributed"):
         try:
             importlib.import_module(mod)
         except ImportError:  # distributed is optional

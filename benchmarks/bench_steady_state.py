@@ -8,7 +8,7 @@ For each batch size ``n`` (default 1,000 / 10,000 / 100,000 random soil columns)
 * ``clm5`` / ``structured``: ``xproda.get_model("clm5").steady_state(theta, forcing)`` end to
   end, numpy inputs -> numpy outputs (validation, assembly, structured block-tridiagonal
   solve, post-processing).  Without autograd on the CPU the solve runs in the fused numba
-  kernel (:mod:`xproda.models._fused`).
+  kernel (:mod:`xproda.models.fused`).
 * ``clm5`` / ``torch``: the same call with ``fused_kernels=False``: the torch solver
   (the differentiable path) without autograd.
 * ``clm5`` / ``grad``: forward + backward: torch tensors in, ``theta.requires_grad``,

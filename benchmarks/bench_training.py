@@ -16,7 +16,7 @@ On the synthetic twin world (``xproda.datasets``, 2 degrees, truth kind "cue", p
 3. **lazy prediction** of parameters over a global 0.25 degree grid (1,036,800 cells, every
    covariate of the world, dask chunks of 180 x 360 cells): cells per second and peak RSS,
    against ``net.predict`` on the same land cells already in memory.
-4. ``--cv``: :func:`xproda.training.cross_validate` on ``--cv-sites`` profiles, spatially
+4. ``--cv``: :func:`xproda.learning.training.cross_validate` on ``--cv-sites`` profiles, spatially
    blocked folds: held-out SOC R2/RMSE for CLM5 defaults, batch mode, two-step, end to end.
 
 Target (issue 5, 2 cores): wall time to convergence for 5,000 profiles <= 10 min.
@@ -42,7 +42,7 @@ import torch
 
 import xproda
 from xproda.datasets import synthetic_profiles, synthetic_world, truth_at_sites, truth_parameters
-from xproda.training import cross_validate, prepare_training_data, train_network
+from xproda.learning.training import cross_validate, prepare_training_data, train_network
 
 
 def _rss_gb() -> float:

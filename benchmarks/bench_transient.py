@@ -11,7 +11,7 @@ What it measures
    (:func:`xproda.datasets.synthetic_world`, ~21,500 land columns, truth parameters "cue"),
    its climatology repeated for 10 and 100 years with +4 K warming and +20% inputs (linear
    ramps), spun up to the periodic state of the first year, then
-   ``xproda.transient.write_simulation`` streams the run to Zarr in 120-step chunks.
+   ``xproda.xr.transient.write_simulation`` streams the run to Zarr in 120-step chunks.
    Reported: wall time, land column-months per second (spin-up included), peak RSS of the
    process (``ru_maxrss``): it must not grow with the run length.
 3. **spin-up**: ``--spin-columns`` land columns of the same world: the semi-analytic spin-up
@@ -126,8 +126,8 @@ def worker_global(res: float, years: int, chunk: int, out: str, store: str) -> d
     import xarray as xr
 
     import xproda  # noqa: F401
-    from xproda import scenarios as sc
-    from xproda.transient import write_simulation
+    from xproda.xr import scenarios as sc
+    from xproda.xr.transient import write_simulation
 
     ds = xr.open_zarr(store, consolidated=False)
     land = ds["landmask"].load()
@@ -153,7 +153,7 @@ def worker_global(res: float, years: int, chunk: int, out: str, store: str) -> d
 def spin(res: float, n: int, plain_years: int) -> list[dict]:
     import xproda
     from xproda.models import transient as tr
-    from xproda.xr_api import forcing_arrays
+    from xproda.xr.api import forcing_arrays
 
     clim, theta, land, xr = _world(res)
     cells = clim.stack(cell=("lat", "lon")).where(land.stack(cell=("lat", "lon")) > 0,

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xproda import io, set_options, xr_api
+from xproda import io, set_options
+from xproda.xr import api as xr_api
 from xproda.datasets import synthetic_world, truth_parameters
 
 

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import xproda
-from xproda import io, xr_api
+from xproda import io
+from xproda.xr import api as xr_api
 from xproda.datasets import synthetic_world, truth_parameters
-from xproda.network import load_network
+from xproda.learning.network import load_network
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--resolution", type=float, default=4.0, help="grid spacing in degrees")

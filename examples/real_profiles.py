@@ -5,9 +5,9 @@ The pipeline, with xproda's public API only:
 
 1. **Profiles.** The GSIF tables of the Africa Soil Profiles database (AfSP), the ISRIC world
    reference profiles (ISIS) and Edgeroi (NSW, Australia) are converted with
-   :func:`xproda.observations.from_gsif` (SOC density = ORCDRC x BLD x (1 - CRFVOL/100), the
+   :func:`xproda.sites.observations.from_gsif` (SOC density = ORCDRC x BLD x (1 - CRFVOL/100), the
    Adams (1973) pedotransfer function where BLD is missing) and cleaned with
-   :func:`~xproda.observations.clean_profiles` (spec §5.2). Profile ids get the source as a
+   :func:`~xproda.sites.observations.clean_profiles` (spec §5.2). Profile ids get the source as a
    prefix (``afsp/...``). Every dropped layer and profile is printed by rule and written to
    ``dropped_layers.csv``; the profiles left out later (no covariates or forcing at the site,
    not in the subsample) go to ``dropped_profiles.csv`` with the reason. The example checks
@@ -23,7 +23,7 @@ The pipeline, with xproda's public API only:
    network could not be applied to the map) and the forcing uses the defaults of
    ``from_climate`` (40 % sand, no bedrock in the 8.6 m column).
 3. **Forcing** of the CLM5 model from the same climate grid with ``from_climate``.
-4. **Cross-validation** (:func:`xproda.training.cross_validate`) on spatially blocked folds
+4. **Cross-validation** (:func:`xproda.learning.training.cross_validate`) on spatially blocked folds
    (``--block-size`` degrees; whole blocks per fold, so held-out profiles are away from the
    training profiles): CLM5 default parameters, batch mode, two-step PRODA, end-to-end
    training, and the gradient-boosting and random-forest baselines (same covariates + depth).
@@ -63,8 +63,8 @@ import xarray as xr
 
 import xproda
 from xproda.analysis.skill import skill_by_group
-from xproda.observations import clean_profiles, from_gsif
-from xproda.training import BASELINE_METHODS, CV_METHODS, cross_validate, prepare_training_data
+from xproda.sites.observations import clean_profiles, from_gsif
+from xproda.learning.training import BASELINE_METHODS, CV_METHODS, cross_validate, prepare_training_data
 
 #: GSIF profile sources used (file stems ``gsif_<name>_sites.csv`` / ``_horizons.csv``).
 SOURCES = ("afsp", "isis", "edgeroi")
@@ -216,11 +216,11 @@ def stock_maps(data: Any, cov: xr.Dataset, forcing: xr.Dataset, out: Path, *,
     from xproda.plotting import map_plot
 
     net, rep = xproda.train_network(data, method="end_to_end", seed=seed, **train_options)
-    theta = xproda.xr_api.predict_parameters(cov, net)
-    ss = xproda.xr_api.steady_state(forcing, theta)
+    theta = xproda.xr.api.predict_parameters(cov, net)
+    ss = xproda.xr.api.steady_state(forcing, theta)
     stocks = xr.Dataset({
-        "soc_stock_0_30cm": xproda.xr_api.soc_stock(ss, depth=(0.0, 0.3)),
-        "soc_stock_0_100cm": xproda.xr_api.soc_stock(ss, depth=(0.0, 1.0))}).compute()
+        "soc_stock_0_30cm": xproda.xr.api.soc_stock(ss, depth=(0.0, 0.3)),
+        "soc_stock_0_100cm": xproda.xr.api.soc_stock(ss, depth=(0.0, 1.0))}).compute()
     stocks.attrs.update(title="SOC stock predicted by the end-to-end network (xproda example "
                         "real_profiles.py)", n_profiles=len(data),
                         validation_skill=str(rep.skill))

@@ -221,7 +221,7 @@ class _Oracle:
 
 
 def test_permutation_importance_on_held_out_profiles(world, truths):
-    from xproda.training import prepare_training_data
+    from xproda.learning.training import prepare_training_data
 
     prof = synthetic_profiles(world, n_sites=120, truth=truths["cue"], noise=0.05, seed=3)
     feats = _TRUTH_COVS + ["elevation", "bio12"]

@@ -19,8 +19,8 @@ import torch
 import xarray as xr
 
 import xproda
-from xproda.assimilation.problem import SiteProblem, assimilate
-from xproda.interp import ModelToObs
+from xproda.sites.assimilation.problem import SiteProblem, assimilate
+from xproda.models.interp import ModelToObs
 from xproda.testing import random_forcing
 
 FREE = ("efolding", "tau4s2", "diffus")
@@ -141,7 +141,7 @@ def test_forcing_from_grid_via_sample_sites():
             for i, (la, lo) in enumerate(zip(lats, lons))
             for t, b, v in ((0.0, 0.1, 3e4), (0.1, 0.3, 2e4), (0.3, 0.6, 1e4))]
     df = pd.DataFrame(rows)
-    from xproda.observations import pack_profiles
+    from xproda.sites.observations import pack_profiles
 
     batch = pack_profiles(df)
     sites = grid.proda.sample_sites(lat=batch.lat, lon=batch.lon)

@@ -370,7 +370,7 @@ def test_covariates_without_features_refused():
 # ------------------------------------------------------------------------------- transient
 @pytest.fixture(scope="module")
 def transient_ds(ds):
-    from xproda.scenarios import repeat_climatology
+    from xproda.xr.scenarios import repeat_climatology
 
     return repeat_climatology(ds, years=2)
 
@@ -455,7 +455,7 @@ def test_random_fill_values_are_refused(ds, data):
         _run(_with(ds, name, v)).values
 
 
-_FORBIDDEN = {"month", "layer", "parameter", "lat", "lon", "time", *xproda.contract.BATCH_DIMS}
+_FORBIDDEN = {"month", "layer", "parameter", "lat", "lon", "time", *xproda.xr.contract.BATCH_DIMS}
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -464,7 +464,7 @@ def test_random_extra_dims_refused_or_declared(ds, ref, data):
     name = data.draw(st.sampled_from(REQUIRED))
     dim = data.draw(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
                     .filter(lambda d: d not in _FORBIDDEN and d not in
-                            xproda.contract.CLM_LEVEL_DIMS and d.lower() not in
+                            xproda.xr.contract.CLM_LEVEL_DIMS and d.lower() not in
                             {"x", "y", "latitude", "longitude", "site", "cell", "column"}))
     n = data.draw(st.integers(1, 3))
     bad = ds.assign({name: ds[name].expand_dims({dim: n})})

@@ -10,9 +10,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from xproda import baselines, crossval  # noqa: E402
+from xproda.learning import baselines
+from xproda.learning import crossval  # noqa: E402
 from xproda.datasets import synthetic_profiles, synthetic_world, truth_parameters  # noqa: E402
-from xproda.training import (  # noqa: E402
+from xproda.learning.training import (  # noqa: E402
     BASELINE_METHODS,
     TrainingData,
     cross_validate,

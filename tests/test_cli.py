@@ -117,7 +117,7 @@ def test_missing_variable_error(tmp_path):
 
 _KILL_SCRIPT = textwrap.dedent(
     """
-    import time, xproda.engine as x
+    import time, xproda.xr.engine as x
     from xproda.cli import main
     real = x.column_block
     def slow(*a, **k):
@@ -206,7 +206,7 @@ def test_local_cluster_run_equals_threaded(tmp_path):
 
 @pytest.mark.parametrize("separate_covariates", [False, True])
 def test_run_with_network(tmp_path, separate_covariates):
-    from xproda.network import ParameterNet
+    from xproda.learning.network import ParameterNet
 
     ds, _, fpath, _ = _inputs(tmp_path)
     rng = np.random.default_rng(3)

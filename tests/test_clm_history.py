@@ -1,4 +1,4 @@
-"""CLM5/CESM2 monthly history files -> xproda forcing (:mod:`xproda.clm`).
+"""CLM5/CESM2 monthly history files -> xproda forcing (:mod:`xproda.io.clm`).
 
 The fixture files mimic CLM5 history output as written by CLM5's ``histFileMod.F90``:
 
@@ -32,7 +32,8 @@ import pytest
 import xarray as xr
 
 import xproda  # noqa: F401  (registers the .proda accessor)
-from xproda import clm, conventions, grid
+from xproda import conventions, grid
+from xproda.io import clm
 from xproda.errors import DimensionError, InputError, UnitsError
 from xproda.models.forcing import FORCING_SCHEMA, LAYER_INPUTS, LITTER_INPUTS
 from xproda.testing import forcing_dataset, raise_if_dask_computes
@@ -356,7 +357,7 @@ def test_transient_run_reads_time(tmp_path):
     out = ts.proda.simulate(THETA)
     assert out["soc_stock"].sizes["time"] == 24
     assert np.isfinite(out["soc_stock"].values).all()
-    from xproda.scenarios import repeat_climatology
+    from xproda.xr.scenarios import repeat_climatology
 
     ref = repeat_climatology(fc, years=2).proda.simulate(THETA)
     np.testing.assert_allclose(out["soc_stock"].values, ref["soc_stock"].values, rtol=1e-10)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from xproda.assimilation import (
+from xproda.sites.assimilation import (
     COSTS,
     Cost,
     cost_cen,

@@ -8,13 +8,13 @@ import pytest
 import xarray as xr
 
 import xproda
-from xproda import xr_api
+from xproda.xr import api as xr_api
 from xproda.datasets import (
     COVARIATES, CUE_PARAMETERS, FORCING_VARIABLES, synthetic_profiles, synthetic_world,
     truth_at_sites, truth_parameters,
 )
 from xproda.models.forcing import validate_forcing
-from xproda.observations import validate_profiles
+from xproda.sites.observations import validate_profiles
 from xproda.testing import assert_lazy
 
 
@@ -66,7 +66,7 @@ def test_grid_crs_and_cf_metadata(world5):
     for k in FORCING_VARIABLES:
         assert w[k].attrs["units"] == xproda.conventions.forcing_attrs(k)["units"]
     # global-total of the land area: the real land mask north of 60 S, ~ 1.3e8 km2
-    area = xr_api.cell_area(w)
+    area = spatial.cell_area(w)
     land_area = float((area * w.landmask).sum()) / 1e12
     assert 1.1e2 < land_area < 1.45e2
 
@@ -273,7 +273,7 @@ def test_truth_kinds_differ_as_documented(world5):
     assert np.corrcoef(bio1, cue.sel(parameter="fl1s1").values[land])[0, 1] < -0.8
     # component control (docs): mean |log| change of the 0-1 m stock when the CUE parameters,
     # or the litter inputs, are replaced by their area-weighted land mean
-    area = xr_api.cell_area(world5)
+    area = spatial.cell_area(world5)
     wsum = float((area * world5.landmask).sum())
 
     def stock(world, theta):
@@ -355,6 +355,6 @@ def test_profiles_map_back_to_their_cells_and_model(world2, truth2, profiles2):
     soc = out["soc"].transpose("site", "layer").values
     for i, pid in enumerate(first.index[:5]):
         g = profiles2[profiles2.profile_id == pid]
-        w = xproda.interp.layer_mean_weights(g["top"].values[None], g["bottom"].values[None])
+        w = xproda.models.interp.layer_mean_weights(g["top"].values[None], g["bottom"].values[None])
         np.testing.assert_allclose(g["soc_true"].values, (w.numpy() @ soc[i][:, None])[0, :, 0],
                                    rtol=1e-10)

@@ -179,7 +179,7 @@ def test_depth_profile_and_loss_curve():
 
 
 def _as_report(rep):
-    from xproda.training import TrainingReport
+    from xproda.learning.training import TrainingReport
 
     return TrainingReport(method=rep.method, history=rep.history, best_epoch=[1],
                           stopped_early=[False], n_sites=2, n_train=[1], n_val=[1],

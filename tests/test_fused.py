@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import xproda
 from conftest import random_forcing
-from xproda.models import _fused
+from xproda.models import fused as _fused
 
 pytestmark = pytest.mark.skipif(not _fused.HAVE_NUMBA, reason="numba not installed")
 

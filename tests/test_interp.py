@@ -12,7 +12,7 @@ from scipy.interpolate import PchipInterpolator
 
 import xproda
 from xproda import grid
-from xproda.interp import (
+from xproda.models.interp import (
     MODEL_NODE_DEPTHS,
     ModelToObs,
     PchipMap,

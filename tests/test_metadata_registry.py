@@ -20,7 +20,7 @@ import torch
 
 import xproda
 from xproda import analysis, conventions, io
-from xproda.assimilation.samplers import adaptive_metropolis, map_estimate, reference_sampler
+from xproda.sites.assimilation.samplers import adaptive_metropolis, map_estimate, reference_sampler
 from xproda.climate import CLIMATE_VARIABLES, FORCING_VARIABLES
 from xproda.datasets import COVARIATES, synthetic_world, truth_parameters
 from xproda.demo import STOCK_VARIABLES, run_demo

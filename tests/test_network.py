@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
-from xproda.network import (
+from xproda.learning.network import (
     SPEC_HIDDEN,
     CheckpointError,
     ParameterNet,
@@ -198,7 +198,7 @@ def test_tampered_weights_detected(tmp_path):
 
 
 def test_not_a_network(tmp_path):
-    from xproda.assimilation.checkpoint import save_checkpoint
+    from xproda.sites.assimilation.checkpoint import save_checkpoint
 
     path = tmp_path / "sampler.safetensors"
     save_checkpoint(path, {"x": torch.zeros(2)}, {"iteration": 1})

@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xproda import observations as ob
-from xproda.observations import (
+from xproda.sites import observations as ob
+from xproda.sites.observations import (
     CleaningReport,
     ProfileBatch,
     ProfileValidationError,

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import xproda
-from xproda import engine
+from xproda.xr import engine
 from xproda.errors import OptionError
 from xproda.options import DEFAULTS, get_options, use_options
 from xproda.testing import forcing_dataset

@@ -1,4 +1,4 @@
-"""Batched samplers, optimisers and diagnostics (xproda.assimilation.samplers/diagnostics)."""
+"""Batched samplers, optimisers and diagnostics (xproda.sites.assimilation.samplers/diagnostics)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy import stats
 
-from xproda.assimilation import diagnostics as diag
-from xproda.assimilation.checkpoint import load_checkpoint
-from xproda.assimilation.samplers import (
+from xproda.sites.assimilation import diagnostics as diag
+from xproda.sites.assimilation.checkpoint import load_checkpoint
+from xproda.sites.assimilation.samplers import (
     MapResult,
     SamplerResult,
     adaptive_metropolis,

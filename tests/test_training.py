@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
-from xproda import crossval
+from xproda.learning import crossval
 from xproda.datasets import synthetic_profiles, synthetic_world, truth_at_sites, truth_parameters
-from xproda.network import ParameterNet, ParameterNetEnsemble
-from xproda.training import (
+from xproda.learning.network import ParameterNet, ParameterNetEnsemble
+from xproda.learning.training import (
     CV_METHODS,
     TrainingData,
     cross_validate,

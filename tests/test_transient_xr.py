@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
-from xproda import scenarios as sc
-from xproda import transient as xt
+from xproda.xr import scenarios as sc
+from xproda.xr import transient as xt
 from xproda.models import FLAGS
 from xproda.testing import forcing_dataset, raise_if_dask_computes
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
-from xproda import grid, xr_api
+from xproda import grid
+from xproda.xr import api as xr_api
 from xproda.testing import assert_lazy, forcing_dataset, raise_if_dask_computes
 
 P = 21

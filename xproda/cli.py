@@ -56,7 +56,7 @@ def _parse_depths(items: Sequence[str] | None) -> list[tuple[float, float]]:
 
 def _load_net(path: str, storage_options: dict | None):
     """A network checkpoint from a path or an fsspec URL (safetensors; never pickle)."""
-    from .network import load_network
+    from xproda.learning.network import load_network
 
     if "://" not in str(path):
         return load_network(path)
@@ -100,7 +100,7 @@ def build_run(
     model : str, optional
         Default: the network's model, else ``"clm5"``.
     reference, pools
-        As for :func:`xproda.xr_api.steady_state`.
+        As for :func:`xproda.xr.api.steady_state`.
     depths : sequence of (top, bottom)
         Extra stock variables ``soc_stock_<top>_<bottom>m`` (kg m-2).
     chunks : dict, optional
@@ -116,7 +116,8 @@ def build_run(
     import numpy as np
     import xarray as xr
 
-    from . import io, xr_api
+    from xproda import io
+    from xproda.xr import api as xr_api
 
     so = storage_options or None
     if (params is None) == (network is None):
@@ -152,7 +153,7 @@ def build_run(
 def _cmd_run(args: argparse.Namespace) -> int:
     import contextlib
 
-    from . import io, set_options, tune_malloc
+    from xproda import io, set_options, tune_malloc
 
     if not args.no_tune_malloc:
         tune_malloc()
@@ -190,7 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from xproda.demo import run_demo
 
     summary = run_demo(args.out, resolution=args.resolution, n_sites=args.n_sites,
                        epochs=args.epochs, seed=args.seed, figures=not args.no_figures,
@@ -243,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--storage-options", default=None,
                      help="JSON dict of fsspec storage options for every URL")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    from .demo import DEMO_DEFAULTS
+    from xproda.demo import DEMO_DEFAULTS
 
     demo = sub.add_parser(
         "demo", help="end-to-end demo on the embedded synthetic world (train, run, figures)",

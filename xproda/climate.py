@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from . import conventions, grid, units
-from .errors import DimensionError, GridError, InputError, RangeError, UnitsError
-from .models.forcing import DAYS_PER_YEAR, FORCING_SCHEMA, KELVIN
+from xproda import conventions, grid, units
+from xproda.errors import DimensionError, GridError, InputError, RangeError, UnitsError
+from xproda.models.forcing import DAYS_PER_YEAR, FORCING_SCHEMA, KELVIN
 
 __all__ = [
     "CLIMATE_SCHEMA", "CLIMATE_VARIABLES", "DEFAULTS", "FORCING_VARIABLES", "ClimateInput",
@@ -853,7 +853,7 @@ def _latitude(ds: xr.Dataset, latitude: Any) -> xr.DataArray:
     for name in ("lat", "latitude", "Lat", "Latitude", "LAT", "LATITUDE"):
         if name in ds.variables:
             return ds[name]
-    from .spatial import lat_lon
+    from xproda.spatial import lat_lon
 
     try:
         return lat_lon(ds)[0]
@@ -1192,7 +1192,7 @@ def from_climate(
         ``CWD_INPUT``, ``LITR1_INPUT`` .. ``LITR3_INPUT`` with ``(month, <spatial>)``;
         ``CELLSAND`` with ``(layer, <spatial>)``; coordinates ``month``, ``layer``, ``depth``
         and the input's spatial coordinates and CRS.  Accepted by
-        :func:`xproda.xr_api.steady_state` (``ds.proda.steady_state``) and
+        :func:`xproda.xr.api.steady_state` (``ds.proda.steady_state``) and
         :func:`xproda.train_network` (``forcing=``).
 
     Raises

@@ -26,7 +26,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from . import grid
+from xproda import grid
 
 __all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
@@ -270,7 +270,7 @@ CONTROL: dict[str, dict[str, Any]] = {
                             "of the stock"},
     "group": {"long_name": "homogenised process group"},
 }
-#: SOC skill metrics (:func:`xproda.crossval.skill_scores`, :func:`xproda.analysis.
+#: SOC skill metrics (:func:`xproda.learning.crossval.skill_scores`, :func:`xproda.analysis.
 #: skill_by_group`), SOC density in g m-3
 SKILL: dict[str, dict[str, Any]] = {
     "n": {"units": "1", "long_name": "number of observations"},
@@ -393,7 +393,7 @@ __all__.append("CLIMATE")
 
 @functools.cache
 def _forcing_section() -> dict[str, dict[str, Any]]:
-    from .models.forcing import FORCING_SCHEMA
+    from xproda.models.forcing import FORCING_SCHEMA
 
     out = {}
     for name, v in FORCING_SCHEMA.items():
@@ -458,7 +458,7 @@ def attrs(name: str, *, section: str = "outputs", fields: Mapping[str, Any] | No
                        f"{sorted(table)}{hint}")
     out = {k: _fill(name, v, fields) for k, v in table[name].items()}
     if section == "outputs" and name == "flags":
-        from .models.base import FLAGS
+        from xproda.models.base import FLAGS
 
         out["flag_masks"] = [int(v) for v in FLAGS.values()]
         out["flag_meanings"] = " ".join(FLAGS)
@@ -522,7 +522,7 @@ def layer_coords(n_layers: int = grid.N_LAYERS) -> dict[str, Any]:
 
 def history_line(action: str) -> str:
     """One CF ``history`` line: UTC timestamp, xproda version and the action."""
-    from . import __version__
+    from xproda import __version__
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{now} xproda {__version__}: {action}"

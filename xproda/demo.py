@@ -10,7 +10,7 @@ step can be checked against the truth:
 2. **Profiles.** Simulate soil profiles at the truth (10 % log-normal noise) and split them
    into training and held-out sites by whole 10° blocks (spatially independent test sites).
 3. **Training.** Train a parameter network end to end through the differentiable CLM5 model
-   on the training profiles (:func:`xproda.training.train_network`) and save it
+   on the training profiles (:func:`xproda.learning.training.train_network`) and save it
    (``network.safetensors``).
 4. **Global run.** Reopen the world lazily from Zarr, predict the parameters of every land
    cell with the network and run the steady state, both lazily
@@ -100,7 +100,7 @@ def _soc_at_layers(soc: np.ndarray, batch: Any) -> np.ndarray:
     """Model layers ``[S, 20]`` -> observed layers ``[S, D]`` (thickness-weighted means)."""
     import torch
 
-    from .interp import ModelToObs
+    from xproda.models.interp import ModelToObs
 
     m2o = ModelToObs(np.where(batch.mask, batch.depth, np.nan), method=_MAPPING,
                      top=np.where(batch.mask, batch.top, 0.0),
@@ -165,7 +165,7 @@ def run_demo(
         and truth, Pg C, per depth interval of :data:`DEPTHS`); ``turnover_time_yr``
         (global SOC / global litter input, and the land-area-weighted mean of the cell
         values, predicted and truth); ``held_out`` (skill on held-out profiles:
-        :func:`xproda.crossval.skill_scores` of SOC density in g C m-3, ``n_sites``);
+        :func:`xproda.learning.crossval.skill_scores` of SOC density in g C m-3, ``n_sites``);
         ``parameter_recovery`` (R^2 of predicted vs true normalised parameters over the land
         cells, for each CUE-like parameter, their mean, and the mean over all parameters);
         ``stock_map_r2`` (R^2 of the predicted vs true 0-1 m stock over land, log values);
@@ -179,13 +179,19 @@ def run_demo(
     ImportError
         If ``figures`` is True and matplotlib is not installed.
     """
-    from . import conventions, crossval, io, xr_api
-    from .datasets import (
-        CUE_PARAMETERS, profile_sites, synthetic_profiles, synthetic_world, truth_parameters,
+    from xproda import conventions, io
+    from xproda.learning import crossval
+    from xproda.xr import api as xr_api
+    from xproda.datasets import (
+        CUE_PARAMETERS,
+        profile_sites,
+        synthetic_profiles,
+        synthetic_world,
+        truth_parameters,
     )
-    from .models import get_model
-    from .network import save_network
-    from .training import prepare_training_data, train_network
+    from xproda.models import get_model
+    from xproda.learning.network import save_network
+    from xproda.learning.training import prepare_training_data, train_network
 
     if not (0.25 <= float(resolution) <= 30):
         raise ValueError(f"resolution must be between 0.25 and 30 degrees, got {resolution}")
@@ -196,7 +202,7 @@ def run_demo(
     if not 0.0 < float(held_out) < 0.9:
         raise ValueError(f"held_out must be in (0, 0.9), got {held_out}")
     if figures:
-        from .plotting import _pyplot
+        from xproda.plotting import _pyplot
 
         _pyplot()  # fail before the long stages if matplotlib is missing
 
@@ -280,7 +286,7 @@ def run_demo(
                                                                 land_fraction=None))
             glob["truth"][name] = float(xr_api.global_total(truth_run, depth=(top, bottom),
                                                             land_fraction=None))
-        area = xr_api.cell_area(world)
+        area = spatial.cell_area(world)
         tau = {}
         for key, ds, stock in (("predicted", res, res["soc_stock"]),
                                ("truth", truth_run, truth_run["soc_stock"])):
@@ -445,7 +451,7 @@ def _figures(figdir: Path, *, res, truth, truth_run, world, model, cue, recovery
     import matplotlib.pyplot as plt
     import xarray as xr
 
-    from . import plotting
+    from xproda import plotting
 
     figdir.mkdir(parents=True, exist_ok=True)
     land = world["landmask"] == 1

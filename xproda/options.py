@@ -12,7 +12,7 @@ import contextvars
 import types
 from typing import Any, Mapping
 
-from .errors import OptionError
+from xproda.errors import OptionError
 
 __all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc", "DEFAULTS"]
 
@@ -29,7 +29,7 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
     # constant) and keeps them in cache; results do not depend on it
     "kernel_batch_size": 4096,
     # use fused numba CPU kernels (the structured solve, PCHIP model-to-observation mapping)
-    # when no gradient is needed (same results as the torch paths; see xproda.models._fused)
+    # when no gradient is needed (same results as the torch paths; see xproda.models.fused)
     "fused_kernels": True,
 })
 

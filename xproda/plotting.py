@@ -10,10 +10,10 @@ axes (or array of axes), so figures can be composed and saved with ``fig.savefig
   labelled with the variable's ``long_name`` and ``units``; cells without data (ocean) are
   left blank on a light-grey background.
 * :func:`observed_vs_predicted` -- scatter of modelled against observed values with the 1:1
-  line and the skill (R^2, RMSE; :func:`xproda.crossval.skill_scores`).
+  line and the skill (R^2, RMSE; :func:`xproda.learning.crossval.skill_scores`).
 * :func:`depth_profile` -- observed layers and modelled SOC profiles for a few sites.
 * :func:`loss_curve` -- training and validation loss per epoch
-  (:meth:`xproda.training.TrainingReport.plot`).
+  (:meth:`xproda.learning.training.TrainingReport.plot`).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def map_plot(
     """
     import matplotlib.colors as mcolors
 
-    from .spatial import lat_lon
+    from xproda.spatial import lat_lon
 
     if getattr(da, "ndim", None) != 2:
         raise ValueError(f"map_plot needs a 2-D (lat, lon) DataArray, got dims "
@@ -225,9 +225,9 @@ def observed_vs_predicted(
     -------
     matplotlib.axes.Axes
         The annotation shows n, R^2 (1 - SSE/SST of the values), R^2 of log values and the
-        RMSE, from :func:`xproda.crossval.skill_scores`.
+        RMSE, from :func:`xproda.learning.crossval.skill_scores`.
     """
-    from .crossval import skill_scores
+    from xproda.learning.crossval import skill_scores
 
     o = np.asarray(obs, dtype=float).ravel()
     m = np.asarray(mod, dtype=float).ravel()
@@ -285,7 +285,7 @@ def depth_profile(
     Parameters
     ----------
     profiles : pandas.DataFrame
-        Profile table (:mod:`xproda.observations` schema): ``profile_id``, ``top``,
+        Profile table (:mod:`xproda.sites.observations` schema): ``profile_id``, ``top``,
         ``bottom`` (m) and ``soc`` (``units``); ``lat``/``lon`` label the panels when present.
     modelled : mapping of str to xarray.DataArray
         Label -> modelled SOC density (``units``) with dims ``(site, layer)`` on the 20 model
@@ -309,7 +309,7 @@ def depth_profile(
     -------
     numpy.ndarray of matplotlib.axes.Axes
     """
-    from . import grid
+    from xproda import grid
 
     for c in ("profile_id", "top", "bottom", "soc"):
         if c not in profiles.columns:
@@ -405,14 +405,14 @@ def loss_curve(report: Any, *, ax: Any = None) -> Any:
 
     Parameters
     ----------
-    report : xproda.training.TrainingReport
-        From :func:`xproda.training.train_network`.
+    report : xproda.learning.training.TrainingReport
+        From :func:`xproda.learning.training.train_network`.
     ax : matplotlib.axes.Axes, optional
 
     Returns
     -------
     matplotlib.axes.Axes
-        Drawn by :meth:`~xproda.training.TrainingReport.plot` (epoch on x, the loss on a log
+        Drawn by :meth:`~xproda.learning.training.TrainingReport.plot` (epoch on x, the loss on a log
         y axis, labelled with the loss definition).
     """
     if not hasattr(report, "plot") or not hasattr(report, "history"):

@@ -779,10 +779,14 @@ def stock_units_factor(units: str) -> float:
     return _MASS_KG[m.group("mass")] / _AREA_M2[area]
 
 
-def _fraction(lf: xr.DataArray) -> xr.DataArray:
-    units = str(lf.attrs.get("units", "")).strip().lower()
-    if units in ("%", "percent", "percentage"):
-        return lf / 100.0
+def fraction(lf: xr.DataArray) -> xr.DataArray:
+    """A land fraction in [0, 1]: converted from its ``units`` (``%``...), range-checked."""
+    from xproda import units as xunits
+
+    if "units" in lf.attrs:
+        scale, _ = xunits.conversion(lf.attrs["units"], "1", name=f"land_fraction {lf.name!r}")
+        if scale != 1.0:
+            return lf * scale
     if not isinstance(lf.data, np.ndarray) or lf.size == 0:  # dask: not checked
         return lf
     mx = float(np.nanmax(lf.values)) if np.isfinite(lf.values).any() else 0.0
@@ -830,11 +834,37 @@ def _lookup_var(ds: xr.Dataset, key: str, what: str) -> xr.DataArray:
         ) from None
 
 
+def land_fraction_of(ds: xr.Dataset | xr.DataArray,
+                     land_fraction: xr.DataArray | str | None) -> xr.DataArray | None:
+    """Resolve ``land_fraction``: "auto" uses a ``land_area_fraction`` variable if present.
+
+    ``"auto"`` (the default of :func:`global_total` and the analyses) looks for a variable
+    or coordinate whose ``standard_name`` is ``land_area_fraction``; a name looks up that
+    variable; a DataArray or ``None`` is returned as it is.
+    """
+    if isinstance(ds, xr.DataArray):
+        ds = ds.coords.to_dataset()
+    if land_fraction is None or isinstance(land_fraction, xr.DataArray):
+        return land_fraction
+    if isinstance(land_fraction, str):
+        if land_fraction == "auto":
+            for k, v in ds.variables.items():
+                if v.attrs.get("standard_name") == "land_area_fraction":
+                    return ds[k]
+            return None
+        if land_fraction not in ds.variables:
+            raise KeyError(f"land_fraction: no variable {land_fraction!r} in the Dataset; "
+                           f"found {sorted(map(str, ds.data_vars))}")
+        return ds[land_fraction]
+    raise TypeError(f"land_fraction: expected a DataArray, a variable name, 'auto' or None, "
+                    f"found {type(land_fraction).__name__}")
+
+
 def global_total(
     stock: xr.DataArray | xr.Dataset,
     *,
     area: xr.DataArray | str | None = None,
-    land_fraction: xr.DataArray | str | None = None,
+    land_fraction: xr.DataArray | str | None = "auto",
     radius: float = EARTH_RADIUS,
     stock_units: str | None = None,
 ) -> xr.DataArray | xr.Dataset:
@@ -856,7 +886,9 @@ def global_total(
     land_fraction : xarray.DataArray or str, optional
         Land fraction of each cell in [0, 1], or in percent when its ``units`` attr is
         ``"%"``. A str names a variable of the Dataset ``stock``, or a CF standard name
-        such as ``"land_area_fraction"``. Default: 1 everywhere.
+        such as ``"land_area_fraction"``. Default ``"auto"``: a variable or coordinate of
+        ``stock`` with ``standard_name = land_area_fraction`` if there is one (as in the
+        analyses), else 1 everywhere; ``None`` for 1 everywhere.
     radius : float
         Sphere radius in m for the default ``area`` (see :func:`cell_area`).
     stock_units : str, optional
@@ -884,6 +916,8 @@ def global_total(
     510.1
     """
     ds_ctx = stock if isinstance(stock, xr.Dataset) else None
+    if land_fraction == "auto":
+        land_fraction = land_fraction_of(stock, "auto")
     if isinstance(area, str) or isinstance(land_fraction, str):
         if ds_ctx is None:
             raise TypeError("area/land_fraction given by name need a Dataset stock")
@@ -899,7 +933,7 @@ def global_total(
     weights = area.drop_vars(list(area.coords))
     if land_fraction is not None:
         _check_same_grid(stock, land_fraction, dims, f"land_fraction {land_fraction.name!r}")
-        weights = weights * _fraction(land_fraction).drop_vars(list(land_fraction.coords))
+        weights = weights * fraction(land_fraction).drop_vars(list(land_fraction.coords))
     extra = [d for d in weights.dims if d not in dims]
     if extra:
         raise ValueError(f"area/land_fraction have non-spatial dims {extra}")
@@ -1499,7 +1533,7 @@ def to_cells(
     order along ``dim``, placed **first** (``(cell, month, layer)``), with the grid's
     coordinates (e.g. ``lat``/``lon``) as 1-D coordinates on ``dim``.  Written to Zarr this
     is a land-only forcing store: no ocean cells to store, read or decompress, and every
-    block a contiguous batch of columns, which :func:`xproda.xr_api.steady_state` passes to
+    block a contiguous batch of columns, which :func:`xproda.xr.api.steady_state` passes to
     the kernel without a copy.  :func:`from_cells` puts results back onto the grid.
 
     Parameters

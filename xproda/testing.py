@@ -103,7 +103,7 @@ def forcing_dataset(
     """
     import xarray as xr
 
-    from .models.forcing import FORCING_SCHEMA
+    from xproda.models.forcing import FORCING_SCHEMA
 
     n = ny * nx
     f = random_forcing(n, seed, regime=regime)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UnitsError
+from xproda.errors import UnitsError
 
 __all__ = [
     "NO_UNITS",

@@ -9,12 +9,17 @@ Site-level analyses (:func:`permutation_importance`, :func:`skill_by_group`) wor
 profile tables and return computed results.
 """
 
-from .control import DEFAULT_CONTROL_GROUPS, component_control, ranking
-from .importance import covariate_groups, permutation_importance, soc_at_observations
-from .indices import INDEX_ATTRS, bulk_indices, bulk_indices_columns
-from .sensitivity import (DEFAULT_GROUPS, DEFAULT_LEVELS, compare_sensitivities, sensitivity,
-                          sensitivity_gradient)
-from .skill import DEPTH_BANDS, LATITUDE_REGIONS, latitude_regions, skill_by_group
+from xproda.analysis.control import DEFAULT_CONTROL_GROUPS, component_control, ranking
+from xproda.analysis.importance import covariate_groups, permutation_importance, soc_at_observations
+from xproda.analysis.indices import INDEX_ATTRS, bulk_indices, bulk_indices_columns
+from xproda.analysis.sensitivity import (
+    DEFAULT_GROUPS,
+    DEFAULT_LEVELS,
+    compare_sensitivities,
+    sensitivity,
+    sensitivity_gradient,
+)
+from xproda.analysis.skill import DEPTH_BANDS, LATITUDE_REGIONS, latitude_regions, skill_by_group
 
 __all__ = [
     "DEFAULT_CONTROL_GROUPS", "DEFAULT_GROUPS", "DEFAULT_LEVELS", "DEPTH_BANDS",

@@ -7,10 +7,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import conventions, spatial, xr_api
-from ..models.base import SoilCarbonModel
-from ..models.forcing import LITTER_INPUTS
-from . import _common
+from xproda import conventions, spatial
+from xproda.xr import api as xr_api
+from xproda.models.base import SoilCarbonModel
+from xproda.models.forcing import LITTER_INPUTS
+from xproda.analysis import common as _common
 
 __all__ = ["DEFAULT_CONTROL_GROUPS", "component_control", "ranking"]
 

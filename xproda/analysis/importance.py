@@ -8,11 +8,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import conventions
-from ..crossval import skill_scores
-from ..models.base import SoilCarbonModel
-from ..training import soc_at_observations
-from . import _common
+from xproda import conventions
+from xproda.learning.crossval import skill_scores
+from xproda.models.base import SoilCarbonModel
+from xproda.learning.training import soc_at_observations
+from xproda.analysis import common as _common
 
 __all__ = ["covariate_groups", "soc_at_observations", "permutation_importance"]
 
@@ -25,7 +25,7 @@ def covariate_groups(covariates: xr.Dataset, features: Sequence[str], *,
 
     Features without the attribute form a group of their own.
     """
-    from ..xr_api import require_features
+    from xproda.xr.api import require_features
 
     require_features(covariates, features)
     out: dict[str, list[str]] = {}
@@ -35,7 +35,7 @@ def covariate_groups(covariates: xr.Dataset, features: Sequence[str], *,
 
 
 def _predict(net: Any, x: np.ndarray) -> np.ndarray:
-    from ..xr_api import _call_net
+    from xproda.xr.api import _call_net
 
     return _call_net(net, np.ascontiguousarray(x, dtype=np.float64))
 
@@ -61,7 +61,7 @@ def permutation_importance(
         Maps raw covariates ``[S, F]`` (in ``data.features`` order) to normalised
         parameters ``[S, P]``.
     data : TrainingData
-        Held-out profiles with covariates and forcing (:func:`xproda.training.
+        Held-out profiles with covariates and forcing (:func:`xproda.learning.training.
         prepare_training_data`, e.g. ``.subset(test_idx)`` of a fold).
     groups : mapping, "covariate_group" or None, keyword-only
         ``{label: [features]}``; ``"covariate_group"`` groups the features by that attr of
@@ -76,10 +76,10 @@ def permutation_importance(
         ``x_min + u (x_max - x_min)`` (its scaled value ``u``) at every site.
     n_repeats : int, keyword-only, default 10
     metric : {"r2", "nse", "r2_log", "corr", "rmse"}, keyword-only, default "r2"
-        Skill of :func:`xproda.crossval.skill_scores` (``rmse`` in g C m-3).
+        Skill of :func:`xproda.learning.crossval.skill_scores` (``rmse`` in g C m-3).
     model : str or model, keyword-only, default "clm5"
     mapping : str, keyword-only, default "pchip"
-        Model-to-observation mapping (:class:`~xproda.interp.ModelToObs`).
+        Model-to-observation mapping (:class:`~xproda.models.interp.ModelToObs`).
     seed : int, keyword-only, default 0
 
     Returns

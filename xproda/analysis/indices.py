@@ -11,10 +11,10 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from .. import conventions, grid
-from ..models import forcing as fmod
-from ..models.base import SoilCarbonModel
-from . import _common
+from xproda import conventions, grid
+from xproda.models import forcing as fmod
+from xproda.models.base import SoilCarbonModel
+from xproda.analysis import common as _common
 
 __all__ = ["INDEX_ATTRS", "bulk_indices_columns", "bulk_indices"]
 
@@ -112,7 +112,7 @@ def bulk_indices(
     Parameters
     ----------
     ds : Dataset
-        Forcing, as for :func:`xproda.xr_api.steady_state`.
+        Forcing, as for :func:`xproda.xr.api.steady_state`.
     params : DataArray or Dataset
         Normalised parameters on the forcing grid (or broadcastable to it); extra dims
         (``member``, ...) are kept.

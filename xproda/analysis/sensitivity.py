@@ -14,10 +14,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import conventions, spatial, xr_api
-from ..models.base import SoilCarbonModel
-from ..models.forcing import LITTER_INPUTS
-from . import _common
+from xproda import conventions, spatial
+from xproda.xr import api as xr_api
+from xproda.models.base import SoilCarbonModel
+from xproda.models.forcing import LITTER_INPUTS
+from xproda.analysis import common as _common
 
 __all__ = ["DEFAULT_GROUPS", "DEFAULT_LEVELS", "sensitivity", "sensitivity_gradient",
            "compare_sensitivities"]
@@ -68,12 +69,12 @@ def sensitivity(
 
     For every group ``g`` and level ``delta`` the steady state is recomputed with the
     group's parameters scaled by ``1 + delta`` in every cell; all experiments run as one
-    lazy :func:`xproda.xr_api.steady_state` over extra ``group`` and ``level`` dims.
+    lazy :func:`xproda.xr.api.steady_state` over extra ``group`` and ``level`` dims.
 
     Parameters
     ----------
     ds : Dataset
-        Forcing (as for :func:`xproda.xr_api.steady_state`), optionally with a land
+        Forcing (as for :func:`xproda.xr.api.steady_state`), optionally with a land
         fraction variable.
     theta : DataArray or Dataset
         Normalised parameters on the forcing grid (e.g. a network's prediction).

@@ -1,4 +1,4 @@
-"""SOC skill by depth band and region (reuses :func:`xproda.crossval.skill_scores`)."""
+"""SOC skill by depth band and region (reuses :func:`xproda.learning.crossval.skill_scores`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import conventions
-from ..crossval import SKILL_METRICS, skill_scores
+from xproda import conventions
+from xproda.learning.crossval import SKILL_METRICS, skill_scores
 
 __all__ = ["DEPTH_BANDS", "LATITUDE_REGIONS", "latitude_regions", "skill_by_group"]
 
@@ -60,7 +60,7 @@ def skill_by_group(
     -------
     pandas.DataFrame
         Index ``(region, depth_band)`` including ``"all"`` for each; columns the metrics
-        of :func:`xproda.crossval.skill_scores` (``n``, ``r2``, ``nse``, ``rmse`` and
+        of :func:`xproda.learning.crossval.skill_scores` (``n``, ``r2``, ``nse``, ``rmse`` and
         ``bias`` in g C m-3, ``corr``, ``r2_log``); ``attrs["metrics"]`` holds the units
         and long_name of each column (the registry's ``skill`` section).
     """

@@ -12,11 +12,18 @@ See ``docs/user-guide/synthetic-world.md`` for the formulas and their sources.
 
 from __future__ import annotations
 
-from .profiles import profile_sites, synthetic_profiles, truth_at_sites
-from .truth import CUE_PARAMETERS, DRIVERS, TRUTH_KINDS, truth_parameters
-from .world import (
-    CLIMATE_VARIABLES, COVARIATES, FORCING_VARIABLES, active_layer_thickness, bioclim,
-    column_forcing, miami_npp, synthetic_world, thornthwaite_pet,
+from xproda.datasets.profiles import profile_sites, synthetic_profiles, truth_at_sites
+from xproda.datasets.truth import CUE_PARAMETERS, DRIVERS, TRUTH_KINDS, truth_parameters
+from xproda.datasets.world import (
+    CLIMATE_VARIABLES,
+    COVARIATES,
+    FORCING_VARIABLES,
+    active_layer_thickness,
+    bioclim,
+    column_forcing,
+    miami_npp,
+    synthetic_world,
+    thornthwaite_pet,
 )
 
 __all__ = [

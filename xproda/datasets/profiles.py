@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .. import grid
-from . import _fields
+from xproda import grid
+from xproda.datasets import fields as _fields
 
 __all__ = ["synthetic_profiles", "profile_sites", "truth_at_sites"]
 
@@ -55,7 +55,7 @@ def truth_at_sites(truth: xr.DataArray, profiles: pd.DataFrame) -> xr.DataArray:
         Normalised ``theta`` of the nearest grid cell of every profile, ``site`` coordinate =
         profile id, in the order of first appearance in ``profiles``.
     """
-    from ..spatial import sample_sites
+    from xproda.spatial import sample_sites
 
     return sample_sites(truth, profile_sites(profiles)).transpose("site", "parameter")
 
@@ -80,7 +80,7 @@ def synthetic_profiles(
        (at least 0.1 m); interfaces at ``bottom * ((k + u) / n) ** 1.5`` (``u ~ U(-0.25,
        0.25)``; thin horizons at the top, as genetic horizons), rounded to cm.
     3. **SOC**: the steady state of ``model`` at ``truth`` in the site's cell, mapped to each
-       observed layer with :class:`xproda.interp.ModelToObs` ``method="layer_mean"`` (the
+       observed layer with :class:`xproda.models.interp.ModelToObs` ``method="layer_mean"`` (the
        thickness-weighted mean of the model's layer densities over the observed layer, i.e.
        what a bulk sample of the layer measures), times log-normal noise
        ``exp(noise * e)``, ``e ~ N(0, 1)`` (median-unbiased; sd of the log residual =
@@ -104,9 +104,9 @@ def synthetic_profiles(
     Returns
     -------
     pandas.DataFrame
-        The profile table of :data:`xproda.observations.PROFILE_COLUMNS` (``profile_id``,
+        The profile table of :data:`xproda.sites.observations.PROFILE_COLUMNS` (``profile_id``,
         ``lat``, ``lon``, ``top``, ``bottom`` in m, ``soc`` in g C m-3), plus ``soc_true``
-        (noise-free, g C m-3).  It passes :func:`xproda.observations.validate_profiles`.
+        (noise-free, g C m-3).  It passes :func:`xproda.sites.observations.validate_profiles`.
 
     Examples
     --------
@@ -116,11 +116,11 @@ def synthetic_profiles(
     >>> df["profile_id"].nunique(), list(df.columns[:6])
     (5, ['profile_id', 'lat', 'lon', 'top', 'bottom', 'soc'])
     """
-    from ..interp import ModelToObs
-    from ..models import get_model
-    from ..spatial import cell_area, sample_sites
-    from ..xr_api import forcing_arrays
-    from .truth import truth_parameters
+    from xproda.models.interp import ModelToObs
+    from xproda.models import get_model
+    from xproda.spatial import cell_area, sample_sites
+    from xproda.xr.api import forcing_arrays
+    from xproda.datasets.truth import truth_parameters
 
     if isinstance(n_sites, bool) or not isinstance(n_sites, (int, np.integer)) or n_sites < 1:
         raise ValueError(f"n_sites must be a positive int, got {n_sites!r}")

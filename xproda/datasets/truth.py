@@ -7,8 +7,8 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from .. import conventions
-from . import _fields
+from xproda import conventions
+from xproda.datasets import fields as _fields
 
 __all__ = ["truth_parameters", "TRUTH_KINDS", "CUE_PARAMETERS", "DRIVERS"]
 
@@ -158,7 +158,7 @@ def truth_parameters(
     >>> theta.dims, theta.sizes["parameter"]
     (('lat', 'lon', 'parameter'), 21)
     """
-    from ..models import get_model
+    from xproda.models import get_model
 
     space = get_model(model).parameters
     if kind not in TRUTH_KINDS:

@@ -11,14 +11,26 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
-from .. import conventions
-from ..climate import (  # noqa: F401  (forcing building lives in xproda.climate)
-    _MONTH, _PEAK_NORTH, _PEAK_SOUTH, CLIMATE_VARIABLES, FORCING_VARIABLES, _aridity_index,
-    _forcing_dataset, _fpi_rule, _sigmoid, _tree_fraction_rule, active_layer_thickness,
-    bioclim, column_forcing, miami_npp, thornthwaite_pet,
+from xproda import conventions
+from xproda.climate import (
+    _MONTH,
+    _PEAK_NORTH,
+    _PEAK_SOUTH,
+    CLIMATE_VARIABLES,
+    FORCING_VARIABLES,
+    _aridity_index,
+    _forcing_dataset,
+    _fpi_rule,
+    _sigmoid,
+    _tree_fraction_rule,
+    active_layer_thickness,
+    bioclim,
+    column_forcing,
+    miami_npp,
+    thornthwaite_pet,
 )
-from ..conventions import COVARIATES
-from . import _fields
+from xproda.conventions import COVARIATES
+from xproda.datasets import fields as _fields
 
 __all__ = ["synthetic_world", "COVARIATES", "CLIMATE_VARIABLES", "FORCING_VARIABLES"]
 
@@ -181,8 +193,8 @@ def synthetic_world(
     >>> world.proda.validate(model="clm5")
     []
     """
-    from ..models import get_model
-    from ..spatial import ensure_crs
+    from xproda.models import get_model
+    from xproda.spatial import ensure_crs
 
     m = get_model(model)  # raises on an unknown model, naming the choices
     _fields.check_seed(seed)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from .base import FLAGS, ModelOptions, SoilCarbonModel, SteadyState, decode_flags
-from .clm5 import CLM5Model
-from .microbial import MicrobialModel
-from .parameters import CLM5_PARAMETERS, MICROBIAL_PARAMETERS, Parameter, ParameterSpace
+from xproda.models.base import FLAGS, ModelOptions, SoilCarbonModel, SteadyState, decode_flags
+from xproda.models.clm5 import CLM5Model
+from xproda.models.microbial import MicrobialModel
+from xproda.models.parameters import (
+    CLM5_PARAMETERS,
+    MICROBIAL_PARAMETERS,
+    Parameter,
+    ParameterSpace,
+)
 
 __all__ = [
     "get_model",

@@ -9,12 +9,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .. import grid
-from ..options import current as _option
-from . import forcing as fmod
-from . import transport
-from .parameters import ParameterSpace
-from .solve import thomas
+from xproda import grid
+from xproda.options import current as _option
+from xproda.models import forcing as fmod
+from xproda.models import transport
+from xproda.models.parameters import ParameterSpace
+from xproda.models.solve import thomas
 
 __all__ = ["FLAGS", "decode_flags", "ModelOptions", "SoilCarbonModel", "SteadyState"]
 

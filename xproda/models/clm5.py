@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Literal, Mapping
 
 import torch
 
-from . import forcing as fmod
-from . import transport
-from .base import SoilCarbonModel, SteadyState, _dz, lf
-from .clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
-from .parameters import CLM5_PARAMETERS
-from . import _fused
-from .solve import block3_thomas
+from xproda.models import forcing as fmod
+from xproda.models import transport
+from xproda.models.base import SoilCarbonModel, SteadyState, _dz, lf
+from xproda.models.clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
+from xproda.models.parameters import CLM5_PARAMETERS
+from xproda.models import fused as _fused
+from xproda.models.solve import block3_thomas
 
 if TYPE_CHECKING:  # imported lazily at run time (transient imports this module)
-    from . import transient
+    from xproda.models import transient
 
 __all__ = ["CLM5Model"]
 
@@ -110,7 +110,7 @@ class CLM5Model(SoilCarbonModel):
         >>> out["soc_stock"].shape
         (2, 24)
         """
-        from . import transient
+        from xproda.models import transient
 
         return transient.simulate(self, theta, forcing, **options)
 
@@ -119,7 +119,7 @@ class CLM5Model(SoilCarbonModel):
 
         Keyword options and outputs: :func:`xproda.models.transient.spin_up`.
         """
-        from . import transient
+        from xproda.models import transient
 
         return transient.spin_up(self, theta, forcing, **options)
 
@@ -290,7 +290,7 @@ class CLM5Model(SoilCarbonModel):
 
     @staticmethod
     def fraction_array(p: Mapping, n: int, n_layers: int) -> torch.Tensor:
-        """Transfer fractions ``[n, L, 9]`` in :data:`~xproda.models._fused.FRACTION_ORDER`."""
+        """Transfer fractions ``[n, L, 9]`` in :data:`~xproda.models.fused.FRACTION_ORDER`."""
         return torch.stack(
             [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, n_layers)
              for k in _fused.FRACTION_ORDER], dim=-1,

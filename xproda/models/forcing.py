@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .. import grid
-from ..errors import RangeError
-from ..options import current as _option
+from xproda import grid
+from xproda.errors import RangeError
+from xproda.options import current as _option
 
 __all__ = [
     "ForcingVariable",
@@ -203,7 +203,7 @@ def prepare_forcing(
         Repeat every column ``repeat`` times (e.g. one copy per MCMC chain).
     layout : {"site-major", "chain-major"}
         Row order of the repeated batch: ``"site-major"`` puts row ``i * repeat + c`` for
-        column ``i`` and copy ``c`` (the order of :mod:`xproda.assimilation` samplers);
+        column ``i`` and copy ``c`` (the order of :mod:`xproda.sites.assimilation` samplers);
         ``"chain-major"`` puts row ``c * n + i``.
     dtype, device : optional
         Kernel dtype/device (default: the current options).

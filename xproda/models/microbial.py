@@ -13,9 +13,9 @@ from typing import Mapping
 
 import torch
 
-from . import forcing as fmod
-from .base import FLAGS, SoilCarbonModel, SteadyState, _dz, lf
-from .parameters import MICROBIAL_PARAMETERS
+from xproda.models import forcing as fmod
+from xproda.models.base import FLAGS, SoilCarbonModel, SteadyState, _dz, lf
+from xproda.models.parameters import MICROBIAL_PARAMETERS
 
 __all__ = ["MicrobialModel", "EFOLDING"]
 

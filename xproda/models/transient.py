@@ -54,12 +54,12 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..options import current as _option
-from . import _fused
-from . import forcing as fmod
-from . import transport
-from .base import FLAGS, _dz, lf
-from .solve import block3_thomas, thomas
+from xproda.options import current as _option
+from xproda.models import fused as _fused
+from xproda.models import forcing as fmod
+from xproda.models import transport
+from xproda.models.base import FLAGS, _dz, lf
+from xproda.models.solve import block3_thomas, thomas
 
 __all__ = [
     "DEFAULT_DT",
@@ -221,7 +221,7 @@ class StepOperators:
 
     def environment(self, t0: int = 0, t1: int | None = None):
         """Environmental modifiers of steps ``t0:t1`` (CWD/SOM, litter), ``[n, T, L]``."""
-        from .clm5 import CLM5Model
+        from xproda.models.clm5 import CLM5Model
 
         p = {"q10": self.q10, "froz_q10": self.q10, "w-scaling": self.w_scaling}
         return CLM5Model.environment(p, {k: v[:, t0:t1] for k, v in self.forcing.items()})
@@ -326,7 +326,7 @@ def shifted_solve(K: torch.Tensor, bands, fractions: torch.Tensor, rhs: torch.Te
     """Solve ``(V - A K + shift I) X = rhs`` for every column, ``[n, L, 7]``.
 
     ``K`` ``[n, L, 7]`` (day-1), ``bands`` = (lower, diag, upper) ``[n, L]``, ``fractions``
-    ``[n, L, 9]`` (:data:`~xproda.models._fused.FRACTION_ORDER`), ``rhs`` ``[n, L, 7]``
+    ``[n, L, 9]`` (:data:`~xproda.models.fused.FRACTION_ORDER`), ``rhs`` ``[n, L, 7]``
     (g C m-3 day-1), ``shift`` (day-1; 0 gives a steady state).  Uses the fused kernel where
     applicable (CPU float64 without autograd), the differentiable torch solver otherwise.
     """
@@ -372,7 +372,7 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
               increments: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Backward Euler through the steps of ``ops`` from state ``x`` ``[n, L, 7]``.
 
-    Returns the final state and per-step outputs (see :func:`xproda.models._fused.clm5_steps`
+    Returns the final state and per-step outputs (see :func:`xproda.models.fused.clm5_steps`
     for keys and units; ``increments`` adds ``change``, the summed step increments computed
     in defect form).  The fused CPU kernel runs where applicable; the torch path is
     differentiable and runs on any device.
@@ -413,7 +413,7 @@ def _apply_torch(K, bands, fractions, x):
 
 
 def _integrate_torch(ops, x, dz, save_soc, increments=False):
-    from .clm5 import CLM5Model
+    from xproda.models.clm5 import CLM5Model
 
     rf = CLM5Model.respired_fractions(ops.fractions)
     outs: dict[str, list] = {k: [] for k in ("total_carbon", "soc_stock", "respiration", "input")}

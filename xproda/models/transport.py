@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from .. import grid
+from xproda import grid
 
 __all__ = ["diffusivity", "monthly_operator", "mean_operator", "FILL", "dense"]
 
@@ -173,7 +173,7 @@ def mean_operator(
     conservative: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Annual (12-month mean) tridiagonal transport operator, each ``[n, 20]`` (day-1)."""
-    from .forcing import nanmean_months
+    from xproda.models.forcing import nanmean_months
 
     alt, alt_ly, nb = forcing["ALTMAX"], forcing["ALTMAX_LASTYEAR"], forcing["nbedrock"]
     if all(_constant_over_months(x) for x in (alt, alt_ly, nb)):

@@ -1,6 +1,6 @@
 """Data assimilation: batched samplers and optimisers, costs and diagnostics."""
 
-from .costs import (  # noqa: F401
+from xproda.sites.assimilation.costs import (
     COSTS,
     Cost,
     cost_cen,

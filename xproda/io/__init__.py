@@ -1315,4 +1315,4 @@ def list_done_regions(
     return out
 
 
-from .clm import open_clm_history, clm_climatology  # noqa: E402
+from xproda.io.clm import open_clm_history, clm_climatology  # noqa: E402

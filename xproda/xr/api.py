@@ -1,14 +1,14 @@
 """xarray functions behind the ``.proda`` accessor (lazy, chunk-invariant, metadata-aware).
 
 Every function takes and returns xarray objects.  Column computations go through the column
-engine (:mod:`xproda.engine`: input contract, alignment, gather, kernel call, scatter,
+engine (:mod:`xproda.xr.engine`: input contract, alignment, gather, kernel call, scatter,
 metadata from :mod:`xproda.conventions`).  Nothing is computed while the graph is built;
 numpy-backed input gives numpy-backed output; results do not depend on chunking because every
 soil column is independent.
 
 Dims: forcing variables carry ``month`` (12) and/or ``layer`` (20, or more: the first 20 are
 used) plus the horizontal dims of the grid (found through CF attributes or common names) or
-batch dims (``site``, ``cell``, ``member``... :data:`xproda.contract.BATCH_DIMS`, and any
+batch dims (``site``, ``cell``, ``member``... :data:`xproda.xr.contract.BATCH_DIMS`, and any
 declared with ``batch_dims=``); the parameters carry ``parameter``.  Any other dim is an
 error naming it.
 """
@@ -21,19 +21,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from . import contract, conventions, engine, grid
-from .engine import forcing_arrays, parameters_to_dataarray
-from .models import FLAGS
-from .models.base import SoilCarbonModel
+from xproda import conventions, grid
+from xproda.xr import contract
+from xproda.xr import engine
+from xproda.xr.engine import forcing_arrays, parameters_to_dataarray
+from xproda.models import FLAGS
+from xproda.models.base import SoilCarbonModel
 
 __all__ = [
     "steady_state",
     "predict_parameters",
     "soc_stock",
     "turnover_time",
-    "cell_area",
     "global_total",
-    "sample_sites",
     "validate",
     "parameters_to_dataarray",
     "forcing_arrays",
@@ -78,7 +78,7 @@ def steady_state(
         ``month``: it is then constant over the year).  A ``layer`` dim longer than 20 (CLM's
         25 ground levels) is cut to the 20 decomposition layers.  Units are read from the
         ``units`` attributes and converted where needed (recorded in ``history``); see
-        :mod:`xproda.contract` for the whole input contract.
+        :mod:`xproda.xr.contract` for the whole input contract.
     params : DataArray or Dataset
         Normalised parameters (see :func:`parameters_to_dataarray`), on the forcing grid or
         broadcastable to it (a DataArray with only ``parameter`` applies one parameter set
@@ -94,7 +94,7 @@ def steady_state(
         Also return ``pools`` ``(layer, pool, ...)`` (g m-3) and ``pool_stocks`` (kg m-2).
     batch_dims : sequence of str, default ()
         Dims of ``ds`` or ``params`` that hold independent sets of columns besides the
-        horizontal dims and :data:`xproda.contract.BATCH_DIMS` (e.g. an experiment dim).
+        horizontal dims and :data:`xproda.xr.contract.BATCH_DIMS` (e.g. an experiment dim).
         Any other dim is refused (a monthly ``time`` dim, say, with advice).
     **model_options
         Switches of :class:`~xproda.models.base.ModelOptions`.
@@ -165,7 +165,7 @@ def steady_state(
 
 
 def _version() -> str:
-    from . import __version__
+    from xproda import __version__
 
     return __version__
 
@@ -233,7 +233,7 @@ def predict_parameters(
     ----------
     covariates : Dataset
         Covariate variables on the spatial grid, in the units the network was trained with
-        (a :class:`~xproda.network.ParameterNet` scales them itself).
+        (a :class:`~xproda.learning.network.ParameterNet` scales them itself).
     net : ParameterNet, ParameterNetEnsemble or callable
         Maps a ``[n, F]`` float array (numpy, or a tensor for a :class:`torch.nn.Module`)
         to ``[n, P]`` normalised parameters (``[n, M, P]`` for an ensemble with
@@ -360,7 +360,7 @@ def soc_stock(
     --------
     >>> import numpy as np, xarray as xr, xproda
     >>> soc = xr.DataArray(np.full((20, 1), 1000.0), dims=("layer", "site"))  # 1 kg m-3
-    >>> float(xproda.xr_api.soc_stock(soc, depth=(0, 0.3))[0])
+    >>> float(xproda.xr.api.soc_stock(soc, depth=(0, 0.3))[0])
     0.3
     """
     soc = _soc_of(obj)
@@ -416,20 +416,14 @@ def turnover_time(
     return tau
 
 
-def cell_area(obj: xr.Dataset | xr.DataArray, **kwargs: Any) -> xr.DataArray:
-    """Cell areas (m2) of the horizontal grid; see :func:`xproda.spatial.cell_area`."""
-    from . import spatial
-
-    return spatial.cell_area(obj, **kwargs)
-
-
 def global_total(
     obj: xr.Dataset | xr.DataArray,
     *,
     depth: tuple[float, float] | Sequence[tuple[float, float]] | None = None,
     area: xr.DataArray | None = None,
-    land_fraction: xr.DataArray | str | None = None,
-    **kwargs: Any,
+    land_fraction: xr.DataArray | str | None = "auto",
+    radius: float | None = None,
+    stock_units: str | None = None,
 ) -> xr.DataArray:
     """Global (area-weighted, land-fraction aware) SOC total in Pg C.
 
@@ -443,19 +437,24 @@ def global_total(
         Depth interval(s) in m for ``soc`` input.
     area : DataArray, optional
         Cell areas (m2); default from the grid (``cell_area`` variable if present).
-    land_fraction : DataArray or str, optional
-        Land fraction of each cell (0..1 or %), or the name of a variable of ``obj``.
+    land_fraction : DataArray, str or None, default "auto"
+        Land fraction of each cell (0..1 or %), the name of a variable of ``obj``, ``"auto"``
+        (a variable with ``standard_name = land_area_fraction`` if ``obj`` has one; the
+        default of the analyses too) or ``None`` (whole cells).
+    radius : float, optional
+        Sphere radius (m) of the default cell areas (see :func:`xproda.spatial.cell_area`).
+    stock_units : str, optional
+        Units of a stock DataArray when it has no ``units`` attribute.
 
     Returns
     -------
     DataArray
         Pg C (lazy on dask input).
     """
-    from . import spatial
+    from xproda import spatial
 
+    land_fraction = spatial.land_fraction_of(obj, land_fraction)
     if isinstance(obj, xr.Dataset):
-        if isinstance(land_fraction, str):
-            land_fraction = obj[land_fraction]
         if area is None and "cell_area" in obj:
             area = obj["cell_area"]
         stock = soc_stock(obj, depth=depth) if ("soc" in obj and (depth is not None or
@@ -465,14 +464,9 @@ def global_total(
         stock = soc_stock(obj, depth=depth)
     else:
         stock = obj
-    return spatial.global_total(stock, area=area, land_fraction=land_fraction, **kwargs)
-
-
-def sample_sites(obj: xr.Dataset | xr.DataArray, *args: Any, **kwargs: Any):
-    """Values at profile locations; see :func:`xproda.spatial.sample_sites`."""
-    from . import spatial
-
-    return spatial.sample_sites(obj, *args, **kwargs)
+    extra = {} if radius is None else {"radius": radius}
+    return spatial.global_total(stock, area=area, land_fraction=land_fraction,
+                                stock_units=stock_units, **extra)
 
 
 # -------------------------------------------------------------------------------------------
@@ -489,7 +483,7 @@ def validate(
 ) -> list[str]:
     """Check a forcing Dataset (and parameters) for a model run without reading any data.
 
-    Checks, for every variable the model needs (:mod:`xproda.contract`): presence, dims
+    Checks, for every variable the model needs (:mod:`xproda.xr.contract`): presence, dims
     (core dims, horizontal dims, batch dims; any other dim -- e.g. a monthly ``time`` for a
     steady state -- is a problem), sizes (``month`` = 12, ``layer`` >= 20), numeric dtype and
     units (readable, convertible to the schema's; dimensional variables need units); then

@@ -28,7 +28,7 @@ Constant draws (zero variance) give NaN for R-hat and ESS.
 Examples
 --------
 >>> import numpy as np
->>> from xproda.assimilation.diagnostics import rhat, ess
+>>> from xproda.sites.assimilation.diagnostics import rhat, ess
 >>> x = np.random.default_rng(0).normal(size=(4, 1000))   # 4 chains of iid draws
 >>> bool(abs(rhat(x) - 1) < 0.01)
 True

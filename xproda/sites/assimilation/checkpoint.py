@@ -11,7 +11,7 @@ Examples
 --------
 >>> import tempfile, torch
 >>> from pathlib import Path
->>> from xproda.assimilation.checkpoint import save_checkpoint, load_checkpoint
+>>> from xproda.sites.assimilation.checkpoint import save_checkpoint, load_checkpoint
 >>> path = Path(tempfile.mkdtemp()) / "state.safetensors"
 >>> save_checkpoint(path, {"x": torch.arange(3.0)}, {"iteration": 7})
 >>> tensors, meta = load_checkpoint(path)
@@ -79,7 +79,7 @@ def save_checkpoint(
         Scalars and settings; stored as JSON in the file's metadata header.
     format, version : str, int
         Format name and version written to the header (default: the sampler checkpoint's;
-        :mod:`xproda.network` and :mod:`xproda.training` use their own).
+        :mod:`xproda.learning.network` and :mod:`xproda.learning.training` use their own).
     """
     from safetensors.torch import save_file
 

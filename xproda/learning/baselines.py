@@ -2,7 +2,7 @@
 
 A process-guided network should beat a pure machine-learning map on held-out profiles, or at
 least come close while keeping the process model's structure. :func:`fit_baseline` fits such a
-map, and :func:`xproda.training.cross_validate` scores it beside the networks
+map, and :func:`xproda.learning.training.cross_validate` scores it beside the networks
 (``methods=[..., "gbm", "random_forest"]``) on the same folds.
 
 The baseline
@@ -12,7 +12,7 @@ The baseline
   layer; trees need no scaling, so no statistic of any other fold enters the fit.
 - **Target**: ``log(soc)`` (g C m-3). SOC density spans three orders of magnitude and its
   errors are roughly log-normal; a least-squares fit in log space is the same criterion as the
-  networks' default end-to-end loss (:func:`xproda.training.soc_loss`, ``kind="log"``).
+  networks' default end-to-end loss (:func:`xproda.learning.training.soc_loss`, ``kind="log"``).
   Predictions are back-transformed with ``exp`` (no smearing correction): they estimate the
   median, not the mean, of SOC given the inputs, as the networks do. Layers with SOC <= 0
   cannot enter a log fit and are skipped (counted in ``BaselineModel.n_skipped``).
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .training import TrainingData
+    from xproda.learning.training import TrainingData
 
 __all__ = ["BASELINES", "BaselineModel", "fit_baseline", "baseline_design"]
 

@@ -1,6 +1,6 @@
 """The input contract of the xarray layer, driven by the kernel schema.
 
-Every forcing variable that reaches a kernel through :mod:`xproda.engine` is checked here
+Every forcing variable that reaches a kernel through :mod:`xproda.xr.engine` is checked here
 against :data:`~xproda.models.forcing.FORCING_SCHEMA`:
 
 - **dims**: its core dims (``month`` of 12 and/or ``layer`` of >= 20 -- or ``time`` for a
@@ -29,8 +29,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import grid, units
-from .errors import DimensionError, InputError, UnitsError
+from xproda import grid, units
+from xproda.errors import DimensionError, InputError, UnitsError
 
 __all__ = [
     "BATCH_DIMS",
@@ -47,13 +47,13 @@ __all__ = [
 #: dims always accepted as independent sets of columns besides the horizontal ones
 BATCH_DIMS = ("site", "cell", "member", "sample", "profile", "scenario", "realization",
               "ensemble")
-#: CLM history level dims: rename to ``layer`` (or read with :mod:`xproda.clm`)
+#: CLM history level dims: rename to ``layer`` (or read with :mod:`xproda.io.clm`)
 CLM_LEVEL_DIMS = ("levgrnd", "levdcmp", "levsoi", "levlak", "nlevgrnd", "nlevdecomp")
 _N = grid.N_LAYERS
 
 
 def _schema():
-    from .models.forcing import FORCING_SCHEMA
+    from xproda.models.forcing import FORCING_SCHEMA
 
     return FORCING_SCHEMA
 
@@ -74,7 +74,7 @@ def expected_dims_text(name: str, *, steps: str = "month") -> str:
 
 def horizontal_dims(obj: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
     """The horizontal dims of ``obj`` (empty when none can be identified)."""
-    from .spatial import spatial_dims
+    from xproda.spatial import spatial_dims
 
     try:
         return tuple(spatial_dims(obj))
@@ -104,7 +104,7 @@ def _dim_problems(name: str, da: xr.DataArray, *, steps: str, allowed: set,
         if d in CLM_LEVEL_DIMS:
             out.append(f"{name}: dim {d!r} is a CLM level dim; rename it to 'layer' (the first "
                        f"{_N} levels are the model's) or read the file with "
-                       "xproda.clm.open_clm_history")
+                       "xproda.io.clm.open_clm_history")
         elif d in ("month", "layer"):
             out.append(f"{name}: unexpected dim {d!r}; expected dims "
                        f"{expected_dims_text(name, steps=steps)}")
@@ -189,7 +189,7 @@ def forcing_problems(
             f"{', '.join(timed)}: a 'time' dim ({ds.sizes['time']} steps), but a steady state "
             "needs a 12-month climatology on a 'month' dim (January first), not one steady "
             "state per time step. Average each calendar month over the chosen years "
-            "(xproda.clm.clm_climatology(ds, years=...) for CLM history output, or "
+            "(xproda.io.clm.clm_climatology(ds, years=...) for CLM history output, or "
             "ds.groupby('time.month').mean('time')), or run a transient simulation "
             "(ds.proda.simulate), which steps through 'time'")
     for k in names:

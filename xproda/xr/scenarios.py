@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .models.forcing import LITTER_INPUTS
+from xproda.models.forcing import LITTER_INPUTS
 
 __all__ = ["repeat_climatology", "warming", "scale_inputs", "apply_anomaly",
            "compare_parameters", "ramp"]
@@ -31,7 +31,7 @@ def repeat_climatology(clim: xr.Dataset, *, years: int, start: str = "2001-01-01
     Parameters
     ----------
     clim : Dataset
-        Forcing with ``month`` (12) dims as for :func:`xproda.xr_api.steady_state`.
+        Forcing with ``month`` (12) dims as for :func:`xproda.xr.api.steady_state`.
     years : int
         Length of the run.
     start : str, default "2001-01-01"
@@ -169,15 +169,15 @@ def compare_parameters(
         E.g. ``{"heterogeneous": net_params, "homogeneous": batch_params}``; each is spun up
         to its own periodic state of the first year (or of ``spin_up_forcing``).
     **options
-        Keyword arguments of :func:`xproda.transient.simulate`.
+        Keyword arguments of :func:`xproda.xr.transient.simulate`.
 
     Returns
     -------
     Dataset
-        The outputs of :func:`~xproda.transient.simulate` stacked along ``experiment``, plus
+        The outputs of :func:`~xproda.xr.transient.simulate` stacked along ``experiment``, plus
         ``soc_change`` (kg m-2): stock at the end minus at the start of the run.
     """
-    from .transient import simulate
+    from xproda.xr.transient import simulate
 
     if not params:
         raise ValueError("params must name at least one parameter set")

@@ -1,10 +1,10 @@
 """Training parameter networks: PRODA's two-step method and end-to-end through the model.
 
-Two ways to learn a :class:`~xproda.network.ParameterNet` from soil profiles:
+Two ways to learn a :class:`~xproda.learning.network.ParameterNet` from soil profiles:
 
 ``method="two_step"`` (PRODA, spec §7)
     First retrieve parameters site by site by data assimilation
-    (:func:`xproda.assimilation.problem.assimilate`, or a result you pass in), keep the sites whose
+    (:func:`xproda.sites.assimilation.problem.assimilate`, or a result you pass in), keep the sites whose
     retrieval fits (spec §5.3: DA R^2 above a threshold), then fit the network to the
     retrieved normalised parameters (a loss on parameters only).
 
@@ -16,15 +16,15 @@ Two ways to learn a :class:`~xproda.network.ParameterNet` from soil profiles:
     whose parameters are poorly identified individually still inform the mapping.
 
 Both share the training loop: Adam, mini-batches of sites, a validation split (random or
-spatially blocked, :mod:`xproda.crossval`), early stopping on the validation loss with the best
+spatially blocked, :mod:`xproda.learning.crossval`), early stopping on the validation loss with the best
 weights restored, a seed that makes CPU runs bit-reproducible, a progress bar, optional
 checkpoints (safetensors) that a killed run resumes from without changing the result, and
 ensembles (repeats with different seeds or bootstrap resamples) returned as one
-:class:`~xproda.network.ParameterNetEnsemble`.
+:class:`~xproda.learning.network.ParameterNetEnsemble`.
 
 :func:`cross_validate` compares, on the same spatially blocked folds, the SOC skill on held-out
 profiles of CLM5 default parameters, batch mode (one parameter set), two-step PRODA and
-end-to-end training, and optionally of machine-learning baselines (:mod:`xproda.baselines`).
+end-to-end training, and optionally of machine-learning baselines (:mod:`xproda.learning.baselines`).
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from . import crossval
-from . import observations as obsmod
-from .interp import ModelToObs
-from .models import get_model
-from .models.base import SoilCarbonModel
-from .models.forcing import FORCING_SCHEMA, PreparedForcing, prepare_forcing
-from .network import ParameterNet, ParameterNetEnsemble, SPEC_HIDDEN
+from xproda.learning import crossval
+from xproda.sites import observations as obsmod
+from xproda.models.interp import ModelToObs
+from xproda.models import get_model
+from xproda.models.base import SoilCarbonModel
+from xproda.models.forcing import FORCING_SCHEMA, PreparedForcing, prepare_forcing
+from xproda.learning.network import ParameterNet, ParameterNetEnsemble, SPEC_HIDDEN
 
 __all__ = [
     "TrainingData", "TrainingReport", "prepare_training_data", "default_features",
@@ -76,7 +76,7 @@ def default_features(covariates: xr.Dataset) -> list[str]:
     is not a forcing variable (:data:`~xproda.models.forcing.FORCING_SCHEMA`), not a bounds
     variable and not a land mask/area/CRS variable -- in the Dataset's order.
     """
-    from .spatial import spatial_dims
+    from xproda.spatial import spatial_dims
 
     sdims = set(spatial_dims(covariates))
     bounds = {str(v.attrs.get("bounds")) for v in covariates.variables.values()}
@@ -158,7 +158,7 @@ def prepare_training_data(
     covariates : Dataset
         Gridded covariates (may also hold the forcing).
     profiles : DataFrame or ProfileBatch
-        Profile table (:mod:`xproda.observations` schema) or a packed batch.
+        Profile table (:mod:`xproda.sites.observations` schema) or a packed batch.
     forcing : Dataset, optional
         Gridded forcing (default: taken from ``covariates``).
     model : str or model, default "clm5"
@@ -173,8 +173,8 @@ def prepare_training_data(
     """
     import dask
 
-    from .spatial import sample_sites
-    from .xr_api import forcing_arrays, require_features
+    from xproda.spatial import sample_sites
+    from xproda.xr.api import forcing_arrays, require_features
 
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
     batch = _as_batch(profiles)
@@ -499,7 +499,11 @@ class _Checkpointer:
     """Resumable training state in one safetensors file (weights, Adam state, RNG, history)."""
 
     def __init__(self, path: Any, settings: Mapping[str, Any], every: int, resume: bool) -> None:
-        from .assimilation.checkpoint import checkpoint_exists, load_checkpoint, normalize_settings
+        from xproda.sites.assimilation.checkpoint import (
+            checkpoint_exists,
+            load_checkpoint,
+            normalize_settings,
+        )
 
         self.path, self.every = path, max(1, int(every))
         self.settings = normalize_settings(settings)
@@ -539,7 +543,7 @@ class _Checkpointer:
                 "best_state": best_state}
 
     def save_member(self, member, net, opt, gen, **state) -> None:
-        from .assimilation.checkpoint import save_checkpoint
+        from xproda.sites.assimilation.checkpoint import save_checkpoint
 
         tens, groups = _opt_tensors(opt)
         tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()}, **tens,
@@ -612,7 +616,7 @@ def train_network(
         by :func:`prepare_training_data` (then ``profiles``/``forcing``/``features`` are
         ignored).
     profiles : DataFrame or ProfileBatch
-        Profile table (:mod:`xproda.observations` schema: ``profile_id``, ``lat``, ``lon``,
+        Profile table (:mod:`xproda.sites.observations` schema: ``profile_id``, ``lat``, ``lon``,
         ``top``, ``bottom`` (m), ``soc`` (g C m-3)).
     forcing : Dataset, optional
         Gridded model forcing (default: in ``covariates``).
@@ -622,19 +626,19 @@ def train_network(
     features : sequence of str, optional
         Covariates (default :func:`default_features`).
     assimilation : Dataset, optional
-        Two-step only: a result of :func:`xproda.assimilation.problem.assimilate` for these profiles
+        Two-step only: a result of :func:`xproda.sites.assimilation.problem.assimilate` for these profiles
         (site ids matched); default: run ``assimilate(..., method=da_method)``.
     da_method : str, default "map"
         Two-step DA method when ``assimilation`` is not given (``"am"`` is PRODA's MCMC,
         slower; ``"map"`` the gradient-based MAP of the same cost).
     da_options : mapping, optional
-        Extra keyword arguments of :func:`~xproda.assimilation.problem.assimilate` (for
+        Extra keyword arguments of :func:`~xproda.sites.assimilation.problem.assimilate` (for
         ``"map"`` the default budget is 2 starts of at most 150 Adam steps, as benchmarked).
     min_da_r2 : float, optional
         Two-step: keep sites whose DA fit R^2 exceeds this (spec §5.3: 0.75 for clm5 (cen),
         0 for the microbial model; the default).
     hidden, dropout, output
-        Network architecture (:class:`~xproda.network.ParameterNet`; dropout defaults to the
+        Network architecture (:class:`~xproda.learning.network.ParameterNet`; dropout defaults to the
         spec's 0.0 for clm5 and 0.2 for microbial).
     net_dtype : {"float32", "float64"}, default "float32"
         Network precision (the process model always runs in float64). float32 is ~2x faster
@@ -651,7 +655,7 @@ def train_network(
     validation : float, default 0.1
         Share of sites held out for early stopping (0: none; train ``epochs`` epochs).
     split : {"random", "blocked"}, default "random"
-        Validation split (:func:`xproda.crossval.split_sites`); ``"blocked"`` holds out
+        Validation split (:func:`xproda.learning.crossval.split_sites`); ``"blocked"`` holds out
         whole ``block_size``-degree blocks.
     loss : {"log", "soc"}, default "log"
         End-to-end loss on log SOC or relative SOC (:func:`soc_loss`).
@@ -661,9 +665,9 @@ def train_network(
         Weight of ``mean((theta - prior)^2)`` added to the loss (regularisation toward the
         prior; ``prior`` is a scalar, ``[P]`` or a mapping name -> value, normalised).
     mapping : {"pchip", "pchip_mean", "layer_mean"}, default "pchip"
-        Model-to-observation mapping (:class:`~xproda.interp.ModelToObs`).
+        Model-to-observation mapping (:class:`~xproda.models.interp.ModelToObs`).
     n_members : int, default 1
-        Ensemble size; > 1 returns a :class:`~xproda.network.ParameterNetEnsemble`.
+        Ensemble size; > 1 returns a :class:`~xproda.learning.network.ParameterNetEnsemble`.
     ensemble : {"repeats", "bootstrap"}
         Members differ by seed only (spec's best-guess ensemble) or are trained on bootstrap
         resamples of the training sites, validated on their out-of-bag sites.
@@ -684,7 +688,7 @@ def train_network(
         Trained (best validation weights), in evaluation mode.
     report : TrainingReport
     """
-    from .options import current as _option
+    from xproda.options import current as _option
 
     t_start = time.perf_counter()
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
@@ -837,7 +841,7 @@ def _prior_vector(prior: Any, names: Sequence[str]) -> np.ndarray:
 def _two_step_targets(data: TrainingData, mdl, *, assimilation, da_method, da_options,
                       min_da_r2, seed, progress, mapping, dropped):
     """DA targets per site (running assimilation if needed) and the §5.3 filter."""
-    from .assimilation.problem import assimilate
+    from xproda.sites.assimilation.problem import assimilate
 
     names = list(mdl.parameters.names)
     if assimilation is None:
@@ -948,7 +952,7 @@ def cross_validate(
 ) -> tuple[pd.DataFrame, xr.Dataset]:
     """Held-out SOC skill of default, batch-mode, two-step and end-to-end parameters.
 
-    Every method sees the same folds (:func:`xproda.crossval.kfold_sites`): for each fold,
+    Every method sees the same folds (:func:`xproda.learning.crossval.kfold_sites`): for each fold,
     the methods are fitted on the other folds' profiles only and predict SOC at the fold's
     observed layers.
 
@@ -962,7 +966,7 @@ def cross_validate(
         ``"two_step"``, ``"end_to_end"``; and of :data:`BASELINE_METHODS`: ``"gbm"``
         (gradient boosting) and ``"random_forest"``, log SOC predicted from the same
         covariates plus the observation depth, fitted on the training fold only
-        (:func:`xproda.baselines.fit_baseline`; needs scikit-learn).
+        (:func:`xproda.learning.baselines.fit_baseline`; needs scikit-learn).
     n_folds : int, default 5
     split : {"random", "blocked"}, default "blocked"
     block_size : float, default 10
@@ -974,7 +978,7 @@ def cross_validate(
         ``sampler_options`` of the batch-mode fit.
     baseline_options : mapping, optional
         Estimator options per baseline, e.g. ``{"gbm": {"max_iter": 500}}``; a ``"threads"``
-        entry is the thread limit of :func:`~xproda.baselines.fit_baseline`.
+        entry is the thread limit of :func:`~xproda.learning.baselines.fit_baseline`.
     mapping : str, default "pchip"
     progress : bool
 
@@ -988,8 +992,8 @@ def cross_validate(
         ``fitted_sites`` ``(cv_method, cv_fold)``: the training sites each fit used (all of the
         training fold, except two-step after its DA filter and 0 for the defaults).
     """
-    from .assimilation.problem import assimilate
-    from .baselines import fit_baseline
+    from xproda.sites.assimilation.problem import assimilate
+    from xproda.learning.baselines import fit_baseline
 
     unknown = [m for m in methods if m not in CV_METHODS + BASELINE_METHODS]
     if unknown:

@@ -43,7 +43,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..interp import _dtype_device, _float_tensor
+from xproda.models.interp import _dtype_device, _float_tensor
 
 __all__ = [
     "cost_cen",

@@ -23,7 +23,7 @@ with its own conventions (``histFileMod``); this module turns them into the forc
   grids; ``lat``/``lon`` over ``lndgrid``) and 1-D ``column``/``gridcell`` files
   (``hist_dov2xy = .false.``; ``cols1d_lat``/``grid1d_lat``... coordinates).
 
->>> from xproda.clm import CLM_VARIABLES, clm_climatology
+>>> from xproda.io.clm import CLM_VARIABLES, clm_climatology
 >>> CLM_VARIABLES["CWD_INPUT_vr"].describe()
 'CWD_INPUT_ACC_VECTOR [gC/m^3 per month, on levdcmp]'
 >>> clim = clm_climatology("case.clm2.h0.*.nc", years=(661, 680))  # doctest: +SKIP
@@ -44,9 +44,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import conventions, grid, units
-from .errors import DimensionError, InputError, UnitsError
-from .models.forcing import FORCING_SCHEMA, LAYER_INPUTS, LITTER_INPUTS
+from xproda import conventions, grid, units
+from xproda.errors import DimensionError, InputError, UnitsError
+from xproda.models.forcing import FORCING_SCHEMA, LAYER_INPUTS, LITTER_INPUTS
 
 __all__ = [
     "CLM_VARIABLES",

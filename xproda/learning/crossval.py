@@ -4,13 +4,13 @@ Soil profiles are spatially autocorrelated: a random split puts near-duplicates 
 sites into the test set and overstates skill. A *spatially blocked* split assigns whole blocks
 of ``block_size`` x ``block_size`` degrees to one side, so test sites are at least a block
 edge away from most training sites (Roberts et al. 2017, Ecography 40:913). Both training
-(:func:`xproda.training.train_network`) and the analyses use the helpers here, so every method
+(:func:`xproda.learning.training.train_network`) and the analyses use the helpers here, so every method
 compared in a cross-validation table sees the same folds.
 
 Examples
 --------
 >>> import numpy as np
->>> from xproda.crossval import kfold_sites, spatial_blocks
+>>> from xproda.learning.crossval import kfold_sites, spatial_blocks
 >>> lat = np.array([1.0, 2.0, 31.0, 32.0, -40.0, -41.0])
 >>> lon = np.array([1.0, 2.0, 1.0, 2.0, 100.0, 101.0])
 >>> b = spatial_blocks(lat, lon, block_size=10.0)
@@ -191,7 +191,7 @@ def skill_scores(mod: Any, obs: Any, *, mask: Any = None) -> dict[str, float]:
     -------
     dict of str to float
         ``n``; ``r2`` = ``nse`` = 1 - SSE/SST (the observation-based R^2 of
-        :func:`xproda.assimilation.costs.fit_stats`, pooled); ``rmse`` and ``bias`` (units
+        :func:`xproda.sites.assimilation.costs.fit_stats`, pooled); ``rmse`` and ``bias`` (units
         of ``obs``); ``corr`` (Pearson); ``r2_log`` (1 - SSE/SST of log values, for
         positive data).
     """

@@ -4,7 +4,7 @@ Every gridded or site computation of xproda -- steady states, bulk indices, sens
 component control, transient runs and spin-ups, site forcing for assimilation -- goes
 through this module, in five steps:
 
-1. **validate** the forcing against the input contract (:mod:`xproda.contract`: dims,
+1. **validate** the forcing against the input contract (:mod:`xproda.xr.contract`: dims,
    units, fill values; ranges are checked by the kernels inside every task);
 2. **align** parameters (and other per-cell inputs) to the forcing's horizontal dims: the
    same dims by name or CF axis, or another grid brought onto the forcing grid with
@@ -30,9 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import contract, conventions, grid
-from .errors import DimensionError, GridError
-from .options import get_options, use_options
+from xproda import conventions, grid
+from xproda.xr import contract
+from xproda.errors import DimensionError, GridError
+from xproda.options import get_options, use_options
 
 __all__ = [
     "Output",
@@ -66,8 +67,8 @@ _N = grid.N_LAYERS
 def resolve_model(model: Any, reference: bool = False,
                   options: Mapping[str, Any] | None = None):
     """A model instance from a name (with options) or an instance (without options)."""
-    from .models import get_model
-    from .models.base import SoilCarbonModel
+    from xproda.models import get_model
+    from xproda.models.base import SoilCarbonModel
 
     if isinstance(model, SoilCarbonModel):
         if options or reference:
@@ -173,7 +174,7 @@ def align_params(theta: xr.DataArray, like: xr.DataArray | xr.Dataset, *,
     GridError
         The two grids cannot be matched; the message describes both.
     """
-    from . import spatial
+    from xproda import spatial
 
     allowed = set(contract.BATCH_DIMS) | set(batch_dims)
     own = [d for d in theta.dims if d not in core and d not in allowed]
@@ -311,15 +312,15 @@ def column_inputs(
     Parameters
     ----------
     ds : Dataset
-        Forcing (see :func:`xproda.xr_api.steady_state`).
+        Forcing (see :func:`xproda.xr.api.steady_state`).
     params : DataArray or Dataset
-        Parameters (see :func:`xproda.xr_api.parameters_to_dataarray`).
+        Parameters (see :func:`xproda.xr.api.parameters_to_dataarray`).
     model : model instance
     normalised : bool
         Whether ``params`` are normalised.
     batch_dims : sequence of str
         Extra dims accepted as independent sets of columns (besides
-        :data:`xproda.contract.BATCH_DIMS`).
+        :data:`xproda.xr.contract.BATCH_DIMS`).
     names : sequence of str, optional
         Forcing variables to pass (default the model's required ones).
     """
@@ -580,7 +581,7 @@ def spatial_metadata(out: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
     out = copy_coords(out, like)
     if "cell_area" not in out.coords:  # else: carried from the input (e.g. a cell store)
         try:
-            from . import spatial
+            from xproda import spatial
 
             area = spatial.cell_area(out)
         except ValueError:  # no recognisable horizontal grid (e.g. a site table): no areas

@@ -19,7 +19,7 @@ each has its own state, proposal covariance and acceptance counts.
 Computations use float64 on the device given by ``device=`` (default: the ``device``
 option of :func:`xproda.set_options`, else CPU) with a ``torch.Generator`` seeded by
 ``seed``; on the CPU results are bit-for-bit reproducible, and a run resumed from a
-checkpoint equals the uninterrupted run (see :mod:`xproda.assimilation.checkpoint`).
+checkpoint equals the uninterrupted run (see :mod:`xproda.sites.assimilation.checkpoint`).
 Results for one site depend on the seed and on the whole batch (the random numbers of all
 sites come from one stream), not on the site alone.
 
@@ -28,7 +28,7 @@ Examples
 Fifty independent sites whose posteriors are Gaussians truncated to (0, 1):
 
 >>> import torch
->>> from xproda.assimilation.samplers import adaptive_metropolis, map_estimate
+>>> from xproda.sites.assimilation.samplers import adaptive_metropolis, map_estimate
 >>> mu = torch.linspace(0.3, 0.7, 50)[:, None].repeat(1, 2)       # [sites, P]
 >>> def log_density(theta):                                       # theta: [50 * k, 2]
 ...     k = theta.shape[0] // 50
@@ -57,9 +57,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import conventions
-from . import diagnostics as _diag
-from .checkpoint import (
+from xproda import conventions
+from xproda.sites.assimilation import diagnostics as _diag
+from xproda.sites.assimilation.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
     normalize_settings,
@@ -86,7 +86,7 @@ Target = Callable[[Tensor], Any]
 
 def _device(device: str | torch.device | None) -> torch.device:
     if device is None:
-        from ..options import get_options
+        from xproda.options import get_options
 
         device = get_options().get("device") or "cpu"
     return torch.device(device)
@@ -555,7 +555,7 @@ def adaptive_metropolis(
         Compute rank-normalised R-hat and bulk ESS from the stored draws at the end (on
         the CPU; about 10 s per 30 million stored values). If False, ``rhat`` is the
         classic Gelman-Rubin value from the running chain moments and ``ess`` is NaN;
-        :func:`xproda.assimilation.diagnostics.rhat_ess` computes them later.
+        :func:`xproda.sites.assimilation.diagnostics.rhat_ess` computes them later.
     seed : int
         Seed of the ``torch.Generator``.
     device : str or torch.device, optional
@@ -563,7 +563,7 @@ def adaptive_metropolis(
     progress : bool
         Show a tqdm progress bar.
     checkpoint : path-like, optional
-        Checkpoint file (safetensors + JSON; see :mod:`xproda.assimilation.checkpoint`).
+        Checkpoint file (safetensors + JSON; see :mod:`xproda.sites.assimilation.checkpoint`).
     checkpoint_every : int, optional
         Iterations between checkpoints (rounded up to a multiple of ``adapt_every``;
         default ``n_iter // 20``). A final checkpoint is written at the end.

@@ -12,7 +12,7 @@ ReLU, dropout, P outputs) with three changes, each documented where it lives:
   preprocessing and is applied to covariates in their own units.
 * **Names inside the network.** The network knows its feature names (input order), parameter
   names (output order), model name and the xproda version that made it;
-  :func:`xproda.xr_api.predict_parameters` matches covariates by name.
+  :func:`xproda.xr.api.predict_parameters` matches covariates by name.
 
 :class:`ParameterNetEnsemble` holds several members (best-guess repeats with different seeds,
 or bootstrap resamples; spec §7.5) as one object; its output has a ``member`` axis.
@@ -26,7 +26,7 @@ pickled Python object that is not a plain tensor container.
 Examples
 --------
 >>> import numpy as np, tempfile, os
->>> from xproda.network import ParameterNet, load_network
+>>> from xproda.learning.network import ParameterNet, load_network
 >>> net = ParameterNet(["bio1", "clay"], ["a", "b", "c"], model="clm5", hidden=(8,), seed=0,
 ...                    x_min=[-20.0, 0.0], x_max=[30.0, 80.0])
 >>> y = net.predict(np.array([[10.0, 20.0], [np.nan, 1.0]]))
@@ -81,7 +81,7 @@ class CheckpointError(ValueError):
 
 
 def _version() -> str:
-    from . import __version__
+    from xproda import __version__
 
     return __version__
 
@@ -90,7 +90,7 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None:
-        from .options import current as _option
+        from xproda.options import current as _option
 
         dtype = _option("dtype")
     try:
@@ -246,7 +246,7 @@ class ParameterNet(_NetBase):
     -----
     The forward pass takes raw covariates ``[n, F]`` and returns ``theta`` ``[n, P]``. NaN
     covariates give NaN outputs (use :meth:`predict` or
-    :func:`xproda.xr_api.predict_parameters` to skip them cheaply).
+    :func:`xproda.xr.api.predict_parameters` to skip them cheaply).
     """
 
     def __init__(
@@ -383,7 +383,7 @@ class ParameterNetEnsemble(_NetBase):
 
     Notes
     -----
-    ``forward`` returns ``[n, M, P]``; :func:`xproda.xr_api.predict_parameters` turns the
+    ``forward`` returns ``[n, M, P]``; :func:`xproda.xr.api.predict_parameters` turns the
     member axis into a ``member`` dim. :meth:`mean_net`-style averaging is left to the user
     (``theta.mean("member")``), because the mean of parameters is not the parameter of means.
     """
@@ -454,7 +454,7 @@ def save_network(net: _NetBase, path: str | os.PathLike) -> str:
     str
         The network's :attr:`~ParameterNet.content_hash` (also stored in the file).
     """
-    from .assimilation.checkpoint import save_checkpoint
+    from xproda.sites.assimilation.checkpoint import save_checkpoint
 
     if not isinstance(net, _NetBase):
         raise TypeError(f"net must be a ParameterNet or ParameterNetEnsemble, got "
@@ -515,7 +515,7 @@ def load_network(path: str | os.PathLike, *, device: str | torch.device | None =
     if not path.is_file():
         raise FileNotFoundError(f"network checkpoint {str(path)!r} does not exist")
     if _is_safetensors(path):
-        from .assimilation.checkpoint import load_checkpoint
+        from xproda.sites.assimilation.checkpoint import load_checkpoint
 
         try:
             tensors, meta = load_checkpoint(path, format=FORMAT, version=VERSION)
@@ -532,7 +532,7 @@ def load_network(path: str | os.PathLike, *, device: str | torch.device | None =
             raise CheckpointError(
                 f"refusing to load {str(path)!r}: it is not a safetensors file, and as a torch "
                 "file it holds pickled Python objects other than tensors (loading it would "
-                f"run arbitrary code). Save networks with xproda.network.save_network. ({e})"
+                f"run arbitrary code). Save networks with xproda.learning.network.save_network. ({e})"
             ) from None
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor)
                                                    for v in obj.values()):

@@ -53,11 +53,11 @@ def fused_applicable(*tensors) -> bool:
     True when numba is importable, the option ``fused_kernels`` is on, every tensor is on
     the CPU, floating tensors are float64 (float32 keeps the torch path: the kernels'
     scalars are float64) and no gradient is needed.  Non-tensor arguments are ignored.
-    Shared by the structured solve and the PCHIP mapping (:mod:`xproda.interp`).
+    Shared by the structured solve and the PCHIP mapping (:mod:`xproda.models.interp`).
     """
     import torch
 
-    from ..options import current as _option
+    from xproda.options import current as _option
 
     if not (HAVE_NUMBA and _option("fused_kernels")):
         return False

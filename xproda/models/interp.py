@@ -45,8 +45,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from . import grid
-from .models._fused import fused_applicable
+from xproda import grid
+from xproda.models.fused import fused_applicable
 
 __all__ = [
     "pchip",

@@ -1,8 +1,8 @@
 """Shared pieces of the analyses: gridded column kernels, perturbations, weights.
 
-Every gridded analysis runs through the column engine (:mod:`xproda.engine`: input contract,
+Every gridded analysis runs through the column engine (:mod:`xproda.xr.engine`: input contract,
 parameter alignment, gather/scatter, options passed to the tasks), so it is lazy and
-chunk-invariant in the same way as :func:`xproda.xr_api.steady_state`.
+chunk-invariant in the same way as :func:`xproda.xr.api.steady_state`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .. import engine, grid, xr_api
-from ..models.base import SoilCarbonModel
-from ..models.forcing import LITTER_INPUTS
+from xproda import grid
+from xproda.xr import engine
+from xproda.xr import api as xr_api
+from xproda.models.base import SoilCarbonModel
+from xproda.models.forcing import LITTER_INPUTS
 
 #: name of the pseudo-group that scales the litter inputs (NPP) instead of parameters
 INPUTS = "NPP"
@@ -141,32 +143,14 @@ def scaled_inputs(ds: xr.Dataset, factor: xr.DataArray | float) -> xr.Dataset:
 # -------------------------------------------------------------------------------------------
 # weights and reductions
 # -------------------------------------------------------------------------------------------
-def land_fraction_of(ds: xr.Dataset, land_fraction: Any) -> xr.DataArray | None:
-    """Resolve ``land_fraction``: "auto" uses a ``land_area_fraction`` variable if present."""
-    if land_fraction is None or isinstance(land_fraction, xr.DataArray):
-        return land_fraction
-    if isinstance(land_fraction, str):
-        if land_fraction == "auto":
-            for k, v in ds.variables.items():
-                if v.attrs.get("standard_name") == "land_area_fraction":
-                    return ds[k]
-            return None
-        if land_fraction not in ds.variables:
-            raise KeyError(f"land_fraction: no variable {land_fraction!r} in the Dataset; "
-                           f"found {sorted(map(str, ds.data_vars))}")
-        return ds[land_fraction]
-    raise TypeError(f"land_fraction: expected a DataArray, a variable name, 'auto' or None, "
-                    f"found {type(land_fraction).__name__}")
-
-
 def cell_weights(like: xr.DataArray | xr.Dataset, land_fraction: xr.DataArray | None) -> xr.DataArray:
     """Cell area (m2) times land fraction on the spatial grid of ``like``."""
-    from .. import spatial
+    from xproda import spatial
 
-    area = xr_api.cell_area(like)
+    area = spatial.cell_area(like)
     w = area.drop_vars(list(area.coords))
     if land_fraction is not None:
-        w = w * spatial._fraction(land_fraction).drop_vars(list(land_fraction.coords))
+        w = w * spatial.fraction(land_fraction).drop_vars(list(land_fraction.coords))
     return w
 
 
@@ -177,7 +161,7 @@ def weighted_mean(da: xr.DataArray, w: xr.DataArray, dims: Sequence[str]) -> xr.
 
 
 def stock_of(soc: xr.DataArray, depth) -> xr.DataArray:
-    """Depth-integrated stock (kg m-2) of ``soc``: :func:`xproda.xr_api.soc_stock`."""
+    """Depth-integrated stock (kg m-2) of ``soc``: :func:`xproda.xr.api.soc_stock`."""
     return xr_api.soc_stock(soc, depth=depth)
 
 
@@ -213,7 +197,7 @@ def gridded_columns(
 
     ``fn`` maps ``theta [n, P]`` and kernel forcing ``{name: [n, ...]}`` (numpy) to a list
     of arrays ``[n, *tail]``; the outputs carry the batch dims of the inputs plus
-    ``tail_dims``.  Runs through the column engine (:mod:`xproda.engine`).
+    ``tail_dims``.  Runs through the column engine (:mod:`xproda.xr.engine`).
     """
     inputs = engine.column_inputs(ds, params, model, batch_dims=batch_dims)
     outputs = [engine.Output(f"out{i}", tuple(d), tuple(t))

@@ -10,7 +10,7 @@ completed chunk.
 
 Forcing variables carry a ``time`` dim where they vary in time, a ``month`` dim (12) where
 they follow a climatology (mapped to each step by the month of its time stamp), or neither
-(constant), plus ``layer`` where layered, as in :func:`xproda.xr_api.steady_state`.
+(constant), plus ``layer`` where layered, as in :func:`xproda.xr.api.steady_state`.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import contract, conventions, engine, grid
-from .engine import gather, kernel_context, scatter
-from .models import FLAGS
-from .models import transient as ktr
-from .models.forcing import FORCING_SCHEMA
-from .options import get_options
+from xproda import conventions, grid
+from xproda.xr import contract
+from xproda.xr import engine
+from xproda.xr.engine import gather, kernel_context, scatter
+from xproda.models import FLAGS
+from xproda.models import transient as ktr
+from xproda.models.forcing import FORCING_SCHEMA
+from xproda.options import get_options
 
 __all__ = ["simulate", "spin_up", "write_simulation", "step_days"]
 
@@ -82,7 +84,7 @@ def _forcing_vars(ds: xr.Dataset, model, required: Sequence[str],
                             f"mapped onto the time steps), found {ds[k].sizes['month']}")
     if not any("time" in ds[k].dims for k in required if k in ds):
         problems.append("no forcing variable has a 'time' dim: a transient run needs "
-                        "time-varying forcing (see xproda.scenarios.repeat_climatology)")
+                        "time-varying forcing (see xproda.xr.scenarios.repeat_climatology)")
     contract.raise_problems(problems)
     conf = contract.conform_forcing(ds, required, steps="time", batch_dims=batch_dims,
                                     model_name=model.name)
@@ -229,7 +231,7 @@ def _plan(ds, params, *, model, reference, normalised, model_options, time_chunk
             f"transient runs are implemented for the linear CLM5 model; got {m.name!r}")
     if "time" not in ds.dims:
         raise ValueError("forcing needs a 'time' dim for a transient run (found dims "
-                         f"{tuple(ds.dims)}); see xproda.scenarios.repeat_climatology")
+                         f"{tuple(ds.dims)}); see xproda.xr.scenarios.repeat_climatology")
     if int(time_chunk) < 1:
         raise ValueError(f"time_chunk must be >= 1, got {time_chunk!r}")
     required = list(m.required_forcing)
@@ -312,9 +314,9 @@ def simulate(
     Parameters
     ----------
     ds : Dataset
-        Forcing as for :func:`xproda.xr_api.steady_state` with a ``time`` dim on the
+        Forcing as for :func:`xproda.xr.api.steady_state` with a ``time`` dim on the
         variables that change (``month`` climatologies and constant variables are allowed;
-        see :mod:`xproda.scenarios` to build scenarios).  Litter inputs in g C m-2 month-1.
+        see :mod:`xproda.xr.scenarios` to build scenarios).  Litter inputs in g C m-2 month-1.
     params : DataArray or Dataset
         Normalised parameters (``parameter`` dim) on the grid or one set for all cells.
     model : str, default "clm5"
@@ -335,7 +337,7 @@ def simulate(
     save_soc : bool
         Also return ``soc`` ``(time, layer, <spatial>)`` (g m-3).
     normalised, reference, batch_dims, **model_options
-        As for :func:`xproda.xr_api.steady_state`.
+        As for :func:`xproda.xr.api.steady_state`.
 
     Returns
     -------
@@ -350,7 +352,7 @@ def simulate(
     --------
     >>> import numpy as np, xarray as xr, xproda
     >>> from xproda.testing import forcing_dataset
-    >>> from xproda.scenarios import repeat_climatology
+    >>> from xproda.xr.scenarios import repeat_climatology
     >>> fc = repeat_climatology(forcing_dataset(ny=2, nx=3), years=2)
     >>> out = fc.proda.simulate(xr.DataArray(np.full(21, 0.5), dims="parameter"))
     >>> out["soc_stock"].dims, out.sizes["time"]
@@ -543,7 +545,7 @@ def _assemble(plan, arrays, ds, save_soc) -> xr.Dataset:
     out = out.assign_coords(pool=("pool", list(plan["model"].pools),
                                   {"long_name": "model carbon pool"}))
     out = engine.spatial_metadata(out, ds)
-    from . import __version__
+    from xproda import __version__
 
     out.attrs = engine.global_attrs(
         title="Transient soil organic carbon (clm5 model)",
@@ -625,8 +627,8 @@ def write_simulation(
     Dataset
         The store, opened lazily.
     """
-    from . import io
-    from .io import _read_root, _remove_store, _target
+    from xproda import io
+    from xproda.io import _read_root, _remove_store, _target
 
     target = _target(store, storage_options)
     kw = target.xr_kwargs()
@@ -713,6 +715,6 @@ def _template(part: xr.Dataset, ds: xr.Dataset, T: int) -> xr.Dataset:
 
 
 def _set_done(target, steps: int) -> None:
-    from .io import _set_root_attrs
+    from xproda.io import _set_root_attrs
 
     _set_root_attrs(target, {"xproda_steps_done": int(steps)})

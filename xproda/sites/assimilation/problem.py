@@ -1,9 +1,9 @@
 """Site-level data assimilation problems: the model, the observations and the costs, batched.
 
 :class:`SiteProblem` turns S soil profiles and their forcing into the batched callables the
-samplers and optimisers of :mod:`xproda.assimilation.samplers` need: one call evaluates the
+samplers and optimisers of :mod:`xproda.sites.assimilation.samplers` need: one call evaluates the
 process model for every site and every chain (or start) at once, maps the 20 layer values to
-the observed depths (:class:`xproda.interp.ModelToObs`) and returns a cost or log-density
+the observed depths (:class:`xproda.models.interp.ModelToObs`) and returns a cost or log-density
 per row.  :func:`assimilate` runs a whole assimilation and returns an xarray Dataset.
 
 Row order is site-major everywhere: row ``s * R + r`` is replica ``r`` (chain or start) of
@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import observations as obsmod
-from ..interp import ModelToObs
-from ..models import get_model
-from ..models.base import SoilCarbonModel
-from ..models.forcing import prepare_forcing
-from . import costs
+from xproda.sites import observations as obsmod
+from xproda.models.interp import ModelToObs
+from xproda.models import get_model
+from xproda.models.base import SoilCarbonModel
+from xproda.models.forcing import prepare_forcing
+from xproda.sites.assimilation import costs
 
 __all__ = ["SiteProblem", "assimilate", "LIKELIHOODS"]
 
@@ -48,8 +48,8 @@ class SiteProblem:
     Parameters
     ----------
     profiles : ProfileBatch or DataFrame
-        Observations (see :mod:`xproda.observations`); a DataFrame is packed with
-        :func:`~xproda.observations.pack_profiles` (site order = first appearance).
+        Observations (see :mod:`xproda.sites.observations`); a DataFrame is packed with
+        :func:`~xproda.sites.observations.pack_profiles` (site order = first appearance).
     forcing : mapping or Dataset
         Forcing of each site, batch first ``[S, ...]`` (kernel contract), or a Dataset with one
         batch dim (e.g. ``forcing_grid.proda.sample_sites(...)``).
@@ -91,7 +91,7 @@ class SiteProblem:
         self.batch = _as_batch(profiles)
         S = len(self.batch)
         if isinstance(forcing, xr.Dataset):
-            from ..xr_api import forcing_arrays
+            from xproda.xr.api import forcing_arrays
 
             forcing = forcing_arrays(forcing, model=self.model)
         n_f = {k: np.shape(v)[0] for k, v in forcing.items()}
@@ -256,7 +256,7 @@ def assimilate(
         ``rmse``, ``nse``, ``bias`` of the posterior mean (or MAP), ``site`` ids, lat/lon,
         and the number of model evaluations.
     """
-    from . import samplers
+    from xproda.sites.assimilation import samplers
 
     prob = SiteProblem(profiles, forcing, model=model, reference=reference,
                        likelihood=likelihood, mapping=mapping, free=free, fixed=fixed,

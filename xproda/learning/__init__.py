@@ -1,0 +1,1 @@
+"""Learning parameters from covariates: networks, training, cross-validation and baselines."""

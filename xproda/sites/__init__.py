@@ -1,0 +1,1 @@
+"""Site-level work: soil-profile observations and data assimilation."""
