@@ -132,12 +132,12 @@ def test_map_plot_errors():
         plotting.map_plot(_field() * np.nan)
 
 
-def test_observed_vs_predicted_annotates_skill():
+def test_predicted_vs_observed_annotates_skill():
     rng = np.random.default_rng(0)
     obs = rng.lognormal(9, 1, size=(20, 4))
     mod = obs * rng.lognormal(0, 0.1, size=obs.shape)
     obs[0, 3] = np.nan
-    ax = plotting.observed_vs_predicted(obs, mod)
+    ax = plotting.predicted_vs_observed(mod, obs)
     try:
         assert "observed SOC" in ax.get_xlabel() and "g C m⁻³" in ax.get_xlabel()
         assert "predicted SOC" in ax.get_ylabel()

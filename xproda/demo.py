@@ -505,7 +505,7 @@ def _figures(figdir: Path, *, res, truth, truth_run, world, model, cue, recovery
 
     # held-out skill
     fig, ax = plt.subplots(figsize=(5.5, 5.5), layout="constrained")
-    plotting.observed_vs_predicted(obs, mod_obs, ax=ax, log=True, units="g C m-3",
+    plotting.predicted_vs_observed(mod_obs, obs, ax=ax, log=True, units="g C m-3",
                                    title=f"Held-out profiles ({len(data_te)} sites)")
     fig.savefig(figdir / "observed_vs_predicted.png", dpi=110)
     plt.close(fig)

@@ -9,7 +9,7 @@ axes (or array of axes), so figures can be composed and saved with ``fig.savefig
 * :func:`map_plot` -- a global latitude/longitude map of a 2-D field with a colour bar
   labelled with the variable's ``long_name`` and ``units``; cells without data (ocean) are
   left blank on a light-grey background.
-* :func:`observed_vs_predicted` -- scatter of modelled against observed values with the 1:1
+* :func:`predicted_vs_observed` -- scatter of modelled against observed values with the 1:1
   line and the skill (R^2, RMSE; :func:`xproda.learning.crossval.skill_scores`).
 * :func:`depth_profile` -- observed layers and modelled SOC profiles for a few sites.
 * :func:`loss_curve` -- training and validation loss per epoch
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["map_plot", "observed_vs_predicted", "depth_profile", "loss_curve", "pretty_units"]
+__all__ = ["map_plot", "predicted_vs_observed", "depth_profile", "loss_curve", "pretty_units"]
 
 #: Background of map axes: the colour of cells without data (ocean, ice).
 NO_DATA_COLOUR = "#d9d9d9"
@@ -192,9 +192,9 @@ def map_plot(
     return ax
 
 
-def observed_vs_predicted(
-    obs: Any,
+def predicted_vs_observed(
     mod: Any,
+    obs: Any,
     *,
     ax: Any = None,
     log: bool = True,
@@ -207,8 +207,9 @@ def observed_vs_predicted(
 
     Parameters
     ----------
-    obs, mod : array_like
-        Observed and modelled values of the same shape (e.g. SOC density at the observed
+    mod, obs : array_like
+        Modelled and observed values of the same shape (the ``(mod, obs)`` order of every
+        xproda function taking such a pair (e.g. SOC density at the observed
         layers, ``[S, D]``); NaN entries (padding) are ignored.
     ax : matplotlib.axes.Axes, optional
     log : bool, default True

@@ -20,7 +20,7 @@ DEFAULT_CONTROL_GROUPS = ("A", "K", "Xi", "V", "I", "NPP")
 
 def component_control(
     ds: xr.Dataset,
-    theta: xr.DataArray | xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
     *,
     groups: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_CONTROL_GROUPS,
     model: str | SoilCarbonModel = "clm5",
@@ -38,7 +38,7 @@ def component_control(
     ----------
     ds : Dataset
         Forcing, optionally with a land fraction variable.
-    theta : DataArray or Dataset
+    params : DataArray or Dataset
         Normalised parameters on the forcing grid (the "fully varying" map, component 1).
     groups : sequence of str or mapping, keyword-only
         As for :func:`~xproda.analysis.sensitivity`; default A, K, Xi, V, I and NPP.
@@ -75,7 +75,7 @@ def component_control(
     grp = _common.resolve_groups(m, groups)
     labels = list(grp)
     lf = _common.land_fraction_of(ds, land_fraction)
-    th = xr_api.parameters_to_dataarray(theta, m)
+    th = xr_api.parameters_to_dataarray(params, m)
     sdims = spatial.spatial_dims(th)
     w = _common.cell_weights(th, lf)
     th_mean = _common.weighted_mean(th, w, sdims)  # (parameter,)

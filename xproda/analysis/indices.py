@@ -65,7 +65,7 @@ def bulk_indices_columns(model: SoilCarbonModel, theta, forcing: Mapping) -> dic
             f"bulk indices are implemented for model 'clm5' only, got {model.name!r} "
             "(the microbial indices of spec §8.3 are not built yet)")
     numpy_out = not isinstance(theta, torch.Tensor)
-    th, f, n, _ = model._prepare(theta, forcing)
+    th, f, n, _ = model.prepare_inputs(theta, forcing)
     ss = model.steady_state(th, f)
     p = model.parameters.physical_dict(th)
     X = ss["pools"]  # [n, 20, 7] g m-3
@@ -84,7 +84,7 @@ def bulk_indices_columns(model: SoilCarbonModel, theta, forcing: Mapping) -> dic
     frac = {1: p["fl1s1"], 2: p["fl2s1"], 3: p["fl3s2"], 4: p["fs1s2"] + p["fs1s3"],
             5: p["fs2s1"] + p["fs2s3"], 6: p["fs3s1"]}
     A = sum(frac[q] * G[q] for q in G) / sum(G.values())
-    _, diag, _ = model._transport(p["diffus"], p["cryo"], f)
+    _, diag, _ = model.transport_bands(p["diffus"], p["cryo"], f)
     V = fmod.DAYS_PER_YEAR * (diag * soc_dz).sum(-1) / tot
     nb = None if model.options.inputs_below_bedrock else f["nbedrock"]
     prof = fmod.input_profile(p["beta"], f["ALTMAX_LASTYEAR"], nb)

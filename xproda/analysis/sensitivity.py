@@ -39,7 +39,7 @@ def _levels(levels: Sequence[float]) -> np.ndarray:
     return lv
 
 
-def _finite_experiments(ds, theta, m, groups, lv, space):
+def _finite_experiments(ds, params, m, groups, lv, space):
     """Theta and forcing with ``(group, level)`` dims for all experiments (lazy)."""
     G = _common.group_matrix(m, groups)  # [G, P]
     fac = 1.0 + lv[None, :, None] * G[:, None, :]  # [G, L, P]
@@ -47,7 +47,7 @@ def _finite_experiments(ds, theta, m, groups, lv, space):
     factor = xr.DataArray(fac, dims=("group", "level", "parameter"),
                           coords={"group": labels, "level": lv,
                                   "parameter": list(m.parameters.names)})
-    th = xr_api.parameters_to_dataarray(theta, m)
+    th = xr_api.parameters_to_dataarray(params, m)
     th_p = _common.perturbed_theta(th, factor, m, space=space)
     inp = np.array([[1.0 + d if g == _common.INPUTS else 1.0 for d in lv] for g in labels])
     inp = xr.DataArray(inp, dims=("group", "level"), coords={"group": labels, "level": lv})
@@ -56,7 +56,7 @@ def _finite_experiments(ds, theta, m, groups, lv, space):
 
 def sensitivity(
     ds: xr.Dataset,
-    theta: xr.DataArray | xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
     *,
     groups: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_GROUPS,
     levels: Sequence[float] = DEFAULT_LEVELS,
@@ -76,7 +76,7 @@ def sensitivity(
     ds : Dataset
         Forcing (as for :func:`xproda.xr.api.steady_state`), optionally with a land
         fraction variable.
-    theta : DataArray or Dataset
+    params : DataArray or Dataset
         Normalised parameters on the forcing grid (e.g. a network's prediction).
     groups : sequence of str or mapping, keyword-only
         Groups of the model's :class:`~xproda.ParameterSpace` (clm5: ``A`` transfer
@@ -132,7 +132,7 @@ def sensitivity(
     grp = _common.resolve_groups(m, groups)
     lv = _levels(levels)
     lf = _common.land_fraction_of(ds, land_fraction)
-    th_p, ds_p = _finite_experiments(ds, theta, m, grp, lv, space)
+    th_p, ds_p = _finite_experiments(ds, params, m, grp, lv, space)
     out = xr_api.steady_state(ds_p, th_p, model=m, batch_dims=("group", "level"))
     stock = _common.stock_of(out["soc"], depth)
     sdims = spatial.spatial_dims(stock)
@@ -192,7 +192,7 @@ def _gradient_columns(th, f, *, model, gmat, inputs_col, weights, space):
 
 def sensitivity_gradient(
     ds: xr.Dataset,
-    theta: xr.DataArray | xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
     *,
     groups: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_GROUPS,
     model: str | SoilCarbonModel = "clm5",
@@ -208,7 +208,7 @@ def sensitivity_gradient(
 
     Parameters
     ----------
-    ds, theta, groups, model, space, depth, land_fraction
+    ds, params, groups, model, space, depth, land_fraction
         As for :func:`sensitivity`.
 
     Returns
@@ -238,7 +238,7 @@ def sensitivity_gradient(
         return _gradient_columns(th, f, model=m, gmat=gmat, inputs_col=inputs_col,
                                  weights=weights, space=space)
 
-    stock, grad = _common.gridded_columns(ds, theta, m, fn, [(), (len(labels),)],
+    stock, grad = _common.gridded_columns(ds, params, m, fn, [(), (len(labels),)],
                                           [[], ["group"]])
     grad = grad.assign_coords(group=labels)
     sdims = spatial.spatial_dims(stock)
@@ -259,7 +259,7 @@ def sensitivity_gradient(
 
 def compare_sensitivities(
     ds: xr.Dataset,
-    theta: xr.DataArray | xr.Dataset,
+    params: xr.DataArray | xr.Dataset,
     *,
     groups: Sequence[str] | Mapping[str, Sequence[str]] = DEFAULT_GROUPS,
     delta: float = 0.01,
@@ -274,7 +274,7 @@ def compare_sensitivities(
     ----------
     delta : float, keyword-only, default 0.01
         Relative perturbation of the finite runs (``+delta`` and ``-delta``).
-    ds, theta, groups, model, space, depth, land_fraction
+    ds, params, groups, model, space, depth, land_fraction
         As for :func:`sensitivity`.
 
     Returns
@@ -288,9 +288,9 @@ def compare_sensitivities(
     """
     if not 0 < float(delta) < 1:
         raise ValueError(f"delta: expected a relative change in (0, 1), found {delta}")
-    fin = sensitivity(ds, theta, groups=groups, levels=(-delta, delta), model=model,
+    fin = sensitivity(ds, params, groups=groups, levels=(-delta, delta), model=model,
                       space=space, depth=depth, land_fraction=land_fraction)
-    grd = sensitivity_gradient(ds, theta, groups=groups, model=model, space=space,
+    grd = sensitivity_gradient(ds, params, groups=groups, model=model, space=space,
                                depth=depth, land_fraction=land_fraction)
     maps = fin["soc_stock"]
     valid = maps.notnull().all(("group", "level")) & grd["dsoc_stock"].notnull().all("group")

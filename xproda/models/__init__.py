@@ -11,6 +11,12 @@ from xproda.models.parameters import (
     Parameter,
     ParameterSpace,
 )
+from xproda.models import transient
+
+# transient runs of the CLM5 model as methods: transient builds on clm5, so clm5 itself does
+# not import transient (no import cycle); the functions take the model as first argument
+CLM5Model.simulate = transient.simulate
+CLM5Model.spin_up = transient.spin_up
 
 __all__ = [
     "get_model",

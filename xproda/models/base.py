@@ -154,7 +154,8 @@ class SoilCarbonModel:
     # ---------------------------------------------------------------------------------------
     # inputs
     # ---------------------------------------------------------------------------------------
-    def _prepare(self, theta, forcing: Mapping, required=None, steps=fmod.N_MONTHS):
+    def prepare_inputs(self, theta, forcing: Mapping, required=None, steps=fmod.N_MONTHS):
+        """Validated tensors ``(theta [n, P], forcing, n, numpy_out)`` of a kernel call."""
         fmod.check_mapping(forcing)
         numpy_out = not isinstance(theta, torch.Tensor) and not any(
             isinstance(v, torch.Tensor) for v in forcing.values()
@@ -192,7 +193,8 @@ class SoilCarbonModel:
         return th
 
     @staticmethod
-    def _nan_rows(th: torch.Tensor, f: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def nan_rows(th: torch.Tensor, f: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Columns without data (``[n]`` bool): a NaN in theta or in any forcing variable."""
         bad = torch.isnan(th).any(-1)
         for t in f.values():
             bad = bad | torch.isnan(t).reshape(t.shape[0], -1).any(-1)
@@ -204,10 +206,10 @@ class SoilCarbonModel:
         ``M[j, j-1]``, ``M[j, j]``, ``M[j, j+1]`` of the operator in ``dC/dt = ... - M C`` for
         the given parameters and forcing (see :mod:`xproda.models.transport`).
         """
-        th, f, n, numpy_out = self._prepare(theta, forcing)
+        th, f, n, numpy_out = self.prepare_inputs(theta, forcing)
         p = self.parameters.physical_dict(th)
         bio, cryo = (p[k] for k in self.transport_parameters)
-        bands = self._transport(bio, cryo, f)
+        bands = self.transport_bands(bio, cryo, f)
         return tuple(b.detach().cpu().numpy() for b in bands) if numpy_out else bands
 
     # ---------------------------------------------------------------------------------------
@@ -228,7 +230,8 @@ class SoilCarbonModel:
     # ---------------------------------------------------------------------------------------
     # shared stages
     # ---------------------------------------------------------------------------------------
-    def _transport(self, bio, cryo, f):
+    def transport_bands(self, bio, cryo, f):
+        """Annual-mean vertical transport operator (tridiagonal bands) of every column."""
         return transport.mean_operator(
             bio, cryo, f, conservative=self.options.conservative_transport
         )
@@ -238,7 +241,7 @@ class SoilCarbonModel:
         u = fmod.annual_inputs(f) if u is None else u
         nb = None if self.options.inputs_below_bedrock else f["nbedrock"]
         prof = fmod.input_profile(beta, f["ALTMAX_LASTYEAR"], nb)
-        dz = _dz(beta)
+        dz = layer_thickness(beta)
         dens = u.unsqueeze(1) * (prof / (dz * fmod.DAYS_PER_YEAR)).unsqueeze(-1)
         return dens, u
 
@@ -272,7 +275,7 @@ class SoilCarbonModel:
         ``eps * leak_k / (dz_k (K_min + V_kk))`` estimates the relative error.
         """
         lo, di, up = vbands_lf
-        dz = _dz(di).reshape(-1, 1)
+        dz = layer_thickness(di).reshape(-1, 1)
         col = dz * di
         col = col + torch.cat([torch.zeros_like(di[:1]), dz[:-1] * up[:-1]], 0)
         col = col + torch.cat([dz[1:] * lo[1:], torch.zeros_like(di[:1])], 0)
@@ -311,7 +314,7 @@ class SoilCarbonModel:
 
     def _finish(self, pools, extra, th, f, flags_extra, *, cond=None):
         """Common post-processing: negatives, flags, NaN, stocks; ``pools`` ``[n, 20, P]``."""
-        dz = _dz(pools)
+        dz = layer_thickness(pools)
         opts = self.options
         pd = pools.detach()
         finite = torch.isfinite(pd.sum((-1, -2)))  # NaN/inf anywhere make the sum non-finite
@@ -320,7 +323,7 @@ class SoilCarbonModel:
         if bool(finite.all()):
             nan_rows = torch.zeros_like(finite)
         else:  # tell missing data from a singular system only where needed
-            nan_rows = self._nan_rows(th, f)
+            nan_rows = self.nan_rows(th, f)
         lo, hi = pd.amin((-1, -2)), pd.amax((-1, -2))
         significant_neg = torch.zeros_like(finite)
         if bool((lo < 0).any()):  # negatives are rare: handle them only when present
@@ -361,7 +364,8 @@ class SoilCarbonModel:
         return out
 
 
-def _dz(like: torch.Tensor) -> torch.Tensor:
+def layer_thickness(like: torch.Tensor) -> torch.Tensor:
+    """Thickness (m) of the 20 decomposition layers, dtype/device of ``like``."""
     return torch.tensor(grid.DZ[: grid.N_LAYERS], dtype=like.dtype, device=like.device)
 
 

@@ -7,20 +7,17 @@ CLM5 matrix form ``dX/dt = I + A K X - V X`` (days, g C m-3).  The steady state
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import Literal, Mapping
 
 import torch
 
 from xproda.models import forcing as fmod
 from xproda.models import transport
-from xproda.models.base import SoilCarbonModel, SteadyState, _dz, lf
+from xproda.models.base import SoilCarbonModel, SteadyState, layer_thickness, lf
 from xproda.models.clm5_defaults import CLM5_DEFAULTS, sand_dependent_fractions
 from xproda.models.parameters import CLM5_PARAMETERS
 from xproda.models import fused as _fused
 from xproda.models.solve import block3_thomas
-
-if TYPE_CHECKING:  # imported lazily at run time (transient imports this module)
-    from xproda.models import transient
 
 __all__ = ["CLM5Model"]
 
@@ -81,47 +78,17 @@ class CLM5Model(SoilCarbonModel):
             ``soc_stock`` ``[n]`` g C m-2 (0-8.6 m), fluxes, ``flags`` and ``valid``.  Numpy
             in gives numpy out; torch in gives torch out (differentiable).
         """
-        th, f, n, numpy_out = self._prepare(theta, forcing)
+        th, f, n, numpy_out = self.prepare_inputs(theta, forcing)
         return self._chunked(th, f, numpy_out, self._steady_state)
 
     def _steady_state(self, th, f) -> SteadyState:
-        return self._run(self._physical(th), f, th)
+        return self._run(self.physical_parameters(th), f, th)
 
-    def _physical(self, th) -> dict:
+    def physical_parameters(self, th) -> dict:
+        """Physical parameter values ``{name: [n]}`` of normalised ``th [n, P]``."""
         p = self.parameters.physical_dict(th)
         p["froz_q10"] = p["q10"]  # PRODA ties the frozen Q10 to Q10 (spec §2.5)
         return p
-
-    def simulate(self, theta, forcing: Mapping, **options) -> "transient.Simulation":
-        """Transient run under time-varying forcing (implicit monthly or any steps).
-
-        ``forcing`` holds ``T`` time steps where the steady state has 12 months; the run
-        starts from the periodic state of the first year by default.  Keyword options and
-        outputs: :func:`xproda.models.transient.simulate`.
-
-        Examples
-        --------
-        >>> import numpy as np, xproda
-        >>> from xproda.models.transient import repeat_forcing
-        >>> from xproda.testing import random_forcing
-        >>> m = xproda.get_model("clm5")
-        >>> f = repeat_forcing(random_forcing(2), years=2)  # two years of monthly steps
-        >>> out = m.simulate(np.full((2, 21), 0.5), f)
-        >>> out["soc_stock"].shape
-        (2, 24)
-        """
-        from xproda.models import transient
-
-        return transient.simulate(self, theta, forcing, **options)
-
-    def spin_up(self, theta, forcing: Mapping, **options) -> "transient.SpinUp":
-        """Periodic state of cyclic forcing by the semi-analytic (matrix) spin-up.
-
-        Keyword options and outputs: :func:`xproda.models.transient.spin_up`.
-        """
-        from xproda.models import transient
-
-        return transient.spin_up(self, theta, forcing, **options)
 
     def default_steady_state(
         self,
@@ -179,7 +146,7 @@ class CLM5Model(SoilCarbonModel):
         p["w-scaling"] = None  # CLM's W_SCALAR unscaled
         dens = None
         if input_profile == "clm":
-            dz = _dz(th)
+            dz = layer_thickness(th)
             per_layer = torch.stack(
                 [fmod.nansum_months(f[k]) for k in fmod.LAYER_INPUTS], dim=-1
             )  # [n, 20, 4] g C m-3 yr-1
@@ -227,7 +194,7 @@ class CLM5Model(SoilCarbonModel):
 
     def _assemble(self, p, f, inputs=None):
         K = self.rates(p, f)  # [n,20,7]
-        vb = self._transport(p["diffus"], p["cryo"], f)
+        vb = self.transport_bands(p["diffus"], p["cryo"], f)
         dens, _ = self._input_density(p["beta"], f) if inputs is None else inputs
         return K, vb, dens
 
@@ -239,7 +206,7 @@ class CLM5Model(SoilCarbonModel):
         that ``X = solve(L, I)`` is the steady state before clipping.  Never used on the hot
         path: :meth:`steady_state` solves the same system in O(20 * 3^3) per column.
         """
-        th, f, n, _ = self._prepare(theta, forcing)
+        th, f, n, _ = self.prepare_inputs(theta, forcing)
         p = self.parameters.physical_dict(th)
         K, (lo, di, up), dens = self._assemble(p, f)
         nl, npool = K.shape[1], K.shape[2]
@@ -327,7 +294,7 @@ class CLM5Model(SoilCarbonModel):
             pools = self._pools_torch(K, vb, dens, p)
         # heterotrophic respiration: respired fraction of each donor's decomposition flux
         rf = self.respired_fractions(fr)
-        dz = _dz(K)
+        dz = layer_thickness(K)
         resp = (rf * K * pools).sum(-1)  # g C m-3 day-1 per layer
         respiration = (resp * dz).sum(-1) * fmod.DAYS_PER_YEAR
         input_total = (dens.sum(-1) * dz).sum(-1) * fmod.DAYS_PER_YEAR

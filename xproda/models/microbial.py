@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 
 from xproda.models import forcing as fmod
-from xproda.models.base import FLAGS, SoilCarbonModel, SteadyState, _dz, lf
+from xproda.models.base import FLAGS, SoilCarbonModel, SteadyState, layer_thickness, lf
 from xproda.models.parameters import MICROBIAL_PARAMETERS
 
 __all__ = ["MicrobialModel", "EFOLDING"]
@@ -66,7 +66,7 @@ class MicrobialModel(SoilCarbonModel):
             ``pools`` ``[n, 20, 8]`` g C m-3, ``soc`` ``[n, 20]`` (DOC+MIC+ENZ+SOC, g C m-3),
             ``soc_stock`` ``[n]`` g C m-2, fluxes, ``flags``, ``valid``.
         """
-        th, f, n, numpy_out = self._prepare(theta, forcing)
+        th, f, n, numpy_out = self.prepare_inputs(theta, forcing)
         return self._chunked(th, f, numpy_out, self._steady_state)
 
     def _steady_state(self, th, f) -> SteadyState:
@@ -91,7 +91,7 @@ class MicrobialModel(SoilCarbonModel):
         k_l2 = xi * nn / (day * p["tau4l2"]).unsqueeze(-1)
         k_l3 = k_l2
 
-        vb = self._transport(p["bio"], p["cryo"], f)
+        vb = self.transport_bands(p["bio"], p["cryo"], f)
         dens, u = self._input_density(p["beta"], f)
         vb_lf = tuple(lf(b) for b in vb)
         ins = [lf(dens[..., i]) for i in range(4)]
@@ -137,7 +137,7 @@ class MicrobialModel(SoilCarbonModel):
         doc, mic = soil[..., 0], soil[..., 1]
         pools = torch.cat([litter, soil], dim=-1)  # [n,20,8]
 
-        dz = _dz(xi)
+        dz = layer_thickness(xi)
         uptake = v_u * xi * mic * doc / (k_a * xi + doc)
         resp = (
             (1 - pl1) * (1 - cue1) * d1

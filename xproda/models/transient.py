@@ -58,7 +58,8 @@ from xproda.options import current as _option
 from xproda.models import fused as _fused
 from xproda.models import forcing as fmod
 from xproda.models import transport
-from xproda.models.base import FLAGS, _dz, lf
+from xproda.models.base import FLAGS, layer_thickness, lf
+from xproda.models.clm5 import CLM5Model
 from xproda.models.solve import block3_thomas, thomas
 
 __all__ = [
@@ -221,8 +222,6 @@ class StepOperators:
 
     def environment(self, t0: int = 0, t1: int | None = None):
         """Environmental modifiers of steps ``t0:t1`` (CWD/SOM, litter), ``[n, T, L]``."""
-        from xproda.models.clm5 import CLM5Model
-
         p = {"q10": self.q10, "froz_q10": self.q10, "w-scaling": self.w_scaling}
         return CLM5Model.environment(p, {k: v[:, t0:t1] for k, v in self.forcing.items()})
 
@@ -307,7 +306,7 @@ def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOper
     g = fmod.jackson_weights(p["beta"]).unsqueeze(1)  # [n, 1, L]
     nbk = None if model.options.inputs_below_bedrock else nb.unsqueeze(-1)
     prof = fmod.profile_from_weights(g, (alt_ly > 0).unsqueeze(-1), nbk)  # [n, B, L]
-    profile = prof * (_PER_DAY / _dz(prof))
+    profile = prof * (_PER_DAY / layer_thickness(prof))
     inputs = torch.stack([f[k] for k in fmod.LITTER_INPUTS], -1)  # [n, T, 4]
     fractions = model.fraction_array(p, n, L)
     return StepOperators(
@@ -380,7 +379,7 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
     fv = [ops.forcing[k] for k in _RATE_FORCING]
     tensors = (ops.kb, ops.q10, ops.w_scaling, *fv, ops.lower, ops.diag, ops.upper,
                ops.profile, ops.inputs, ops.fractions, x)
-    dz = _dz(x)
+    dz = layer_thickness(x)
     if _fused.fused_applicable(*tensors):
         np_ = lambda t: t.detach().numpy()  # noqa: E731
         state = np.array(np_(x), dtype=np.float64, order="C", copy=True)
@@ -413,8 +412,6 @@ def _apply_torch(K, bands, fractions, x):
 
 
 def _integrate_torch(ops, x, dz, save_soc, increments=False):
-    from xproda.models.clm5 import CLM5Model
-
     rf = CLM5Model.respired_fractions(ops.fractions)
     outs: dict[str, list] = {k: [] for k in ("total_carbon", "soc_stock", "respiration", "input")}
     socs = []
@@ -460,10 +457,10 @@ def mean_state(ops: StepOperators) -> torch.Tensor:
 # drivers
 # -------------------------------------------------------------------------------------------
 def _prepare(model, theta, forcing, dt):
-    th, f, n, numpy_out = model._prepare(theta, forcing, steps=None)
+    th, f, n, numpy_out = model.prepare_inputs(theta, forcing, steps=None)
     T = f["TSOI"].shape[1]
     dts = step_lengths(dt, T, dtype=th.dtype, device=th.device)
-    p = model._physical(th)
+    p = model.physical_parameters(th)
     return th, f, n, numpy_out, p, dts
 
 
@@ -529,9 +526,9 @@ def spin_up(
     elif semi:
         X = mean_state(ops)
     else:
-        X = torch.zeros((n, _dz(th).shape[0], 7), dtype=th.dtype, device=th.device)
+        X = torch.zeros((n, layer_thickness(th).shape[0], 7), dtype=th.dtype, device=th.device)
     X = X.to(th.dtype)
-    no_data = ~torch.isfinite(X.detach()).all(-1).all(-1) | model._nan_rows(th, f)
+    no_data = ~torch.isfinite(X.detach()).all(-1).all(-1) | model.nan_rows(th, f)
     cycles = torch.zeros(n, dtype=torch.int64)
     change = torch.full((n,), math.nan, dtype=th.dtype)
     active = torch.nonzero(~no_data.cpu()).reshape(-1)
@@ -582,7 +579,7 @@ def spin_up(
     flags = torch.where(no_data.cpu(), FLAGS["no_data"], 0)
     flags = flags | torch.where(~converged & ~no_data.cpu(), FLAGS["not_converged"], 0)
     X = torch.where(no_data.reshape(-1, 1, 1), torch.full_like(X, math.nan), X)
-    dz = _dz(X)
+    dz = layer_thickness(X)
     soc = X[..., 4:].sum(-1)
     out = SpinUp(pools=X, soc=soc, soc_stock=(soc * dz).sum(-1), cycles=cycles, change=change,
                  converged=converged, flags=flags, valid=flags == 0)
@@ -643,6 +640,22 @@ def simulate(
     Simulation
         Numpy in gives numpy out; torch in gives torch out (differentiable on the torch
         path: CUDA, float32 or autograd).
+
+    Notes
+    -----
+    Also the method ``CLM5Model.simulate(theta, forcing, **options)`` (attached by
+    :mod:`xproda.models`; this module builds on :mod:`xproda.models.clm5`, not the reverse).
+
+    Examples
+    --------
+    >>> import numpy as np, xproda
+    >>> from xproda.models.transient import repeat_forcing
+    >>> from xproda.testing import random_forcing
+    >>> m = xproda.get_model("clm5")
+    >>> f = repeat_forcing(random_forcing(2), years=2)  # two years of monthly steps
+    >>> out = m.simulate(np.full((2, 21), 0.5), f)
+    >>> out["soc_stock"].shape
+    (2, 24)
     """
     th, f, n, numpy_out, p, dts = _prepare(model, theta, forcing, dt)
     T = dts.shape[0]
@@ -682,7 +695,7 @@ def simulate(
     res = out_parts[0] if len(out_parts) == 1 else {
         k: torch.cat([q[k] for q in out_parts], 0) for k in out_parts[0]}
     X1 = torch.cat(finals, 0)
-    dz = _dz(X1)
+    dz = layer_thickness(X1)
     out = Simulation(pools=X1, initial_pools=X0)
     out.update(res)
     out["net_flux"] = res["input"] - res["respiration"]
@@ -732,7 +745,7 @@ def _state(x0: Any, n: int, th: torch.Tensor) -> torch.Tensor:
             raise ValueError("x0 mapping must hold 'pools' [n, 20, 7] (g C m-3)")
         x0 = x0["pools"]
     x = fmod.as_tensor(x0, name="x0", dtype=th.dtype, device=th.device)
-    L = _dz(th).shape[0]
+    L = layer_thickness(th).shape[0]
     if x.ndim != 3 or x.shape[1:] != (L, 7) or x.shape[0] not in (1, n):
         raise ValueError(f"x0 must have shape [n={n}, {L}, 7] (pools, g C m-3), got {tuple(x.shape)}")
     if bool((x.detach() < 0).any()):

@@ -184,14 +184,14 @@ def _predict_block(x, net, n_out, dtype):
     ok = np.isfinite(flat).all(-1)
     out = np.full((flat.shape[0],) + n_out, np.nan, dtype=dtype)
     if ok.any():
-        y = _call_net(net, np.ascontiguousarray(flat[ok]))
+        y = apply_net(net, np.ascontiguousarray(flat[ok]))
         if y.shape != (int(ok.sum()),) + n_out:
             raise ValueError(f"net returned shape {y.shape}, expected {(int(ok.sum()),) + n_out}")
         out[ok] = y
     return out.reshape(batch + n_out)
 
 
-def _call_net(net, x: np.ndarray) -> np.ndarray:
+def apply_net(net, x: np.ndarray) -> np.ndarray:
     import torch
 
     if hasattr(net, "predict") and hasattr(net, "feature_names") and isinstance(

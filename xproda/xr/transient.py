@@ -182,7 +182,7 @@ def _init_block(theta, *arrays, names, kinds, month_idx, dt, model, opts, mode, 
                 res = model.spin_up(th, fk, dt=dt, **options)
                 pools, cyc, flg = res["pools"], res["cycles"], res["flags"]
             else:
-                ops = ktr.build_operators(model, model._physical(torch.as_tensor(th)),
+                ops = ktr.build_operators(model, model.physical_parameters(torch.as_tensor(th)),
                                           {k: torch.as_tensor(v) for k, v in fk.items()},
                                           torch.as_tensor(dt))
                 pools = ktr.mean_state(ops).numpy()
