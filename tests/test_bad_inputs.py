@@ -473,3 +473,22 @@ def test_random_extra_dims_refused_or_declared(ds, ref, data):
     out = _run(bad, batch_dims=[dim])
     assert out.sizes[dim] == n
     np.testing.assert_array_equal(out.isel({dim: n - 1}).values, ref.values)
+
+
+# ------------------------------------------------------------------------------------ docs
+def test_docs_table_matches_the_schema():
+    """The forcing table of docs/user-guide/input-contract.md is the schema's."""
+    import pathlib
+
+    from xproda.xr.contract import core_dims
+
+    doc = pathlib.Path(__file__).parents[1] / "docs" / "user-guide" / "input-contract.md"
+    if not doc.exists():  # pragma: no cover - docs not shipped
+        pytest.skip("docs not present")
+    text = doc.read_text()
+    for k, v in FORCING_SCHEMA.items():
+        lo = "" if v.minimum is None else f"{v.minimum:g}"
+        hi = "" if v.maximum is None else f"{v.maximum:g}"
+        row = (f"| `{k}` | ({', '.join(core_dims(k))}, ...) | `{v.units}` | {lo} .. {hi} | "
+               f"{'yes' if v.required else 'no'} | {'integer' if v.integer else ''} |")
+        assert row in text, row
