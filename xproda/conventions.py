@@ -31,7 +31,8 @@ from xproda import grid
 __all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
-           "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO"]
+           "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
+           "CLIMATE", "TRANSIENT"]
 
 CF_CONVENTIONS = "CF-1.10"
 
@@ -110,6 +111,11 @@ COORDINATES: dict[str, dict[str, Any]] = {
     "depth": {"standard_name": "depth", "long_name": "depth of the layer node", "units": "m",
               "positive": "down", "axis": "Z", "bounds": "depth_bounds"},
     "depth_bounds": {"long_name": "depth of the layer interfaces", "units": "m"},
+    "pool": {"long_name": "model carbon pool"},
+    "depth_top": {"long_name": "top of the depth interval", "units": "m", "positive": "down"},
+    "depth_bottom": {"long_name": "bottom of the depth interval", "units": "m",
+                     "positive": "down"},
+    "time": {"standard_name": "time", "long_name": "start of the time step"},
 }
 
 #: CF standard names of the kernel forcing, only where the CF table has the quantity (the
@@ -359,16 +365,6 @@ DEMO: dict[str, dict[str, Any]] = {
     "theta_truth": {**OUTPUTS["theta"], "long_name": "truth parameters of the synthetic world"},
 }
 
-#: the sections of the registry (``forcing`` is built from the kernel schema on first use)
-SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
-    "indices": INDICES, "sensitivity": SENSITIVITY,
-    "sensitivity_gradient": SENSITIVITY_GRADIENT,
-    "compare_sensitivities": COMPARE_SENSITIVITIES, "control": CONTROL, "skill": SKILL,
-    "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
-}
-
-# == climate: the monthly climate made by xproda.climate ======================================
 # (``from_climate(..., include_climate=True)``, ``monthly_climate_from_bioclim`` and the
 # synthetic world).  CF standard names, checked against the table: ``air_temperature``
 # (canonical K, so degC is fine) is tas.  Precipitation in mm month-1 is a *rate* (length per
@@ -386,9 +382,37 @@ CLIMATE: dict[str, dict[str, Any]] = {
     "pet": {"units": "mm month-1", "cell_methods": "time: mean",
             "long_name": "monthly potential evapotranspiration (Thornthwaite 1948)"},
 }
-SECTIONS["climate"] = CLIMATE
-__all__.append("CLIMATE")
-# == end of the climate section =================================================================
+#: outputs of transient runs (:func:`xproda.xr.transient.simulate`) and scenarios that differ
+#: from the steady-state outputs of :data:`OUTPUTS`
+TRANSIENT: dict[str, dict[str, Any]] = {
+    "soc_stock": {**OUTPUTS["soc_stock"],
+                  "long_name": "soil organic carbon stock at the end of the time step"},
+    "total_carbon": OUTPUTS["total_carbon"],
+    "input": {**OUTPUTS["input"], "long_name": "litter carbon input to the soil column (mean "
+                                              "over the time step, 365-day year)"},
+    "respiration": {**OUTPUTS["respiration"],
+                    "long_name": "heterotrophic respiration of the soil column (mean over the "
+                                 "time step, 365-day year)"},
+    "net_flux": OUTPUTS["net_flux"],
+    "soc": {**OUTPUTS["soc"], "description": "soil organic carbon at the end of each step"},
+    "initial_soc_stock": {**OUTPUTS["soc_stock"],
+                          "long_name": "soil organic carbon stock at the start of the run"},
+    "pools": {**OUTPUTS["pools"],
+              "description": "pools at the end of the run (pass as x0 to continue)"},
+    "soc_change": {"units": "kg m-2", "long_name": "change of the soil organic carbon stock "
+                                                   "over the run (end minus start)"},
+}
+
+#: the sections of the registry (``forcing`` is built from the kernel schema on first use)
+SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
+    "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
+    "indices": INDICES, "sensitivity": SENSITIVITY,
+    "sensitivity_gradient": SENSITIVITY_GRADIENT,
+    "compare_sensitivities": COMPARE_SENSITIVITIES, "control": CONTROL, "skill": SKILL,
+    "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
+    "climate": CLIMATE, "transient": TRANSIENT,
+}
+
 
 
 @functools.cache

@@ -154,7 +154,8 @@ def steady_state(
     if "layer" in out.dims:
         out = out.assign_coords(conventions.layer_coords())
     if pools:
-        out = out.assign_coords(pool=("pool", list(m.pools), {"long_name": "model carbon pool"}))
+        out = out.assign_coords(pool=("pool", list(m.pools),
+                                      conventions.attrs("pool", section="coordinates")))
     out = engine.spatial_metadata(out, ds)
     out.attrs = engine.global_attrs(
         title=f"Steady-state soil organic carbon ({m.name} model)",
@@ -375,8 +376,10 @@ def soc_stock(
         parts = [_weighted_layers(soc, a, b) / 1000.0 for a, b in ivals]
         out = xr.concat(parts, dim="depth_interval")
         out = out.assign_coords(
-            depth_top=("depth_interval", [a for a, _ in ivals], {"units": "m"}),
-            depth_bottom=("depth_interval", [b for _, b in ivals], {"units": "m"}),
+            depth_top=("depth_interval", [a for a, _ in ivals],
+                       conventions.attrs("depth_top", section="coordinates")),
+            depth_bottom=("depth_interval", [b for _, b in ivals],
+                          conventions.attrs("depth_bottom", section="coordinates")),
         )
         label = "the depth_interval"
     out.attrs = conventions.attrs("soc_stock", long_name=f"soil organic carbon stock, {label}")

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from xproda import conventions
 from xproda.models.forcing import LITTER_INPUTS
 
 __all__ = ["repeat_climatology", "warming", "scale_inputs", "apply_anomaly",
@@ -53,7 +54,7 @@ def repeat_climatology(clim: xr.Dataset, *, years: int, start: str = "2001-01-01
     years_ = [one.assign_coords(time=time[12 * y:12 * (y + 1)]) for y in range(int(years))]
     out = xr.concat(years_, dim="time", data_vars="minimal", coords="minimal",
                     compat="override", join="override")
-    out["time"].attrs.update({"standard_name": "time", "long_name": "start of the time step"})
+    out["time"].attrs.update(conventions.attrs("time", section="coordinates"))
     return out
 
 
@@ -189,6 +190,5 @@ def compare_parameters(
     out = xr.concat(runs, dim="experiment", data_vars="all", coords="minimal",
                     compat="override", join="override")
     out["soc_change"] = (out["soc_stock"].isel(time=-1, drop=True) - out["initial_soc_stock"])
-    out["soc_change"].attrs = {"units": "kg m-2", "long_name": "change of the soil organic "
-                               "carbon stock over the run (end minus start)"}
+    out["soc_change"].attrs = conventions.attrs("soc_change", section="transient")
     return out

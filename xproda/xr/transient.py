@@ -512,28 +512,21 @@ def _assemble(plan, arrays, ds, save_soc) -> xr.Dataset:
     if plan["time"] is not None:
         coords["time"] = plan["time"]
     out = xr.Dataset(coords=coords)
-    transient_names = {"respiration": "heterotrophic respiration of the soil column (mean "
-                                      "over the time step, 365-day year)",
-                       "input": "litter carbon input to the soil column (mean over the time "
-                                "step, 365-day year)"}
     for k in _SERIES:
         da = xr.DataArray(arrays[k], dims=(*spatial, "time")).transpose("time", *spatial)
-        extra = {"long_name": transient_names[k]} if k in transient_names else {}
-        da.attrs = conventions.attrs(k, **extra)
+        da.attrs = conventions.attrs(k, section="transient")
         out[k] = da
     if save_soc:
         da = xr.DataArray(arrays["soc"], dims=(*spatial, "time", "layer"))
         out["soc"] = da.transpose("time", "layer", *spatial).assign_attrs(
-            conventions.attrs("soc", description="soil organic carbon at the end of each step"))
+            conventions.attrs("soc", section="transient"))
     dzs = xr.DataArray(grid.DZ[:_L], dims="layer")
     x0 = xr.DataArray(arrays["initial_pools"], dims=(*spatial, "layer", "pool"))
     out["initial_soc_stock"] = ((x0.isel(pool=slice(4, 7)).sum("pool", skipna=False) * dzs)
-                                .sum("layer", skipna=False) / 1000.0).assign_attrs(conventions.attrs(
-                                    "soc_stock", long_name="soil organic carbon stock at the "
-                                                           "start of the run"))
+                                .sum("layer", skipna=False) / 1000.0).assign_attrs(
+        conventions.attrs("initial_soc_stock", section="transient"))
     out["pools"] = xr.DataArray(arrays["pools"], dims=(*spatial, "layer", "pool")).transpose(
-        "layer", "pool", *spatial).assign_attrs(conventions.attrs(
-            "pools", description="pools at the end of the run (pass as x0 to continue)"))
+        "layer", "pool", *spatial).assign_attrs(conventions.attrs("pools", section="transient"))
     out["spinup_cycles"] = xr.DataArray(arrays["spinup_cycles"], dims=spatial).assign_attrs(
         conventions.attrs("spinup_cycles"))
     fl = xr.DataArray(arrays["init_flags"], dims=spatial)
@@ -543,7 +536,7 @@ def _assemble(plan, arrays, ds, save_soc) -> xr.Dataset:
     out["flags"].encoding["fill_value"] = FLAGS["no_data"]
     out = out.assign_coords(conventions.layer_coords())
     out = out.assign_coords(pool=("pool", list(plan["model"].pools),
-                                  {"long_name": "model carbon pool"}))
+                                  conventions.attrs("pool", section="coordinates")))
     out = engine.spatial_metadata(out, ds)
     from xproda import __version__
 
@@ -628,17 +621,17 @@ def write_simulation(
         The store, opened lazily.
     """
     from xproda import io
-    from xproda.io import _read_root, _remove_store, _target
+    from xproda.io.stores import read_root, remove_store, target as store_target
 
-    target = _target(store, storage_options)
+    target = store_target(store, storage_options)
     kw = target.xr_kwargs()
     T = ds.sizes["time"]
     bounds = list(range(0, T, int(time_chunk))) + [T]
     done = 0
-    root = _read_root(target)
+    root = read_root(target)
     exists = root is not None
     if exists and overwrite and not resume:
-        _remove_store(target)
+        remove_store(target)
         exists = False
     if exists and not (resume or overwrite):
         raise FileExistsError(f"{store} exists; pass resume=True to continue it or "
@@ -715,6 +708,6 @@ def _template(part: xr.Dataset, ds: xr.Dataset, T: int) -> xr.Dataset:
 
 
 def _set_done(target, steps: int) -> None:
-    from xproda.io import _set_root_attrs
+    from xproda.io.stores import set_root_attrs
 
-    _set_root_attrs(target, {"xproda_steps_done": int(steps)})
+    set_root_attrs(target, {"xproda_steps_done": int(steps)})
