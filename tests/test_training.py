@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import xproda
 from xproda.learning import crossval
 from xproda.datasets import synthetic_profiles, synthetic_world, truth_at_sites, truth_parameters
+from xproda.learning.forward import SiteTensors
 from xproda.learning.network import ParameterNet, ParameterNetEnsemble
 from xproda.learning.training import (
     CV_METHODS,
@@ -141,8 +142,7 @@ def test_end_to_end_learns(e2e, data):
     # held-out sites, after 25 epochs of a small net: clearly better than theta = 0.5
     assert rep.skill["r2"] > 0.5
     va = crossval.split_sites(data.batch.lat, data.batch.lon, fraction=0.1, seed=1)[1]
-    st_ = train_network.__globals__["_SiteTensors"](data, mapping="layer_mean", device="cpu",
-                                                    net_dtype=torch.float64)
+    st_ = SiteTensors(data, mapping="layer_mean", device="cpu", net_dtype=torch.float64)
     with torch.no_grad():
         i = torch.as_tensor(va)
         mid = st_.soc_at_obs(xproda.get_model("clm5"), torch.full((i.numel(), 21), 0.5), i)
@@ -166,8 +166,7 @@ def test_early_stopping_restores_best(data):
     h = rep.history
     assert rep.stopped_early[0] and len(h) < 60
     assert len(h) == rep.best_epoch[0] + 3  # stopped after `patience` epochs without gain
-    val = train_network.__globals__["_SiteTensors"](data, mapping="layer_mean", device="cpu",
-                                                    net_dtype=torch.float32)
+    val = SiteTensors(data, mapping="layer_mean", device="cpu", net_dtype=torch.float32)
     va = torch.as_tensor(crossval.split_sites(data.batch.lat, data.batch.lon, fraction=0.1,
                                               seed=0)[1])
     with torch.no_grad():

@@ -11,7 +11,7 @@ import xarray as xr
 from xproda import conventions
 from xproda.learning.crossval import skill_scores
 from xproda.models.base import SoilCarbonModel
-from xproda.learning.training import soc_at_observations
+from xproda.learning.forward import soc_at_observations
 from xproda.analysis import common as _common
 
 __all__ = ["covariate_groups", "soc_at_observations", "permutation_importance"]
@@ -35,9 +35,9 @@ def covariate_groups(covariates: xr.Dataset, features: Sequence[str], *,
 
 
 def _predict(net: Any, x: np.ndarray) -> np.ndarray:
-    from xproda.xr.api import _call_net
+    from xproda.xr.api import apply_net
 
-    return _call_net(net, np.ascontiguousarray(x, dtype=np.float64))
+    return apply_net(net, np.ascontiguousarray(x, dtype=np.float64))
 
 
 def permutation_importance(

@@ -2,7 +2,7 @@
 
 A process-guided network should beat a pure machine-learning map on held-out profiles, or at
 least come close while keeping the process model's structure. :func:`fit_baseline` fits such a
-map, and :func:`xproda.learning.training.cross_validate` scores it beside the networks
+map, and :func:`xproda.learning.validation.cross_validate` scores it beside the networks
 (``methods=[..., "gbm", "random_forest"]``) on the same folds.
 
 The baseline
@@ -12,7 +12,7 @@ The baseline
   layer; trees need no scaling, so no statistic of any other fold enters the fit.
 - **Target**: ``log(soc)`` (g C m-3). SOC density spans three orders of magnitude and its
   errors are roughly log-normal; a least-squares fit in log space is the same criterion as the
-  networks' default end-to-end loss (:func:`xproda.learning.training.soc_loss`, ``kind="log"``).
+  networks' default end-to-end loss (:func:`xproda.learning.losses.soc_loss`, ``kind="log"``).
   Predictions are back-transformed with ``exp`` (no smearing correction): they estimate the
   median, not the mean, of SOC given the inputs, as the networks do. Layers with SOC <= 0
   cannot enter a log fit and are skipped (counted in ``BaselineModel.n_skipped``).
@@ -37,12 +37,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from xproda.learning.training import TrainingData
+from xproda.learning.data import TrainingData
 
 __all__ = ["BASELINES", "BaselineModel", "fit_baseline", "baseline_design"]
 

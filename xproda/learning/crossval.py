@@ -3,9 +3,10 @@
 Soil profiles are spatially autocorrelated: a random split puts near-duplicates of training
 sites into the test set and overstates skill. A *spatially blocked* split assigns whole blocks
 of ``block_size`` x ``block_size`` degrees to one side, so test sites are at least a block
-edge away from most training sites (Roberts et al. 2017, Ecography 40:913). Both training
-(:func:`xproda.learning.training.train_network`) and the analyses use the helpers here, so every method
-compared in a cross-validation table sees the same folds.
+edge away from most training sites (Roberts et al. 2017, Ecography 40:913). Training
+(:func:`xproda.learning.trainer.train_network`), cross-validation
+(:func:`xproda.learning.validation.cross_validate`) and the analyses use the helpers here, so
+every method compared in a cross-validation table sees the same folds.
 
 Examples
 --------
