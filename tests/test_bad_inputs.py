@@ -492,3 +492,37 @@ def test_docs_table_matches_the_schema():
         row = (f"| `{k}` | ({', '.join(core_dims(k))}, ...) | `{v.units}` | {lo} .. {hi} | "
                f"{'yes' if v.required else 'no'} | {'integer' if v.integer else ''} |")
         assert row in text, row
+
+
+# ------------------------------------------------------------------- physical parameters
+def _physical(theta_grid):
+    m = xproda.get_model("clm5")
+    phys = m.parameters.to_physical(theta_grid.values)
+    return xr.Dataset({n: (("lat", "lon"), phys[..., i], {"units": p.units})
+                       for i, (n, p) in enumerate(zip(m.parameters.names, m.parameters))},
+                      coords=theta_grid.drop_vars("parameter", errors="ignore").coords)
+
+
+def test_physical_params_in_other_units_are_converted(ds, theta_grid, ref_grid):
+    phys = _physical(theta_grid)
+    np.testing.assert_allclose(_run(ds, phys, normalised=False).values, ref_grid.values,
+                               rtol=1e-10)
+    days = phys.assign(taucwd=(phys["taucwd"] * 365.0).assign_attrs(units="d"),
+                       efolding=(phys["efolding"] * 100).assign_attrs(units="cm"))
+    np.testing.assert_allclose(_run(ds, days, normalised=False).values, ref_grid.values,
+                               rtol=1e-10)
+
+
+def test_physical_params_inconvertible_units_refused(ds, theta_grid):
+    bad = _physical(theta_grid)
+    bad["taucwd"].attrs["units"] = "m"
+    with pytest.raises(UnitsError, match="params: taucwd: units 'm' cannot be converted"):
+        _run(ds, bad, normalised=False)
+
+
+def test_normalised_params_with_physical_units_refused(ds, theta_grid):
+    names = list(xproda.get_model("clm5").parameters.names)
+    normed = theta_grid.assign_coords(parameter=names).to_dataset(dim="parameter")
+    normed["taucwd"].attrs["units"] = "yr"
+    with pytest.raises(UnitsError, match="taucwd has units 'yr', but normalised parameters"):
+        _run(ds, normed)

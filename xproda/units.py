@@ -9,7 +9,9 @@ UDUNITS-style pint registry of :mod:`cf_xarray.units` (``"g m-2 s-1"``, ``"kg/m2
 - the words for "no unit" (``""``, ``"-"``, ``"1"``, ``"none"``, ``"unitless"``,
   ``"fraction"``, ``"dimensionless"``) are ``1``.
 
-Conversions are affine (``y = scale * x + offset``; offsets only for temperatures).  Amounts
+Conversions are affine (``y = scale * x + offset``; offsets only for temperatures).  A year
+has 365 days (CLM5's noleap calendar and PRODA's year; pint's ``year`` is 365.25), except
+between months and years, where pint's month is a twelfth of a year.  Amounts
 *per month* are special: a flux per second (or per day) is turned into a monthly amount with
 the length of each month -- of a 365-day year for a ``month`` climatology dim (CLM's noleap
 calendar), of the time stamps' calendar for a ``time`` dim -- not with an average month.
@@ -51,6 +53,7 @@ DAYS_IN_MONTH_NOLEAP = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
 _CARBON = re.compile(r"\b(P|T|G|M|k|m|u)?g\s?C\b")
 _MON = re.compile(r"\bmon\b")
+_YEAR = re.compile(r"\b(yr|year|years|a)\b")
 
 
 def _registry():
@@ -120,8 +123,14 @@ def conversion(src: Any, dst: Any, *, name: str = "variable") -> tuple[float, fl
     """
     su, du = parse_units(src, name=name), parse_units(dst, name=name)
     reg = _registry()
+    if not (_has_month(su) or _has_month(du)):  # years of 365 days (see the module docs)
+        su = parse_units(_YEAR.sub("common_year", normalise_units(src)), name=name)
+        du = parse_units(_YEAR.sub("common_year", normalise_units(dst)), name=name)
     if _has_month(du) and not _has_month(su) and _time_exponent(su) == _time_exponent(du) == -1:
         du = du * reg.Unit("month") / reg.Unit("day")  # per day: the month length follows
+        # a year of a per-year rate has 365 days here (CLM's noleap calendar and PRODA's
+        # year), not pint's 365.25, so that 12 months of a 365-day year sum to the year
+        su = parse_units(_YEAR.sub("common_year", normalise_units(src)), name=name)
     try:
         zero = reg.Quantity(0.0, su).to(du).magnitude
         one = reg.Quantity(1.0, su).to(du).magnitude

@@ -32,7 +32,7 @@ import xarray as xr
 
 from xproda import conventions, grid
 from xproda.xr import contract
-from xproda.errors import DimensionError, GridError
+from xproda.errors import DimensionError, GridError, UnitsError
 from xproda.options import get_options, use_options
 
 __all__ = [
@@ -249,8 +249,10 @@ def parameters_to_dataarray(
     model : str or model
         Model whose :class:`~xproda.ParameterSpace` defines names and order.
     normalised : bool, default True
-        Whether values are normalised (0..1); ``False`` converts physical values (units as in
-        the parameter table) with the space's transforms.
+        Whether values are normalised (0..1); ``False`` converts physical values with the
+        space's transforms.  A Dataset's variables are read in their ``units`` attribute
+        (converted to the parameter table's units, e.g. ``taucwd`` in days to years) or,
+        without one, in the table's units; normalised variables must be dimensionless.
 
     Returns
     -------
@@ -264,7 +266,8 @@ def parameters_to_dataarray(
         if missing:
             raise KeyError(f"params Dataset lacks parameter variable(s) {missing} of model "
                            f"{m.name!r}; found {sorted(map(str, params.data_vars))}")
-        theta = xr.concat([strip(params[n]) for n in names], dim="parameter",
+        theta = xr.concat([strip(_parameter_units(params[n], m.parameters[n], normalised))
+                           for n in names], dim="parameter",
                           coords="minimal", compat="override", join="exact")
         theta = theta.assign_coords(parameter=names)
     elif isinstance(params, xr.DataArray):
@@ -296,6 +299,23 @@ def parameters_to_dataarray(
     theta.attrs = conventions.attrs("theta")
     theta.name = "theta"
     return theta
+
+
+def _parameter_units(da: xr.DataArray, p: Any, normalised: bool) -> xr.DataArray:
+    """One parameter variable in the parameter table's units (physical values), or checked
+    dimensionless (normalised values)."""
+    from xproda import units
+
+    have = da.attrs.get("units")
+    if have is None:
+        return da
+    if normalised:
+        if not units.is_dimensionless(have) or units.conversion(have, "1", name=p.name)[0] != 1:
+            raise UnitsError(
+                f"params: {p.name} has units {have!r}, but normalised parameters are numbers in "
+                f"(0, 1); pass normalised=False for physical values (in {p.units!r})")
+        return da
+    return units.convert(da, p.units, name=f"params: {p.name}")[0]
 
 
 def column_inputs(
