@@ -127,7 +127,7 @@ def test_spatial_dims_nav_lat_curvilinear():
         },
     )
     assert spatial_dims(da) == ("jj", "ii")
-    assert spatial._describe(da).kind == "curvilinear"
+    assert spatial.discovery.describe_grid(da).kind == "curvilinear"
     lat, lon = lat_lon(da)
     np.testing.assert_array_equal(lat.values, lat2)
     np.testing.assert_array_equal(lon.values, lon2)
@@ -139,14 +139,14 @@ def test_spatial_dims_xy_with_crs_and_unstructured():
         np.zeros((3, 4)), dims=("y", "x"), coords={"y": [0.0, 1e4, 2e4], "x": np.arange(4) * 1e4}
     ).rio.write_crs("EPSG:3035")
     assert spatial_dims(da) == ("y", "x")
-    assert spatial._describe(da).kind == "projected"
+    assert spatial.discovery.describe_grid(da).kind == "projected"
     da = xr.DataArray(
         np.zeros((5, 20)),
         dims=("ncol", "layer"),
         coords={"lat": ("ncol", np.arange(5.0)), "lon": ("ncol", np.arange(5.0))},
     )
     assert spatial_dims(da) == ("ncol",)
-    assert spatial._describe(da).kind == "unstructured"
+    assert spatial.discovery.describe_grid(da).kind == "unstructured"
 
 
 def test_spatial_dims_error_lists_dims():
@@ -176,7 +176,7 @@ def test_geographic_crs_with_xy_dims_is_latlon():
     da = xr.DataArray(
         np.zeros((3, 4)), dims=("y", "x"), coords={"y": [-10.0, 0, 10], "x": [0.0, 10, 20, 30]}
     ).rio.write_crs("EPSG:4326")
-    g = spatial._describe(da)
+    g = spatial.discovery.describe_grid(da)
     assert g.kind == "latlon" and (g.lat, g.lon) == ("y", "x")
 
 
@@ -214,7 +214,8 @@ def test_normalize_longitude_property(nlon, start, conv):
     assert np.all(out.lon.values >= lo) and np.all(out.lon.values < lo + 360)
     assert np.all(np.diff(out.lon.values) > 0)
     # every value keeps its geographic longitude
-    moved = spatial._wrap(out.lon.values - lon[out.values.astype(int)], "-180..180")
+    moved = spatial.longitude.wrap_longitude(
+        out.lon.values - lon[out.values.astype(int)], "-180..180")
     np.testing.assert_allclose(moved, 0, atol=1e-9)
     np.testing.assert_allclose(cell_area(out.expand_dims(lat=[0.0, 1.0])).sum(), cell_area(
         da.expand_dims(lat=[0.0, 1.0])).sum(), rtol=1e-12)

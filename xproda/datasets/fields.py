@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from xproda.spatial import EARTH_RADIUS, _unit_vectors
+from xproda.spatial.sphere import EARTH_RADIUS, unit_vectors as _unit_vectors
 
 #: Earth radius in km (the sphere of :data:`xproda.spatial.EARTH_RADIUS`)
 EARTH_RADIUS_KM = EARTH_RADIUS / 1000.0
