@@ -8,6 +8,7 @@ import pytest
 import xarray as xr
 
 import xproda
+from xproda import spatial
 from xproda.xr import api as xr_api
 from xproda.datasets import (
     COVARIATES, CUE_PARAMETERS, FORCING_VARIABLES, synthetic_profiles, synthetic_world,

@@ -384,6 +384,7 @@ def test_global_total_constant_stock():
     ds = global_grid(2.0)
     stock = xr.ones_like(ds.v).assign_attrs(units="kg m-2")
     lf = xr.ones_like(ds.v).rename("landfrac")
+    lf.attrs = {"units": "1"}  # ones_like copies the stock's units; a fraction is a number
     tot = global_total(stock, land_fraction=lf)
     np.testing.assert_allclose(float(tot), SPHERE / 1e12, rtol=1e-12)
     assert tot.attrs["units"] == "Pg C" and "long_name" in tot.attrs

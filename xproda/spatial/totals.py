@@ -190,7 +190,7 @@ def global_total(
     510.1
     """
     ds_ctx = stock if isinstance(stock, xr.Dataset) else None
-    if land_fraction == "auto":
+    if isinstance(land_fraction, str) and land_fraction == "auto":
         land_fraction = land_fraction_of(stock, "auto")
     if isinstance(area, str) or isinstance(land_fraction, str):
         if ds_ctx is None:
