@@ -526,3 +526,47 @@ def test_normalised_params_with_physical_units_refused(ds, theta_grid):
     normed["taucwd"].attrs["units"] = "yr"
     with pytest.raises(UnitsError, match="taucwd has units 'yr', but normalised parameters"):
         _run(ds, normed)
+
+
+# --------------------------------------------------------------------- covariate units
+@pytest.fixture(scope="module")
+def unit_net():
+    from xproda.learning.network import ParameterNet
+
+    names = list(xproda.get_model("clm5").parameters.names)
+    return ParameterNet(["tas", "elev"], names, hidden=(4,), seed=0, x_min=[-10.0, 0.0],
+                        x_max=[30.0, 3000.0], feature_units=["degC", "m"])
+
+
+def _cov(tas, elev, tas_units="degC", elev_units="m"):
+    return xr.Dataset({"tas": (("lat", "lon"), tas, {"units": tas_units}),
+                       "elev": (("lat", "lon"), elev, {"units": elev_units})})
+
+
+def test_covariates_in_other_units_are_converted(unit_net):
+    rng = np.random.default_rng(0)
+    tas, elev = rng.uniform(-5, 25, (2, 3)), rng.uniform(0, 2000, (2, 3))
+    ref = _cov(tas, elev).proda.predict_parameters(unit_net)
+    other = _cov(tas + 273.15, elev / 1000, "K", "km").proda.predict_parameters(unit_net)
+    np.testing.assert_allclose(other.values, ref.values, rtol=1e-12)
+
+
+def test_covariates_inconvertible_units_refused(unit_net):
+    cov = _cov(np.zeros((2, 3)), np.zeros((2, 3)), elev_units="kg")
+    with pytest.raises(UnitsError, match="covariate elev: units 'kg' cannot be converted to the "
+                                         "expected 'm'"):
+        cov.proda.predict_parameters(unit_net)
+
+
+def test_covariates_without_units_warn(unit_net):
+    cov = _cov(np.zeros((2, 3)), np.zeros((2, 3)))
+    del cov["tas"].attrs["units"]
+    with pytest.warns(UserWarning, match="covariate 'tas' has no units attribute"):
+        cov.proda.predict_parameters(unit_net)
+
+
+def test_feature_units_survive_save_and_load(unit_net, tmp_path):
+    from xproda.learning.network import load_network, save_network
+
+    save_network(unit_net, tmp_path / "net.safetensors")
+    assert load_network(tmp_path / "net.safetensors").feature_units == ("degC", "m")

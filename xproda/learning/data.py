@@ -69,6 +69,9 @@ class TrainingData:
     features : list of str
     x_min, x_max : numpy.ndarray, shape [F]
         Min-max scaling constants (spec §7.2: over the whole covariate grid).
+    feature_units : list of (str or None)
+        The ``units`` attribute of each covariate (None where absent): a network trained on
+        these data converts covariates given in other units, and refuses inconvertible ones.
     dropped : pandas.DataFrame
         ``site``, ``reason`` of every site that could not be used.
     """
@@ -81,6 +84,7 @@ class TrainingData:
     x_max: np.ndarray
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["site",
                                                                                  "reason"]))
+    feature_units: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.batch)
@@ -90,7 +94,7 @@ class TrainingData:
         idx = np.asarray(idx)
         return TrainingData(self.batch.subset(idx), self.x[idx],
                             {k: v[idx] for k, v in self.forcing.items()}, list(self.features),
-                            self.x_min, self.x_max, self.dropped)
+                            self.x_min, self.x_max, self.dropped, list(self.feature_units))
 
 
 def _as_batch(profiles: Any) -> Any:
@@ -183,5 +187,6 @@ def prepare_training_data(
     idx = np.flatnonzero(keep)
     if idx.size == 0:
         raise ValueError(f"no usable site among {S}: {dropped['reason'].value_counts().to_dict()}")
+    units = [covariates[f_].attrs.get("units") for f_ in feats]
     return TrainingData(batch.subset(idx), x[idx], {k: np.asarray(v)[idx] for k, v in f.items()},
-                        feats, x_min, x_max, dropped)
+                        feats, x_min, x_max, dropped, units)

@@ -234,6 +234,10 @@ class ParameterNet(_NetBase):
         default 0 and 1 (no scaling). Constant features (max == min) map to 0.
     clip_inputs : bool, default False
         Clip scaled covariates to [0, 1] (the microbial scripts do, clm5's do not; §7.2).
+    feature_units : sequence of (str or None), optional
+        Units of each covariate during training (saved with the network):
+        :func:`xproda.xr.api.predict_parameters` converts covariates given in other units
+        (``degC``/``K``, ``mm``/``m``...) and refuses inconvertible ones.
     init : {"glorot", "torch"}, default "glorot"
         Weight initialisation: Keras' default (Glorot-uniform weights, zero biases) as in the
         original, or torch's default.
@@ -262,12 +266,19 @@ class ParameterNet(_NetBase):
         x_min: Any = None,
         x_max: Any = None,
         clip_inputs: bool = False,
+        feature_units: Sequence[str | None] | None = None,
         init: Literal["glorot", "torch"] = "glorot",
         seed: int | None = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
         self.feature_names = _names(features, "features")
+        units = [None] * len(self.feature_names) if feature_units is None else [
+            None if u is None else str(u) for u in feature_units]
+        if len(units) != len(self.feature_names):
+            raise ValueError(f"feature_units must have one entry per feature "
+                             f"({len(self.feature_names)}), got {len(units)}")
+        self.feature_units = tuple(units)
         self.parameter_names = _names(parameter_names, "parameter_names")
         self.model_name = str(model)
         self.hidden = tuple(int(h) for h in hidden)
@@ -356,6 +367,9 @@ class ParameterNet(_NetBase):
             "hidden": list(self.hidden), "dropout": self.dropout, "activation": self.activation,
             "output": self.output, "clip_inputs": self.clip_inputs, "init": self.init,
             "dtype": str(self.dtype).replace("torch.", ""),
+            # only when known: files written before units were recorded keep their hash
+            **({"feature_units": list(self.feature_units)}
+               if any(u is not None for u in self.feature_units) else {}),
         }
 
     @classmethod
@@ -398,13 +412,14 @@ class ParameterNetEnsemble(_NetBase):
                             f"{sorted({type(m).__name__ for m in members})}")
         ref = members[0]
         for k, m in enumerate(members[1:], 1):
-            for attr in ("feature_names", "parameter_names", "model_name"):
+            for attr in ("feature_names", "feature_units", "parameter_names", "model_name"):
                 if getattr(m, attr) != getattr(ref, attr):
                     raise ValueError(f"member {k} has {attr} {getattr(m, attr)!r}; member 0 has "
                                      f"{getattr(ref, attr)!r}")
         self.members = torch.nn.ModuleList(members)
         self.kind = str(kind)
         self.feature_names = ref.feature_names
+        self.feature_units = ref.feature_units
         self.parameter_names = ref.parameter_names
         self.model_name = ref.model_name
 

@@ -473,6 +473,7 @@ def train_network(
     def make_net(k: int) -> ParameterNet:
         return ParameterNet(data.features, names, model=mdl.name, hidden=hidden, dropout=drop,
                             output=output, x_min=data.x_min, x_max=data.x_max,
+                            feature_units=data.feature_units or None,
                             seed=seed + 7919 * k, dtype=ndt).to(dev)
 
     settings = {

@@ -220,6 +220,21 @@ def require_features(covariates: xr.Dataset, features: Sequence[str], *,
                        f"{sorted(map(str, covariates.data_vars))}")
 
 
+def _covariate_in_units(da: xr.DataArray, expected: str | None, name: str) -> xr.DataArray:
+    """Covariate ``name`` in the units the network was trained with (``expected``)."""
+    import warnings
+
+    from xproda import units
+
+    if expected is None:
+        return da
+    if "units" not in da.attrs:
+        warnings.warn(f"covariate {name!r} has no units attribute; the network was trained "
+                      f"with {expected!r}: assuming those", UserWarning, stacklevel=3)
+        return da
+    return units.convert(da, expected, name=f"covariate {name}")[0]
+
+
 def predict_parameters(
     covariates: xr.Dataset,
     net: Callable,
@@ -262,6 +277,10 @@ def predict_parameters(
     ------
     KeyError
         Listing every feature the network needs that ``covariates`` lacks.
+    xproda.errors.UnitsError
+        A covariate whose ``units`` cannot be converted to the units the network was trained
+        with (``net.feature_units``); convertible ones (``K``/``degC``, ``m``/``mm``...) are
+        converted.
     """
     import dask
     import dask.array as dsa
@@ -279,7 +298,8 @@ def predict_parameters(
     n_members = getattr(net, "n_members", None)
     tail = (len(names),) if n_members is None else (int(n_members), len(names))
     tail_dims = ["parameter"] if n_members is None else ["member", "parameter"]
-    cols = [engine.strip(covariates[f]) for f in feats]
+    trained = dict(zip(getattr(net, "feature_names", ()), getattr(net, "feature_units", ())))
+    cols = [engine.strip(_covariate_in_units(covariates[f], trained.get(f), f)) for f in feats]
     cols = xr.broadcast(*cols)
     x = xr.concat(cols, dim="feature", coords="minimal", compat="override").transpose(..., "feature")
     x = engine.single_chunk(x, ["feature"]).astype(np.float64)
