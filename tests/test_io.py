@@ -21,6 +21,7 @@ import pytest
 import xarray as xr
 
 from xproda import io as xio
+from xproda.io import writer as xwriter
 
 rioxarray = pytest.importorskip("rioxarray")
 
@@ -295,7 +296,7 @@ class _Boom(RuntimeError):
 
 def _interrupt_after(monkeypatch, n_ok: int):
     """Make region tasks fail after ``n_ok`` regions were written (simulated crash)."""
-    real = xio._region_task
+    real = xwriter._region_task
     done = []
     lock = threading.Lock()
 
@@ -308,7 +309,7 @@ def _interrupt_after(monkeypatch, n_ok: int):
             raise _Boom(f"simulated crash at {spec.key}")
         return real(spec, *blocks)
 
-    monkeypatch.setattr(xio, "_region_task", flaky)
+    monkeypatch.setattr(xwriter, "_region_task", flaky)
     return done
 
 
@@ -355,7 +356,7 @@ def test_resume_after_interrupted_template_or_completion(tmp_path, monkeypatch):
 
     # killed while the template is written: root group with fingerprint, no template marker
     store = tmp_path / "a.zarr"
-    monkeypatch.setattr(xio, "_consolidate", lambda target: (_ for _ in ()).throw(_Boom()))
+    monkeypatch.setattr(xwriter, "consolidate", lambda target: (_ for _ in ()).throw(_Boom()))
     with pytest.raises(_Boom):
         xio.write_zarr(make_dataset(), store, progress=False)
     monkeypatch.undo()
@@ -366,7 +367,7 @@ def test_resume_after_interrupted_template_or_completion(tmp_path, monkeypatch):
 
     # killed between the completion flag and the removal of the markers
     store = tmp_path / "b.zarr"
-    monkeypatch.setattr(xio, "_remove_progress", lambda target: (_ for _ in ()).throw(_Boom()))
+    monkeypatch.setattr(xwriter, "remove_progress", lambda target: (_ for _ in ()).throw(_Boom()))
     with pytest.raises(_Boom):
         xio.write_zarr(make_dataset(), store, progress=False)
     monkeypatch.undo()
@@ -532,7 +533,7 @@ def test_region_writes_keep_the_template_encoding(tmp_path, with_time):
 def test_progress_advances_region_by_region(tmp_path, monkeypatch, scheduler):
     """Local schedulers report every region as it finishes, not only at the end of a batch."""
     calls = []
-    real = xio._RegionProgress
+    real = xwriter._RegionProgress
 
     class Spy(real):
         def __init__(self, prefix, on_region):
@@ -542,7 +543,7 @@ def test_progress_advances_region_by_region(tmp_path, monkeypatch, scheduler):
 
             super().__init__(prefix, wrapped)
 
-    monkeypatch.setattr(xio, "_RegionProgress", Spy)
+    monkeypatch.setattr(xwriter, "_RegionProgress", Spy)
     with dask.config.set(scheduler=scheduler):
         report = xio.write_zarr(make_dataset(), tmp_path / "a.zarr", batch_size=5,
                                 progress=True)

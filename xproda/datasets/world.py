@@ -13,21 +13,23 @@ import xarray as xr
 
 from xproda import conventions
 from xproda.climate import (
-    _MONTH,
-    _PEAK_NORTH,
-    _PEAK_SOUTH,
     CLIMATE_VARIABLES,
     FORCING_VARIABLES,
-    _aridity_index,
-    _forcing_dataset,
-    _fpi_rule,
-    _sigmoid,
-    _tree_fraction_rule,
     active_layer_thickness,
     bioclim,
     column_forcing,
     miami_npp,
     thornthwaite_pet,
+)
+from xproda.climate.columns import forcing_dataset
+from xproda.climate.formulas import (
+    MONTHS,
+    PEAK_MONTH_NORTH,
+    PEAK_MONTH_SOUTH,
+    aridity_index,
+    fpi_rule,
+    sigmoid,
+    tree_fraction_rule,
 )
 from xproda.conventions import COVARIATES
 from xproda.datasets import fields as _fields
@@ -56,8 +58,9 @@ def _climate_and_soils(la, lo, dist, seed):
     t_mean = (27.0 - 0.0075 * la**2 - 4.0 * cont * s**2 - 0.0065 * elev
               + 1.5 * g("temperature", 1500.0))
     amp = (1.0 + 26.0 * s**1.2 * (0.55 + 0.45 * cont)) * np.exp(0.1 * g("seasonality", 1500.0))
-    peak = np.where(la >= 0, _PEAK_NORTH, _PEAK_SOUTH)  # month of the T (and rain) maximum
-    phase = 2.0 * np.pi * (_MONTH[None, :] - peak[:, None]) / 12.0
+    # month of the T (and rain) maximum
+    peak = np.where(la >= 0, PEAK_MONTH_NORTH, PEAK_MONTH_SOUTH)
+    phase = 2.0 * np.pi * (MONTHS[None, :] - peak[:, None]) / 12.0
     tas = t_mean[:, None] + amp[:, None] * np.cos(phase)
     # -- precipitation ---------------------------------------------------------------------
     p_zonal = (250.0 + 2100.0 * np.exp(-((la / 11.0) ** 2))
@@ -69,7 +72,7 @@ def _climate_and_soils(la, lo, dist, seed):
     w = np.maximum(1.0 + np.sqrt(2.0) * cv[:, None] * np.cos(phase), 0.0)
     pr = p_ann[:, None] * w / w.sum(-1, keepdims=True)
     pet = thornthwaite_pet(tas)
-    ai = _aridity_index(p_ann, pet.sum(-1))
+    ai = aridity_index(p_ann, pet.sum(-1))
     dtr = 6.0 + 9.0 * np.exp(-1.5 * ai)
     cov = bioclim(tas, pr, dtr)
     cov.update(geo_lat=la.copy(), geo_lon=lo.copy(), elevation=elev, distance_to_coast=dist,
@@ -77,7 +80,7 @@ def _climate_and_soils(la, lo, dist, seed):
     # -- vegetation ------------------------------------------------------------------------
     cov["npp_annual"] = miami_npp(cov["bio1"], cov["bio12"])
     warmest = tas.max(-1)
-    ftree = _tree_fraction_rule(cov["bio12"], warmest)
+    ftree = tree_fraction_rule(cov["bio12"], warmest)
     cov["tree_fraction"] = ftree
     lc = np.full(la.shape, 4.0)  # grassland / shrubland
     forest = ftree >= 0.5
@@ -88,7 +91,7 @@ def _climate_and_soils(la, lo, dist, seed):
     lc[warmest < 10.0] = 6.0
     cov["land_cover"] = lc
     # -- soils -----------------------------------------------------------------------------
-    warm = _sigmoid((cov["bio1"] - 15.0) / 5.0)
+    warm = sigmoid((cov["bio1"] - 15.0) / 5.0)
     wet = np.clip(ai, 0.0, 3.0) / 3.0
     g_clay, g_sand, g_silt = g("clay", 800.0), g("sand", 800.0), g("silt", 800.0)
     g_bd, g_ph, g_cec = g("bulk_density", 500.0), g("ph", 800.0), g("cec", 500.0)
@@ -109,7 +112,7 @@ def _climate_and_soils(la, lo, dist, seed):
             2.0 + 0.5 * clay * (1.0 + 0.5 * (1.0 - warm)) + 1.5 * g_cec, 1.0)
     cov["depth_to_bedrock"] = np.clip(
         5.0 * np.exp(0.9 * g("bedrock", 600.0) - 0.8 * elev / 1000.0), 0.2, 100.0)
-    fpi = _fpi_rule(cov["bio1"], g("fpi", 800.0))
+    fpi = fpi_rule(cov["bio1"], g("fpi", 800.0))
     return cov, {"tas": tas, "pr": pr, "pet": pet}, fpi
 
 
@@ -234,7 +237,7 @@ def synthetic_world(
     if spec is not None:
         ds = ds.chunk({**spec, "month": -1})
     # attrs from the registry: the forcing is computed from tas (whose attrs xarray carries)
-    forcing = conventions.annotate(_forcing_dataset(ds), "forcing")
+    forcing = conventions.annotate(forcing_dataset(ds), "forcing")
     ds = ds.drop_vars("fpi").merge(forcing).assign_coords(conventions.layer_coords())
     # the CRS coordinate is made on the coordinates alone (rioxarray copies whatever it writes to)
     ref = ensure_crs(xr.Dataset(coords={"lat": ds["lat"], "lon": ds["lon"]}), crs="EPSG:4326")

@@ -1,7 +1,4 @@
-"""Zarr I/O: open input stores with their CRS, write results region by region, resume.
-
-:func:`open_dataset` opens Zarr, NetCDF and GeoTIFF inputs lazily (local paths or fsspec URLs
-such as ``s3://bucket/covariates.zarr``), keeping the ``spatial_ref`` grid-mapping coordinate.
+"""The region-by-region resumable Zarr writer: :func:`write_zarr` and its inspection.
 
 :func:`write_zarr` writes any lazy (dask-backed) :class:`xarray.Dataset` to a Zarr v3 store one
 *region* (one dask chunk along the spatial dimensions) at a time:
@@ -15,14 +12,8 @@ such as ``s3://bucket/covariates.zarr``), keeping the ``spatial_ref`` grid-mappi
 
 A run killed at any point and started again with the same call (``resume=True``) writes only
 the regions without a marker; the final store equals the one of an uninterrupted run.
-
-Store layout while a run is in progress (all of it valid Zarr v3, so zarr and xarray read the
-store without warnings)::
-
-    run.zarr/zarr.json                  root group: attrs incl. xproda_fingerprint, consolidated
-    run.zarr/<var>/zarr.json, c/i/j/..  arrays and chunks
-    run.zarr/.xproda/zarr.json          group written once the template is complete
-    run.zarr/.xproda/r<i>_<j>/zarr.json one empty group per finished region (its marker)
+:func:`is_complete` and :func:`list_done_regions` inspect a store.  The store layout, its root
+attributes and the markers: :mod:`xproda.io.stores`.
 """
 
 from __future__ import annotations
@@ -36,7 +27,6 @@ import os
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,251 +34,43 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda.io.compression import default_compressors
+from xproda.io.stores import (
+    ATTR_COMPLETE,
+    ATTR_FINGERPRINT,
+    ATTR_REGION_CHUNKS,
+    ATTR_REGION_DIMS,
+    Target,
+    consolidate,
+    is_nonempty,
+    mark_template_done,
+    marker_key,
+    progress_state,
+    read_root,
+    region_attrs,
+    remove_partials,
+    remove_progress,
+    remove_store,
+    set_root_attrs,
+    write_marker,
+    write_markers,
+)
+from xproda.io.stores import target as make_target
+
 __all__ = [
-    "open_dataset",
     "write_zarr",
     "WriteReport",
     "is_complete",
     "list_done_regions",
-    "ATTR_FINGERPRINT",
-    "ATTR_COMPLETE",
 ]
 
-#: Root attribute holding the run's fingerprint (hex SHA-256).
-ATTR_FINGERPRINT = "xproda_fingerprint"
-#: Root attribute set to 1 once every region is written (0 before).
-ATTR_COMPLETE = "xproda_complete"
-#: Root attributes describing the region grid (names and chunk sizes of the region dims).
-ATTR_REGION_DIMS = "xproda_region_dims"
-ATTR_REGION_CHUNKS = "xproda_region_chunks"
-
-_PROGRESS = ".xproda"  # prefix of the progress markers inside the store
 _FINGERPRINT_VERSION = 1
-_ZARR_SUFFIXES = (".zarr", ".zarr.zip")
-_NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5")
-_TIFF_SUFFIXES = (".tif", ".tiff", ".gtiff", ".geotiff")
 # encoding keys carried from the input to the output store; everything else (compressors,
 # chunks, netCDF-specific keys, packing) is dropped so that the output is self-consistent
 _KEEP_ENCODING = (
     "dtype", "_FillValue", "missing_value", "units", "calendar", "grid_mapping", "bounds",
     "fill_value",  # Zarr's own fill value (not a mask): e.g. no_data for integer flags
 )
-_GROUP_DOC = {"zarr_format": 3, "node_type": "group"}
-#: Zstandard level of the chunks xproda writes. Level 1 compresses model output (float64 SOC
-#: profiles) as well as Zarr's default (level 3: ratio 2.54 against 2.56) at 2.8x the speed
-#: (2.7 ms against 7.5 ms per 120x120x20 chunk); decompression is as fast.
-ZSTD_LEVEL = 1
-
-
-def default_compressors() -> tuple:
-    """Compressors of the arrays xproda writes: ``(ZstdCodec(level=ZSTD_LEVEL),)``."""
-    from zarr.codecs import ZstdCodec
-
-    return (ZstdCodec(level=ZSTD_LEVEL),)
-
-
-# --------------------------------------------------------------------------------------------
-# locations
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Target:
-    """A store location: a local absolute path or an fsspec URL, plus storage options."""
-
-    url: str
-    storage_options: Mapping[str, Any] | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.url
-
-    def fs(self) -> tuple[Any, str]:
-        """(fsspec filesystem, root path without trailing slash)."""
-        if self.is_local:
-            from fsspec.implementations.local import LocalFileSystem
-
-            return LocalFileSystem(), self.url
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(self.url, **dict(self.storage_options or {}))
-        return fs, path.rstrip("/")
-
-    def xr_kwargs(self) -> dict[str, Any]:
-        """``store=``/``storage_options=`` for :meth:`xarray.Dataset.to_zarr` / open_zarr."""
-        if self.is_local:
-            return {"store": self.url}
-        return {"store": self.url, "storage_options": dict(self.storage_options or {})}
-
-    def zarr_store(self) -> Any:
-        """A zarr-python store object for this location."""
-        import zarr.storage
-
-        if self.is_local:
-            return zarr.storage.LocalStore(self.url)
-        return zarr.storage.FsspecStore.from_url(
-            self.url, storage_options=dict(self.storage_options or {})
-        )
-
-
-def _target(store: str | os.PathLike, storage_options: Mapping[str, Any] | None) -> _Target:
-    if isinstance(store, os.PathLike):
-        store = os.fspath(store)
-    if not isinstance(store, str) or not store:
-        raise TypeError(
-            f"store must be a local path or an fsspec URL (str or os.PathLike), "
-            f"got {type(store).__name__}: {store!r}"
-        )
-    if storage_options is not None and not isinstance(storage_options, Mapping):
-        raise TypeError(
-            f"storage_options must be a mapping (e.g. {{'anon': True}}), "
-            f"got {type(storage_options).__name__}"
-        )
-    if "://" in store:
-        protocol, rest = store.split("://", 1)
-        if protocol in ("file", "local"):
-            store = rest
-        else:
-            return _Target(store.rstrip("/"), dict(storage_options or {}))
-    path = os.path.abspath(os.path.expanduser(store))
-    return _Target(path, None)
-
-
-# --------------------------------------------------------------------------------------------
-# opening
-# --------------------------------------------------------------------------------------------
-
-
-def _suffix(path: str) -> str:
-    name = path.rstrip("/").rsplit("/", 1)[-1].lower()
-    for s in _ZARR_SUFFIXES + _NETCDF_SUFFIXES + _TIFF_SUFFIXES:
-        if name.endswith(s):
-            return s
-    return Path(name).suffix
-
-
-def _looks_like_zarr_dir(fs: Any, path: str) -> bool:
-    return any(fs.exists(f"{path}/{k}") for k in ("zarr.json", ".zgroup", ".zarray", ".zmetadata"))
-
-
-def open_dataset(
-    source: str | os.PathLike | xr.Dataset,
-    *,
-    storage_options: Mapping[str, Any] | None = None,
-    chunks: Any = None,
-    engine: str | None = None,
-    **kwargs: Any,
-) -> xr.Dataset:
-    """Open a Zarr, NetCDF or GeoTIFF input lazily, keeping its CRS.
-
-    Parameters
-    ----------
-    source : str, os.PathLike or xarray.Dataset
-        Local path or fsspec URL (``s3://bucket/x.zarr``, ``gs://...``, ``file://...``,
-        ``memory://...``). An :class:`xarray.Dataset` is returned unchanged. The format comes
-        from ``engine`` if given, else from the suffix: ``.zarr`` or a directory holding Zarr
-        metadata -> Zarr; ``.nc``/``.nc4``/``.h5`` -> NetCDF; ``.tif``/``.tiff`` -> GeoTIFF
-        (through rioxarray); anything else is handed to :func:`xarray.open_dataset`.
-    storage_options : mapping, optional
-        fsspec options for URLs, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``
-        for S3-compatible stores (s3fs). Ignored for local paths.
-    chunks : dict, int, "auto" or None, optional
-        dask chunks. ``None`` (default) means the store's own chunks (``{}``; for GeoTIFF the
-        file's blocks), so nothing is loaded until computed.
-    engine : str, optional
-        ``"zarr"``, ``"netcdf4"``, ``"h5netcdf"``, ``"rasterio"`` or any xarray engine.
-    **kwargs
-        Passed to :func:`xarray.open_zarr` / :func:`xarray.open_dataset` /
-        :func:`rioxarray.open_rasterio`. For Zarr and NetCDF ``decode_coords="all"`` is the
-        default, so that ``grid_mapping`` and ``bounds`` variables become coordinates. For
-        GeoTIFF ``masked=True`` is the default (no-data -> NaN).
-
-    Returns
-    -------
-    xarray.Dataset
-        Lazy (dask-backed) dataset. A ``spatial_ref`` grid-mapping variable, if any, is a
-        coordinate, so ``ds.rio.crs`` works when rioxarray is installed. A GeoTIFF becomes a
-        dataset with one variable named after the file stem; a single band is squeezed out
-        (dims ``(y, x)``), several bands keep the ``band`` dim. Pass ``band_as_variable=True``
-        to get one variable per band instead.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``source`` does not exist.
-    TypeError
-        If ``source`` is neither a path, a URL nor a Dataset.
-    """
-    if isinstance(source, xr.Dataset):
-        return source
-    if isinstance(source, xr.DataArray):
-        raise TypeError(
-            "open_dataset: source must be a path, an fsspec URL or an xarray.Dataset, got a "
-            "DataArray; use da.to_dataset(name=...) instead"
-        )
-    target = _target(source, storage_options)
-    fs, path = target.fs()
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(path)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"open_dataset: source {str(source)!r} does not exist")
-    suffix = _suffix(path)
-    if engine is None:
-        if suffix in _ZARR_SUFFIXES or (fs.isdir(path) and _looks_like_zarr_dir(fs, path)):
-            engine = "zarr"
-        elif suffix in _TIFF_SUFFIXES:
-            engine = "rasterio"
-        elif fs.isdir(path):
-            raise ValueError(
-                f"open_dataset: {str(source)!r} is a directory without Zarr metadata "
-                "(zarr.json, .zgroup or .zmetadata); expected a Zarr store"
-            )
-    chunks = {} if chunks is None else chunks
-    if engine == "zarr":
-        kwargs.setdefault("decode_coords", "all")
-        return xr.open_zarr(**target.xr_kwargs(), chunks=chunks, **kwargs)
-    if engine == "rasterio":
-        return _open_geotiff(target, fs, path, chunks=chunks, **kwargs)
-    kwargs.setdefault("decode_coords", "all")
-    if target.is_local:
-        return xr.open_dataset(target.url, engine=engine, chunks=chunks, **kwargs)
-    engine = engine or "h5netcdf"
-    if engine == "h5netcdf":
-        try:
-            import h5netcdf  # noqa: F401
-            import h5py  # noqa: F401
-        except ImportError as err:
-            raise ImportError(
-                f"open_dataset: reading NetCDF from the URL {str(source)!r} needs h5netcdf and "
-                "h5py (pip install h5netcdf h5py), or download the file first"
-            ) from err
-    return xr.open_dataset(fs.open(path, "rb"), engine=engine, chunks=chunks, **kwargs)
-
-
-def _open_geotiff(target: _Target, fs: Any, path: str, *, chunks: Any, **kwargs: Any) -> xr.Dataset:
-    try:
-        import rioxarray
-    except ImportError as err:  # pragma: no cover - rioxarray is a test dependency
-        raise ImportError(
-            "open_dataset: reading GeoTIFF needs rioxarray (pip install 'xproda[geo]')"
-        ) from err
-    kwargs.setdefault("masked", True)
-    rio_chunks = True if (isinstance(chunks, dict) and not chunks) else chunks
-    src = target.url if target.is_local else fs.open(path, "rb")
-    with warnings.catch_warnings():
-        # rioxarray <= 0.19 hands xarray chunks as a tuple (deprecated there); not ours to fix
-        warnings.filterwarnings("ignore", message=".*chunks as dimension-order tuples.*")
-        obj = rioxarray.open_rasterio(src, chunks=rio_chunks, **kwargs)
-    if isinstance(obj, list):
-        obj = xr.merge(obj, combine_attrs="drop_conflicts")
-    if isinstance(obj, xr.DataArray):
-        name = Path(path).name.split(".")[0] or "band_data"
-        if name in obj.coords or name in obj.dims:
-            name = f"{name}_data"
-        if "band" in obj.dims and obj.sizes["band"] == 1:
-            obj = obj.squeeze("band", drop=True)
-        obj = obj.to_dataset(name=name)
-    return obj
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,166 +348,8 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
     return enc
 
 
-# --------------------------------------------------------------------------------------------
-# store bookkeeping (markers, root attrs)
-# --------------------------------------------------------------------------------------------
 
-
-def _key(idx: tuple[int, ...]) -> str:
-    return "r" + "_".join(str(i) for i in idx)
-
-
-def _parse_key(name: str) -> tuple[int, ...] | None:
-    if not name.startswith("r"):
-        return None
-    body = name[1:]
-    try:
-        return tuple(int(p) for p in body.split("_")) if body else ()
-    except ValueError:
-        return None
-
-
-def _put(fs: Any, path: str, data: bytes) -> None:
-    """Write one small object; atomic on local disks (write + rename)."""
-    from fsspec.implementations.local import LocalFileSystem
-
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex}.partial"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
-
-
-def _group_doc(attrs: Mapping[str, Any]) -> bytes:
-    return json.dumps({**_GROUP_DOC, "attributes": dict(attrs)}, sort_keys=True).encode()
-
-
-def _write_marker(target: _Target, key: str, attrs: Mapping[str, Any]) -> None:
-    fs, root = target.fs()
-    _put(fs, f"{root}/{_PROGRESS}/{key}/zarr.json", _group_doc(attrs))
-
-
-def _write_markers(target: _Target, markers: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write many markers at once (concurrent requests on object stores)."""
-    if not markers:
-        return
-    fs, root = target.fs()
-    docs = {f"{root}/{_PROGRESS}/{k}/zarr.json": _group_doc(a) for k, a in markers.items()}
-    if target.is_local:
-        for path, data in docs.items():
-            _put(fs, path, data)
-    else:
-        fs.pipe(docs)
-
-
-def _region_attrs(status: str, bounds: Mapping[Hashable, tuple[int, int]]) -> dict[str, Any]:
-    return {"status": status, "region": {str(d): list(b) for d, b in bounds.items()}}
-
-
-def _read_root(target: _Target) -> dict[str, Any] | None:
-    """Root ``zarr.json`` of the store as a dict, or None when there is none."""
-    fs, root = target.fs()
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(root)
-    try:
-        raw = fs.cat_file(f"{root}/zarr.json")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {}
-
-
-def _nonempty(target: _Target) -> bool:
-    fs, root = target.fs()
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(root)
-    try:
-        return len(fs.ls(root, detail=False)) > 0
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-
-
-def _progress_state(target: _Target) -> tuple[bool, set[tuple[int, ...]]]:
-    """(template done, indices of done regions) from the markers."""
-    fs, root = target.fs()
-    prefix = f"{root}/{_PROGRESS}"
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(prefix)
-    try:
-        files = fs.find(prefix)
-    except FileNotFoundError:
-        files = []
-    template_done, done = False, set()
-    for f in files:
-        rel = f.rstrip("/")[len(prefix) :].strip("/").split("/")
-        if rel == ["zarr.json"]:
-            template_done = True
-        elif len(rel) == 2 and rel[1] == "zarr.json":
-            idx = _parse_key(rel[0])
-            if idx is not None:
-                done.add(idx)
-    return template_done, done
-
-
-def _remove_progress(target: _Target) -> None:
-    fs, root = target.fs()
-    try:
-        fs.rm(f"{root}/{_PROGRESS}", recursive=True)
-    except FileNotFoundError:
-        pass
-
-
-def _remove_partials(target: _Target) -> None:
-    """Drop temporary files of interrupted atomic writes on local disks (``*.partial``)."""
-    if not target.is_local:
-        return
-    for dirpath, _, files in os.walk(target.url):
-        for f in files:
-            if f.endswith(".partial"):
-                try:
-                    os.remove(os.path.join(dirpath, f))
-                except FileNotFoundError:
-                    pass
-
-
-def _remove_store(target: _Target) -> None:
-    meta = _read_root(target)
-    fs, root = target.fs()
-    if meta is None and _nonempty(target):
-        looks_zarr = any(fs.exists(f"{root}/{k}") for k in (".zgroup", ".zarray", ".zmetadata"))
-        if not looks_zarr:
-            raise FileExistsError(
-                f"write_zarr: {target.url!r} exists and is not a Zarr store; refusing to delete "
-                "it with overwrite=True. Remove it yourself or choose another store"
-            )
-    try:
-        fs.rm(root, recursive=True)
-    except FileNotFoundError:
-        pass
-
-
-def _set_root_attrs(target: _Target, attrs: Mapping[str, Any]) -> None:
-    import zarr
-
-    group = zarr.open_group(target.zarr_store(), mode="r+", zarr_format=3)
-    group.attrs.update(dict(attrs))
-
-
-def _consolidate(target: _Target) -> None:
-    import zarr
-
-    with warnings.catch_warnings():
-        # zarr warns that consolidated metadata is not part of the v3 spec (yet)
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        zarr.consolidate_metadata(target.zarr_store(), zarr_format=3)
-
-
-def _describe_mismatch(target: _Target, plan: _Plan) -> str:
+def _describe_mismatch(target: Target, plan: _Plan) -> str:
     try:
         old = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=False)
     except Exception:  # noqa: BLE001 - best effort for the error message only
@@ -752,6 +376,7 @@ def _describe_mismatch(target: _Target, plan: _Plan) -> str:
             "attrs differ."
         )
     return " Differences: " + "; ".join(diffs[:8]) + "."
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -791,7 +416,7 @@ class _RegionSpec:
     mask_block: np.ndarray | None
     mask_dims: tuple[Hashable, ...] | None
     masked_vars: tuple[Hashable, ...]
-    target: _Target
+    target: Target
     bounds: dict[Hashable, tuple[int, int]]
     key: str
     skip_empty: bool
@@ -815,7 +440,7 @@ def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
         region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
         _write_region(spec, block, region)
         status = "written"
-    _write_marker(spec.target, spec.key, _region_attrs(status, spec.bounds))
+    write_marker(spec.target, spec.key, region_attrs(status, spec.bounds))
     return status
 
 
@@ -921,7 +546,7 @@ def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield items[i : i + n]
 
 
-def _write_template(plan: _Plan, target: _Target, attrs: Mapping[str, Any]) -> None:
+def _write_template(plan: _Plan, target: Target, attrs: Mapping[str, Any]) -> None:
     import zarr
     from dask import compute as dask_compute
 
@@ -942,7 +567,7 @@ def _write_template(plan: _Plan, target: _Target, attrs: Mapping[str, Any]) -> N
         consolidated=False,
         encoding=_encoding(plan),
     )
-    _consolidate(target)
+    consolidate(target)
 
 
 def write_zarr(
@@ -1043,7 +668,7 @@ def write_zarr(
     from dask.optimization import cull as _cull
 
     t0 = time.perf_counter()
-    target = _target(store, storage_options)
+    target = make_target(store, storage_options)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"write_zarr: batch_size must be a positive int, got {batch_size!r}")
     if attrs is not None and not isinstance(attrs, Mapping):
@@ -1074,8 +699,8 @@ def write_zarr(
     # ---- existing store: error, overwrite or resume
     fresh = True
     done: set[tuple[int, ...]] = set()
-    meta = _read_root(target)
-    exists = meta is not None or _nonempty(target)
+    meta = read_root(target)
+    exists = meta is not None or is_nonempty(target)
     if exists:
         if not resume and not overwrite:
             raise FileExistsError(
@@ -1100,21 +725,20 @@ def write_zarr(
                         "or pass overwrite=True to start over"
                     )
             else:
-                template_done, done = _progress_state(target)
+                template_done, done = progress_state(target)
                 complete = (meta or {}).get("attributes", {}).get(ATTR_COMPLETE) == 1
                 if complete:
-                    _remove_progress(target)
+                    remove_progress(target)
                     return WriteReport(target.url, n_total, 0, 0, n_total, time.perf_counter() - t0)
                 fresh = not template_done
         if fresh:
-            _remove_store(target)
+            remove_store(target)
     if fresh:
         done = set()
         _write_template(plan, target, root_attrs)
-        fs, root = target.fs()
-        _put(fs, f"{root}/{_PROGRESS}/zarr.json", _group_doc({ATTR_FINGERPRINT: fp}))
+        mark_template_done(target, {ATTR_FINGERPRINT: fp})
     else:
-        _remove_partials(target)
+        remove_partials(target)
 
     todo = [idx for idx in all_regions if idx not in done]
     n_resumed = n_total - len(todo)
@@ -1146,8 +770,9 @@ def write_zarr(
             else:
                 compute.append(idx)
                 mask_blocks[idx] = mb
-        _write_markers(
-            target, {_key(idx): _region_attrs("empty", plan.bounds(idx)) for idx in empty_by_mask}
+        write_markers(
+            target,
+            {marker_key(idx): region_attrs("empty", plan.bounds(idx)) for idx in empty_by_mask},
         )
         counts["empty"] += len(empty_by_mask)
         todo = compute
@@ -1211,7 +836,7 @@ def write_zarr(
                     fills=tuple((v, fills[v]) for v in owned if fills[v] is not None),
                     target=target,
                     bounds=plan.bounds(idx),
-                    key=_key(idx),
+                    key=marker_key(idx),
                     skip_empty=skip_empty,
                     encodings=tuple((n, encodings[n]) for n in owned),
                 )
@@ -1231,8 +856,8 @@ def write_zarr(
         bar.close()
 
     # ---- finalize: completion flag (one atomic write of the root document), then cleanup
-    _set_root_attrs(target, {ATTR_COMPLETE: 1})
-    _remove_progress(target)
+    set_root_attrs(target, {ATTR_COMPLETE: 1})
+    remove_progress(target)
     return WriteReport(
         target.url,
         n_total,
@@ -1266,7 +891,7 @@ def is_complete(
         True when the root attribute ``xproda_complete`` is 1; False when it is 0, when the
         store is missing or was not written by :func:`write_zarr`.
     """
-    meta = _read_root(_target(store, storage_options))
+    meta = read_root(make_target(store, storage_options))
     return bool(meta) and meta.get("attributes", {}).get(ATTR_COMPLETE) == 1
 
 
@@ -1288,8 +913,8 @@ def list_done_regions(
         One ``{dim: slice(start, stop)}`` per finished region (index ranges along the region
         dims), sorted; every region for a complete store, ``[]`` for a missing store.
     """
-    target = _target(store, storage_options)
-    meta = _read_root(target)
+    target = make_target(store, storage_options)
+    meta = read_root(target)
     if not meta or ATTR_FINGERPRINT not in meta.get("attributes", {}):
         return []
     a = meta["attributes"]
@@ -1304,7 +929,7 @@ def list_done_regions(
             *(range(max(1, math.ceil(sizes[d] / chunk[d]))) for d in dims)
         )
     else:
-        done = _progress_state(target)[1]
+        done = progress_state(target)[1]
     out = []
     for idx in sorted(done):
         if len(idx) != len(dims):
@@ -1314,5 +939,3 @@ def list_done_regions(
         )
     return out
 
-
-from xproda.io.clm import open_clm_history, clm_climatology  # noqa: E402
