@@ -32,7 +32,7 @@ __all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
-           "CLIMATE", "TRANSIENT"]
+           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION"]
 
 CF_CONVENTIONS = "CF-1.10"
 
@@ -357,6 +357,7 @@ ASSIMILATION: dict[str, dict[str, Any]] = {
     "start_converged": {"units": "1", "long_name": "each start met the convergence criteria"},
     "start_n_steps": {"units": "1", "long_name": "optimiser steps of each start"},
     "parameter": {"long_name": "model parameter (normalised to 0..1)"},
+    "fit_statistic": {"long_name": "{stat} of the fitted profile ({estimate})"},
 }
 del _THETA
 
@@ -403,6 +404,31 @@ TRANSIENT: dict[str, dict[str, Any]] = {
                                                    "over the run (end minus start)"},
 }
 
+#: depth-interval results of the xarray layer (``{depth}``: "0-0.3 m", "the depth_interval")
+STOCKS: dict[str, dict[str, Any]] = {
+    "soc_stock": {**OUTPUTS["soc_stock"], "long_name": "soil organic carbon stock, {depth}"},
+    "turnover_time": {**OUTPUTS["turnover_time"],
+                      "long_name": "soil organic carbon turnover time (stock / total litter "
+                                   "input), {depth}"},
+    "total": {"units": "Pg C", "long_name": "total of {label} over the spatial domain"},
+}
+
+#: grids and sites derived by :mod:`xproda.spatial`
+SPATIAL: dict[str, dict[str, Any]] = {
+    "cell_area": {"standard_name": "cell_area", "long_name": "grid-cell area", "units": "m2"},
+    "lat": {"standard_name": "latitude", "units": "degrees_north"},
+    "lon": {"standard_name": "longitude", "units": "degrees_east"},
+    "site_lat": {"units": "degrees_north", "long_name": "site latitude"},
+    "site_lon": {"units": "degrees_east", "long_name": "site longitude"},
+}
+
+#: the held-out predictions of :func:`xproda.learning.validation.cross_validate`
+VALIDATION: dict[str, dict[str, Any]] = {
+    "soc_obs": {"units": "g C m-3", "long_name": "observed SOC density"},
+    "soc_method": {"units": "g C m-3", "long_name": "held-out SOC ({method})"},
+    "fitted_sites": {"units": "1", "long_name": "training sites used by the fit"},
+}
+
 #: the sections of the registry (``forcing`` is built from the kernel schema on first use)
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
@@ -410,7 +436,8 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "sensitivity_gradient": SENSITIVITY_GRADIENT,
     "compare_sensitivities": COMPARE_SENSITIVITIES, "control": CONTROL, "skill": SKILL,
     "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
-    "climate": CLIMATE, "transient": TRANSIENT,
+    "climate": CLIMATE, "transient": TRANSIENT, "stocks": STOCKS, "spatial": SPATIAL,
+    "validation": VALIDATION,
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from xproda import conventions
 from xproda.learning import baselines, crossval
 from xproda.models import get_model
 from xproda.models.base import SoilCarbonModel
@@ -152,15 +153,16 @@ def cross_validate(
         sc = crossval.skill_scores(pred[m], obs, mask=data.batch.mask)
         rows.append({"method": m, **sc, "seconds": wall[m]})
     table = pd.DataFrame(rows).set_index("method")
-    ds = xr.Dataset({"soc_obs": (("site", "obs"), obs, {"units": "g C m-3"}),
+    ds = xr.Dataset({"soc_obs": (("site", "obs"), obs,
+                                 conventions.attrs("soc_obs", section="validation")),
                      "fold": ("site", fold_of)},
                     coords={"site": np.asarray(data.batch.site_ids),
                             "lat": ("site", data.batch.lat), "lon": ("site", data.batch.lon)})
     for m in methods:
-        ds[f"soc_{m}"] = (("site", "obs"), pred[m], {"units": "g C m-3",
-                                                    "long_name": f"held-out SOC ({m})"})
+        ds[f"soc_{m}"] = (("site", "obs"), pred[m], conventions.attrs(
+            "soc_method", section="validation", fields={"method": m}))
     ds["fitted_sites"] = (("cv_method", "cv_fold"), n_fit,
-                          {"long_name": "training sites used by the fit"})
+                          conventions.attrs("fitted_sites", section="validation"))
     ds = ds.assign_coords(cv_method=list(methods), cv_fold=np.arange(len(folds)))
     ds.attrs.update({"n_folds": int(n_folds), "split": split, "block_size": float(block_size)})
     return table, ds

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda import conventions
 from xproda.spatial.bounds import bounds_array, bounds_data, edges_1d
 from xproda.spatial.discovery import coord_degrees, describe_grid, to_lonlat
 from xproda.spatial.sphere import EARTH_RADIUS, authalic, polygon_excess, unit_vectors
@@ -67,7 +68,7 @@ def _spatial_coords(obj: xr.DataArray | xr.Dataset, dims: tuple[str, ...]) -> di
     }
 
 
-_AREA_ATTRS = {"standard_name": "cell_area", "long_name": "grid-cell area", "units": "m2"}
+_AREA_ATTRS = conventions.attrs("cell_area", section="spatial")
 
 
 def cell_area(obj: xr.DataArray | xr.Dataset, *, radius: float = EARTH_RADIUS) -> xr.DataArray:

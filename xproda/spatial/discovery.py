@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda import conventions
+
 __all__ = [
     "NON_SPATIAL_DIMS",
     "spatial_dims",
@@ -327,9 +329,9 @@ def lat_lon(obj: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]
     lon2, lat2 = to_lonlat(g.crs, *np.meshgrid(xv, yv))
     coords = {ydim: obj[ydim].variable, xdim: obj[xdim].variable}
     lat = xr.DataArray(lat2, dims=(ydim, xdim), coords=coords, name="lat",
-                       attrs={"standard_name": "latitude", "units": "degrees_north"})
+                       attrs=conventions.attrs("lat", section="spatial"))
     lon = xr.DataArray(lon2, dims=(ydim, xdim), coords=coords, name="lon",
-                       attrs={"standard_name": "longitude", "units": "degrees_east"})
+                       attrs=conventions.attrs("lon", section="spatial"))
     return lat, lon
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda import conventions
 from xproda.spatial.bounds import edges_1d
 from xproda.spatial.discovery import (
     Grid,
@@ -270,8 +271,8 @@ def sample_sites(
         else:
             out = out.where(mask)
     site_coords: dict[str, Any] = {
-        "site_lat": (site_dim, la, {"units": "degrees_north", "long_name": "site latitude"}),
-        "site_lon": (site_dim, lo, {"units": "degrees_east", "long_name": "site longitude"}),
+        "site_lat": (site_dim, la, conventions.attrs("site_lat", section="spatial")),
+        "site_lon": (site_dim, lo, conventions.attrs("site_lon", section="spatial")),
     }
     if ids is not None:
         site_coords[site_dim] = (site_dim, ids)

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 import numpy as np
 import xarray as xr
 
+from xproda import conventions
 from xproda.spatial.areas import cell_area
 from xproda.spatial.discovery import spatial_dims
 from xproda.spatial.sphere import EARTH_RADIUS
@@ -228,7 +229,7 @@ def global_total(
         tot = (da.drop_vars(drop) * w).sum(dims, skipna=True, min_count=1)
         tot = tot.drop_vars([c for c in ("spatial_ref", "crs") if c in tot.coords])
         label = da.attrs.get("long_name", name)
-        tot.attrs = {"units": "Pg C", "long_name": f"total of {label} over the spatial domain"}
+        tot.attrs = conventions.attrs("total", section="stocks", fields={"label": label})
         tot.name = name
         return tot
 

@@ -402,7 +402,7 @@ def soc_stock(
                           conventions.attrs("depth_bottom", section="coordinates")),
         )
         label = "the depth_interval"
-    out.attrs = conventions.attrs("soc_stock", long_name=f"soil organic carbon stock, {label}")
+    out.attrs = conventions.attrs("soc_stock", section="stocks", fields={"depth": label})
     if "cell_area" in getattr(obj, "variables", {}):
         out.attrs["cell_measures"] = "area: cell_area"
     out.name = "soc_stock"
@@ -432,9 +432,8 @@ def turnover_time(
         raise KeyError("turnover_time needs the 'input' variable (g m-2 yr-1) of steady_state")
     stock = soc_stock(ds, depth=depth)  # kg m-2
     tau = stock * 1000.0 / ds["input"]
-    tau.attrs = conventions.attrs("turnover_time")
-    if depth is not None:
-        tau.attrs["long_name"] += f" for depth {depth} m"
+    tau.attrs = (conventions.attrs("turnover_time") if depth is None else conventions.attrs(
+        "turnover_time", section="stocks", fields={"depth": f"{depth} m"}))
     tau.name = "turnover_time"
     return tau
 

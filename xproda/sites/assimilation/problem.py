@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from xproda import conventions
 from xproda.sites import observations as obsmod
 from xproda.models.interp import ModelToObs
 from xproda.models import get_model
@@ -304,7 +305,8 @@ def assimilate(
                 if k in st:
                     fit[k] = np.where(ok, st[k], np.nan)
         for k, v in fit.items():
-            ds[k] = ("site", v, {"long_name": f"{k} of the fitted profile ({est.name})"})
+            ds[k] = ("site", v, conventions.attrs("fit_statistic", section="assimilation",
+                                                  fields={"stat": k, "estimate": est.name}))
     b = prob.batch
     ds = ds.assign_coords(site=np.asarray(b.site_ids))
     if hasattr(b, "lat"):
