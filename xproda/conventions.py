@@ -32,7 +32,7 @@ __all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
-           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION"]
+           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION", "CLM"]
 
 CF_CONVENTIONS = "CF-1.10"
 
@@ -429,6 +429,16 @@ VALIDATION: dict[str, dict[str, Any]] = {
     "fitted_sites": {"units": "1", "long_name": "training sites used by the fit"},
 }
 
+#: coordinates of the forcing read from CLM5 history files (:mod:`xproda.io.clm`)
+CLM: dict[str, dict[str, Any]] = {
+    "time": {"standard_name": "time",
+             "long_name": "middle of the CLM averaging interval (month)",
+             "bounds": "time_bounds"},
+    "time_bounds": {"long_name": "CLM averaging interval"},
+    "lat": {**COORDINATES["lat"], "bounds": None},
+    "lon": {**COORDINATES["lon"], "bounds": None},
+}
+
 #: the sections of the registry (``forcing`` is built from the kernel schema on first use)
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
@@ -437,7 +447,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "compare_sensitivities": COMPARE_SENSITIVITIES, "control": CONTROL, "skill": SKILL,
     "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
     "climate": CLIMATE, "transient": TRANSIENT, "stocks": STOCKS, "spatial": SPATIAL,
-    "validation": VALIDATION,
+    "validation": VALIDATION, "clm": CLM,
 }
 
 

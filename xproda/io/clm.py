@@ -74,9 +74,7 @@ _CELL_COORDS = {
 #: CLM spellings of "no unit" missing from :data:`xproda.units.NO_UNITS`
 _CLM_NO_UNITS = frozenset({"proportion", "ratio"})
 #: ``time`` attrs of the returned Dataset (also marks a Dataset already converted here)
-_TIME_ATTRS = {"standard_name": "time",
-               "long_name": "middle of the CLM averaging interval (month)",
-               "bounds": "time_bounds"}
+_TIME_ATTRS = conventions.attrs("time", section="clm")
 _BOUNDS_NAMES = ("time_bounds", "time_bnds")
 #: monthly amounts (schema units) and the same amount without "per month"
 _AMOUNTS = {"g m-2 month-1": "g m-2", "g m-3 month-1": "g m-3"}
@@ -279,7 +277,8 @@ def clm_climatology(
         "time", skipna=False)
     out = xr.merge([clim, ds[[k for k in ds.data_vars if k not in timed]]],
                    combine_attrs="drop")
-    out = out.assign_coords(month=("month", np.arange(1, 13), {"long_name": "month of the year"}))
+    out = out.assign_coords(month=("month", np.arange(1, 13),
+                                   conventions.attrs("month", section="coordinates")))
     for c in out.coords:
         if c in ds.coords:  # coordinate attrs are lost by the reduction
             out[c].attrs = ds[c].attrs
@@ -497,8 +496,8 @@ def _column_total(vr: xr.DataArray, total: str) -> xr.DataArray:
 # -------------------------------------------------------------------------------------------
 # horizontal layout
 # -------------------------------------------------------------------------------------------
-_LAT_ATTRS = {"standard_name": "latitude", "long_name": "latitude", "units": "degrees_north"}
-_LON_ATTRS = {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east"}
+_LAT_ATTRS = conventions.attrs("lat", section="clm")
+_LON_ATTRS = conventions.attrs("lon", section="clm")
 
 
 def _horizontal(raw: xr.Dataset, found: dict[str, ClmSource], source: str,
@@ -579,7 +578,7 @@ def _monthly_time(raw: xr.Dataset, source: str, notes: list[str]) -> xr.Dataset:
                            if k in ("units", "calendar")}
     if bounds is not None:
         ds = ds.assign_coords(time_bounds=(("time", "nv"), bounds[order],
-                                           {"long_name": "CLM averaging interval"}))
+                                           conventions.attrs("time_bounds", section="clm")))
     return ds
 
 
@@ -616,7 +615,9 @@ def _bounds(raw: xr.Dataset) -> np.ndarray | None:
         enc = raw["time"].encoding
         if "units" not in enc:
             return None
-        attrs = {"units": enc["units"], "calendar": enc.get("calendar", "standard")}
+        # decode the bounds with the encoding of the file's time axis (an input, not metadata
+        # that xproda creates)
+        attrs = {k: enc.get(k, "standard") for k in ("units", "calendar")}
         values = np.asarray(_decode(xr.Dataset({"b": (b.dims, values, attrs)}))["b"].values)
     return values
 
