@@ -74,7 +74,7 @@ def component_control(
     m = _common.model_of(model)
     grp = _common.resolve_groups(m, groups)
     labels = list(grp)
-    lf = _common.land_fraction_of(ds, land_fraction)
+    lf = spatial.land_fraction_of(ds, land_fraction)
     th = xr_api.parameters_to_dataarray(params, m)
     sdims = spatial.spatial_dims(th)
     w = _common.cell_weights(th, lf)

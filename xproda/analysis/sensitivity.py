@@ -131,7 +131,7 @@ def sensitivity(
     m = _common.model_of(model)
     grp = _common.resolve_groups(m, groups)
     lv = _levels(levels)
-    lf = _common.land_fraction_of(ds, land_fraction)
+    lf = spatial.land_fraction_of(ds, land_fraction)
     th_p, ds_p = _finite_experiments(ds, params, m, grp, lv, space)
     out = xr_api.steady_state(ds_p, th_p, model=m, batch_dims=("group", "level"))
     stock = _common.stock_of(out["soc"], depth)
@@ -228,7 +228,7 @@ def sensitivity_gradient(
     _check_space(space)
     m = _common.model_of(model)
     grp = _common.resolve_groups(m, groups)
-    lf = _common.land_fraction_of(ds, land_fraction)
+    lf = spatial.land_fraction_of(ds, land_fraction)
     labels = list(grp)
     gmat = _common.group_matrix(m, grp)
     inputs_col = labels.index(_common.INPUTS) if _common.INPUTS in labels else None
@@ -294,7 +294,7 @@ def compare_sensitivities(
                                depth=depth, land_fraction=land_fraction)
     maps = fin["soc_stock"]
     valid = maps.notnull().all(("group", "level")) & grd["dsoc_stock"].notnull().all("group")
-    lf = _common.land_fraction_of(ds, land_fraction)
+    lf = spatial.land_fraction_of(ds, land_fraction)
     fin_t = xr_api.global_total(maps.where(valid), land_fraction=lf)
     g_t = xr_api.global_total(grd["dsoc_stock"].where(valid), land_fraction=lf,
                               stock_units="kg m-2")
