@@ -202,9 +202,9 @@ def run_demo(
     if not 0.0 < float(held_out) < 0.9:
         raise ValueError(f"held_out must be in (0, 0.9), got {held_out}")
     if figures:
-        from xproda.plotting import _pyplot
+        from xproda.plotting import pyplot
 
-        _pyplot()  # fail before the long stages if matplotlib is missing
+        pyplot()  # fail before the long stages if matplotlib is missing
 
     t_all = time.perf_counter()
     outdir = Path(out)

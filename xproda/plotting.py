@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["map_plot", "predicted_vs_observed", "depth_profile", "loss_curve", "pretty_units"]
+__all__ = ["map_plot", "predicted_vs_observed", "depth_profile", "loss_curve", "pretty_units",
+           "pyplot"]
 
 #: Background of map axes: the colour of cells without data (ocean, ice).
 NO_DATA_COLOUR = "#d9d9d9"
@@ -32,7 +33,8 @@ NO_DATA_COLOUR = "#d9d9d9"
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot``, or an ImportError saying how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -74,7 +76,7 @@ def _label(name: str, units: str | None) -> str:
 def _new_axes(ax: Any, figsize: tuple[float, float]) -> Any:
     if ax is not None:
         return ax
-    _, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
+    _, ax = pyplot().subplots(figsize=figsize, layout="constrained")
     return ax
 
 
@@ -327,7 +329,7 @@ def depth_profile(
     sites = list(sites)
     if not sites:
         raise ValueError("no site to draw: no profile id is in every modelled array")
-    plt = _pyplot()
+    plt = pyplot()
     import matplotlib.ticker as mticker
 
     if axes is None:
@@ -418,7 +420,7 @@ def loss_curve(report: Any, *, ax: Any = None) -> Any:
     """
     if not hasattr(report, "plot") or not hasattr(report, "history"):
         raise TypeError(f"report must be a TrainingReport, got {type(report).__name__}")
-    _pyplot()
+    pyplot()
     return report.plot(ax=ax)
 
 
