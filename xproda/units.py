@@ -121,23 +121,35 @@ def conversion(src: Any, dst: Any, *, name: str = "variable") -> tuple[float, fl
     UnitsError
         ``src`` cannot be read, or has another physical dimension than ``dst``.
     """
-    su, du = parse_units(src, name=name), parse_units(dst, name=name)
+    for text in (src, dst):
+        parse_units(text, name=name)  # a UnitsError naming the variable
+    result = _conversion(str(src), str(dst))
+    if result is None:
+        raise UnitsError(
+            f"{name}: units {str(src)!r} cannot be converted to the expected {str(dst)!r} "
+            f"(dimension {parse_units(src).dimensionality} vs "
+            f"{parse_units(dst).dimensionality})")
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _conversion(src: str, dst: str) -> tuple[float, float] | None:
+    """:func:`conversion` of two readable units strings; None when not convertible."""
+    su, du = _parse(src), _parse(dst)
     reg = _registry()
     if not (_has_month(su) or _has_month(du)):  # years of 365 days (see the module docs)
-        su = parse_units(_YEAR.sub("common_year", normalise_units(src)), name=name)
-        du = parse_units(_YEAR.sub("common_year", normalise_units(dst)), name=name)
+        su, du = _parse(_YEAR.sub("common_year", normalise_units(src))), _parse(
+            _YEAR.sub("common_year", normalise_units(dst)))
     if _has_month(du) and not _has_month(su) and _time_exponent(su) == _time_exponent(du) == -1:
         du = du * reg.Unit("month") / reg.Unit("day")  # per day: the month length follows
         # a year of a per-year rate has 365 days here (CLM's noleap calendar and PRODA's
         # year), not pint's 365.25, so that 12 months of a 365-day year sum to the year
-        su = parse_units(_YEAR.sub("common_year", normalise_units(src)), name=name)
+        su = _parse(_YEAR.sub("common_year", normalise_units(src)))
     try:
         zero = reg.Quantity(0.0, su).to(du).magnitude
         one = reg.Quantity(1.0, su).to(du).magnitude
-    except Exception:
-        raise UnitsError(
-            f"{name}: units {str(src)!r} cannot be converted to the expected {str(dst)!r} "
-            f"(dimension {su.dimensionality} vs {parse_units(dst).dimensionality})") from None
+    except Exception:  # pint's DimensionalityError and friends
+        return None
     scale, offset = float(one - zero), float(zero)
     return scale, (0.0 if abs(offset) < 1e-12 * max(1.0, abs(scale)) else offset)
 
