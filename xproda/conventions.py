@@ -32,7 +32,7 @@ __all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
-           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION", "CLM"]
+           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION", "CLM", "OBSERVATIONS"]
 
 CF_CONVENTIONS = "CF-1.10"
 
@@ -439,6 +439,26 @@ CLM: dict[str, dict[str, Any]] = {
     "lon": {**COORDINATES["lon"], "bounds": None},
 }
 
+#: a packed profile table (:meth:`xproda.sites.observations.ObservationBatch.to_dataset`)
+OBSERVATIONS: dict[str, dict[str, Any]] = {
+    "soc": {"units": "g m-3", "long_name": "observed soil organic carbon density (mass of "
+                                           "carbon per volume of soil)"},
+    "depth": {"units": "m", "long_name": "node depth of the layer (mid point)",
+              "positive": "down"},
+    "top": {"units": "m", "long_name": "upper depth of the layer below the mineral soil "
+                                       "surface, >= 0", "positive": "down"},
+    "bottom": {"units": "m", "long_name": "lower depth of the layer, > top",
+               "positive": "down"},
+    "weight": {"units": "1", "long_name": "layer weight of the cen cost (spec 5.2)"},
+    "mask": {"long_name": "valid observation"},
+    "n_layers": {"units": "1", "long_name": "number of layers"},
+    "site": {"long_name": "profile id"},
+    "obs": {"long_name": "layer index (by depth)"},
+    "lat": {"units": "degrees_north", "standard_name": "latitude"},
+    "lon": {"units": "degrees_east", "standard_name": "longitude"},
+    "date": {"long_name": "sampling date"},
+}
+
 #: the sections of the registry (``forcing`` is built from the kernel schema on first use)
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
@@ -447,7 +467,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "compare_sensitivities": COMPARE_SENSITIVITIES, "control": CONTROL, "skill": SKILL,
     "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
     "climate": CLIMATE, "transient": TRANSIENT, "stocks": STOCKS, "spatial": SPATIAL,
-    "validation": VALIDATION, "clm": CLM,
+    "validation": VALIDATION, "clm": CLM, "observations": OBSERVATIONS,
 }
 
 
