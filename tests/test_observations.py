@@ -27,6 +27,7 @@ from xproda.sites.observations import (
     soc_density,
     validate_profiles,
 )
+from xproda.sites.observations.weights import descending_ranks
 
 from conftest import SHARED
 
@@ -68,9 +69,9 @@ def test_spec_weight_example():
     np.testing.assert_allclose(w, [w_exp, 1, 1, 1, w_exp], rtol=1e-15)
     np.testing.assert_allclose(w.round(4), [6.0653, 1, 1, 1, 6.0653])
     # the spec's ranks
-    np.testing.assert_array_equal(ob._desc_ranks(np.abs(np.array(obs) - np.mean(obs))),
+    np.testing.assert_array_equal(descending_ranks(np.abs(np.array(obs) - np.mean(obs))),
                                   [1, 4, 5, 3, 2])
-    np.testing.assert_array_equal(ob._desc_ranks(np.abs(np.array(d) - 0.42)), [2, 3, 5, 4, 1])
+    np.testing.assert_array_equal(descending_ranks(np.abs(np.array(d) - 0.42)), [2, 3, 5, 4, 1])
 
 
 def test_weights_ties_keep_order():

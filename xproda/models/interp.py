@@ -73,7 +73,7 @@ Method = Literal["pchip", "pchip_mean", "layer_mean"]
 # --------------------------------------------------------------------------------------------
 
 
-def _float_tensor(v, dtype=None, device=None) -> torch.Tensor:
+def float_tensor(v, dtype=None, device=None) -> torch.Tensor:
     """``v`` as a floating tensor (float64 unless ``dtype``/the tensor's own dtype says else)."""
     if isinstance(v, torch.Tensor):
         if dtype is None:
@@ -84,7 +84,8 @@ def _float_tensor(v, dtype=None, device=None) -> torch.Tensor:
     )
 
 
-def _dtype_device(*vals) -> tuple[torch.dtype, torch.device]:
+def dtype_device(*vals) -> tuple[torch.dtype, torch.device]:
+    """Dtype and device of the first floating tensor in ``vals`` (else float64 and CPU)."""
     for v in vals:
         if isinstance(v, torch.Tensor) and v.is_floating_point():
             return v.dtype, v.device
@@ -188,9 +189,9 @@ def _coefficients(y, d, m, ih):
 
 
 def _prepare_xy(x, y):
-    dtype, device = _dtype_device(y, x)
-    y = _float_tensor(y, dtype, device)
-    x = _float_tensor(x, dtype, device)
+    dtype, device = dtype_device(y, x)
+    y = float_tensor(y, dtype, device)
+    x = float_tensor(x, dtype, device)
     if y.ndim < 1 or x.shape[-1] != y.shape[-1]:
         raise ValueError(
             f"x and y must have the same number of knots along the last axis, got x "
@@ -518,7 +519,7 @@ def pchip(x, y, xq, *, extrapolate: bool = True) -> torch.Tensor:
             [2.2188,    nan]], dtype=torch.float64)
     """
     x, y = _prepare_xy(x, y)
-    xq = _float_tensor(xq, y.dtype, y.device)
+    xq = float_tensor(xq, y.dtype, y.device)
     if xq.ndim == 0:
         xq = xq.reshape(1)
     bshape = _batch_shape(x.shape, y.shape, xq.shape)
@@ -557,8 +558,8 @@ def pchip_integral(x, y, a, b, *, extrapolate: bool = True) -> torch.Tensor:
     [[2.0, 1.5]]
     """
     x, y = _prepare_xy(x, y)
-    a = _float_tensor(a, y.dtype, y.device)
-    b = _float_tensor(b, y.dtype, y.device)
+    a = float_tensor(a, y.dtype, y.device)
+    b = float_tensor(b, y.dtype, y.device)
     a, b = torch.broadcast_tensors(a.reshape(1) if a.ndim == 0 else a,
                                    b.reshape(1) if b.ndim == 0 else b)
     bshape = _batch_shape(x.shape, y.shape, a.shape)
@@ -603,8 +604,8 @@ def pchip_mean(x, y, top, bottom, *, extrapolate: bool = True) -> torch.Tensor:
     [[1.0, 0.5]]
     """
     x, y = _prepare_xy(x, y)
-    top = _float_tensor(top, y.dtype, y.device)
-    bottom = _float_tensor(bottom, y.dtype, y.device)
+    top = float_tensor(top, y.dtype, y.device)
+    bottom = float_tensor(bottom, y.dtype, y.device)
     return PchipMeanMap(x, top, bottom, extrapolate=extrapolate)(y)
 
 
@@ -644,12 +645,12 @@ class PchipMap:
 
     def __init__(self, knots, xq, *, extrapolate: bool = True, dtype=None, device=None) -> None:
         if dtype is None or device is None:
-            dt, dev = _dtype_device(xq, knots)
+            dt, dev = dtype_device(xq, knots)
             dtype = dtype or dt
             device = device if device is not None else dev
-        x = _float_tensor(knots, dtype, device)
+        x = float_tensor(knots, dtype, device)
         _check_knots(x, "knots")
-        xq = _float_tensor(xq, dtype, device)
+        xq = float_tensor(xq, dtype, device)
         if xq.ndim == 0:
             xq = xq.reshape(1)
         self.knots = x
@@ -672,7 +673,7 @@ class PchipMap:
         return int(self.knots.shape[-1])
 
     def _check_y(self, y) -> torch.Tensor:
-        y = _float_tensor(y, self.dtype, self.device)
+        y = float_tensor(y, self.dtype, self.device)
         if y.ndim < 1 or y.shape[-1] != self.n_knots:
             raise ValueError(f"y must have {self.n_knots} values along its last axis, got shape "
                              f"{tuple(y.shape)}")
@@ -731,11 +732,11 @@ class PchipMeanMap(PchipMap):
     def __init__(self, knots, top, bottom, *, extrapolate: bool = True, dtype=None,
                  device=None) -> None:
         if dtype is None or device is None:
-            dt, dev = _dtype_device(top, bottom, knots)
+            dt, dev = dtype_device(top, bottom, knots)
             dtype = dtype or dt
             device = device if device is not None else dev
-        top = _float_tensor(top, dtype, device)
-        bottom = _float_tensor(bottom, dtype, device)
+        top = float_tensor(top, dtype, device)
+        bottom = float_tensor(bottom, dtype, device)
         top, bottom = torch.broadcast_tensors(top.reshape(1) if top.ndim == 0 else top,
                                               bottom.reshape(1) if bottom.ndim == 0 else bottom)
         if bool(torch.any(bottom < top)):
@@ -808,11 +809,11 @@ def layer_mean_weights(top, bottom, *, dtype=None, device=None) -> torch.Tensor:
     [0.2, 0.4, 0.4, 0.0]
     """
     if dtype is None or device is None:
-        dt, dev = _dtype_device(top, bottom)
+        dt, dev = dtype_device(top, bottom)
         dtype = dtype or dt
         device = device if device is not None else dev
-    top = _float_tensor(top, dtype, device)
-    bottom = _float_tensor(bottom, dtype, device)
+    top = float_tensor(top, dtype, device)
+    bottom = float_tensor(bottom, dtype, device)
     top, bottom = torch.broadcast_tensors(top, bottom)
     bad = torch.isnan(top) | torch.isnan(bottom)
     if bool(torch.any(~bad & ((top < 0) | (bottom < top)))):
@@ -880,14 +881,14 @@ class ModelToObs:
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
         if dtype is None or device is None:
-            dt, dev = _dtype_device(depth, top, bottom)
+            dt, dev = dtype_device(depth, top, bottom)
             dtype = dtype or dt
             device = device if device is not None else dev
         self.method = method
         self.dtype = dtype
         self.device = torch.device(device)
         knots = torch.tensor(MODEL_NODE_DEPTHS, dtype=dtype, device=device)
-        dep = None if depth is None else _float_tensor(depth, dtype, device)
+        dep = None if depth is None else float_tensor(depth, dtype, device)
         if dep is not None and bool(torch.any(dep[~torch.isnan(dep)] < 0)):
             raise ValueError("observation depth must be >= 0 (m, positive downwards)")
         if method == "pchip":
@@ -899,8 +900,8 @@ class ModelToObs:
         if top is None or bottom is None:
             raise ValueError(f"method={method!r} needs the observed layer bounds `top` and "
                              "`bottom` (m)")
-        top = _float_tensor(top, dtype, device)
-        bottom = _float_tensor(bottom, dtype, device)
+        top = float_tensor(top, dtype, device)
+        bottom = float_tensor(bottom, dtype, device)
         top, bottom = torch.broadcast_tensors(top, bottom)
         nan = torch.isnan(top) | torch.isnan(bottom)
         if dep is not None:
@@ -921,7 +922,7 @@ class ModelToObs:
         soc_layers : array_like or torch.Tensor
             SOC density of the 20 model layers, ``[B, 20]`` (g C m-3).
         """
-        y = _float_tensor(soc_layers, self.dtype, self.device)
+        y = float_tensor(soc_layers, self.dtype, self.device)
         if y.ndim < 1 or y.shape[-1] != grid.N_LAYERS:
             raise ValueError(f"soc_layers must have {grid.N_LAYERS} layers along its last axis, "
                              f"got shape {tuple(y.shape)}")
@@ -965,6 +966,6 @@ def model_to_obs(soc_layers, depth=None, *, method: Method = "pchip", top=None,
     >>> model_to_obs(soc, [[0.05, 0.3], [0.1, float("nan")]]).tolist()
     [[1000.0, 1000.0], [1000.0, nan]]
     """
-    dtype, device = _dtype_device(soc_layers, depth, top, bottom)
+    dtype, device = dtype_device(soc_layers, depth, top, bottom)
     return ModelToObs(depth, method=method, top=top, bottom=bottom, dtype=dtype,
                       device=device)(soc_layers)

@@ -43,7 +43,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from xproda.models.interp import _dtype_device, _float_tensor
+from xproda.models.interp import dtype_device, float_tensor
 
 __all__ = [
     "cost_cen",
@@ -79,12 +79,12 @@ def _prepare(mod, obs, weights=None, mask=None):
     replaced by 1 (so nothing NaN or zero enters the arithmetic) and ``mod`` is left as is
     (callers replace it with :func:`_safe_mod`).
     """
-    dtype, device = _dtype_device(mod, obs, weights)
-    m = _float_tensor(mod, dtype, device)
-    o = _float_tensor(obs, dtype, device)
+    dtype, device = dtype_device(mod, obs, weights)
+    m = float_tensor(mod, dtype, device)
+    o = float_tensor(obs, dtype, device)
     tensors = [m, o]
     if weights is not None:
-        tensors.append(_float_tensor(weights, dtype, device))
+        tensors.append(float_tensor(weights, dtype, device))
     if mask is not None:
         mk = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
         tensors.append(mk.to(device=device, dtype=torch.bool))
@@ -262,8 +262,8 @@ def gaussian_loglik(mod, obs, *, sigma_rel=CEN_RELATIVE_ERROR, sigma_abs=0.0, we
                              f"sigma_rel={sigma_rel}, sigma_abs={sigma_abs}")
     m, o, w, used = _prepare(mod, obs, weights, mask)
     m = _safe_mod(m, o, used)
-    sr = _float_tensor(sigma_rel, o.dtype, o.device)
-    sa = _float_tensor(sigma_abs, o.dtype, o.device)
+    sr = float_tensor(sigma_rel, o.dtype, o.device)
+    sa = float_tensor(sigma_abs, o.dtype, o.device)
     if log_space:
         one = torch.ones((), dtype=o.dtype, device=o.device)
         pos = m > 0
@@ -322,8 +322,8 @@ def log_prior_uniform(theta) -> torch.Tensor:
     >>> log_prior_uniform([[0.5, 0.2], [0.5, 1.0], [0.0, 0.3]]).tolist()
     [0.0, -inf, -inf]
     """
-    dtype, device = _dtype_device(theta)
-    th = _float_tensor(theta, dtype, device)
+    dtype, device = dtype_device(theta)
+    th = float_tensor(theta, dtype, device)
     inside = ((th > 0) & (th < 1)).all(-1)
     zero = torch.zeros((), dtype=dtype, device=device)
     return torch.where(inside, zero, torch.full((), -math.inf, dtype=dtype, device=device))
