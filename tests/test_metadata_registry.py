@@ -35,7 +35,7 @@ CF_STANDARD_NAMES = {
     "air_temperature", "cell_area", "depth", "land_area_fraction", "latitude", "longitude",
     "lwe_precipitation_rate", "lwe_thickness_of_precipitation_amount",
     "net_primary_productivity_of_biomass_expressed_as_carbon", "soil_mass_content_of_carbon",
-    "soil_temperature", "surface_altitude",
+    "soil_temperature", "surface_altitude", "time",
 }
 #: grid coordinates: when cf-xarray finds them, they must be these variables
 GRID_NAMES = {"latitude": ["lat"], "longitude": ["lon"], "depth": ["depth"],
@@ -53,7 +53,8 @@ WORLD_NAMES = {
     "net_primary_productivity_of_biomass_expressed_as_carbon": ["NPP"],
 }
 #: example values of every template field of the registry
-FIELDS = {"depth": "0-1 m", "metric": "r2", "metric_units": "1"}
+FIELDS = {"depth": "0-1 m", "metric": "r2", "metric_units": "1", "label": "soc_stock",
+          "method": "two_step", "stat": "r2", "estimate": "map"}
 
 
 # -------------------------------------------------------------------------------------------
@@ -302,20 +303,8 @@ EXCEPTIONS = {
     "units.py": "unit conversion rewrites the units of the variable it converts (by design)",
     "demo.py": "figure labels on temporary DataArrays handed to xproda.plotting, never stored",
     "testing.py": "test fixtures: forcing and grid of xproda.testing.forcing_dataset",
-    "observations.py": "PROFILE_COLUMNS documents the columns of input tables (read, not "
-                       "created); ObservationBatch.to_dataset not migrated yet",
-    "climate.py": "CLIMATE_VARIABLES and the month coordinate of from_climate: moving to a "
-                  "climate section of the registry",
-    "clm.py": "CLM history reader: coordinates of the files it reads, not migrated yet",
-    "spatial.py": "generic helpers for any user grid (2-D lat/lon, cell_area, sampled sites, "
-                  "global totals), not migrated yet",
-    "xr_api.py": "stock by depth (long_name with the interval, depth_interval bounds) and the "
-                 "pool coordinate, not migrated yet",
-    "transient.py": "long_name overrides of the transient outputs, not migrated yet",
-    "scenarios.py": "time coordinate and soc_change of the scenarios, not migrated yet",
-    "training.py": "cross-validation prediction Dataset, not migrated yet",
-    "assimilation/problem.py": "fitted-profile summaries of AssimilationProblem, not migrated "
-                               "yet",
+    "sites/observations/schema.py": "PROFILE_COLUMNS documents the columns of input tables "
+                                    "(read, not created)",
 }
 
 

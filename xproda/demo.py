@@ -179,7 +179,7 @@ def run_demo(
     ImportError
         If ``figures`` is True and matplotlib is not installed.
     """
-    from xproda import conventions, io
+    from xproda import conventions, io, spatial
     from xproda.learning import crossval
     from xproda.xr import api as xr_api
     from xproda.datasets import (

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from xproda import conventions
 from xproda.sites.observations.schema import (
     PROFILE_COLUMNS,
     REQUIRED_COLUMNS,
@@ -161,33 +162,21 @@ class ProfileBatch:
         """
         import xarray as xr
 
-        def a(name: str, **extra: Any) -> dict[str, Any]:
-            base = {"units": PROFILE_COLUMNS[name]["units"],
-                    "long_name": PROFILE_COLUMNS[name]["description"].split(";")[0]}
-            base.update(extra)
-            return base
+        def a(name: str) -> dict[str, Any]:
+            return conventions.attrs(name, section="observations")
 
         so = ("site", "obs")
-        data_vars = {
-            "soc": (so, self.soc, a("soc", long_name="observed soil organic carbon density "
-                                    "(mass of carbon per volume of soil)")),
-            "depth": (so, self.depth, {"units": "m", "long_name": "node depth of the layer "
-                                       "(mid point)", "positive": "down"}),
-            "top": (so, self.top, a("top", positive="down")),
-            "bottom": (so, self.bottom, a("bottom", positive="down")),
-            "weight": (so, self.weight, {"units": "1", "long_name": "layer weight of the cen "
-                                         "cost (spec 5.2)"}),
-            "mask": (so, self.mask, {"long_name": "valid observation"}),
-            "n_layers": ("site", self.n_layers, {"long_name": "number of layers"}),
-        }
+        data_vars = {k: (so, getattr(self, k), a(k))
+                     for k in ("soc", "depth", "top", "bottom", "weight", "mask")}
+        data_vars["n_layers"] = ("site", self.n_layers, a("n_layers"))
         coords: dict[str, Any] = {
-            "site": ("site", self.site_ids, {"long_name": "profile id"}),
-            "obs": ("obs", np.arange(self.n_obs), {"long_name": "layer index (by depth)"}),
-            "lat": ("site", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
-            "lon": ("site", self.lon, {"units": "degrees_east", "standard_name": "longitude"}),
+            "site": ("site", self.site_ids, a("site")),
+            "obs": ("obs", np.arange(self.n_obs), a("obs")),
+            "lat": ("site", self.lat, a("lat")),
+            "lon": ("site", self.lon, a("lon")),
         }
         if self.date is not None:
-            coords["date"] = ("site", self.date, {"long_name": "sampling date"})
+            coords["date"] = ("site", self.date, a("date"))
         return xr.Dataset(data_vars, coords=coords)
 
     @classmethod
