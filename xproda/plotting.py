@@ -230,15 +230,9 @@ def predicted_vs_observed(
         The annotation shows n, R^2 (1 - SSE/SST of the values), R^2 of log values and the
         RMSE, from :func:`xproda.learning.crossval.skill_scores`.
     """
-    from xproda.learning.crossval import skill_scores
+    from xproda.learning.crossval import skill_scores, valid_pairs
 
-    o = np.asarray(obs, dtype=float).ravel()
-    m = np.asarray(mod, dtype=float).ravel()
-    if o.shape != m.shape:
-        raise ValueError(f"obs and mod must have the same size, got {o.size} and {m.size}")
-    ok = np.isfinite(o) & np.isfinite(m)
-    if mask is not None:
-        ok &= np.asarray(mask, dtype=bool).ravel()
+    m, o, ok = valid_pairs(mod, obs, mask=mask)
     sk = skill_scores(m[ok], o[ok])
     show = ok & ((o > 0) & (m > 0) if log else True)
     ax = _new_axes(ax, (5.0, 5.0))

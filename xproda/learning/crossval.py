@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["spatial_blocks", "split_sites", "kfold_sites", "skill_scores", "SKILL_METRICS"]
+__all__ = ["spatial_blocks", "split_sites", "kfold_sites", "skill_scores", "valid_pairs",
+           "SKILL_METRICS"]
 
 #: Metrics of :func:`skill_scores` (pooled over all observations).
 SKILL_METRICS = ("n", "r2", "nse", "rmse", "bias", "corr", "r2_log")
@@ -177,6 +178,25 @@ def kfold_sites(
     return [np.flatnonzero(fold == k) for k in range(int(n_folds))]
 
 
+def valid_pairs(mod: Any, obs: Any, *, mask: Any = None) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+    """Flat float ``mod``, ``obs`` and the mask of pairs where both are finite (and ``mask``).
+
+    Raises
+    ------
+    ValueError
+        ``mod`` and ``obs`` differ in size.
+    """
+    m = np.asarray(mod, dtype=float).ravel()
+    o = np.asarray(obs, dtype=float).ravel()
+    if m.shape != o.shape:
+        raise ValueError(f"mod and obs must have the same size, got {m.size} and {o.size}")
+    ok = np.isfinite(m) & np.isfinite(o)
+    if mask is not None:
+        ok &= np.asarray(mask, dtype=bool).ravel()
+    return m, o, ok
+
+
 def skill_scores(mod: Any, obs: Any, *, mask: Any = None) -> dict[str, float]:
     """Skill of modelled vs observed values pooled over all observations.
 
@@ -196,13 +216,7 @@ def skill_scores(mod: Any, obs: Any, *, mask: Any = None) -> dict[str, float]:
         of ``obs``); ``corr`` (Pearson); ``r2_log`` (1 - SSE/SST of log values, for
         positive data).
     """
-    m = np.asarray(mod, dtype=float).ravel()
-    o = np.asarray(obs, dtype=float).ravel()
-    if m.shape != o.shape:
-        raise ValueError(f"mod and obs must have the same size, got {m.size} and {o.size}")
-    ok = np.isfinite(m) & np.isfinite(o)
-    if mask is not None:
-        ok &= np.asarray(mask, dtype=bool).ravel()
+    m, o, ok = valid_pairs(mod, obs, mask=mask)
     m, o = m[ok], o[ok]
     out = dict.fromkeys(SKILL_METRICS, float("nan"))
     out["n"] = float(m.size)
