@@ -570,3 +570,16 @@ def test_feature_units_survive_save_and_load(unit_net, tmp_path):
 
     save_network(unit_net, tmp_path / "net.safetensors")
     assert load_network(tmp_path / "net.safetensors").feature_units == ("degC", "m")
+
+
+def test_covariates_in_the_trained_units_need_no_parsing():
+    """WorldClim-style labels pint cannot read ('degC*100') are fine when unchanged."""
+    from xproda.learning.network import ParameterNet
+
+    names = list(xproda.get_model("clm5").parameters.names)
+    net = ParameterNet(["bio4"], names, hidden=(2,), seed=0, feature_units=["degC*100"])
+    cov = xr.Dataset({"bio4": (("lat", "lon"), np.ones((2, 3)), {"units": "degC*100"})})
+    assert np.isfinite(cov.proda.predict_parameters(net).values).all()
+    cov["bio4"].attrs["units"] = "K"
+    with pytest.raises(UnitsError, match="covariate bio4: cannot read units 'degC\\*100'"):
+        cov.proda.predict_parameters(net)

@@ -210,6 +210,8 @@ def convert(da: Any, dst: str, *, name: str, src: Any = None) -> tuple[Any, str 
     src = da.attrs.get("units") if src is None else src
     if src is None:
         raise UnitsError(f"{name}: no units attribute; expected {dst!r}")
+    if str(src).strip() == str(dst).strip():  # the same spelling: nothing to read or convert
+        return da, None
     scale, offset = conversion(src, dst, name=name)
     per_month = needs_month_lengths(src, dst, name=name)
     if not per_month and scale == 1.0 and offset == 0.0:
