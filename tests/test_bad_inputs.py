@@ -583,3 +583,28 @@ def test_covariates_in_the_trained_units_need_no_parsing():
     cov["bio4"].attrs["units"] = "K"
     with pytest.raises(UnitsError, match="covariate bio4: cannot read units 'degC\\*100'"):
         cov.proda.predict_parameters(net)
+
+
+def test_months_out_of_calendar_order_are_reordered(ds, ref):
+    july_first = ds.isel(month=np.r_[6:12, 0:6])  # the month coordinate travels along
+    out = july_first.proda.steady_state(_theta())
+    np.testing.assert_allclose(out["soc_stock"].values, ref.values, rtol=1e-13)
+    assert "months reordered to January first" in out.attrs["history"]
+
+
+def test_month_coordinate_not_a_year_refused(ds):
+    bad = ds.assign_coords(month=np.arange(3, 15))
+    with pytest.raises(DimensionError, match="TSOI, .*: the coordinate of the .month. dim must hold the 12"):
+        _run(bad)
+
+
+def test_transient_climatology_out_of_order_is_reordered(transient_ds):
+    from xproda.xr.scenarios import repeat_climatology
+
+    clim = forcing_dataset(2, 3, seed=7, ocean_fraction=0.0)
+    ref = repeat_climatology(clim, years=2).proda.simulate(_theta())["soc_stock"]
+    # monthly climatology variables mapped onto time steps by the month of each step
+    mixed = repeat_climatology(clim, years=2)
+    mixed["TSOI"] = clim["TSOI"].isel(month=np.r_[6:12, 0:6])
+    out = mixed.proda.simulate(_theta())["soc_stock"]
+    np.testing.assert_allclose(out.values, ref.values, rtol=1e-12)

@@ -38,6 +38,7 @@ __all__ = [
     "core_dims",
     "expected_dims_text",
     "horizontal_dims",
+    "month_order",
     "ConformedForcing",
     "forcing_problems",
     "conform_forcing",
@@ -89,6 +90,31 @@ class ConformedForcing:
     arrays: dict[str, xr.DataArray]
     notes: list[str] = field(default_factory=list)
     horizontal: tuple[str, ...] = ()
+
+
+def month_order(da: xr.DataArray) -> np.ndarray | None:
+    """Positions that put a ``month`` dim in calendar order (January first), or None.
+
+    ``None`` when ``da`` has no numeric ``month`` coordinate or it is already 1..12 (or
+    0..11) in order.
+
+    Raises
+    ------
+    DimensionError
+        A numeric ``month`` coordinate that is not the 12 months of a year.
+    """
+    if "month" not in da.dims or "month" not in da.coords or da.sizes["month"] != 12:
+        return None
+    v = np.asarray(da["month"].values)
+    if not np.issubdtype(v.dtype, np.number):
+        return None
+    base = 1 if v.min() == 1 else 0
+    if sorted(v.tolist()) != list(range(base, base + 12)):
+        raise DimensionError(
+            f"the coordinate of the 'month' dim must hold the 12 months of a year (1..12, "
+            f"January = 1), found {v.tolist()}")
+    order = np.argsort(v, kind="stable")
+    return None if (order == np.arange(12)).all() else order
 
 
 def _dim_problems(name: str, da: xr.DataArray, *, steps: str, allowed: set,
@@ -192,6 +218,12 @@ def forcing_problems(
             "(xproda.io.clm.clm_climatology(ds, years=...) for CLM history output, or "
             "ds.groupby('time.month').mean('time')), or run a transient simulation "
             "(ds.proda.simulate), which steps through 'time'")
+    monthly = [k for k in names if "month" in ds[k].dims]
+    if monthly:
+        try:
+            month_order(ds[monthly[0]])
+        except DimensionError as err:
+            problems.append(f"{', '.join(monthly)}: {err}")
     for k in names:
         da = ds[k]
         problems += _dim_problems(k, da, steps=steps, allowed=allowed, horizontal=horizontal)
@@ -258,6 +290,11 @@ def conform_forcing(
         da = ds[k]
         if "layer" in da.dims and da.sizes["layer"] > _N:
             da = da.isel(layer=slice(0, _N))
+        order = month_order(da)
+        if order is not None:  # e.g. a climatology that starts in July: January first
+            da = da.isel(month=order)
+            out.notes.append(f"{k}: months reordered to January first (the 'month' "
+                             "coordinate was not in calendar order)")
         fills = _declared_fill(da)
         if fills:
             da = da.where(~da.isin(fills))
