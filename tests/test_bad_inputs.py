@@ -121,7 +121,7 @@ def test_missing_variable_listed_with_units(ds, name):
 @pytest.mark.parametrize("dtype", ["U3", "bool"])
 def test_non_numeric(ds, dtype):
     bad = ds.assign(O_SCALAR=ds["O_SCALAR"].astype(dtype))
-    with pytest.raises(InputError, match=f"O_SCALAR: expected a numeric variable, found dtype"):
+    with pytest.raises(InputError, match="O_SCALAR: expected a numeric variable, found dtype"):
         _run(bad)
 
 

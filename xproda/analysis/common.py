@@ -8,7 +8,7 @@ chunk-invariant in the same way as :func:`xproda.xr.api.steady_state`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import xarray as xr
 
 from xproda import conventions, grid

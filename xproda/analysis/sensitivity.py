@@ -9,7 +9,7 @@ four litter inputs instead.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr

@@ -15,9 +15,9 @@ from xproda import conventions
 from xproda.climate import (
     CLIMATE_VARIABLES,
     FORCING_VARIABLES,
-    active_layer_thickness,
+    active_layer_thickness,  # noqa: F401  (re-exported by xproda.datasets)
     bioclim,
-    column_forcing,
+    column_forcing,  # noqa: F401  (re-exported by xproda.datasets)
     miami_npp,
     thornthwaite_pet,
 )

@@ -42,4 +42,10 @@ __all__ = [
     "list_done_regions",
     "ATTR_FINGERPRINT",
     "ATTR_COMPLETE",
+    "ATTR_REGION_DIMS",
+    "ATTR_REGION_CHUNKS",
+    "ZSTD_LEVEL",
+    "default_compressors",
+    "open_clm_history",
+    "clm_climatology",
 ]

@@ -453,7 +453,6 @@ def train_network(
     dev = torch.device(device if device is not None else (_option("device") or "cpu"))
     ndt = {"float32": torch.float32, "float64": torch.float64}[str(net_dtype)]
     names = list(mdl.parameters.names)
-    P = len(names)
     dropped = data.dropped.copy()
     da_result = None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -34,6 +34,9 @@ from xproda import conventions, grid
 from xproda.xr import contract
 from xproda.errors import DimensionError, GridError, UnitsError
 from xproda.options import get_options, use_options
+
+if TYPE_CHECKING:  # the kernels load on first use
+    from xproda.models.base import SoilCarbonModel
 
 __all__ = [
     "Output",

@@ -14,7 +14,6 @@ import pandas as pd
 
 from xproda import conventions
 from xproda.sites.observations.schema import (
-    PROFILE_COLUMNS,
     REQUIRED_COLUMNS,
     as_float_array,
     node_depth,
