@@ -239,3 +239,19 @@ def test_run_with_network(tmp_path, separate_covariates):
     with pytest.raises(SystemExit):
         main(["run", "--forcing", fpath, "--network", str(npath), "--params", "x",
               "--out", str(out)])
+
+
+def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
+    """A store started with other parameters, another model or mode is not finished with
+    regions of a second run (issue 16/17: inputs and the model enter the fingerprint)."""
+    ds, theta, fpath, ppath = _inputs(tmp_path)
+    out = str(tmp_path / "out.zarr")
+    common = ["run", "--forcing", fpath, "--out", out, "--quiet"]
+    assert main(common + ["--params", ppath]) == 0
+    # the same inputs: resuming a finished store is a no-op
+    assert main(common + ["--params", ppath, "--resume"]) == 0
+    other = str(tmp_path / "other.zarr")
+    (theta * 0.9 + 0.05).to_dataset(name="theta").to_zarr(other, mode="w", zarr_format=3)
+    for extra in (["--params", other], ["--params", ppath, "--reference"]):
+        with pytest.raises(ValueError, match="different dataset or options"):
+            main(common + extra + ["--resume"])

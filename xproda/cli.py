@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_run"]
 
@@ -150,6 +150,45 @@ def build_run(
     return out, mask
 
 
+def inputs_digest(args: argparse.Namespace, storage_options: dict | None = None) -> str:
+    """SHA-256 of what a run reads besides its options: it enters the store's fingerprint.
+
+    ``--resume`` then refuses a store started with other inputs instead of finishing it with
+    regions of two runs.  The parameter store's values are hashed (small: one set per cell);
+    of the forcing and covariate stores, their metadata (variables, dims, shapes, dtypes,
+    chunks, attributes and coordinate values), not their data; a network by its content hash.
+    The run's model, mode, depths and pools enter the fingerprint through the result itself.
+    """
+    import hashlib
+
+    import numpy as np
+
+    from xproda import io
+
+    def describe(path: str | None) -> Any:
+        if path is None:
+            return None
+        ds = io.open_dataset(path, storage_options=storage_options)
+        return {
+            "vars": {str(k): [list(map(str, v.dims)), list(v.shape), v.dtype.str,
+                              {str(a): str(b) for a, b in v.attrs.items()}]
+                     for k, v in ds.variables.items()},
+            "coords": {str(k): hashlib.sha256(np.ascontiguousarray(v.values).tobytes())
+                       .hexdigest() for k, v in ds.coords.items() if v.dtype.kind in "iufMm"},
+        }
+
+    spec: dict[str, Any] = {"forcing": describe(args.forcing),
+                            "covariates": describe(args.covariates)}
+    if args.params is not None:
+        pr = io.open_dataset(args.params, storage_options=storage_options)
+        spec["params"] = {str(k): hashlib.sha256(np.ascontiguousarray(v.values).tobytes())
+                          .hexdigest() for k, v in pr.variables.items()}
+    if args.network is not None:
+        net = _load_net(args.network, storage_options)
+        spec["network"] = getattr(net, "content_hash", None)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -183,6 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report = io.write_zarr(
             out, args.out, storage_options=so, mask=mask, resume=args.resume,
             overwrite=args.overwrite, progress=not args.quiet,
+            attrs={"xproda_inputs": inputs_digest(args, so)},
         )
     if not args.quiet:
         print(report)

@@ -64,7 +64,7 @@ __all__ = [
     "list_done_regions",
 ]
 
-_FINGERPRINT_VERSION = 1
+_FINGERPRINT_VERSION = 2  # 2: the dataset's own attrs (model, mode) enter it
 # encoding keys carried from the input to the output store; everything else (compressors,
 # chunks, netCDF-specific keys, packing) is dropped so that the output is self-consistent
 _KEEP_ENCODING = (
@@ -324,6 +324,10 @@ def _fingerprint(
         "skip_empty": bool(skip_empty),
         "mask": mask_hash,
         "attrs": dict(attrs or {}),
+        # what made the data (model, mode, title): a resume with another model or mode is
+        # another run; ``history`` (time stamps) and xproda's own bookkeeping are left out
+        "dataset_attrs": {str(k): v for k, v in ds.attrs.items()
+                          if k != "history" and not str(k).startswith("xproda_")},
     }
     blob = json.dumps(spec, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -654,7 +658,10 @@ def write_zarr(
     -----
     The fingerprint (root attribute ``xproda_fingerprint``) is a SHA-256 of the variable
     names, dims, shapes, dtypes and Zarr chunks, the region grid, the coordinate values, the
-    mask, ``skip_empty`` and ``attrs``; data values are not part of it. The store's root
+    mask, ``skip_empty``, ``attrs`` and ``ds.attrs`` without ``history`` (so another model or
+    mode, recorded in ``source``, is another run); data values are not part of it: pass a
+    digest of the inputs in ``attrs`` (``xproda run`` does) to refuse resuming with other
+    inputs. The store's root
     attributes are ``ds.attrs`` (without any ``xproda_*`` keys), then ``attrs``, then
     ``xproda_fingerprint``, ``xproda_region_dims``, ``xproda_region_chunks`` and
     ``xproda_complete`` (0 while running, 1 when done; see :func:`is_complete`). Variables
