@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import runpy
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def test_example_runs(script, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", [str(script), *ARGS.get(script.name, [])])
     monkeypatch.chdir(tmp_path)  # anything an example writes by default stays out of the repo
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        # in a copy of the context: an example's xproda.set_options(...) stays in it
+        contextvars.copy_context().run(runpy.run_path, str(script), run_name="__main__")
     except SystemExit as stop:  # scripts ending in sys.exit(main())
         assert stop.code in (0, None), f"{script.name} exited with {stop.code}"
     out = capsys.readouterr().out

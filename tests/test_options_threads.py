@@ -19,6 +19,14 @@ A = {"dtype": "float32", "kernel_batch_size": 7, "fused_kernels": False}
 B = {"dtype": "float64", "kernel_batch_size": 4096, "fused_kernels": True}
 
 
+@pytest.fixture(autouse=True)
+def _default_options():
+    """Each test starts from the defaults (another test in this process may have called
+    xproda.set_options as a function, which sets the options of its thread from then on)."""
+    with use_options(DEFAULTS):
+        yield
+
+
 def _theta():
     return xr.DataArray(np.full(21, 0.5), dims="parameter")
 
