@@ -255,3 +255,32 @@ def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
     for extra in (["--params", other], ["--params", ppath, "--reference"]):
         with pytest.raises(ValueError, match="different dataset or options"):
             main(common + extra + ["--resume"])
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("--chunks", "lat=abc", "argument --chunks: expected dim=size"),
+    ("--chunks", "lat", "argument --chunks: expected dim=size"),
+    ("--storage-options", "{bad json", "argument --storage-options: not valid JSON"),
+    ("--storage-options", "[1, 2]", "argument --storage-options: expected a JSON object"),
+    ("--scheduler", "bogus", "argument --scheduler: expected one of threads"),
+])
+def test_bad_options_name_the_option(tmp_path, capsys, option, value, match):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--forcing", "f.zarr", "--params", "p.zarr", "--out",
+              str(tmp_path / "o.zarr"), option, value])
+    assert stop.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_chunks_of_an_unknown_dim_refused(tmp_path):
+    _, _, fpath, ppath = _inputs(tmp_path)
+    with pytest.raises(ValueError, match=r"chunks: no dim\(s\) \['latitude'\] in the forcing"):
+        main(["run", "--forcing", fpath, "--params", ppath, "--out",
+              str(tmp_path / "o.zarr"), "--chunks", "latitude=10", "--quiet"])
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"xproda {xproda.__version__}"

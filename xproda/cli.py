@@ -32,15 +32,45 @@ __all__ = ["main", "build_run"]
 
 
 def _parse_chunks(text: str | None) -> dict[str, int]:
+    """``--chunks lat=90,lon=180`` as ``{"lat": 90, "lon": 180}`` (an argparse type)."""
     if not text:
         return {}
     out = {}
     for part in text.split(","):
-        if "=" not in part:
-            raise SystemExit(f"--chunks: expected dim=size[,dim=size], got {text!r}")
-        k, v = part.split("=", 1)
-        out[k.strip()] = int(v)
+        k, sep, v = part.partition("=")
+        try:
+            size = int(v)
+        except ValueError:
+            size = 0
+        if not sep or not k.strip() or size < 1:
+            raise argparse.ArgumentTypeError(
+                f"expected dim=size[,dim=size] with sizes >= 1, got {text!r}")
+        out[k.strip()] = size
     return out
+
+
+def _parse_json_dict(text: str) -> dict[str, Any]:
+    """``--storage-options '{"anon": true}'`` as a dict (an argparse type)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg} at position {err.pos}): "
+                                         f"{text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object ({{...}}), got {text!r}")
+    return value
+
+
+_LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
+
+
+def _parse_scheduler(text: str) -> str:
+    """A local scheduler name or the address of a dask.distributed scheduler."""
+    if text in _LOCAL_SCHEDULERS or "://" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(_LOCAL_SCHEDULERS)} or a scheduler address such as "
+        f"tcp://host:8786, got {text!r}")
 
 
 def _parse_depths(items: Sequence[str] | None) -> list[tuple[float, float]]:
@@ -125,7 +155,13 @@ def build_run(
                          "trained network checkpoint)")
     ds = io.open_dataset(forcing, storage_options=so)
     if chunks:
-        ds = ds.chunk({k: v for k, v in chunks.items() if k in ds.dims})
+        unknown = [k for k in chunks if k not in ds.dims]
+        if unknown:
+            from xproda.errors import DimensionError
+
+            raise DimensionError(f"chunks: no dim(s) {unknown} in the forcing store {forcing!r}; "
+                                 f"its dims are {sorted(map(str, ds.dims))}")
+        ds = ds.chunk(dict(chunks))
     if network is not None:
         net = _load_net(network, so) if isinstance(network, (str, os.PathLike)) else network
         cov = ds if covariates is None else io.open_dataset(covariates, storage_options=so)
@@ -196,7 +232,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not args.no_tune_malloc:
         tune_malloc()
-    so = json.loads(args.storage_options) if args.storage_options else None
+    so = args.storage_options or None
     client_ctx = contextlib.nullcontext()
     if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
         from distributed import Client, LocalCluster
@@ -217,7 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             args.forcing, args.params, network=args.network, covariates=args.covariates,
             model=args.model, reference=args.reference,
             pools=args.pools, depths=_parse_depths(args.depth),
-            chunks=_parse_chunks(args.chunks), storage_options=so,
+            chunks=args.chunks, storage_options=so,
         )
         report = io.write_zarr(
             out, args.out, storage_options=so, mask=mask, resume=args.resume,
@@ -248,7 +284,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xproda`` command."""
+    from xproda import __version__
+
     ap = argparse.ArgumentParser(prog="xproda", description="PRODA soil-carbon modelling")
+    ap.add_argument("--version", action="version", version=f"xproda {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="steady-state run of a gridded forcing, Zarr to Zarr")
     run.add_argument("--forcing", required=True, help="forcing store (Zarr/NetCDF, path or URL)")
@@ -268,11 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--pools", action="store_true", help="also write every pool")
     run.add_argument("--depth", action="append", metavar="TOP-BOTTOM",
                      help="extra stock of a depth interval in m, e.g. 0-0.3 (repeatable)")
-    run.add_argument("--chunks", help="spatial chunks, e.g. lat=90,lon=180 (default: store's)")
+    run.add_argument("--chunks", type=_parse_chunks, default=None,
+                     help="spatial chunks, e.g. lat=90,lon=180 (default: store's)")
     run.add_argument("--resume", action="store_true",
                      help="finish an interrupted run into the same --out store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
-    run.add_argument("--scheduler", default=None,
+    run.add_argument("--scheduler", default=None, type=_parse_scheduler,
                      help="threads (default), synchronous, processes, local-cluster, or the "
                           "address of a dask.distributed scheduler")
     run.add_argument("--workers", type=int, default=2, help="workers of --scheduler local-cluster")
@@ -281,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--no-tune-malloc", action="store_true",
                      help="leave glibc's allocator as it is (default: xproda.tune_malloc, "
                           "less system time re-faulting freed memory)")
-    run.add_argument("--storage-options", default=None,
+    run.add_argument("--storage-options", default=None, type=_parse_json_dict,
                      help="JSON dict of fsspec storage options for every URL")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     from xproda.demo import DEMO_DEFAULTS
