@@ -99,7 +99,7 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path):
     out = str(tmp_path / "out.zarr")
     args = ["run", "--forcing", fpath, "--params", ppath, "--out", out, "--quiet"]
     main(args)
-    with pytest.raises(FileExistsError, match="resume=True"):
+    with pytest.raises(FileExistsError, match="already exists; pass --resume to finish"):
         main(args)
     assert main(args + ["--overwrite"]) == 0
 

@@ -255,11 +255,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             pools=args.pools, depths=_parse_depths(args.depth),
             chunks=args.chunks, storage_options=so,
         )
-        report = io.write_zarr(
-            out, args.out, storage_options=so, mask=mask, resume=args.resume,
-            overwrite=args.overwrite, progress=not args.quiet,
-            attrs={"xproda_inputs": inputs_digest(args, so)},
-        )
+        try:
+            report = io.write_zarr(
+                out, args.out, storage_options=so, mask=mask, resume=args.resume,
+                overwrite=args.overwrite, progress=not args.quiet,
+                attrs={"xproda_inputs": inputs_digest(args, so)},
+            )
+        except FileExistsError:  # write_zarr's message names its keywords, not the options
+            raise FileExistsError(
+                f"xproda run: the output store {args.out!r} already exists; pass --resume to "
+                "finish an interrupted run into it, or --overwrite to replace it") from None
     if not args.quiet:
         print(report)
         print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}")
