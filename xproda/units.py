@@ -41,6 +41,9 @@ __all__ = [
     "is_dimensionless",
     "conversion",
     "needs_month_lengths",
+    "time_exponent",
+    "has_years",
+    "noleap_years",
     "per_month_factors",
     "convert",
 ]
@@ -106,8 +109,20 @@ def _has_month(unit: Any) -> bool:
     return any("month" in str(k) for k in getattr(unit, "_units", {}))
 
 
-def _time_exponent(unit: Any) -> float:
+def time_exponent(unit: Any, *, name: str = "variable") -> float:
+    """Exponent of time in ``unit`` (a pint unit or a units string): -1 for a rate."""
+    unit = parse_units(unit, name=name) if isinstance(unit, str) else unit
     return float(unit.dimensionality.get("[time]", 0))
+
+
+def has_years(unit: Any) -> bool:
+    """Whether a pint unit is expressed in years."""
+    return bool(_YEAR.search(format(unit, "D")))
+
+
+def noleap_years(unit: Any) -> Any:
+    """A pint unit with years of 365 days (CLM5's noleap calendar), not pint's 365.25."""
+    return _parse(_YEAR.sub("common_year", format(unit, "D"))) if has_years(unit) else unit
 
 
 def conversion(src: Any, dst: Any, *, name: str = "variable") -> tuple[float, float]:
@@ -138,13 +153,12 @@ def _conversion(src: str, dst: str) -> tuple[float, float] | None:
     su, du = _parse(src), _parse(dst)
     reg = _registry()
     if not (_has_month(su) or _has_month(du)):  # years of 365 days (see the module docs)
-        su, du = _parse(_YEAR.sub("common_year", normalise_units(src))), _parse(
-            _YEAR.sub("common_year", normalise_units(dst)))
-    if _has_month(du) and not _has_month(su) and _time_exponent(su) == _time_exponent(du) == -1:
+        su, du = noleap_years(su), noleap_years(du)
+    if _has_month(du) and not _has_month(su) and time_exponent(su) == time_exponent(du) == -1:
         du = du * reg.Unit("month") / reg.Unit("day")  # per day: the month length follows
         # a year of a per-year rate has 365 days here (CLM's noleap calendar and PRODA's
         # year), not pint's 365.25, so that 12 months of a 365-day year sum to the year
-        su = _parse(_YEAR.sub("common_year", normalise_units(src)))
+        su = noleap_years(su)
     try:
         zero = reg.Quantity(0.0, su).to(du).magnitude
         one = reg.Quantity(1.0, su).to(du).magnitude
@@ -157,7 +171,7 @@ def _conversion(src: str, dst: str) -> tuple[float, float] | None:
 def needs_month_lengths(src: Any, dst: Any, *, name: str = "variable") -> bool:
     """Whether converting ``src`` to ``dst`` needs the length of each month."""
     su, du = parse_units(src, name=name), parse_units(dst, name=name)
-    return _has_month(du) and not _has_month(su) and _time_exponent(su) == -1
+    return _has_month(du) and not _has_month(su) and time_exponent(su) == -1
 
 
 def per_month_factors(da: Any) -> Any:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -222,7 +221,6 @@ _RESERVED_DIMS: dict[str, str] = {
 }
 #: 1000 kg m-3 = 1 g cm-3: dividing a mass per area by this unit gives the water depth exactly
 _WATER_DENSITY = "g cm-3"
-_YEAR = re.compile(r"\byear\b")
 #: fill values in common use (besides anything above 1e20 in magnitude)
 _FILL_VALUES = frozenset({-99.0, -999.0, -9999.0, -99999.0, 9999.0, 99999.0, 32767.0,
                           -32768.0, 65535.0})
@@ -270,16 +268,6 @@ def _mask_fill_values(da: xr.DataArray, attrs: Mapping[str, Any], name: str,
     return da
 
 
-def _time_exponent(unit: Any) -> float:
-    return float(unit.dimensionality.get("[time]", 0))
-
-
-def _noleap(unit: Any) -> Any:
-    """``unit`` with years of 365 days (CLM's noleap calendar), not pint's 365.25."""
-    text = format(unit, "D")
-    return units.parse_units(_YEAR.sub("common_year", text)) if _YEAR.search(text) else unit
-
-
 def _effective_units(src: str, spec: ClimateInput, name: str) -> tuple[str, str, list[str]]:
     """Source and target units as pint compares them, and the assumptions that made them.
 
@@ -292,15 +280,15 @@ def _effective_units(src: str, spec: ClimateInput, name: str) -> tuple[str, str,
     if spec.water and "[mass]" in su.dimensionality and "[mass]" not in du.dimensionality:
         su = su / units.parse_units(_WATER_DENSITY)
         how.append("water density 1000 kg m-3")
-    shift = _time_exponent(su) - _time_exponent(du)
+    shift = units.time_exponent(su) - units.time_exponent(du)
     if spec.period is not None and shift in (-1.0, 1.0):
         du = du * units.parse_units(spec.period) ** int(shift)
         how.append(f"a total per {spec.period}" if shift > 0 else
                    f"a rate over the {spec.period}")
     if "month" not in format(su, "D"):
-        if bool(_YEAR.search(format(su, "D"))) != bool(_YEAR.search(format(du, "D"))):
+        if units.has_years(su) != units.has_years(du):
             how.append("365-day year")
-        su, du = _noleap(su), _noleap(du)
+        su, du = units.noleap_years(su), units.noleap_years(du)
     return str(su), str(du), how
 
 

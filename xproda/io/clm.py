@@ -453,10 +453,6 @@ def _check_depths(z: np.ndarray, dim: str, clm_name: str, source: str) -> None:
             f"{', '.join(f'{v:.4g}' for v in grid.ZSOI[:4])} .. m)")
 
 
-def _time_exponent(text: str, name: str) -> float:
-    return float(units.parse_units(text, name=name).dimensionality.get("[time]", 0))
-
-
 def _to_schema_units(da: xr.DataArray, name: str, clm_name: str, source: str,
                      notes: list[str]) -> xr.DataArray:
     """``da`` converted from its ``units`` attribute to the schema units of ``name``.
@@ -472,7 +468,7 @@ def _to_schema_units(da: xr.DataArray, name: str, clm_name: str, source: str,
     src = "1" if str(src).strip().lower() in _CLM_NO_UNITS else str(src)
     amount = _AMOUNTS.get(dst)
     try:
-        if amount is not None and _time_exponent(src, clm_name) == 0:
+        if amount is not None and units.time_exponent(src, name=clm_name) == 0:
             out, note = units.convert(da, amount, name=clm_name, src=src)
             notes.append(f"{clm_name}: {src!r} read as the amount accumulated over each "
                          f"month, in {dst!r}")
