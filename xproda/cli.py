@@ -186,20 +186,21 @@ def build_run(
     return out, mask
 
 
-def inputs_digest(args: argparse.Namespace, storage_options: dict | None = None) -> str:
+def inputs_digest(args: argparse.Namespace, storage_options: dict | None = None, *,
+                  network: Any = None) -> str:
     """SHA-256 of what a run reads besides its options: it enters the store's fingerprint.
 
     ``--resume`` then refuses a store started with other inputs instead of finishing it with
     regions of two runs.  The parameter store's values are hashed (small: one set per cell);
     of the forcing and covariate stores, their metadata (variables, dims, shapes, dtypes,
-    chunks, attributes and coordinate values), not their data; a network by its content hash.
+    attributes and coordinate values), not their data; ``network`` (the loaded
+    network of ``--network``) by its content hash.
     The run's model, mode, depths and pools enter the fingerprint through the result itself.
     """
     import hashlib
 
-    import numpy as np
-
     from xproda import io
+    from xproda.io.writer import hash_array
 
     def describe(path: str | None) -> Any:
         if path is None:
@@ -209,19 +210,17 @@ def inputs_digest(args: argparse.Namespace, storage_options: dict | None = None)
             "vars": {str(k): [list(map(str, v.dims)), list(v.shape), v.dtype.str,
                               {str(a): str(b) for a, b in v.attrs.items()}]
                      for k, v in ds.variables.items()},
-            "coords": {str(k): hashlib.sha256(np.ascontiguousarray(v.values).tobytes())
-                       .hexdigest() for k, v in ds.coords.items() if v.dtype.kind in "iufMm"},
+            "coords": {str(k): hash_array(v.values) for k, v in ds.coords.items()
+                       if v.dtype.kind in "iufMm"},
         }
 
     spec: dict[str, Any] = {"forcing": describe(args.forcing),
                             "covariates": describe(args.covariates)}
     if args.params is not None:
         pr = io.open_dataset(args.params, storage_options=storage_options)
-        spec["params"] = {str(k): hashlib.sha256(np.ascontiguousarray(v.values).tobytes())
-                          .hexdigest() for k, v in pr.variables.items()}
-    if args.network is not None:
-        net = _load_net(args.network, storage_options)
-        spec["network"] = getattr(net, "content_hash", None)
+        spec["params"] = {str(k): hash_array(v.values) for k, v in pr.variables.items()}
+    if network is not None:
+        spec["network"] = getattr(network, "content_hash", None)
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -233,6 +232,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.no_tune_malloc:
         tune_malloc()
     so = args.storage_options or None
+    # loaded once: the run and the digest of its inputs use the same network
+    net = None if args.network is None else _load_net(args.network, so)
     client_ctx = contextlib.nullcontext()
     if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
         from distributed import Client, LocalCluster
@@ -250,7 +251,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with client_ctx, dask.config.set(**sched), set_options(torch_threads=args.torch_threads):
         out, mask = build_run(
-            args.forcing, args.params, network=args.network, covariates=args.covariates,
+            args.forcing, args.params, network=net, covariates=args.covariates,
             model=args.model, reference=args.reference,
             pools=args.pools, depths=_parse_depths(args.depth),
             chunks=args.chunks, storage_options=so,
@@ -259,7 +260,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             report = io.write_zarr(
                 out, args.out, storage_options=so, mask=mask, resume=args.resume,
                 overwrite=args.overwrite, progress=not args.quiet,
-                attrs={"xproda_inputs": inputs_digest(args, so)},
+                attrs={"xproda_inputs": inputs_digest(args, so, network=net)},
             )
         except FileExistsError:  # write_zarr's message names its keywords, not the options
             raise FileExistsError(

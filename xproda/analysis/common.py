@@ -29,10 +29,6 @@ BETA_CAP = 0.98
 SPACES = ("physical", "normalised")
 
 
-def model_of(model: str | SoilCarbonModel) -> SoilCarbonModel:
-    return engine.resolve_model(model)
-
-
 def resolve_groups(
     model: SoilCarbonModel, groups: Sequence[str] | Mapping[str, Sequence[str]]
 ) -> dict[str, tuple[str, ...]]:

@@ -12,6 +12,7 @@ from xproda.xr import api as xr_api
 from xproda.models.base import SoilCarbonModel
 from xproda.models.forcing import LITTER_INPUTS
 from xproda.analysis import common as _common
+from xproda.xr import engine
 
 __all__ = ["DEFAULT_CONTROL_GROUPS", "component_control", "ranking"]
 
@@ -71,7 +72,7 @@ def component_control(
         Lazy on dask input; chunk-invariant up to the summation order of the means.  Order
         the groups with :func:`ranking`.
     """
-    m = _common.model_of(model)
+    m = engine.resolve_model(model)
     grp = _common.resolve_groups(m, groups)
     labels = list(grp)
     lf = spatial.land_fraction_of(ds, land_fraction)

@@ -12,7 +12,7 @@ from xproda import conventions
 from xproda.learning.crossval import skill_scores
 from xproda.models.base import SoilCarbonModel
 from xproda.learning.forward import soc_at_observations
-from xproda.analysis import common as _common
+from xproda.xr import engine
 
 __all__ = ["covariate_groups", "soc_at_observations", "permutation_importance"]
 
@@ -97,7 +97,7 @@ def permutation_importance(
         raise ValueError(f"method: expected 'permute' or 'constant', found {method!r}")
     if int(n_repeats) < 1:
         raise ValueError(f"n_repeats: expected >= 1, found {n_repeats}")
-    m = _common.model_of(model)
+    m = engine.resolve_model(model)
     feats = list(data.features)
     if groups is None:
         grp = {f: [f] for f in feats}

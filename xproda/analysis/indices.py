@@ -14,6 +14,7 @@ from xproda import conventions, grid
 from xproda.models import forcing as fmod
 from xproda.models.base import SoilCarbonModel
 from xproda.analysis import common as _common
+from xproda.xr import engine
 
 __all__ = ["INDEX_ATTRS", "bulk_indices_columns", "bulk_indices"]
 
@@ -128,7 +129,7 @@ def bulk_indices(
         :func:`bulk_indices_columns`; NaN where no valid steady state exists.  Lazy on
         dask input, chunk-invariant.
     """
-    m = _common.model_of(model)
+    m = engine.resolve_model(model)
     if m.name != "clm5":
         raise NotImplementedError(f"model: bulk indices support 'clm5' only, found {m.name!r}")
 

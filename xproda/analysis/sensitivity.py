@@ -19,6 +19,7 @@ from xproda.xr import api as xr_api
 from xproda.models.base import SoilCarbonModel
 from xproda.models.forcing import LITTER_INPUTS
 from xproda.analysis import common as _common
+from xproda.xr import engine
 
 __all__ = ["DEFAULT_GROUPS", "DEFAULT_LEVELS", "sensitivity", "sensitivity_gradient",
            "compare_sensitivities"]
@@ -128,7 +129,7 @@ def sensitivity(
     >>> float(res["global_stock_change"].sel(group="CUE", level=0.01))  # doctest: +SKIP
     """
     _check_space(space)
-    m = _common.model_of(model)
+    m = engine.resolve_model(model)
     grp = _common.resolve_groups(m, groups)
     lv = _levels(levels)
     lf = spatial.land_fraction_of(ds, land_fraction)
@@ -226,7 +227,7 @@ def sensitivity_gradient(
         clipping bound the derivative is one-sided (zero), unlike finite perturbations.
     """
     _check_space(space)
-    m = _common.model_of(model)
+    m = engine.resolve_model(model)
     grp = _common.resolve_groups(m, groups)
     lf = spatial.land_fraction_of(ds, land_fraction)
     labels = list(grp)

@@ -287,7 +287,8 @@ def _check_mask(mask: Any, ds: xr.Dataset) -> xr.DataArray | None:
     return mask
 
 
-def _hash_array(values: Any) -> str:
+def hash_array(values: Any) -> str:
+    """SHA-256 of an array's dtype, shape and values (object arrays by their repr)."""
     arr = np.asarray(values)
     h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
     if arr.dtype.kind == "O":
@@ -320,7 +321,7 @@ def _fingerprint(
             }
             for k, v in ds.variables.items()
         },
-        "coord_values": {str(k): _hash_array(v.values) for k, v in ds.coords.items()},
+        "coord_values": {str(k): hash_array(v.values) for k, v in ds.coords.items()},
         "skip_empty": bool(skip_empty),
         "mask": mask_hash,
         "attrs": dict(attrs or {}),
@@ -687,7 +688,7 @@ def write_zarr(
     if mask is not None:
         mask_dims = tuple(mask.dims)
         mask_np = np.asarray(mask.values, dtype=bool)
-        mask_hash = _hash_array(mask_np) + repr([str(d) for d in mask_dims])
+        mask_hash = hash_array(mask_np) + repr([str(d) for d in mask_dims])
     fp = _fingerprint(plan, skip_empty=skip_empty, mask_hash=mask_hash, attrs=attrs)
 
     root_attrs = {k: v for k, v in plan.ds.attrs.items() if not str(k).startswith("xproda_")}
