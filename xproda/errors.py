@@ -19,6 +19,10 @@ __all__ = [
     "RangeError",
     "GridError",
     "OptionError",
+    "ProfileError",
+    "CheckpointError",
+    "StoreError",
+    "StoreLockedError",
 ]
 
 
@@ -48,3 +52,19 @@ class GridError(InputError):
 
 class OptionError(XprodaError, ValueError):
     """An unknown option or an invalid option value."""
+
+
+class ProfileError(InputError):
+    """A soil-profile table is ambiguous or inconsistent (depth units, ids, locations, sites)."""
+
+
+class CheckpointError(XprodaError, ValueError):
+    """A checkpoint file is unreadable, truncated, foreign or tampered with (message names it)."""
+
+
+class StoreError(XprodaError, ValueError):
+    """A Zarr store cannot be resumed or verified: it holds another run, or is damaged."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store's write lock (message names the store and the holder)."""
