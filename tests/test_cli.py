@@ -253,7 +253,7 @@ def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
     other = str(tmp_path / "other.zarr")
     (theta * 0.9 + 0.05).to_dataset(name="theta").to_zarr(other, mode="w", zarr_format=3)
     for extra in (["--params", other], ["--params", ppath, "--reference"]):
-        with pytest.raises(ValueError, match="different dataset or options"):
+        with pytest.raises(ValueError, match="different dataset, inputs or options"):
             main(common + extra + ["--resume"])
 
 

@@ -180,7 +180,10 @@ def test_round_trip_values_attrs_crs(tmp_path):
     # chunks are compressed with xproda's Zstandard level (not Zarr's slower default)
     assert {"name": "zstd", "configuration": {"level": xio.ZSTD_LEVEL, "checksum": False}} in \
         meta["codecs"]
-    assert not (store / ".xproda").exists()
+    # the markers are gone; the manifest of what was written stays
+    assert not list((store / ".xproda").glob("r*"))
+    manifest = json.loads((store / ".xproda" / "zarr.json").read_text())["attributes"]
+    assert len(manifest["regions"]) == 12 and "soc_stock/zarr.json" in manifest["template"]
     assert len(xio.list_done_regions(store)) == 12
 
 
@@ -367,11 +370,11 @@ def test_resume_after_interrupted_template_or_completion(tmp_path, monkeypatch):
 
     # killed between the completion flag and the removal of the markers
     store = tmp_path / "b.zarr"
-    monkeypatch.setattr(xwriter, "remove_progress", lambda target: (_ for _ in ()).throw(_Boom()))
+    monkeypatch.setattr(xwriter, "remove_markers", lambda target: (_ for _ in ()).throw(_Boom()))
     with pytest.raises(_Boom):
         xio.write_zarr(make_dataset(), store, progress=False)
     monkeypatch.undo()
-    assert xio.is_complete(store) and (store / ".xproda").exists()
+    assert xio.is_complete(store) and list((store / ".xproda").glob("r*"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         xr.open_zarr(store, consolidated=False).close()
@@ -398,9 +401,9 @@ def test_resume_with_different_fingerprint_raises(tmp_path):
     store = tmp_path / "run.zarr"
     xio.write_zarr(make_dataset(), store, progress=False)
     other = make_dataset().drop_vars("soc")
-    with pytest.raises(ValueError, match="different dataset or options.*data variables"):
+    with pytest.raises(ValueError, match="different dataset, inputs or options.*data variables"):
         xio.write_zarr(other, store, resume=True, progress=False)
-    with pytest.raises(ValueError, match="different dataset or options"):
+    with pytest.raises(ValueError, match="different dataset, inputs or options"):
         xio.write_zarr(make_dataset(), store, resume=True, attrs={"run": 2}, progress=False)
     rechunked = make_dataset().chunk({"lat": 6})
     with pytest.raises(ValueError, match="chunks"):

@@ -13,8 +13,15 @@ v3, so zarr and xarray read the store without warnings)::
 
     run.zarr/zarr.json                  root group: attrs incl. xproda_fingerprint, consolidated
     run.zarr/<var>/zarr.json, c/i/j/..  arrays and chunks
-    run.zarr/.xproda/zarr.json          group written once the template is complete
-    run.zarr/.xproda/r<i>_<j>/zarr.json one empty group per finished region (its marker)
+    run.zarr/.xproda/zarr.json          group written once the template is complete; its
+                                        attributes record the template's objects
+    run.zarr/.xproda/r<i>_<j>/zarr.json one empty group per finished region (its marker),
+                                        recording the region's chunks (size, digest)
+    run.zarr.lock                       beside the store: the writer's lock
+                                        (:mod:`xproda.io.locking`)
+
+Once the run is finished, the markers are gone and ``.xproda/zarr.json`` holds the manifest
+of every object written (:mod:`xproda.io.verify`).
 
 Examples
 --------
@@ -42,6 +49,8 @@ __all__ = [
     "ATTR_COMPLETE",
     "ATTR_REGION_DIMS",
     "ATTR_REGION_CHUNKS",
+    "ATTR_VERSION",
+    "ATTR_INPUTS",
     "PROGRESS_GROUP",
     "Target",
     "target",
@@ -57,6 +66,9 @@ __all__ = [
     "write_markers",
     "mark_template_done",
     "progress_state",
+    "read_progress_attrs",
+    "remove_markers",
+    "remove_marker",
     "remove_progress",
     "remove_partials",
 ]
@@ -68,6 +80,11 @@ ATTR_COMPLETE = "xproda_complete"
 #: Root attributes describing the region grid (names and chunk sizes of the region dims).
 ATTR_REGION_DIMS = "xproda_region_dims"
 ATTR_REGION_CHUNKS = "xproda_region_chunks"
+
+#: Root attribute: the xproda version that wrote the store (part of the fingerprint).
+ATTR_VERSION = "xproda_version"
+#: Root attribute: digests of the run's inputs by name (part of the fingerprint).
+ATTR_INPUTS = "xproda_inputs"
 
 #: Group inside the store that holds the progress markers.
 PROGRESS_GROUP = ".xproda"
@@ -420,17 +437,21 @@ def mark_template_done(target: Target, attrs: Mapping[str, Any]) -> None:
     put_object(fs, f"{root}/{PROGRESS_GROUP}/zarr.json", _group_doc(attrs))
 
 
-def progress_state(target: Target) -> tuple[bool, set[tuple[int, ...]]]:
+def progress_state(target: Target, *, with_attrs: bool = False
+                   ) -> tuple[bool, Any]:
     """Progress of an unfinished run, from the markers.
 
     Parameters
     ----------
     target : Target
+    with_attrs : bool, default False
+        Also read every marker's attributes (one request per marker).
 
     Returns
     -------
     tuple
-        ``(template done, set of the indices of the done regions)``.
+        ``(template done, set of the indices of the done regions)``; with ``with_attrs``,
+        ``(template done, {index: marker attributes})``.
     """
     fs, root = target.fs()
     prefix = f"{root}/{PROGRESS_GROUP}"
@@ -440,7 +461,7 @@ def progress_state(target: Target) -> tuple[bool, set[tuple[int, ...]]]:
         files = fs.find(prefix)
     except FileNotFoundError:
         files = []
-    template_done, done = False, set()
+    template_done, done = False, {}
     for f in files:
         rel = f.rstrip("/")[len(prefix) :].strip("/").split("/")
         if rel == ["zarr.json"]:
@@ -448,8 +469,80 @@ def progress_state(target: Target) -> tuple[bool, set[tuple[int, ...]]]:
         elif len(rel) == 2 and rel[1] == "zarr.json":
             idx = _parse_key(rel[0])
             if idx is not None:
-                done.add(idx)
-    return template_done, done
+                done[idx] = f
+    if not with_attrs:
+        return template_done, set(done)
+    out = {}
+    for idx, f in done.items():
+        try:
+            out[idx] = json.loads(fs.cat_file(f)).get("attributes", {})
+        except (FileNotFoundError, ValueError):
+            continue  # a marker being written or damaged: the region is not done
+    return template_done, out
+
+
+def read_progress_attrs(target: Target) -> dict[str, Any] | None:
+    """Attributes of the progress group ``.xproda/zarr.json`` (fingerprint, manifest).
+
+    Parameters
+    ----------
+    target : Target
+
+    Returns
+    -------
+    dict or None
+        None when there is no progress group (``{}`` when its document is unreadable).
+    """
+    fs, root = target.fs()
+    path = f"{root}/{PROGRESS_GROUP}/zarr.json"
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(path)
+    try:
+        raw = fs.cat_file(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return dict(json.loads(raw).get("attributes", {}))
+    except (ValueError, AttributeError):
+        return {}
+
+
+def remove_marker(target: Target, key: str) -> None:
+    """Delete one region marker (the region is then redone by a resume).
+
+    Parameters
+    ----------
+    target : Target
+    key : str
+        Marker name (:func:`marker_key`).
+    """
+    fs, root = target.fs()
+    try:
+        fs.rm(f"{root}/{PROGRESS_GROUP}/{key}", recursive=True)
+    except FileNotFoundError:
+        pass
+
+
+def remove_markers(target: Target) -> None:
+    """Delete the region markers, keeping the progress group's own document (the manifest).
+
+    Parameters
+    ----------
+    target : Target
+    """
+    fs, root = target.fs()
+    prefix = f"{root}/{PROGRESS_GROUP}"
+    try:
+        entries = fs.ls(prefix, detail=False)
+    except FileNotFoundError:
+        return
+    for e in entries:
+        name = e.rstrip("/").rsplit("/", 1)[-1]
+        if _parse_key(name) is not None:
+            try:
+                fs.rm(e, recursive=True)
+            except FileNotFoundError:
+                pass
 
 
 def remove_progress(target: Target) -> None:

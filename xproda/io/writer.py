@@ -34,28 +34,44 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda.errors import StoreError
 from xproda.io.compression import default_compressors
+from xproda.io.digest import digest_inputs, hash_array
+from xproda.io.locking import store_lock
 from xproda.io.stores import (
     ATTR_COMPLETE,
     ATTR_FINGERPRINT,
+    ATTR_INPUTS,
     ATTR_REGION_CHUNKS,
     ATTR_REGION_DIMS,
+    ATTR_VERSION,
     Target,
     consolidate,
     is_nonempty,
     mark_template_done,
     marker_key,
     progress_state,
+    read_progress_attrs,
     read_root,
     region_attrs,
+    remove_marker,
+    remove_markers,
     remove_partials,
-    remove_progress,
     remove_store,
     set_root_attrs,
     write_marker,
     write_markers,
 )
 from xproda.io.stores import target as make_target
+from xproda.io.verify import (
+    MANIFEST_VERSION,
+    check_objects,
+    chunk_key,
+    describe_objects,
+    inspect_store,
+    restore_metadata,
+    template_objects,
+)
 
 __all__ = [
     "write_zarr",
@@ -64,7 +80,9 @@ __all__ = [
     "list_done_regions",
 ]
 
-_FINGERPRINT_VERSION = 2  # 2: the dataset's own attrs (model, mode) enter it
+# 2: the dataset's own attrs (model, mode) enter it; 3: the xproda version and the digests
+# of the inputs (``inputs=``) enter it
+_FINGERPRINT_VERSION = 3
 # encoding keys carried from the input to the output store; everything else (compressors,
 # chunks, netCDF-specific keys, packing) is dropped so that the output is self-consistent
 _KEEP_ENCODING = (
@@ -287,17 +305,6 @@ def _check_mask(mask: Any, ds: xr.Dataset) -> xr.DataArray | None:
     return mask
 
 
-def hash_array(values: Any) -> str:
-    """SHA-256 of an array's dtype, shape and values (object arrays by their repr)."""
-    arr = np.asarray(values)
-    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    if arr.dtype.kind == "O":
-        h.update(repr(arr.tolist()).encode())
-    else:
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
 def _zarr_chunks(plan: _Plan, var: xr.Variable) -> tuple[int, ...]:
     return tuple(
         plan.chunk[d] if d in plan.region_dims else max(1, n) for d, n in zip(var.dims, var.shape)
@@ -325,6 +332,7 @@ def _fingerprint(
         "skip_empty": bool(skip_empty),
         "mask": mask_hash,
         "attrs": dict(attrs or {}),
+        "xproda_version": _version(),
         # what made the data (model, mode, title): a resume with another model or mode is
         # another run; ``history`` (time stamps) and xproda's own bookkeeping are left out
         "dataset_attrs": {str(k): v for k, v in ds.attrs.items()
@@ -332,6 +340,12 @@ def _fingerprint(
     }
     blob = json.dumps(spec, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _version() -> str:
+    from xproda import __version__
+
+    return str(__version__)
 
 
 def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
@@ -354,13 +368,41 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
 
 
 
-def _describe_mismatch(target: Target, plan: _Plan) -> str:
+def _attr_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the root attributes of a store and those of a new run."""
+    diffs = []
+    oi, ni = old.get(ATTR_INPUTS), new.get(ATTR_INPUTS)
+    if isinstance(oi, Mapping) and isinstance(ni, Mapping):
+        for k in sorted(set(oi) | set(ni)):
+            if oi.get(k) != ni.get(k):
+                o, n = oi.get(k), ni.get(k)
+                diffs.append(f"input {k!r} ({'absent' if o is None else str(o)[:12] + '...'} "
+                             f"in the store, {'absent' if n is None else str(n)[:12] + '...'} "
+                             "now)")
+    elif oi != ni:
+        diffs.append("the inputs (their digests differ)")
+    if old.get(ATTR_VERSION) != new.get(ATTR_VERSION):
+        diffs.append(f"xproda version ({old.get(ATTR_VERSION, 'unknown')} in the store, "
+                     f"{new.get(ATTR_VERSION)} now)")
+    skip = {"history", "coordinates", ATTR_INPUTS, ATTR_VERSION}  # coordinates: xarray's
+    for k in sorted(set(old) | set(new), key=str):
+        if k in skip or str(k).startswith("xproda_"):
+            continue
+        if old.get(k) != new.get(k):
+            diffs.append(f"attribute {k!r} ({str(old.get(k))[:60]!r} in the store, "
+                         f"{str(new.get(k))[:60]!r} now)")
+    return diffs
+
+
+def _describe_mismatch(target: Target, plan: _Plan, old_attrs: Mapping[str, Any] | None = None,
+                       new_attrs: Mapping[str, Any] | None = None) -> str:
+    attr_diffs = _attr_differences(old_attrs or {}, new_attrs or {})
     try:
         old = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=False)
     except Exception:  # noqa: BLE001 - best effort for the error message only
-        return ""
+        return (" Differences: " + "; ".join(attr_diffs[:8]) + ".") if attr_diffs else ""
     new = plan.ds
-    diffs = []
+    diffs = list(attr_diffs)
     if set(map(str, old.data_vars)) != set(map(str, new.data_vars)):
         diffs.append(
             f"data variables {sorted(map(str, old.data_vars))} in the store vs "
@@ -382,6 +424,76 @@ def _describe_mismatch(target: Target, plan: _Plan) -> str:
         )
     return " Differences: " + "; ".join(diffs[:8]) + "."
 
+
+
+def _rewrite_static(plan: _Plan, target: Target, name: str) -> None:
+    """Write a template variable (coordinate, region-less variable) again, as the template did."""
+    import zarr
+    from xarray.conventions import encode_cf_variable
+
+    stored = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=True)
+    var = plan.ds.variables[name]
+    values = np.asarray(var.values)
+    enc = {k: stored.variables[name].encoding[k] for k in _KEEP_ENCODING
+           if k in stored.variables[name].encoding}
+    data = np.asarray(encode_cf_variable(xr.Variable(var.dims, values, encoding=enc),
+                                         name=name).values)
+    arr = zarr.open_array(target.zarr_store(), path=str(name), mode="r+", zarr_format=3)
+    arr[...] = data
+
+
+def _repair_template(plan: _Plan, target: Target, template: Mapping[str, Any],
+                     bad: Sequence[str]) -> None:
+    """Restore damaged template objects (array metadata, coordinate chunks) in place."""
+    restored = set(restore_metadata(target, [k for k in bad if k.endswith("zarr.json")]))
+    names = {k.split("/")[0] for k in bad if k not in restored}
+    for name in sorted(names):
+        if name in plan.ds.variables and name not in plan.region_vars:
+            _rewrite_static(plan, target, name)
+    still = check_objects(target, {k: template[k] for k in bad if k in template},
+                          checksums=True)
+    still.update({k: "cannot be restored" for k in bad
+                  if k not in template and k not in restored})
+    if still:
+        raise StoreError(
+            f"write_zarr: cannot repair {target.url!r}: "
+            + "; ".join(f"{k}: {why}" for k, why in list(still.items())[:5])
+            + ". Pass overwrite=True to write it again")
+
+
+def _resume_state(plan: _Plan, target: Target, meta: Mapping[str, Any]
+                  ) -> tuple[bool | None, set, dict, dict]:
+    """What a resume finds: ``(fresh, done regions, their records, template record)``.
+
+    ``fresh`` is True when the template was never finished (start over), None when the store
+    is complete and intact (nothing to do), False otherwise.  Damaged regions of a finished
+    or unfinished store are found by a quick check (presence and sizes of every recorded
+    object) and dropped from ``done``, so that the resume rewrites them; damaged template
+    objects are restored in place.
+    """
+    attrs = meta.get("attributes", {})
+    complete = attrs.get(ATTR_COMPLETE) == 1
+    prog = read_progress_attrs(target)
+    if prog is None:
+        return (None if complete else True), set(), {}, {}
+    template_record = {k: v for k, v in prog.items() if k != "regions"}
+    report, exp = inspect_store(target, checksums=False)
+    if report.template_problems:
+        _repair_template(plan, target, exp.template, report.template_problems)
+    bad = {idx for idx in exp.records if any(k in report.problems for k in exp.objects(idx))}
+    if complete and not bad:
+        remove_markers(target)  # left by a kill between the completion flag and the cleanup
+        return None, set(), {}, {}
+    if complete:
+        # un-finish first (a kill from here on resumes: every resume checks every record),
+        # then markers for the intact regions, then the manifest without regions
+        set_root_attrs(target, {ATTR_COMPLETE: 0})
+        write_markers(target, {marker_key(i): r for i, r in exp.records.items() if i not in bad})
+        mark_template_done(target, template_record)
+    for idx in bad:
+        remove_marker(target, marker_key(idx))
+    records = {i: r for i, r in exp.records.items() if i not in bad}
+    return False, set(records), records, template_record
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,10 +539,14 @@ class _RegionSpec:
     skip_empty: bool
     fills: tuple[tuple[Hashable, Any], ...] = ()
     encodings: tuple[tuple[Hashable, dict[str, Any]], ...] = ()
+    chunk_keys: tuple[str, ...] = ()  # the region's chunk of each variable (manifest)
 
 
-def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
-    """Write one computed region, then its marker. Returns "written" or "empty"."""
+def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> tuple[str, dict[str, Any]]:
+    """Write one computed region, then its marker recording what was written.
+
+    Returns ``(status, marker attributes)``, status "written" or "empty".
+    """
     block = xr.Dataset({n: (d, b) for n, d, b in zip(spec.names, spec.dims, blocks)})
     if spec.mask_block is not None and spec.masked_vars and not spec.mask_block.all():
         m = xr.DataArray(spec.mask_block, dims=spec.mask_dims)
@@ -441,12 +557,23 @@ def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> str:
         })
     if not block.data_vars or (spec.skip_empty and _all_missing(block, dict(spec.fills))):
         status = "empty"
+        if spec.chunk_keys:  # a resumed repair: chunks of an earlier write must not stay
+            fs, root = spec.target.fs()
+            for key in spec.chunk_keys:
+                try:
+                    fs.rm_file(f"{root}/{key}")
+                except FileNotFoundError:
+                    pass
+        objects: dict[str, Any] = {}
     else:
         region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
         _write_region(spec, block, region)
         status = "written"
-    write_marker(spec.target, spec.key, region_attrs(status, spec.bounds))
-    return status
+        # read back what the region wrote: size and digest of each chunk (the manifest)
+        objects = describe_objects(spec.target, spec.chunk_keys)
+    attrs = {**region_attrs(status, spec.bounds), "objects": objects}
+    write_marker(spec.target, spec.key, attrs)
+    return status, attrs
 
 
 def _write_region(spec: _RegionSpec, block: xr.Dataset, region: Mapping[Hashable, slice]) -> None:
@@ -511,7 +638,7 @@ class _RegionProgress:
 
         def posttask(key, result, dsk, state, worker_id):  # dask's callback signature
             if isinstance(key, tuple) and key and key[0] == prefix:
-                on_region(result)
+                on_region(result[0])
 
         self._cb = Callback(posttask=posttask)
 
@@ -523,7 +650,7 @@ class _RegionProgress:
         self._cb.__exit__(*exc)
 
 
-def _collect(*statuses: str) -> list[str]:
+def _collect(*statuses: Any) -> list[Any]:
     return list(statuses)
 
 
@@ -588,6 +715,7 @@ def write_zarr(
     progress: bool = True,
     batch_size: int | None = None,
     attrs: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> WriteReport:
     """Write a (lazy) Dataset to a Zarr v3 store region by region, resumably.
 
@@ -641,6 +769,13 @@ def write_zarr(
     attrs : mapping, optional
         Extra global attributes of the store; they enter the fingerprint (e.g. a run id or
         the model configuration).
+    inputs : mapping of str to object, optional
+        What ``ds`` is computed from, by name: paths/URLs of input files or stores (their
+        bytes are hashed, compressed, without decoding), xarray objects (their values are
+        read and hashed once), arrays, networks (their ``content_hash``) or JSON-able
+        options (:func:`xproda.io.digest.digest_inputs`).  The digests are stored in the
+        root attribute ``xproda_inputs`` and enter the fingerprint: a resume with other
+        inputs is refused, naming the inputs that differ.
 
     Returns
     -------
@@ -651,21 +786,33 @@ def write_zarr(
     ------
     FileExistsError
         If the store exists and neither ``resume`` nor ``overwrite`` is set.
+    xproda.errors.StoreError
+        On ``resume``, if the store holds another run (another fingerprint: the message
+        lists what differs) or damage that cannot be repaired in place. A ValueError.
+    xproda.errors.StoreLockedError
+        If another process is writing the store (the message names it).
     ValueError
-        If chunks are inconsistent or unsuitable for regions, or the fingerprint of an
-        existing store differs on ``resume``.
+        If chunks are inconsistent or unsuitable for regions.
 
     Notes
     -----
     The fingerprint (root attribute ``xproda_fingerprint``) is a SHA-256 of the variable
     names, dims, shapes, dtypes and Zarr chunks, the region grid, the coordinate values, the
-    mask, ``skip_empty``, ``attrs`` and ``ds.attrs`` without ``history`` (so another model or
-    mode, recorded in ``source``, is another run); data values are not part of it: pass a
-    digest of the inputs in ``attrs`` (``xproda run`` does) to refuse resuming with other
-    inputs. The store's root
+    mask, ``skip_empty``, ``attrs``, the digests of ``inputs``, the xproda version and
+    ``ds.attrs`` without ``history`` (so another model or mode, recorded in ``source``, is
+    another run). The computed data are not part of it: pass ``inputs`` (``xproda run``
+    does) to refuse resuming with other input values.
+
+    The whole call holds the store's lock (:func:`xproda.io.locking.store_lock`). Every
+    region records the size and digest of the chunks it wrote; the finished store keeps them
+    in a manifest (:mod:`xproda.io.verify`). A resume checks every recorded object (presence
+    and size) and rewrites the regions with a missing or truncated chunk, and damaged array
+    metadata or coordinates, even in a finished store; :func:`xproda.io.verify.verify` also
+    compares digests. The store's root
     attributes are ``ds.attrs`` (without any ``xproda_*`` keys), then ``attrs``, then
-    ``xproda_fingerprint``, ``xproda_region_dims``, ``xproda_region_chunks`` and
-    ``xproda_complete`` (0 while running, 1 when done; see :func:`is_complete`). Variables
+    ``xproda_inputs``, ``xproda_version``, ``xproda_fingerprint``, ``xproda_region_dims``,
+    ``xproda_region_chunks`` and ``xproda_complete`` (0 while running, 1 when done; see
+    :func:`is_complete`). Variables
     without a region dim are computed and written with the template. Integer variables of
     skipped regions read back as their fill value (0 unless ``fill_value`` (Zarr's, not a
     mask) or ``_FillValue`` is set in their encoding); with a ``mask``, such variables are
@@ -689,12 +836,19 @@ def write_zarr(
         mask_dims = tuple(mask.dims)
         mask_np = np.asarray(mask.values, dtype=bool)
         mask_hash = hash_array(mask_np) + repr([str(d) for d in mask_dims])
-    fp = _fingerprint(plan, skip_empty=skip_empty, mask_hash=mask_hash, attrs=attrs)
+    if inputs is not None and not isinstance(inputs, Mapping):
+        raise TypeError(f"write_zarr: inputs must be a mapping of name to input, got "
+                        f"{type(inputs).__name__}")
+    run_attrs = dict(attrs or {})
+    if inputs:
+        run_attrs[ATTR_INPUTS] = digest_inputs(inputs, storage_options=storage_options)
+    fp = _fingerprint(plan, skip_empty=skip_empty, mask_hash=mask_hash, attrs=run_attrs)
 
     root_attrs = {k: v for k, v in plan.ds.attrs.items() if not str(k).startswith("xproda_")}
-    root_attrs.update(dict(attrs or {}))
+    root_attrs.update(run_attrs)
     root_attrs.update(
         {
+            ATTR_VERSION: _version(),
             ATTR_FINGERPRINT: fp,
             ATTR_REGION_DIMS: [str(d) for d in plan.region_dims],
             ATTR_REGION_CHUNKS: [int(plan.chunk[d]) for d in plan.region_dims],
@@ -704,176 +858,211 @@ def write_zarr(
     all_regions = list(plan.regions())
     n_total = len(all_regions)
 
-    # ---- existing store: error, overwrite or resume
-    fresh = True
-    done: set[tuple[int, ...]] = set()
-    meta = read_root(target)
-    exists = meta is not None or is_nonempty(target)
-    if exists:
-        if not resume and not overwrite:
-            raise FileExistsError(
-                f"write_zarr: store {target.url!r} already exists; pass resume=True to continue "
-                "an interrupted run, or overwrite=True to replace it"
-            )
-        if resume:
-            old_fp = (meta or {}).get("attributes", {}).get(ATTR_FINGERPRINT)
-            if old_fp is None:
-                if not overwrite:
-                    raise ValueError(
-                        f"write_zarr: cannot resume {target.url!r}: it was not written by "
-                        "xproda.io.write_zarr (no 'xproda_fingerprint' attribute); pass "
-                        "overwrite=True to replace it"
-                    )
-            elif old_fp != fp:
-                if not overwrite:
-                    raise ValueError(
-                        f"write_zarr: cannot resume {target.url!r}: the store was started with a "
-                        f"different dataset or options (fingerprint {old_fp[:12]}... vs "
-                        f"{fp[:12]}...).{_describe_mismatch(target, plan)} Use the original call, "
-                        "or pass overwrite=True to start over"
-                    )
-            else:
-                template_done, done = progress_state(target)
-                complete = (meta or {}).get("attributes", {}).get(ATTR_COMPLETE) == 1
-                if complete:
-                    remove_progress(target)
-                    return WriteReport(target.url, n_total, 0, 0, n_total, time.perf_counter() - t0)
-                fresh = not template_done
-        if fresh:
-            remove_store(target)
-    if fresh:
-        done = set()
-        _write_template(plan, target, root_attrs)
-        mark_template_done(target, {ATTR_FINGERPRINT: fp})
-    else:
-        remove_partials(target)
-
-    todo = [idx for idx in all_regions if idx not in done]
-    n_resumed = n_total - len(todo)
-    counts = {"written": 0, "empty": 0}
-
-    # ---- mask: per region "anything to write?" without computing the data
-    base = plan.ds[plan.region_vars]
-    base = base.drop_vars(list(base.coords)).drop_encoding().drop_attrs()
-    masked_vars: tuple[Hashable, ...] = ()
-    mask_blocks: dict[tuple[int, ...], np.ndarray | None] = {}
-    # integer variables with a fill value (e.g. quality flags) are masked with it
-    fills: dict[Hashable, Any] = {v: _int_fill(plan.ds[v]) for v in plan.region_vars}
-    if mask_np is not None:
-        masked_vars = tuple(
-            v
-            for v in plan.region_vars
-            if (base[v].dtype.kind == "f" or fills[v] is not None)
-            and set(mask_dims) <= set(base[v].dims)
-        )
-        empty_by_mask = []
-        compute = []
-        for idx in todo:
-            b = plan.bounds(idx)
-            sl = tuple(slice(*b[d]) if d in b else slice(None) for d in mask_dims)
-            mb = mask_np[sl]
-            owned = plan.owned(idx)
-            if skip_empty and not mb.any() and owned and all(v in masked_vars for v in owned):
-                empty_by_mask.append(idx)
-            else:
-                compute.append(idx)
-                mask_blocks[idx] = mb
-        write_markers(
-            target,
-            {marker_key(idx): region_attrs("empty", plan.bounds(idx)) for idx in empty_by_mask},
-        )
-        counts["empty"] += len(empty_by_mask)
-        todo = compute
-
-    if batch_size is None:
-        batch_size = 32 * _scheduler_threads()
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=n_total,
-        initial=n_total - len(todo),
-        disable=not progress,
-        desc=f"write_zarr {Path(target.url).name}",
-        unit="region",
-    )
-
-    # regions of the running batch, counted as they finish (local schedulers only); the
-    # batch's statuses replace them in ``counts`` when it returns
-    live = {"written": 0, "empty": 0}
-
-    def postfix() -> None:
-        bar.set_postfix(
-            written=counts["written"] + live["written"], empty=counts["empty"] + live["empty"],
-            resumed=n_resumed, refresh=False,
-        )
-
-    def on_region(status: str) -> None:
-        live["written" if status == "written" else "empty"] += 1
-        postfix()
-        bar.update(1)
-
-    postfix()
-    if todo:
-        # One materialised, optimised graph for all regions; each batch culls what it needs
-        # from it (cheap), so the cost per region does not grow with the number of regions.
-        dsk = dict(base.__dask_graph__()) if base.data_vars else {}
-        arrays = {name: base[name].data for name in base.data_vars}
-        token = uuid.uuid4().hex[:12]
-        # the template's CF encoding of each variable, for the direct writes of the regions
-        encodings = {
-            n: {k: v for k, v in e.items() if k not in ("chunks", "compressors")}
-            for n, e in _encoding(plan).items()
-        }
-    try:
-        for ibatch, batch in enumerate(_batched(todo, batch_size)):
-            graph_keys, tasks = [], {}
-            for idx in batch:
-                owned = plan.owned(idx)
-                pos = dict(zip(plan.region_dims, idx))
-                block_keys = [
-                    (arrays[n].name, *(pos.get(d, 0) for d in base[n].dims)) for n in owned
-                ]
-                graph_keys.extend(block_keys)
-                spec = _RegionSpec(
-                    names=tuple(owned),
-                    dims=tuple(base[n].dims for n in owned),
-                    mask_block=mask_blocks.get(idx),
-                    mask_dims=mask_dims,
-                    masked_vars=tuple(v for v in masked_vars if v in owned),
-                    fills=tuple((v, fills[v]) for v in owned if fills[v] is not None),
-                    target=target,
-                    bounds=plan.bounds(idx),
-                    key=marker_key(idx),
-                    skip_empty=skip_empty,
-                    encodings=tuple((n, encodings[n]) for n in owned),
+    def locked() -> WriteReport:
+        # ---- existing store: error, overwrite, resume (and repair) -- under the store's lock
+        fresh = True
+        done: set[tuple[int, ...]] = set()
+        records: dict[tuple[int, ...], dict[str, Any]] = {}  # marker attrs of finished regions
+        template_record: dict[str, Any] = {}
+        meta = read_root(target)
+        exists = meta is not None or is_nonempty(target)
+        if exists:
+            if not resume and not overwrite:
+                raise FileExistsError(
+                    f"write_zarr: store {target.url!r} already exists; pass resume=True to "
+                    "continue an interrupted run, or overwrite=True to replace it"
                 )
-                tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
-            graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
-            graph.update(tasks)
-            batch_key = f"xproda-batch-{token}-{ibatch}"
-            graph[batch_key] = (_collect, *tasks)
-            with _RegionProgress(f"xproda-region-{token}", on_region):
-                (statuses,) = dask.compute(Delayed(batch_key, graph), optimize_graph=False)
-            bar.update(len(batch) - sum(live.values()))  # dask.distributed: no task callbacks
-            live.update(written=0, empty=0)
-            for status in statuses:
-                counts["written" if status == "written" else "empty"] += 1
-            postfix()
-    finally:
-        bar.close()
+            if resume:
+                old_attrs = (meta or {}).get("attributes", {})
+                old_fp = old_attrs.get(ATTR_FINGERPRINT)
+                if old_fp is None:
+                    if not overwrite:
+                        raise StoreError(
+                            f"write_zarr: cannot resume {target.url!r}: it was not written by "
+                            "xproda.io.write_zarr (no 'xproda_fingerprint' attribute); pass "
+                            "overwrite=True to replace it"
+                        )
+                elif old_fp != fp:
+                    if not overwrite:
+                        raise StoreError(
+                            f"write_zarr: cannot resume {target.url!r}: the store was started "
+                            f"with a different dataset, inputs or options (fingerprint "
+                            f"{old_fp[:12]}... vs {fp[:12]}...)."
+                            f"{_describe_mismatch(target, plan, old_attrs, root_attrs)} Use the "
+                            "original call, or pass overwrite=True to start over"
+                        )
+                else:
+                    fresh, done, records, template_record = _resume_state(plan, target, meta)
+                    if fresh is None:  # complete and intact
+                        return WriteReport(target.url, n_total, 0, 0, n_total,
+                                           time.perf_counter() - t0)
+            if fresh:
+                remove_store(target)
+        if fresh:
+            done, records = set(), {}
+            _write_template(plan, target, root_attrs)
+            template_record = {
+                ATTR_FINGERPRINT: fp, "manifest_version": MANIFEST_VERSION,
+                "template": template_objects(target, skip=[str(v) for v in plan.region_vars]),
+            }
+            mark_template_done(target, template_record)
+        else:
+            remove_partials(target)
+        # chunk keys of each region variable: the region index along region dims, 0 elsewhere
+        array_meta = ((read_root(target) or {}).get("consolidated_metadata") or {}).get(
+            "metadata") or {}
 
-    # ---- finalize: completion flag (one atomic write of the root document), then cleanup
-    set_root_attrs(target, {ATTR_COMPLETE: 1})
-    remove_progress(target)
-    return WriteReport(
-        target.url,
-        n_total,
-        counts["written"],
-        counts["empty"],
-        n_resumed,
-        time.perf_counter() - t0,
-    )
+        def region_keys(idx: tuple[int, ...], owned: Sequence[Hashable]) -> tuple[str, ...]:
+            pos = dict(zip(plan.region_dims, idx))
+            return tuple(
+                f"{n}/" + chunk_key(array_meta.get(str(n), {}),
+                                    [pos.get(d, 0) for d in plan.ds[n].dims])
+                for n in owned
+            )
+
+        todo = [idx for idx in all_regions if idx not in done]
+        n_resumed = n_total - len(todo)
+        counts = {"written": 0, "empty": 0}
+
+        # ---- mask: per region "anything to write?" without computing the data
+        base = plan.ds[plan.region_vars]
+        base = base.drop_vars(list(base.coords)).drop_encoding().drop_attrs()
+        masked_vars: tuple[Hashable, ...] = ()
+        mask_blocks: dict[tuple[int, ...], np.ndarray | None] = {}
+        # integer variables with a fill value (e.g. quality flags) are masked with it
+        fills: dict[Hashable, Any] = {v: _int_fill(plan.ds[v]) for v in plan.region_vars}
+        if mask_np is not None:
+            masked_vars = tuple(
+                v
+                for v in plan.region_vars
+                if (base[v].dtype.kind == "f" or fills[v] is not None)
+                and set(mask_dims) <= set(base[v].dims)
+            )
+            empty_by_mask = []
+            compute = []
+            for idx in todo:
+                b = plan.bounds(idx)
+                sl = tuple(slice(*b[d]) if d in b else slice(None) for d in mask_dims)
+                mb = mask_np[sl]
+                owned = plan.owned(idx)
+                if skip_empty and not mb.any() and owned and all(v in masked_vars for v in owned):
+                    empty_by_mask.append(idx)
+                else:
+                    compute.append(idx)
+                    mask_blocks[idx] = mb
+            empty_records = {
+                idx: {**region_attrs("empty", plan.bounds(idx)), "objects": {}}
+                for idx in empty_by_mask
+            }
+            # a repaired region now empty by mask: its old chunks go
+            fs_, root_ = target.fs()
+            for idx in empty_by_mask:
+                for key in region_keys(idx, plan.owned(idx)):
+                    if fs_.exists(f"{root_}/{key}"):
+                        fs_.rm_file(f"{root_}/{key}")
+            write_markers(target, {marker_key(idx): a for idx, a in empty_records.items()})
+            records.update(empty_records)
+            counts["empty"] += len(empty_by_mask)
+            todo = compute
+
+        per_call = batch_size if batch_size is not None else 32 * _scheduler_threads()
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n_total,
+            initial=n_total - len(todo),
+            disable=not progress,
+            desc=f"write_zarr {Path(target.url).name}",
+            unit="region",
+        )
+
+        # regions of the running batch, counted as they finish (local schedulers only); the
+        # batch's statuses replace them in ``counts`` when it returns
+        live = {"written": 0, "empty": 0}
+
+        def postfix() -> None:
+            bar.set_postfix(
+                written=counts["written"] + live["written"], empty=counts["empty"] + live["empty"],
+                resumed=n_resumed, refresh=False,
+            )
+
+        def on_region(status: str) -> None:
+            live["written" if status == "written" else "empty"] += 1
+            postfix()
+            bar.update(1)
+
+        postfix()
+        if todo:
+            # One materialised, optimised graph for all regions; each batch culls what it needs
+            # from it (cheap), so the cost per region does not grow with the number of regions.
+            dsk = dict(base.__dask_graph__()) if base.data_vars else {}
+            arrays = {name: base[name].data for name in base.data_vars}
+            token = uuid.uuid4().hex[:12]
+            # the template's CF encoding of each variable, for the direct writes of the regions
+            encodings = {
+                n: {k: v for k, v in e.items() if k not in ("chunks", "compressors")}
+                for n, e in _encoding(plan).items()
+            }
+        try:
+            for ibatch, batch in enumerate(_batched(todo, per_call)):
+                graph_keys, tasks = [], {}
+                for idx in batch:
+                    owned = plan.owned(idx)
+                    pos = dict(zip(plan.region_dims, idx))
+                    block_keys = [
+                        (arrays[n].name, *(pos.get(d, 0) for d in base[n].dims)) for n in owned
+                    ]
+                    graph_keys.extend(block_keys)
+                    spec = _RegionSpec(
+                        names=tuple(owned),
+                        dims=tuple(base[n].dims for n in owned),
+                        mask_block=mask_blocks.get(idx),
+                        mask_dims=mask_dims,
+                        masked_vars=tuple(v for v in masked_vars if v in owned),
+                        fills=tuple((v, fills[v]) for v in owned if fills[v] is not None),
+                        target=target,
+                        bounds=plan.bounds(idx),
+                        key=marker_key(idx),
+                        skip_empty=skip_empty,
+                        encodings=tuple((n, encodings[n]) for n in owned),
+                        chunk_keys=region_keys(idx, owned),
+                    )
+                    tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
+                graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
+                graph.update(tasks)
+                batch_key = f"xproda-batch-{token}-{ibatch}"
+                graph[batch_key] = (_collect, *tasks)
+                with _RegionProgress(f"xproda-region-{token}", on_region):
+                    (results,) = dask.compute(Delayed(batch_key, graph), optimize_graph=False)
+                bar.update(len(batch) - sum(live.values()))  # dask.distributed: no task callbacks
+                live.update(written=0, empty=0)
+                for idx, (status, rec) in zip(batch, results):
+                    counts["written" if status == "written" else "empty"] += 1
+                    records[idx] = rec
+                postfix()
+        finally:
+            bar.close()
+
+        # ---- finalize: the manifest, then the completion flag (one atomic write of the root
+        # document), then the markers go.  A kill between two steps leaves a store that a resume
+        # finishes (markers and manifest agree).
+        manifest = dict(template_record)
+        manifest["regions"] = {marker_key(idx): records[idx] for idx in sorted(records)}
+        mark_template_done(target, manifest)
+        set_root_attrs(target, {ATTR_COMPLETE: 1})
+        remove_markers(target)
+        return WriteReport(
+            target.url,
+            n_total,
+            counts["written"],
+            counts["empty"],
+            n_resumed,
+            time.perf_counter() - t0,
+        )
+
+    with store_lock(target):
+        return locked()
 
 
 # --------------------------------------------------------------------------------------------
@@ -896,11 +1085,21 @@ def is_complete(
     Returns
     -------
     bool
-        True when the root attribute ``xproda_complete`` is 1; False when it is 0, when the
-        store is missing or was not written by :func:`write_zarr`.
+        True when the root attribute ``xproda_complete`` is 1 *and* every object the run
+        recorded is present with its recorded size (one listing of the store; see
+        :func:`xproda.io.verify.verify` for a check of the digests); False when the run is
+        unfinished or damaged, when the store is missing or was not written by xproda.
     """
-    meta = read_root(make_target(store, storage_options))
-    return bool(meta) and meta.get("attributes", {}).get(ATTR_COMPLETE) == 1
+    from xproda.errors import StoreError
+
+    t = make_target(store, storage_options)
+    meta = read_root(t)
+    if not (bool(meta) and meta.get("attributes", {}).get(ATTR_COMPLETE) == 1):
+        return False
+    try:
+        return inspect_store(t, checksums=False)[0].ok
+    except StoreError:
+        return False
 
 
 def list_done_regions(
