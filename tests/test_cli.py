@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -94,25 +95,45 @@ def test_tune_malloc(monkeypatch):
     assert xproda.tune_malloc() is False  # other C libraries: left alone
 
 
-def test_existing_output_needs_resume_or_overwrite(tmp_path):
+def fails(args, capsys, match: str) -> str:
+    """``main(args)`` fails as a user error: status 1, one line on stderr, no traceback."""
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("xproda ")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    err = lines[0]
+    assert err.startswith(f"xproda {args[0]}: error: ")
+    assert re.search(match, err), err
+    return err
+
+
+def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     _, _, fpath, ppath = _inputs(tmp_path)
     out = str(tmp_path / "out.zarr")
     args = ["run", "--forcing", fpath, "--params", ppath, "--out", out, "--quiet"]
     main(args)
+    fails(args, capsys, "already exists; pass --resume to finish")
+    # --debug shows the traceback (the exception propagates)
     with pytest.raises(FileExistsError, match="already exists; pass --resume to finish"):
-        main(args)
+        main(["--debug", *args])
     assert main(args + ["--overwrite"]) == 0
 
 
-def test_missing_variable_error(tmp_path):
+def test_missing_variable_error(tmp_path, capsys):
     ds, _, fpath, ppath = _inputs(tmp_path)
     bad = tmp_path / "bad.zarr"
     ds.drop_vars("W_SCALAR").to_zarr(bad, zarr_format=3)
-    with pytest.raises(ValueError, match=r"W_SCALAR \[1\]"):
-        main(["run", "--forcing", str(bad), "--params", ppath, "--out",
-              str(tmp_path / "o.zarr"), "--quiet"])
-    with pytest.raises(SystemExit):
-        main(["run", "--forcing", fpath, "--params", ppath, "--out", "x.zarr", "--depth", "a"])
+    fails(["run", "--forcing", str(bad), "--params", ppath, "--out",
+           str(tmp_path / "o.zarr"), "--quiet"], capsys, r"W_SCALAR \[1\]")
+    fails(["run", "--forcing", str(tmp_path / "nothing.zarr"), "--params", ppath, "--out",
+           str(tmp_path / "o.zarr"), "--quiet"], capsys, "nothing.zarr")
+    for depth in ("a", "0.3-0.1", "1-1"):
+        with pytest.raises(SystemExit) as stop:
+            main(["run", "--forcing", fpath, "--params", ppath, "--out", "x.zarr",
+                  "--depth", depth])
+        assert stop.value.code == 2
+        assert "argument --depth: expected TOP-BOTTOM" in capsys.readouterr().err
 
 
 _KILL_SCRIPT = textwrap.dedent(
@@ -241,7 +262,7 @@ def test_run_with_network(tmp_path, separate_covariates):
               "--out", str(out)])
 
 
-def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
+def test_resume_refuses_other_inputs_model_or_mode(tmp_path, capsys):
     """A store started with other parameters, another model or mode is not finished with
     regions of a second run (issue 16/17: inputs and the model enter the fingerprint)."""
     ds, theta, fpath, ppath = _inputs(tmp_path)
@@ -252,9 +273,20 @@ def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
     assert main(common + ["--params", ppath, "--resume"]) == 0
     other = str(tmp_path / "other.zarr")
     (theta * 0.9 + 0.05).to_dataset(name="theta").to_zarr(other, mode="w", zarr_format=3)
-    for extra in (["--params", other], ["--params", ppath, "--reference"]):
-        with pytest.raises(ValueError, match="different dataset, inputs or options"):
-            main(common + extra + ["--resume"])
+    for extra, what in ((["--params", other], "input 'params'"),
+                        (["--params", ppath, "--reference"], "attribute 'source'")):
+        fails(common + extra + ["--resume"], capsys,
+              f"StoreError: .*different dataset, inputs or options.*{what}")
+    # other forcing values with the same metadata: the forcing's bytes are hashed
+    ds2 = ds.copy(deep=True)
+    ds2["ALTMAX"] = ds2["ALTMAX"] * 0.99
+    fpath2 = str(tmp_path / "forcing2.zarr")
+    for v in ds2.variables.values():
+        v.encoding.pop("chunks", None)
+        v.encoding.pop("preferred_chunks", None)
+    ds2.to_zarr(fpath2, mode="w", zarr_format=3)
+    fails(["run", "--forcing", fpath2, "--out", out, "--quiet", "--params", ppath, "--resume"],
+          capsys, "input 'forcing'")
 
 
 @pytest.mark.parametrize("option,value,match", [
@@ -263,6 +295,9 @@ def test_resume_refuses_other_inputs_model_or_mode(tmp_path):
     ("--storage-options", "{bad json", "argument --storage-options: not valid JSON"),
     ("--storage-options", "[1, 2]", "argument --storage-options: expected a JSON object"),
     ("--scheduler", "bogus", "argument --scheduler: expected one of threads"),
+    ("--scheduler", "tcp://host", "tcp://10.0.0.5:8786, got 'tcp://host'"),
+    ("--scheduler", "http://host:8786", "unknown scheme 'http'"),
+    ("--scheduler", "host:99999", "argument --scheduler: expected one of threads"),
 ])
 def test_bad_options_name_the_option(tmp_path, capsys, option, value, match):
     with pytest.raises(SystemExit) as stop:
@@ -272,11 +307,19 @@ def test_bad_options_name_the_option(tmp_path, capsys, option, value, match):
     assert match in capsys.readouterr().err
 
 
-def test_chunks_of_an_unknown_dim_refused(tmp_path):
+def test_chunks_of_an_unknown_dim_refused(tmp_path, capsys):
     _, _, fpath, ppath = _inputs(tmp_path)
-    with pytest.raises(ValueError, match=r"chunks: no dim\(s\) \['latitude'\] in the forcing"):
-        main(["run", "--forcing", fpath, "--params", ppath, "--out",
-              str(tmp_path / "o.zarr"), "--chunks", "latitude=10", "--quiet"])
+    fails(["run", "--forcing", fpath, "--params", ppath, "--out",
+           str(tmp_path / "o.zarr"), "--chunks", "latitude=10", "--quiet"], capsys,
+          r"DimensionError: chunks: no dim\(s\) \['latitude'\] in the forcing")
+
+
+def test_scheduler_addresses_are_normalised():
+    from xproda.cli import _parse_scheduler
+
+    assert _parse_scheduler("10.0.0.5:8786") == "tcp://10.0.0.5:8786"
+    assert _parse_scheduler("tls://h:1") == "tls://h:1"
+    assert _parse_scheduler("local-cluster") == "local-cluster"
 
 
 def test_version(capsys):

@@ -64,24 +64,43 @@ def _parse_json_dict(text: str) -> dict[str, Any]:
 _LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
 
 
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+
+
 def _parse_scheduler(text: str) -> str:
-    """A local scheduler name or the address of a dask.distributed scheduler."""
-    if text in _LOCAL_SCHEDULERS or "://" in text:
+    """A local scheduler name or the address of a dask.distributed scheduler (argparse type).
+
+    Addresses: ``[scheme://]host:port`` with a scheme of :data:`_SCHEDULER_SCHEMES` (default
+    tcp) and a port in 1-65535; ``inproc://...`` as given.
+    """
+    if text in _LOCAL_SCHEDULERS:
         return text
-    raise argparse.ArgumentTypeError(
-        f"expected one of {', '.join(_LOCAL_SCHEDULERS)} or a scheduler address such as "
-        f"tcp://host:8786, got {text!r}")
+    forms = (f"one of {', '.join(_LOCAL_SCHEDULERS)}, or a scheduler address "
+             f"[{'|'.join(_SCHEDULER_SCHEMES)}://]host:port such as tcp://10.0.0.5:8786")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme not in _SCHEDULER_SCHEMES:
+        raise argparse.ArgumentTypeError(f"unknown scheme {scheme!r} in {text!r}; expected {forms}")
+    if scheme == "inproc":
+        return text
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected {forms}, got {text!r}")
+    return f"{scheme}://{host}:{port}"
 
 
-def _parse_depths(items: Sequence[str] | None) -> list[tuple[float, float]]:
-    out = []
-    for it in items or []:
-        try:
-            a, b = it.split("-", 1)
-            out.append((float(a), float(b)))
-        except ValueError:
-            raise SystemExit(f"--depth: expected TOP-BOTTOM in m (e.g. 0-0.3), got {it!r}")
-    return out
+def _parse_depth(text: str) -> tuple[float, float]:
+    """``--depth 0-0.3`` as ``(0.0, 0.3)`` m (an argparse type)."""
+    a, sep, b = text.partition("-")
+    try:
+        top, bottom = float(a), float(b)
+    except ValueError:
+        top = bottom = float("nan")
+    if not sep or not (0 <= top < bottom):
+        raise argparse.ArgumentTypeError(
+            f"expected TOP-BOTTOM in m with 0 <= TOP < BOTTOM (e.g. 0-0.3), got {text!r}")
+    return top, bottom
 
 
 def _load_net(path: str, storage_options: dict | None):
@@ -186,42 +205,17 @@ def build_run(
     return out, mask
 
 
-def inputs_digest(args: argparse.Namespace, storage_options: dict | None = None, *,
-                  network: Any = None) -> str:
-    """SHA-256 of what a run reads besides its options: it enters the store's fingerprint.
+def run_inputs(args: argparse.Namespace, *, network: Any = None) -> dict[str, Any]:
+    """What ``xproda run`` reads, by name, for the fingerprint of its output store.
 
-    ``--resume`` then refuses a store started with other inputs instead of finishing it with
-    regions of two runs.  The parameter store's values are hashed (small: one set per cell);
-    of the forcing and covariate stores, their metadata (variables, dims, shapes, dtypes,
-    attributes and coordinate values), not their data; ``network`` (the loaded
-    network of ``--network``) by its content hash.
-    The run's model, mode, depths and pools enter the fingerprint through the result itself.
+    The input stores by the digest of their bytes (:func:`xproda.io.digest.content_digest`:
+    compressed chunks are hashed without decoding, cheap beside the run), the network by its
+    content hash. ``--resume`` then refuses a store started with other inputs, naming them,
+    instead of finishing it with regions of two runs. The model, mode, depths and pools enter
+    the fingerprint through the result itself.
     """
-    import hashlib
-
-    from xproda import io
-    from xproda.io.writer import hash_array
-
-    def describe(path: str | None) -> Any:
-        if path is None:
-            return None
-        ds = io.open_dataset(path, storage_options=storage_options)
-        return {
-            "vars": {str(k): [list(map(str, v.dims)), list(v.shape), v.dtype.str,
-                              {str(a): str(b) for a, b in v.attrs.items()}]
-                     for k, v in ds.variables.items()},
-            "coords": {str(k): hash_array(v.values) for k, v in ds.coords.items()
-                       if v.dtype.kind in "iufMm"},
-        }
-
-    spec: dict[str, Any] = {"forcing": describe(args.forcing),
-                            "covariates": describe(args.covariates)}
-    if args.params is not None:
-        pr = io.open_dataset(args.params, storage_options=storage_options)
-        spec["params"] = {str(k): hash_array(v.values) for k, v in pr.variables.items()}
-    if network is not None:
-        spec["network"] = getattr(network, "content_hash", None)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return {"forcing": args.forcing, "params": args.params, "covariates": args.covariates,
+            "network": network}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -253,23 +247,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out, mask = build_run(
             args.forcing, args.params, network=net, covariates=args.covariates,
             model=args.model, reference=args.reference,
-            pools=args.pools, depths=_parse_depths(args.depth),
+            pools=args.pools, depths=args.depth or (),
             chunks=args.chunks, storage_options=so,
         )
         try:
             report = io.write_zarr(
                 out, args.out, storage_options=so, mask=mask, resume=args.resume,
                 overwrite=args.overwrite, progress=not args.quiet,
-                attrs={"xproda_inputs": inputs_digest(args, so, network=net)},
+                inputs=run_inputs(args, network=net),
             )
         except FileExistsError:  # write_zarr's message names its keywords, not the options
             raise FileExistsError(
-                f"xproda run: the output store {args.out!r} already exists; pass --resume to "
+                f"the output store {args.out!r} already exists; pass --resume to "
                 "finish an interrupted run into it, or --overwrite to replace it") from None
     if not args.quiet:
         print(report)
         print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from xproda.io.verify import verify
+
+    report = verify(args.store, storage_options=args.storage_options or None,
+                    checksums=not args.quick)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(report)
+        if not report.ok:
+            print(f"repair: rerun the same command with --resume (xproda run), or the same "
+                  f"write with resume=True: only the {len(report.bad_regions)} damaged "
+                  "region(s) are rewritten")
+    return 0 if report.ok else 1
+
+
+def _user_error(err: BaseException) -> str | None:
+    """One line for an error caused by the input or the environment; None for a bug."""
+    from xproda.errors import XprodaError
+
+    if isinstance(err, (XprodaError, OSError, ValueError, KeyError, TypeError, ImportError)):
+        msg = str(err) if not isinstance(err, KeyError) else f"missing {err}"
+        return f"{type(err).__name__}: {msg}".replace("\n", " ")
+    return None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -292,8 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xproda`` command."""
     from xproda import __version__
 
-    ap = argparse.ArgumentParser(prog="xproda", description="PRODA soil-carbon modelling")
+    ap = argparse.ArgumentParser(
+        prog="xproda", description="PRODA soil-carbon modelling",
+        epilog="Errors print one line and exit with status 1 (2 for bad options); --debug "
+               "shows the traceback.")
     ap.add_argument("--version", action="version", version=f"xproda {__version__}")
+    ap.add_argument("--debug", action="store_true",
+                    help="show the Python traceback of an error (for bug reports)")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="steady-state run of a gridded forcing, Zarr to Zarr")
     run.add_argument("--forcing", required=True, help="forcing store (Zarr/NetCDF, path or URL)")
@@ -311,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--reference", action="store_true",
                      help="reproduce the original PRODA code (see docs/corrections.md)")
     run.add_argument("--pools", action="store_true", help="also write every pool")
-    run.add_argument("--depth", action="append", metavar="TOP-BOTTOM",
+    run.add_argument("--depth", action="append", metavar="TOP-BOTTOM", type=_parse_depth,
                      help="extra stock of a depth interval in m, e.g. 0-0.3 (repeatable)")
     run.add_argument("--chunks", type=_parse_chunks, default=None,
                      help="spatial chunks, e.g. lat=90,lon=180 (default: store's)")
@@ -353,12 +378,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-figures", action="store_true",
                       help="skip the PNG figures (no matplotlib needed)")
     demo.add_argument("--quiet", action="store_true", help="no progress output")
+
+    ver = sub.add_parser(
+        "verify", help="check a store written by xproda: every chunk present and intact",
+        description="Compare a store with the manifest its writer recorded (size and digest "
+                    "of every chunk and metadata object); report the damaged regions, which "
+                    "'xproda run --resume' (or resume=True) rewrites. Exit status 0 when "
+                    "intact, 1 when damaged.")
+    ver.add_argument("store", help="store path or URL")
+    ver.add_argument("--quick", action="store_true",
+                     help="presence and sizes only (one listing), no digests")
+    ver.add_argument("--json", action="store_true", help="the report as JSON")
+    ver.add_argument("--storage-options", default=None, type=_parse_json_dict,
+                     help="JSON dict of fsspec storage options")
     args = ap.parse_args(argv)
-    if args.command == "run":
-        return _cmd_run(args)
-    if args.command == "demo":
-        return _cmd_demo(args)
-    return 2  # pragma: no cover
+    commands = {"run": _cmd_run, "demo": _cmd_demo, "verify": _cmd_verify}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print(f"xproda {args.command}: interrupted", file=sys.stderr)
+        if args.command == "run":
+            print("xproda run: rerun the same command with --resume to finish it",
+                  file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        line = _user_error(err)
+        if line is None:
+            line = (f"internal error {type(err).__name__}: {err} -- this is a bug; rerun "
+                    "with --debug and report the traceback")
+        print(f"xproda {args.command}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
