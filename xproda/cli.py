@@ -254,7 +254,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             report = io.write_zarr(
                 out, args.out, storage_options=so, mask=mask, resume=args.resume,
                 overwrite=args.overwrite, progress=not args.quiet,
-                inputs=run_inputs(args, network=net),
+                inputs=run_inputs(args, network=net), verify=args.verify,
             )
         except FileExistsError:  # write_zarr's message names its keywords, not the options
             raise FileExistsError(
@@ -343,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--resume", action="store_true",
                      help="finish an interrupted run into the same --out store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing --out store")
+    run.add_argument("--verify", action="store_true",
+                     help="with --resume: compare the digest of every chunk already written "
+                          "(reads the store) and rewrite altered ones; without it, missing and "
+                          "truncated chunks are found and rewritten")
     run.add_argument("--scheduler", default=None, type=_parse_scheduler,
                      help="threads (default), synchronous, processes, local-cluster, or the "
                           "address of a dask.distributed scheduler")

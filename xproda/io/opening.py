@@ -14,7 +14,8 @@ from typing import Any
 
 import xarray as xr
 
-from xproda.io.stores import Target, target as make_target
+from xproda.io.stores import Target
+from xproda.io.stores import target as make_target
 
 __all__ = ["open_dataset"]
 

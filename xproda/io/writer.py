@@ -431,11 +431,10 @@ def _rewrite_static(plan: _Plan, target: Target, name: str) -> None:
     import zarr
     from xarray.conventions import encode_cf_variable
 
-    stored = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=True)
     var = plan.ds.variables[name]
     values = np.asarray(var.values)
-    enc = {k: stored.variables[name].encoding[k] for k in _KEEP_ENCODING
-           if k in stored.variables[name].encoding}
+    # the encoding the template was written with (xarray applies it the same way)
+    enc = {k: v for k, v in _encoding(plan)[name].items() if k not in ("chunks", "compressors")}
     data = np.asarray(encode_cf_variable(xr.Variable(var.dims, values, encoding=enc),
                                          name=name).values)
     arr = zarr.open_array(target.zarr_store(), path=str(name), mode="r+", zarr_format=3)
@@ -461,8 +460,8 @@ def _repair_template(plan: _Plan, target: Target, template: Mapping[str, Any],
             + ". Pass overwrite=True to write it again")
 
 
-def _resume_state(plan: _Plan, target: Target, meta: Mapping[str, Any]
-                  ) -> tuple[bool | None, set, dict, dict]:
+def _resume_state(plan: _Plan, target: Target, meta: Mapping[str, Any], *,
+                  checksums: bool = False) -> tuple[bool | None, set, dict, dict]:
     """What a resume finds: ``(fresh, done regions, their records, template record)``.
 
     ``fresh`` is True when the template was never finished (start over), None when the store
@@ -477,7 +476,7 @@ def _resume_state(plan: _Plan, target: Target, meta: Mapping[str, Any]
     if prog is None:
         return (None if complete else True), set(), {}, {}
     template_record = {k: v for k, v in prog.items() if k != "regions"}
-    report, exp = inspect_store(target, checksums=False)
+    report, exp = inspect_store(target, checksums=checksums)
     if report.template_problems:
         _repair_template(plan, target, exp.template, report.template_problems)
     bad = {idx for idx in exp.records if any(k in report.problems for k in exp.objects(idx))}
@@ -716,6 +715,7 @@ def write_zarr(
     batch_size: int | None = None,
     attrs: Mapping[str, Any] | None = None,
     inputs: Mapping[str, Any] | None = None,
+    verify: bool = False,
 ) -> WriteReport:
     """Write a (lazy) Dataset to a Zarr v3 store region by region, resumably.
 
@@ -892,7 +892,8 @@ def write_zarr(
                             "original call, or pass overwrite=True to start over"
                         )
                 else:
-                    fresh, done, records, template_record = _resume_state(plan, target, meta)
+                    fresh, done, records, template_record = _resume_state(
+                        plan, target, meta, checksums=verify)
                     if fresh is None:  # complete and intact
                         return WriteReport(target.url, n_total, 0, 0, n_total,
                                            time.perf_counter() - t0)
