@@ -151,7 +151,7 @@ _KILL_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
+def test_resume_after_sigkill_is_bit_identical(tmp_path, capsys):
     _, _, fpath, ppath = _inputs(tmp_path)
     ref = tmp_path / "ref.zarr"
     common = ["run", "--forcing", fpath, "--params", ppath, "--quiet", "--depth", "0-1"]
@@ -179,6 +179,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not xio.is_complete(out)
+    # the killed run is not finished with other parameters, another mode or other outputs
+    other = str(tmp_path / "other.zarr")
+    p2 = xio.open_dataset(ppath).compute()
+    (p2 * 0.9 + 0.05).to_zarr(other, mode="w", zarr_format=3)
+    common_out = [a if a != ppath else other for a in args]
+    fails(common_out + ["--resume"], capsys, "input 'params'")
+    fails(args + ["--resume", "--reference"], capsys, "StoreError: .*attribute 'source'")
+    fails(args + ["--resume", "--depth", "0-0.3"], capsys, "StoreError: .*data variables")
     assert main(args + ["--resume"]) == 0
     a, b = xio.open_dataset(out).compute(), xio.open_dataset(ref2).compute()
     for k in a.data_vars:

@@ -21,7 +21,7 @@ from xproda import io as xio
 from xproda.errors import StoreError, StoreLockedError
 from xproda.io.locking import lock_holder, store_lock
 from xproda.io.stores import target
-from xproda.io.verify import verify
+from xproda.io.integrity import verify
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*took over the lock.*:RuntimeWarning")
 

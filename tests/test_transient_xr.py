@@ -143,6 +143,69 @@ def test_write_simulation_equals_and_resumes(scenario, eager, tmp_path, monkeypa
     _same(resumed, eager)
 
 
+def _files(root):
+    """Every object of a store; the root document without ``history`` (time stamps)."""
+    import json
+
+    out = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+           if p.is_file()}
+    doc = json.loads(out.pop("zarr.json"))
+    doc["attributes"].pop("history", None)
+    out["zarr.json"] = json.dumps(doc, sort_keys=True).encode()
+    return out
+
+
+def test_write_simulation_protocol(scenario, eager, tmp_path, monkeypatch):
+    """One resumable-write protocol (issue 17): other inputs refused by name, the lock,
+    verification, byte-identical resume, damaged stores recomputed."""
+    from xproda.errors import StoreError, StoreLockedError
+    from xproda.io import verify
+    from xproda.io.locking import store_lock
+    from xproda.io.stores import target
+
+    ref = tmp_path / "ref.zarr"
+    scenario.proda.write_simulation(TH, ref, time_chunk=10, progress=False)
+    assert verify(ref).ok and xproda.io.is_complete(ref)
+    assert not list((ref / ".xproda").glob("state_*"))  # saved states are gone
+    store = tmp_path / "run.zarr"
+    real = xt.simulate
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(xt, "simulate", failing)
+    with pytest.raises(KeyboardInterrupt):
+        scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
+    monkeypatch.setattr(xt, "simulate", real)
+    report = verify(store)
+    assert report.ok and not report.complete and report.regions_checked == 2
+    kw = dict(time_chunk=10, progress=False, resume=True)
+    with pytest.raises(StoreError, match="input 'params'"):
+        scenario.proda.write_simulation(TH * 0.9, store, **kw)
+    with pytest.raises(StoreError, match="input 'forcing'"):
+        sc.warming(scenario, 0.5).proda.write_simulation(TH, store, **kw)
+    with pytest.raises(StoreError, match="input 'options'"):
+        scenario.proda.write_simulation(TH, store, reference=True, **kw)
+    with pytest.raises(StoreError, match="input 'run'"):
+        scenario.proda.write_simulation(TH, store, **{**kw, "time_chunk": 12})
+    with store_lock(target(store, None)), pytest.raises(StoreLockedError, match="another run"):
+        scenario.proda.write_simulation(TH, store, **kw)
+    out = scenario.proda.write_simulation(TH, store, **kw)
+    _same(out, eager)
+    assert _files(store) == _files(ref)
+    # a chunk deleted from the finished store: found, and the run is computed again
+    victim = sorted((store / "soc_stock" / "c").rglob("*"))[-1]
+    victim.unlink()
+    assert not verify(store).ok and not xproda.io.is_complete(store)
+    with pytest.warns(RuntimeWarning, match="damaged .*computing the run again"):
+        scenario.proda.write_simulation(TH, store, **kw)
+    assert _files(store) == _files(ref)
+
+
 def test_scenario_helpers(clim):
     base = sc.repeat_climatology(clim, years=2, start="1850-01-01")
     assert base.sizes["time"] == 24 and base["time"].values[0].year == 1850

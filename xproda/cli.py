@@ -267,7 +267,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from xproda.io.verify import verify
+    from xproda.io.integrity import verify
 
     report = verify(args.store, storage_options=args.storage_options or None,
                     checksums=not args.quick)
@@ -287,7 +287,9 @@ def _user_error(err: BaseException) -> str | None:
     from xproda.errors import XprodaError
 
     if isinstance(err, (XprodaError, OSError, ValueError, KeyError, TypeError, ImportError)):
-        msg = str(err) if not isinstance(err, KeyError) else f"missing {err}"
+        msg = str(err)
+        if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str):
+            msg = err.args[0] if " " in err.args[0] else f"missing {err.args[0]!r}"
         return f"{type(err).__name__}: {msg}".replace("\n", " ")
     return None
 

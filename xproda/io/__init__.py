@@ -13,6 +13,10 @@ Modules (each name below is also available from :mod:`xproda.io` itself):
 - :mod:`xproda.io.opening`: :func:`open_dataset` (Zarr, NetCDF, GeoTIFF);
 - :mod:`xproda.io.writer`: :func:`write_zarr`, :class:`WriteReport`, :func:`is_complete`,
   :func:`list_done_regions`;
+- :mod:`xproda.io.integrity`: :func:`verify`, :class:`VerifyReport` (the manifest of what a
+  run wrote; repair by resuming);
+- :mod:`xproda.io.locking`: one writer per store;
+- :mod:`xproda.io.digest`: digests of inputs and stored objects;
 - :mod:`xproda.io.stores`: the store protocol (locations, root attributes such as
   :data:`ATTR_COMPLETE`, progress markers), shared with
   :func:`xproda.xr.transient.write_simulation`;
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 from xproda.io.clm import clm_climatology, open_clm_history
 from xproda.io.compression import ZSTD_LEVEL, default_compressors
+from xproda.io.integrity import VerifyReport, verify
 from xproda.io.opening import open_dataset
 from xproda.io.stores import (
     ATTR_COMPLETE,
@@ -40,6 +45,8 @@ __all__ = [
     "WriteReport",
     "is_complete",
     "list_done_regions",
+    "verify",
+    "VerifyReport",
     "ATTR_FINGERPRINT",
     "ATTR_COMPLETE",
     "ATTR_REGION_DIMS",

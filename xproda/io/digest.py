@@ -2,7 +2,7 @@
 
 A resumable write records digests of its *inputs* (:func:`digest_inputs`) in its fingerprint,
 so that resuming with other inputs is refused, and digests of the *chunks it wrote*
-(:func:`chunk_digest`, kept in the store's manifest by :mod:`xproda.io.verify`), so that a
+(:func:`chunk_digest`, kept in the store's manifest by :mod:`xproda.io.integrity`), so that a
 deleted, truncated or altered chunk is found.
 
 - :func:`hash_array` -- SHA-256 of an in-memory array (dtype, shape, values);

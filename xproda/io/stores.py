@@ -21,7 +21,7 @@ v3, so zarr and xarray read the store without warnings)::
                                         (:mod:`xproda.io.locking`)
 
 Once the run is finished, the markers are gone and ``.xproda/zarr.json`` holds the manifest
-of every object written (:mod:`xproda.io.verify`).
+of every object written (:mod:`xproda.io.integrity`).
 
 Examples
 --------
@@ -60,6 +60,7 @@ __all__ = [
     "set_root_attrs",
     "consolidate",
     "remove_store",
+    "attr_differences",
     "marker_key",
     "region_attrs",
     "write_marker",
@@ -339,6 +340,44 @@ def remove_store(target: Target) -> None:
         fs.rm(root, recursive=True)
     except FileNotFoundError:
         pass
+
+
+def attr_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between the root attributes of a store and those of a new run.
+
+    Parameters
+    ----------
+    old, new : mapping
+        Root attributes of the existing store and of the run about to resume it.
+
+    Returns
+    -------
+    list of str
+        One phrase per difference: inputs by name (:data:`ATTR_INPUTS`), the xproda version,
+        other attributes (``history`` and xproda's bookkeeping are left out).
+    """
+    diffs = []
+    oi, ni = old.get(ATTR_INPUTS), new.get(ATTR_INPUTS)
+    if isinstance(oi, Mapping) and isinstance(ni, Mapping):
+        for k in sorted(set(oi) | set(ni)):
+            if oi.get(k) != ni.get(k):
+                o, n = oi.get(k), ni.get(k)
+                diffs.append(f"input {k!r} ({'absent' if o is None else str(o)[:12] + '...'} "
+                             f"in the store, {'absent' if n is None else str(n)[:12] + '...'} "
+                             "now)")
+    elif oi != ni:
+        diffs.append("the inputs (their digests differ)")
+    if old.get(ATTR_VERSION) != new.get(ATTR_VERSION):
+        diffs.append(f"xproda version ({old.get(ATTR_VERSION, 'unknown')} in the store, "
+                     f"{new.get(ATTR_VERSION)} now)")
+    skip = {"history", "coordinates", ATTR_INPUTS, ATTR_VERSION}  # coordinates: xarray's
+    for k in sorted(set(old) | set(new), key=str):
+        if k in skip or str(k).startswith("xproda_"):
+            continue
+        if old.get(k) != new.get(k):
+            diffs.append(f"attribute {k!r} ({str(old.get(k))[:60]!r} in the store, "
+                         f"{str(new.get(k))[:60]!r} now)")
+    return diffs
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,15 @@ import xarray as xr
 from xproda.errors import StoreError
 from xproda.io.compression import default_compressors
 from xproda.io.digest import digest_inputs, hash_array
+from xproda.io.integrity import (
+    MANIFEST_VERSION,
+    check_objects,
+    chunk_key,
+    describe_objects,
+    inspect_store,
+    restore_metadata,
+    template_objects,
+)
 from xproda.io.locking import store_lock
 from xproda.io.stores import (
     ATTR_COMPLETE,
@@ -46,6 +55,7 @@ from xproda.io.stores import (
     ATTR_REGION_DIMS,
     ATTR_VERSION,
     Target,
+    attr_differences,
     consolidate,
     is_nonempty,
     mark_template_done,
@@ -63,15 +73,6 @@ from xproda.io.stores import (
     write_markers,
 )
 from xproda.io.stores import target as make_target
-from xproda.io.verify import (
-    MANIFEST_VERSION,
-    check_objects,
-    chunk_key,
-    describe_objects,
-    inspect_store,
-    restore_metadata,
-    template_objects,
-)
 
 __all__ = [
     "write_zarr",
@@ -368,35 +369,9 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
 
 
 
-def _attr_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between the root attributes of a store and those of a new run."""
-    diffs = []
-    oi, ni = old.get(ATTR_INPUTS), new.get(ATTR_INPUTS)
-    if isinstance(oi, Mapping) and isinstance(ni, Mapping):
-        for k in sorted(set(oi) | set(ni)):
-            if oi.get(k) != ni.get(k):
-                o, n = oi.get(k), ni.get(k)
-                diffs.append(f"input {k!r} ({'absent' if o is None else str(o)[:12] + '...'} "
-                             f"in the store, {'absent' if n is None else str(n)[:12] + '...'} "
-                             "now)")
-    elif oi != ni:
-        diffs.append("the inputs (their digests differ)")
-    if old.get(ATTR_VERSION) != new.get(ATTR_VERSION):
-        diffs.append(f"xproda version ({old.get(ATTR_VERSION, 'unknown')} in the store, "
-                     f"{new.get(ATTR_VERSION)} now)")
-    skip = {"history", "coordinates", ATTR_INPUTS, ATTR_VERSION}  # coordinates: xarray's
-    for k in sorted(set(old) | set(new), key=str):
-        if k in skip or str(k).startswith("xproda_"):
-            continue
-        if old.get(k) != new.get(k):
-            diffs.append(f"attribute {k!r} ({str(old.get(k))[:60]!r} in the store, "
-                         f"{str(new.get(k))[:60]!r} now)")
-    return diffs
-
-
 def _describe_mismatch(target: Target, plan: _Plan, old_attrs: Mapping[str, Any] | None = None,
                        new_attrs: Mapping[str, Any] | None = None) -> str:
-    attr_diffs = _attr_differences(old_attrs or {}, new_attrs or {})
+    attr_diffs = attr_differences(old_attrs or {}, new_attrs or {})
     try:
         old = xr.open_zarr(**target.xr_kwargs(), chunks=None, decode_times=False)
     except Exception:  # noqa: BLE001 - best effort for the error message only
@@ -805,9 +780,9 @@ def write_zarr(
 
     The whole call holds the store's lock (:func:`xproda.io.locking.store_lock`). Every
     region records the size and digest of the chunks it wrote; the finished store keeps them
-    in a manifest (:mod:`xproda.io.verify`). A resume checks every recorded object (presence
+    in a manifest (:mod:`xproda.io.integrity`). A resume checks every recorded object (presence
     and size) and rewrites the regions with a missing or truncated chunk, and damaged array
-    metadata or coordinates, even in a finished store; :func:`xproda.io.verify.verify` also
+    metadata or coordinates, even in a finished store; :func:`xproda.io.integrity.verify` also
     compares digests. The store's root
     attributes are ``ds.attrs`` (without any ``xproda_*`` keys), then ``attrs``, then
     ``xproda_inputs``, ``xproda_version``, ``xproda_fingerprint``, ``xproda_region_dims``,
@@ -1088,7 +1063,7 @@ def is_complete(
     bool
         True when the root attribute ``xproda_complete`` is 1 *and* every object the run
         recorded is present with its recorded size (one listing of the store; see
-        :func:`xproda.io.verify.verify` for a check of the digests); False when the run is
+        :func:`xproda.io.integrity.verify` for a check of the digests); False when the run is
         unfinished or damaged, when the store is missing or was not written by xproda.
     """
     from xproda.errors import StoreError

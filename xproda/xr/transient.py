@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import operator
 import os
 from typing import Any, Mapping, Sequence
@@ -25,13 +26,12 @@ import numpy as np
 import xarray as xr
 
 from xproda import conventions, grid
-from xproda.xr import contract
-from xproda.xr import engine
-from xproda.xr.engine import gather, kernel_context, scatter
 from xproda.models import FLAGS
 from xproda.models import transient as ktr
 from xproda.models.forcing import FORCING_SCHEMA
 from xproda.options import get_options
+from xproda.xr import contract, engine
+from xproda.xr.engine import gather, kernel_context, scatter
 
 __all__ = ["simulate", "spin_up", "write_simulation", "step_days"]
 
@@ -596,10 +596,16 @@ def write_simulation(
     """Run :func:`simulate` into a Zarr store, one time chunk after another, resumably.
 
     Each time chunk is computed for every spatial block (in parallel), written into its own
-    region of the store, and the pools at its end are saved (``pools`` and the root attribute
-    ``xproda_steps_done``).  Memory holds one time chunk of every block, whatever the run
-    length.  With ``resume=True`` an interrupted run continues after its last completed
-    chunk and ends identical to an uninterrupted one.
+    region of the store, and the pools at its end are saved in the store's progress group
+    with the number of steps done (root attribute ``xproda_steps_done``).  Memory holds one
+    time chunk of every block, whatever the run length.  With ``resume=True`` an interrupted
+    run continues after its last completed chunk and ends identical to an uninterrupted one.
+
+    The store follows xproda's resumable-write protocol (as :func:`xproda.io.write_zarr`):
+    the whole call holds the store's lock; the fingerprint covers the digests of the forcing,
+    the parameters, the initial state and every option (read once, blockwise), ``time_chunk``
+    and the xproda version, so a resume with anything else is refused naming what differs;
+    every chunk written is recorded (size, digest) for :func:`xproda.io.integrity.verify`.
 
     Parameters
     ----------
@@ -610,6 +616,7 @@ def write_simulation(
     time_chunk : int, default 120
     resume, overwrite : bool
         Continue an existing store / replace it.  Without either an existing store raises.
+        With both, a store of another run is replaced instead of refused.
     storage_options : mapping, optional
         fsspec options for URLs.
     progress : bool
@@ -619,36 +626,107 @@ def write_simulation(
     -------
     Dataset
         The store, opened lazily.
+
+    Raises
+    ------
+    FileExistsError
+        If the store exists and neither ``resume`` nor ``overwrite`` is set.
+    xproda.errors.StoreError
+        On ``resume``, if the store holds another run (the message lists what differs).
+    xproda.errors.StoreLockedError
+        If another process is writing the store.
+
+    Notes
+    -----
+    A finished store found damaged on ``resume`` (a missing or truncated chunk) is computed
+    again from the start: a transient run cannot restart in the middle without the state
+    of that time, which is not kept once the run is finished.
     """
-    from xproda import io
-    from xproda.io.stores import read_root, remove_store, target as store_target
+    import warnings
+
+    from xproda.io.digest import digest_inputs
+    from xproda.io.locking import store_lock
+    from xproda.io.stores import target as store_target
 
     target = store_target(store, storage_options)
-    kw = target.xr_kwargs()
+    if not isinstance(time_chunk, (int, np.integer)) or time_chunk < 1:
+        raise ValueError(f"write_simulation: time_chunk must be a positive int, got "
+                         f"{time_chunk!r}")
     T = ds.sizes["time"]
-    bounds = list(range(0, T, int(time_chunk))) + [T]
-    done = 0
-    root = read_root(target)
-    exists = root is not None
-    if exists and overwrite and not resume:
-        remove_store(target)
-        exists = False
-    if exists and not (resume or overwrite):
-        raise FileExistsError(f"{store} exists; pass resume=True to continue it or "
-                              "overwrite=True to replace it")
     x0 = options.pop("x0", "spin_up")
     # the spin-up period is the run's first year (not the first time chunk), as in simulate
     spin = options.pop("spin_up_forcing", None)
     if spin is None and isinstance(x0, str):
         spin = ds.isel(time=slice(0, min(12, T)))
+    digests = digest_inputs({
+        "forcing": ds, "params": params, "spin_up_forcing": spin,
+        "x0": {"mode": x0} if isinstance(x0, str) else x0,  # a str is not a path here
+        "options": {str(k): v for k, v in sorted(options.items())},
+        "run": {"time_chunk": int(time_chunk), "steps": int(T)},
+    })
+    with store_lock(target):
+        return _write_simulation(ds, params, target, x0=x0, spin=spin, digests=digests,
+                                 time_chunk=int(time_chunk), resume=resume,
+                                 overwrite=overwrite, progress=progress, options=options,
+                                 warn=warnings.warn)
+
+
+_STATE = "state_"  # progress group member holding the pools after a time chunk
+
+
+def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resume, overwrite,
+                      progress, options, warn):
+    import hashlib
+    import json
+
+    from xproda import __version__, io
+    from xproda.errors import StoreError
+    from xproda.io import integrity as iv
+    from xproda.io import stores as st
+
+    kw = target.xr_kwargs()
+    T = ds.sizes["time"]
+    bounds = list(range(0, T, time_chunk)) + [T]
+    spec = {"inputs": digests, "version": str(__version__), "protocol": 1}
+    fp = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    new_attrs = {st.ATTR_INPUTS: digests, st.ATTR_VERSION: str(__version__)}
+    done = 0
+    root = st.read_root(target)
+    exists = root is not None or st.is_nonempty(target)
+    if exists and not (resume or overwrite):
+        raise FileExistsError(f"write_simulation: store {target.url!r} exists; pass "
+                              "resume=True to continue it or overwrite=True to replace it")
+    fresh = True
     if exists and resume:
-        prev = xr.open_zarr(consolidated=False, **kw)
-        done = int(prev.attrs.get("xproda_steps_done", 0))
-        if prev.sizes.get("time") != T:
-            raise ValueError(f"store {store} holds a run of {prev.sizes.get('time')} steps; "
-                             f"this run has {T}")
-        if done > 0:
-            x0 = prev["pools"].load()
+        old = (root or {}).get("attributes", {})
+        if old.get(st.ATTR_FINGERPRINT) != fp:
+            if not overwrite:
+                diffs = st.attr_differences(old, new_attrs) or [
+                    "the store was not written by this protocol (no matching fingerprint)"]
+                raise StoreError(
+                    f"write_simulation: cannot resume {target.url!r}: it holds another run. "
+                    "Differences: " + "; ".join(diffs[:8]) + ". Use the original call, or "
+                    "pass overwrite=True to start over")
+        elif old.get(st.ATTR_COMPLETE) == 1:
+            report = iv.inspect_store(target, checksums=False)[0]
+            if report.ok:  # leftovers of a kill during the cleanup go
+                st.remove_markers(target)
+                _drop_states(target, keep=None)
+                return xr.open_zarr(consolidated=False, **kw)
+            warn(f"write_simulation: {target.url!r} is damaged ({len(report.problems)} "
+                 "object(s), e.g. " + "; ".join(f"{k}: {v}" for k, v in
+                                                list(report.problems.items())[:3])
+                 + "); computing the run again from the start", RuntimeWarning, stacklevel=3)
+        elif st.read_progress_attrs(target) is not None:
+            done = int(old.get("xproda_steps_done", 0))
+            fresh = False
+            if done > 0:
+                x0 = xr.open_zarr(consolidated=False, group=f"{st.PROGRESS_GROUP}/{_STATE}{done}",
+                                  **kw)["pools"].load()
+    if exists and fresh:
+        st.remove_store(target)
+    if not fresh:
+        st.remove_partials(target)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -656,33 +734,92 @@ def write_simulation(
         bar = tqdm(total=len(bounds) - 1, desc="time chunks", initial=sum(
             1 for b in bounds[1:] if b <= done))
     first = done == 0
-    for t0, t1 in zip(bounds[:-1], bounds[1:]):
+    series_names: list[str] = []
+    for k, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:])):
         if t1 <= done:
             continue
         part = simulate(ds.isel(time=slice(t0, t1)), params, x0=x0,
                         spin_up_forcing=spin if first else None,
                         time_chunk=t1 - t0, **options)
         part = part.compute()
-        if first:  # metadata, coordinates and the time-less variables (numpy: written now)
+        series_names = [str(n) for n in part.data_vars if "time" in part[n].dims]
+        if first and fresh:  # metadata, coordinates and the time-less variables
             tmpl = _template(part, ds, T)
+            tmpl.attrs.update({st.ATTR_FINGERPRINT: fp, st.ATTR_COMPLETE: 0, **new_attrs})
             tmpl.to_zarr(mode="w", compute=False, consolidated=False, zarr_format=3,
-                         encoding={k: {"compressors": io.default_compressors()}
-                                   for k in tmpl.variables if tmpl[k].ndim}, **kw)
-            first = False
-        series = _data_only(part[[k for k in part.data_vars if "time" in part[k].dims]])
+                         encoding={n: {"compressors": io.default_compressors()}
+                                   for n in tmpl.variables if tmpl[n].ndim}, **kw)
+            st.mark_template_done(target, {
+                st.ATTR_FINGERPRINT: fp, "manifest_version": iv.MANIFEST_VERSION,
+                "template": iv.template_objects(target, skip=series_names)})
+            fresh = False
+        first = False
+        series = _data_only(part[series_names])
         series.to_zarr(mode="r+", consolidated=False, **kw,
                        region={d: slice(t0, t1) if d == "time" else slice(None)
                                for d in series.dims})
-        state = _data_only(part[["pools", "flags"]])
-        state.to_zarr(mode="r+", consolidated=False, **kw,
-                      region={d: slice(None) for d in state.dims})
+        # the pools at t1, then the chunk's record, then the step count (one atomic write)
+        _data_only(part[["pools", "flags"]]).to_zarr(
+            mode="w", consolidated=False, zarr_format=3,
+            group=f"{st.PROGRESS_GROUP}/{_STATE}{t1}", **kw)
+        keys = _series_keys(target, series, k)
+        st.write_marker(target, st.marker_key((k,)), {
+            **st.region_attrs("written", {"time": (t0, t1)}),
+            "objects": iv.describe_objects(target, keys)})
         _set_done(target, t1)
+        _drop_states(target, keep=t1)
         x0 = part["pools"]
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    # finalize: the last pools and flags, the manifest, the completion flag, cleanup
+    last = xr.open_zarr(consolidated=False, group=f"{st.PROGRESS_GROUP}/{_STATE}{T}", **kw)
+    state = _data_only(last[["pools", "flags"]]).load()
+    state.to_zarr(mode="r+", consolidated=False, **kw,
+                  region={d: slice(None) for d in state.dims})
+    exp = iv.expected_objects(target)
+    if not series_names:
+        opened = xr.open_zarr(consolidated=False, **kw)
+        series_names = [str(n) for n in opened.data_vars if "time" in opened[n].dims]
+    manifest = {st.ATTR_FINGERPRINT: fp, "manifest_version": iv.MANIFEST_VERSION,
+                "template": iv.template_objects(target, skip=series_names),
+                "regions": {st.marker_key(i): r for i, r in sorted(exp.records.items())}}
+    st.mark_template_done(target, manifest)
+    st.set_root_attrs(target, {st.ATTR_COMPLETE: 1})
+    st.remove_markers(target)
+    _drop_states(target, keep=None)
     return xr.open_zarr(consolidated=False, **kw)
+
+
+def _series_keys(target, series: xr.Dataset, k: int) -> list[str]:
+    """Chunk keys of time chunk ``k`` of every series variable (one chunk per variable)."""
+    from xproda.io.integrity import chunk_key
+
+    fs, root = target.fs()
+    keys = []
+    for name, var in series.data_vars.items():
+        meta = json.loads(fs.cat_file(f"{root}/{name}/zarr.json"))
+        keys.append(f"{name}/" + chunk_key(meta, [k if d == "time" else 0 for d in var.dims]))
+    return keys
+
+
+def _drop_states(target, keep: int | None) -> None:
+    """Remove saved states of earlier time chunks (all of them with ``keep=None``)."""
+    from xproda.io.stores import PROGRESS_GROUP
+
+    fs, root = target.fs()
+    try:
+        entries = fs.ls(f"{root}/{PROGRESS_GROUP}", detail=False)
+    except FileNotFoundError:
+        return
+    for e in entries:
+        name = e.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(_STATE) and name != f"{_STATE}{keep}":
+            try:
+                fs.rm(e, recursive=True)
+            except FileNotFoundError:
+                pass
 
 
 def _data_only(ds: xr.Dataset) -> xr.Dataset:
