@@ -175,6 +175,13 @@ def test_state_dict_with_json_sidecar(tmp_path):
     with pytest.raises(CheckpointError, match="configuration"):
         load_network(tmp_path / "net.pt")
     (tmp_path / "net.json").write_text(json.dumps({"config": net.config()}))
+    with pytest.raises(CheckpointError, match="no content_hash"):
+        load_network(tmp_path / "net.pt")  # nothing to verify the weights against
+    again = load_network(tmp_path / "net.pt", trust_unverified=True)
+    x = np.ones((2, 3))
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    (tmp_path / "net.json").write_text(json.dumps({"config": net.config(),
+                                                   "content_hash": net.content_hash}))
     again = load_network(tmp_path / "net.pt")
     x = np.ones((2, 3))
     np.testing.assert_array_equal(again.predict(x), net.predict(x))
@@ -192,9 +199,10 @@ def test_tampered_weights_detected(tmp_path):
     key = next(k for k in t if k.endswith("weight"))
     t[key] = t[key] * 1.001
     save_file(t, str(path), metadata=md)
-    with pytest.raises(CheckpointError, match="hash mismatch"):
+    with pytest.raises(CheckpointError, match="does not match its content hash"):
         load_network(path)
-    assert isinstance(load_network(path, verify=False), ParameterNet)
+    with pytest.warns(UserWarning, match="trust_unverified"):
+        assert isinstance(load_network(path, trust_unverified=True), ParameterNet)
 
 
 def test_not_a_network(tmp_path):

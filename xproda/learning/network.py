@@ -21,7 +21,10 @@ Checkpoints (:func:`save_network`, :func:`load_network`) are a single ``.safeten
 the weights as tensors and the configuration as JSON in the file's metadata header. Nothing is
 unpickled, ever. A ``state_dict`` saved with ``torch.save`` next to a JSON file of the same
 name is also accepted; it is read with ``torch.load(weights_only=True)``, which refuses any
-pickled Python object that is not a plain tensor container.
+pickled Python object that is not a plain tensor container. Files are read and checked by
+:mod:`xproda.sites.assimilation.checkpoint`: a damaged, truncated, foreign or edited file
+raises :class:`~xproda.errors.CheckpointError` naming it, and one without a content hash is
+refused unless ``load_network(..., trust_unverified=True)``.
 
 Examples
 --------
@@ -53,6 +56,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from xproda.errors import CheckpointError
+
 __all__ = [
     "ParameterNet", "ParameterNetEnsemble", "save_network", "load_network",
     "CheckpointError", "SPEC_HIDDEN", "FORMAT", "VERSION", "PREDICT_BLOCK", "OUTPUT_EPS",
@@ -74,10 +79,6 @@ OUTPUT_EPS = 1e-7
 
 _ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "gelu": torch.nn.GELU,
                 "silu": torch.nn.SiLU}
-
-
-class CheckpointError(ValueError):
-    """A network checkpoint is not a valid xproda network (or would need unpickling)."""
 
 
 def _version() -> str:
@@ -492,28 +493,73 @@ def _build(config: Mapping[str, Any]) -> _NetBase:
 
 
 def _is_safetensors(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(9)
+    """True for a ``.safetensors`` name, or a file that starts like one (else: torch.save)."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return True  # let the checkpoint reader report why it cannot be read
     if len(head) < 9:
-        return False
+        return True
     n = int.from_bytes(head[:8], "little")
     return 0 < n < 100_000_000 and head[8:9] == b"{"
 
 
+def _load_torch_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A ``torch.save``-d state_dict and its JSON sidecar (``net.pt`` + ``net.json``)."""
+    sidecar = path.with_suffix(".json")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(
+            f"refusing to load {str(path)!r}: it is not a safetensors file, and as a torch "
+            "file it holds pickled Python objects other than tensors (loading it would "
+            "run arbitrary code) or is damaged. Save networks with "
+            f"xproda.learning.network.save_network. ({type(e).__name__}: {e})"
+        ) from None
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor)
+                                               for v in obj.values()):
+        raise CheckpointError(f"{str(path)!r} is not a state_dict of tensors")
+    if not sidecar.is_file():
+        raise CheckpointError(f"{str(path)!r} is a state_dict; its configuration "
+                              f"{str(sidecar)!r} (JSON) is missing")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"configuration {str(sidecar)!r} of {str(path)!r} is not "
+                              f"readable JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"configuration {str(sidecar)!r} of {str(path)!r}: expected a "
+                              f"JSON object, found a {type(meta).__name__}")
+    return dict(obj), meta
+
+
 def load_network(path: str | os.PathLike, *, device: str | torch.device | None = None,
-                 verify: bool = True) -> _NetBase:
+                 trust_unverified: bool = False) -> _NetBase:
     """Load a network saved by :func:`save_network` (never unpickles anything).
+
+    The file is read and checked by :func:`xproda.sites.assimilation.checkpoint.read_checkpoint`;
+    then the network's :attr:`~ParameterNet.content_hash` (configuration and weights) is
+    compared with the one stored at save time.
 
     Parameters
     ----------
     path : str or path-like
         A ``.safetensors`` checkpoint; or a ``torch.save``-d ``state_dict`` (``.pt``) with
-        the configuration in a JSON file of the same stem (``net.pt`` + ``net.json``), read
-        with ``torch.load(weights_only=True)``.
+        the configuration in a JSON file of the same stem (``net.pt`` + ``net.json``, with
+        the ``content_hash`` of :func:`save_network`), read with
+        ``torch.load(weights_only=True)``. A file named ``*.safetensors`` is always read as
+        safetensors.
     device : str or torch.device, optional
         Move the network there (default CPU).
-    verify : bool, default True
-        Check the stored content hash against the loaded weights.
+    trust_unverified : bool, default False
+        Load a checkpoint that has no content hash (a hand-made ``.pt`` + ``.json``, a file
+        from an older xproda, or one whose hash was stripped), or whose hash does not
+        match its content (a :class:`UserWarning` names the file). Without it such files
+        are refused: an edited header could, for example, swap the feature names. Use it
+        only for files whose origin you trust.
 
     Returns
     -------
@@ -522,52 +568,67 @@ def load_network(path: str | os.PathLike, *, device: str | torch.device | None =
 
     Raises
     ------
+    FileNotFoundError
+        ``path`` does not exist.
     CheckpointError
-        Not an xproda network; a payload that would need unpickling arbitrary objects; or a
-        hash mismatch (corrupted or edited weights).
+        The file is unreadable, empty, truncated or foreign (a pickle, a zip archive, random
+        bytes, a safetensors file that is not an xproda network); would need unpickling
+        arbitrary objects; has no content hash (unless ``trust_unverified``); or its hash
+        does not match (damaged or edited). The message names the file and the reason.
     """
+    from xproda.sites.assimilation.checkpoint import read_checkpoint, verify_checkpoint
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"network checkpoint {str(path)!r} does not exist")
     if _is_safetensors(path):
-        from xproda.sites.assimilation.checkpoint import load_checkpoint
-
-        try:
-            tensors, meta = load_checkpoint(path, format=FORMAT, version=VERSION)
-        except ValueError as e:
-            raise CheckpointError(str(e)) from None
-        config, stored = meta["config"], meta.get("content_hash")
+        contents = read_checkpoint(path, format=FORMAT, version=VERSION)
+        config, stored = contents.meta.get("config"), contents.meta.get("content_hash")
+        warned = contents.stored_hash is not None and not contents.verified
+        if contents.stored_hash is not None or stored is None:
+            verify_checkpoint(contents, trust_unverified=trust_unverified)
+        # else: written before checkpoints had a file hash; the network hash below covers
+        # the configuration and every weight
+        tensors = contents.tensors
     else:
-        sidecar = path.with_suffix(".json")
-        import pickle
-
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as e:
-            raise CheckpointError(
-                f"refusing to load {str(path)!r}: it is not a safetensors file, and as a torch "
-                "file it holds pickled Python objects other than tensors (loading it would "
-                f"run arbitrary code). Save networks with xproda.learning.network.save_network. ({e})"
-            ) from None
-        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor)
-                                                   for v in obj.values()):
-            raise CheckpointError(f"{str(path)!r} is not a state_dict of tensors")
-        if not sidecar.is_file():
-            raise CheckpointError(f"{str(path)!r} is a state_dict; its configuration "
-                                  f"{str(sidecar)!r} (JSON) is missing")
-        meta = json.loads(sidecar.read_text())
+        tensors, meta = _load_torch_state_dict(path)
+        warned = False
         config, stored = meta.get("config", meta), meta.get("content_hash")
-        tensors = dict(obj)
-    net = _build(config)
+        if stored is None and not trust_unverified:
+            raise CheckpointError(
+                f"{str(path)!r}: its configuration {str(path.with_suffix('.json'))!r} has no "
+                "content_hash, so the weights and configuration cannot be verified; refusing "
+                "to load it. Pass trust_unverified=True to load it anyway if you trust its "
+                "origin, or save the network with xproda.learning.network.save_network")
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{str(path)!r}: no network configuration in the checkpoint "
+                              f"(expected a JSON object, found {type(config).__name__})")
+    try:
+        net = _build(config)
+    except CheckpointError as e:
+        raise CheckpointError(f"{str(path)!r}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r}: invalid network configuration "
+                              f"({type(e).__name__}: {e})") from None
     missing = set(net.state_dict()) ^ set(tensors)
     if missing:
         raise CheckpointError(f"{str(path)!r}: weights do not match the configuration "
                               f"(keys {sorted(missing)[:5]} differ)")
-    net.load_state_dict({k: v.to(net.state_dict()[k].dtype) for k, v in tensors.items()})
-    if verify and stored is not None and net.content_hash != stored:
-        raise CheckpointError(f"{str(path)!r}: content hash mismatch (stored {stored[:12]}..., "
-                              f"computed {net.content_hash[:12]}...): the file is corrupted or "
-                              "was edited")
+    try:
+        net.load_state_dict({k: v.to(net.state_dict()[k].dtype) for k, v in tensors.items()})
+    except RuntimeError as e:  # shapes that do not fit the configuration
+        raise CheckpointError(f"{str(path)!r}: weights do not match the configuration "
+                              f"({e})") from None
+    if stored is not None and net.content_hash != stored:
+        msg = (f"{str(path)!r}: content hash mismatch (stored {str(stored)[:12]}..., computed "
+               f"{net.content_hash[:12]}...): the file is corrupted or was edited")
+        if not trust_unverified:
+            raise CheckpointError(msg)
+        if not warned:  # (the file's own hash has already been reported)
+            import warnings
+
+            warnings.warn(msg + "; loading it because trust_unverified=True", UserWarning,
+                          stacklevel=2)
     if device is not None:
         net = net.to(device)
     return net.eval()

@@ -426,9 +426,12 @@ def train_network(
     progress : bool, default True
         tqdm progress bar per member.
     checkpoint : str, optional
-        Path of a safetensors training checkpoint, written every ``checkpoint_every`` epochs;
-        with ``resume=True`` a killed run continues from it and ends identical to an
-        uninterrupted run.
+        Path of a safetensors training checkpoint, written atomically every
+        ``checkpoint_every`` epochs (file mode from the umask); with ``resume=True`` a killed
+        run continues from it and ends identical to an uninterrupted run. A checkpoint that
+        is damaged, foreign, edited or has no content hash is refused with
+        :class:`~xproda.errors.CheckpointError` naming it
+        (:mod:`xproda.sites.assimilation.checkpoint`); ``resume=False`` starts over.
 
     Returns
     -------

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xproda.errors import CheckpointError
 from xproda.sites.assimilation.checkpoint import (
     load_checkpoint,
     normalize_settings,
@@ -241,7 +242,8 @@ def save_state(path: Any, st: State, gen: torch.Generator, settings: Mapping, sc
     save_checkpoint(path, tensors, {"settings": normalize_settings(settings), **scalars})
 
 
-def load_state(path: Any, gen: torch.Generator, settings: Mapping, device: torch.device):
+def load_state(path: Any, gen: torch.Generator, settings: Mapping, device: torch.device,
+               *, trust_unverified: bool = False) -> tuple[State, dict[str, Any]]:
     """Read a checkpoint written by :func:`save_state` and restore the generator state.
 
     Parameters
@@ -254,6 +256,10 @@ def load_state(path: Any, gen: torch.Generator, settings: Mapping, device: torch
         The settings of the run being resumed; they must equal the checkpoint's.
     device : torch.device
         Device of the loaded tensors.
+    trust_unverified : bool, default False
+        Accept a checkpoint without a content hash, or whose hash does not match (see
+        :func:`~xproda.sites.assimilation.checkpoint.verify_checkpoint`); only for files
+        whose origin you trust.
 
     Returns
     -------
@@ -264,10 +270,18 @@ def load_state(path: Any, gen: torch.Generator, settings: Mapping, device: torch
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CheckpointError
+        If the file is unreadable, truncated, foreign, has no content hash or does not
+        match it (:func:`~xproda.sites.assimilation.checkpoint.load_checkpoint`).
     ValueError
         If the checkpoint was written with different settings.
     """
-    tensors, meta = load_checkpoint(path, device=device)
+    tensors, meta = load_checkpoint(path, device=device, trust_unverified=trust_unverified)
+    if "rng_state" not in tensors:
+        raise CheckpointError(f"checkpoint {str(path)!r} has no 'rng_state' tensor: not a "
+                              "sampler state written by save_state")
     _check_resume_settings(meta, settings, path)
     gen.set_state(tensors.pop("rng_state"))
     return State(tensors), meta
