@@ -20,13 +20,35 @@ Thread safety: numba's default ``workqueue`` threading layer aborts the process 
 threads launch parallel kernels at once (as dask's threaded scheduler would).  Calls are
 therefore serialised by a lock; each call already uses every core given to it
 (``numba.set_num_threads`` follows ``torch.get_num_threads()``), so nothing is lost.
+
+Compiled-kernel cache: the kernels (here and in :mod:`xproda.models.interp`) are compiled
+once and cached on disk by numba, so later processes start fast. :func:`jit_kernel` picks
+the cache location per function, so ``import xproda`` and the kernels work even where the
+install directory and ``HOME`` are read-only (a container or batch job running as another
+user), where numba alone raises ``cannot cache function ...: no locator available``:
+
+1. numba's own locations, in numba's order: ``NUMBA_CACHE_DIR`` if set, the package's
+   ``__pycache__``, the user-wide cache (``~/.cache/numba``), each used only if writable;
+2. else a private per-user directory, :func:`fallback_cache_dir`
+   (``<tempdir>/xproda-numba-cache-<uid>``, mode 0700; refused if another user owns it or
+   others may write to it, since numba's cache files are pickles);
+3. else no disk cache (the kernels are compiled in every process, a few seconds).
+
+For step 2 numba's ``numba.config.CACHE_DIR`` is set while that one function is decorated
+and restored at once (under a lock); nothing else in the process sees it. Set
+``NUMBA_CACHE_DIR`` to choose the location yourself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import stat
+import tempfile
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +61,94 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
-           "fused_applicable"]
+           "fused_applicable", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
 
 _LOCK = threading.Lock()
+_CACHE_DIR_LOCK = threading.Lock()
+
+#: Where each compiled kernel is cached, by qualified function name (filled by
+#: :func:`jit_kernel`; informative): ``"numba"`` (numba's own location), the directory of
+#: :func:`fallback_cache_dir`, or None (not cached on disk).
+KERNEL_CACHE: dict[str, str | None] = {}
+
+
+def fallback_cache_dir() -> str | None:
+    """A private per-user directory for compiled kernels, or None when there is none.
+
+    ``<tempfile.gettempdir()>/xproda-numba-cache-<uid>``, created with mode 0700. It is used
+    only if it is a real directory (not a link) owned by the current user that neither the
+    group nor others may write to, and a file can be created in it: numba's cache files are
+    pickles, so a directory another user can write to would let that user run code here.
+
+    Returns
+    -------
+    str or None
+        The directory, or None when no such directory can be had (then kernels are not
+        cached on disk).
+    """
+    try:
+        uid = os.getuid() if hasattr(os, "getuid") else None
+        tag = str(uid) if uid is not None else (os.environ.get("USERNAME") or "user")
+        path = os.path.join(tempfile.gettempdir(), f"xproda-numba-cache-{tag}")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        if uid is not None and (st.st_uid != uid or st.st_mode & 0o022):
+            return None
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return None
+    return path
+
+
+def jit_kernel(func: Callable[..., Any], **options: Any) -> Any:
+    """``numba.njit(func, cache=True, **options)`` with a cache location that is writable.
+
+    Tries numba's own cache locations, then :func:`fallback_cache_dir`, then compiles
+    without a disk cache (see the module docstring). The choice is recorded in
+    :data:`KERNEL_CACHE`.
+
+    Parameters
+    ----------
+    func : callable
+        The Python function to compile.
+    **options
+        Other :func:`numba.njit` options (``parallel``, ``nogil``, ``error_model``, ...).
+
+    Returns
+    -------
+    numba dispatcher
+        The compiled (lazily, on first call) function.
+    """
+    name = f"{func.__module__}.{func.__qualname__}"
+    try:
+        disp = numba.njit(cache=True, **options)(func)
+    except RuntimeError as e:  # "cannot cache function ...: no locator available ..."
+        if "locator" not in str(e):
+            raise
+    else:
+        KERNEL_CACHE[name] = "numba"
+        return disp
+    path = fallback_cache_dir()
+    if path is not None:
+        with _CACHE_DIR_LOCK:
+            previous = numba.config.CACHE_DIR
+            numba.config.CACHE_DIR = path
+            try:
+                disp = numba.njit(cache=True, **options)(func)
+            except RuntimeError:
+                disp = None
+            finally:
+                numba.config.CACHE_DIR = previous
+        if disp is not None:
+            KERNEL_CACHE[name] = path
+            return disp
+    KERNEL_CACHE[name] = None
+    return numba.njit(cache=False, **options)(func)
 
 
 def fused_applicable(*tensors) -> bool:
@@ -456,12 +560,12 @@ def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, 
 if HAVE_NUMBA:
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
-    _jit = dict(cache=True, nogil=True, error_model="numpy")
-    _grp_solve = numba.njit(**_jit)(_group_solve)
-    _groups = numba.njit(parallel=True, **_jit)(_shifted_kernel)
+    _jit = {"nogil": True, "error_model": "numpy"}
+    _grp_solve = jit_kernel(_group_solve, **_jit)
+    _groups = jit_kernel(_shifted_kernel, parallel=True, **_jit)
     _shifted_compiled = _groups
-    _compiled = numba.njit(**_jit)(_kernel)
-    _step_compiled = numba.njit(parallel=True, **_jit)(_step_kernel)
+    _compiled = jit_kernel(_kernel, **_jit)
+    _step_compiled = jit_kernel(_step_kernel, parallel=True, **_jit)
 
 
 @contextlib.contextmanager

@@ -426,13 +426,13 @@ def _compiled():
     with _COMPILE_LOCK:
         if _COMPILED is not None:
             return _COMPILED
-        import numba
+        from xproda.models.fused import jit_kernel  # cache location that is writable
 
-        jit = numba.njit(cache=True, nogil=True)
         g = globals()
-        g["_sign"] = jit(_sign)  # helpers must be jitted before the kernel that calls them
-        g["_edge"] = jit(_edge)
-        _COMPILED = jit(_pchip_kernel)
+        # helpers must be jitted before the kernel that calls them
+        g["_sign"] = jit_kernel(_sign, nogil=True)
+        g["_edge"] = jit_kernel(_edge, nogil=True)
+        _COMPILED = jit_kernel(_pchip_kernel, nogil=True)
         return _COMPILED
 
 
