@@ -206,6 +206,62 @@ def test_write_simulation_protocol(scenario, eager, tmp_path, monkeypatch):
     assert _files(store) == _files(ref)
 
 
+_SIM_SCRIPT = """
+import sys, time
+import numpy as np, xarray as xr
+from xproda.testing import forcing_dataset
+from xproda.xr import scenarios as sc
+from xproda.xr import transient as xt
+real = xt.simulate
+def slow(*a, **k):
+    time.sleep(0.4)
+    return real(*a, **k)
+xt.simulate = slow
+clim = forcing_dataset(ny=3, nx=4, seed=2)
+scenario = sc.scale_inputs(sc.warming(sc.repeat_climatology(clim, years=3), 3.0), 1.2)
+TH = xr.DataArray(np.full(21, 0.5), dims="parameter")
+scenario.proda.write_simulation(TH, sys.argv[1], time_chunk=6, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_write_simulation_killed_then_resumed(scenario, tmp_path):
+    """kill -9 in the middle of write_simulation: a resume with other parameters is refused,
+    the same call finishes it byte-identically (the stale lock is taken over)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from xproda.errors import StoreError
+
+    ref = tmp_path / "ref.zarr"
+    scenario.proda.write_simulation(TH, ref, time_chunk=6, progress=False)
+    store = tmp_path / "run.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _SIM_SCRIPT, str(store)],
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            if len(list((store / ".xproda").glob("r*/zarr.json"))) >= 2:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert not xproda.io.is_complete(store) and xproda.io.verify(store).ok
+    kw = dict(time_chunk=6, progress=False, resume=True)
+    with pytest.warns(RuntimeWarning, match="took over the lock"), \
+            pytest.raises(StoreError, match="input 'params'"):
+        scenario.proda.write_simulation(TH * 0.8, store, **kw)
+    scenario.proda.write_simulation(TH, store, **kw)
+    assert _files(store) == _files(ref)
+
+
 def test_scenario_helpers(clim):
     base = sc.repeat_climatology(clim, years=2, start="1850-01-01")
     assert base.sizes["time"] == 24 and base["time"].values[0].year == 1850
