@@ -113,11 +113,16 @@ def _load_net(path: str, storage_options: dict | None):
 
     import fsspec
 
+    from xproda.errors import CheckpointError
+
     with fsspec.open(path, "rb", **(storage_options or {})) as fh, \
             tempfile.NamedTemporaryFile(suffix=".safetensors") as tmp:
         tmp.write(fh.read())
         tmp.flush()
-        return load_network(tmp.name)
+        try:
+            return load_network(tmp.name)
+        except CheckpointError as err:  # name the URL, not the local copy
+            raise CheckpointError(str(err).replace(tmp.name, str(path))) from None
 
 
 def build_run(
