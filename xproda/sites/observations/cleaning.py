@@ -12,10 +12,22 @@ import numpy as np
 import pandas as pd
 
 from xproda.sites.observations.report import CleaningReport, Ledger
-from xproda.sites.observations.schema import as_float_array, node_depth, profile_codes
+from xproda.sites.observations.schema import (
+    SOC_MAX_PLAUSIBLE,
+    as_float_array,
+    node_depth,
+    profile_codes,
+)
 from xproda.sites.observations.validation import require_columns
 
 __all__ = ["CLEANING_RULES", "clean_profiles"]
+
+
+def _rule_soc_max(led: Ledger) -> None:
+    soc = as_float_array(led.df["soc"])
+    led.apply(~(soc > SOC_MAX_PLAUSIBLE), "soc_max",
+              f"layers with soc above {SOC_MAX_PLAUSIBLE:,.0f} g C m-3 (SOC_MAX_PLAUSIBLE: "
+              "denser than pure organic matter at 0.25 g cm-3) dropped")
 
 
 def _rule_zero(led: Ledger) -> None:
@@ -98,6 +110,7 @@ def _rule_nn_first_le_last(led: Ledger) -> None:
 
 #: cleaning rules by name (applied in the order given to :func:`clean_profiles`)
 CLEANING_RULES: dict[str, Callable[[Ledger], None]] = {
+    "soc_max": _rule_soc_max,
     "zero_obs": _rule_zero,
     "missing": _rule_missing,
     "single_layer": _rule_single,
@@ -132,7 +145,11 @@ def clean_profiles(df: pd.DataFrame, *, rules: str | Sequence[str] = "proda"
     5. ``nn_max_deepest``: the largest obs (first one if tied) is in the deepest layer;
     6. ``nn_first_le_last``: obs of the shallowest layer <= obs of the deepest layer.
 
-    A sequence of names from :data:`CLEANING_RULES` applies those rules in that order.
+    A sequence of names from :data:`CLEANING_RULES` applies those rules in that order. Besides
+    the rules above, ``soc_max`` drops layers whose ``soc`` exceeds
+    :data:`~xproda.sites.observations.schema.SOC_MAX_PLAUSIBLE` (150,000 g C m-3, flagged by
+    :func:`validate_profiles`); it is not part of the spec's rule sets (the converters apply
+    it), so pass it by name: ``rules=["soc_max", "zero_obs", "missing", "single_layer"]``.
 
     Parameters
     ----------

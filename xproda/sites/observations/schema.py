@@ -16,11 +16,29 @@ import pandas as pd
 __all__ = [
     "PROFILE_COLUMNS",
     "REQUIRED_COLUMNS",
+    "SOC_MAX_PLAUSIBLE",
+    "DEPTH_UNITS_ATTR",
+    "declared_depth_units",
     "profile_columns_markdown",
     "node_depth",
     "as_float_array",
     "profile_codes",
 ]
+
+#: Largest plausible SOC density of a layer (g C m-3). The densest organic horizon is pure
+#: organic matter (58 % C by the van Bemmelen factor) at about 0.25 g cm-3, i.e.
+#: 580 g kg-1 x 250 kg m-3 ~ 145,000 g C m-3; the Adams (1973) pedotransfer function tops out
+#: at 146,400 (OC 600 g kg-1, bulk density 0.244 g cm-3) and peat carbon densities are
+#: typically 30,000 ... 70,000 g C m-3; mineral topsoils (1 ... 5 % OC at 1.0 ... 1.6 g cm-3)
+#: give 10,000 ... 80,000. A layer above 150,000 g C m-3 (e.g. 14 % OC with a bulk density
+#: of 1.7 g cm-3: 238,000) pairs a carbon content and a bulk density that do not occur
+#: together (organic-rich soils are light); the converters drop such layers (``soc_max=``,
+#: rule ``soc_max``) and :func:`validate_profiles` flags them (warning ``soc_range``).
+SOC_MAX_PLAUSIBLE = 150_000.0
+
+#: the ``DataFrame.attrs`` key declaring the units of ``top`` and ``bottom`` (``"m"``); set by
+#: the converters, read by :func:`validate_profiles` and :func:`pack_profiles`
+DEPTH_UNITS_ATTR = "depth_units"
 
 #: The profile-table schema: column -> units, whether required, and meaning.
 PROFILE_COLUMNS: dict[str, dict[str, Any]] = {
@@ -53,7 +71,8 @@ PROFILE_COLUMNS: dict[str, dict[str, Any]] = {
         "units": "g m-3",
         "required": True,
         "description": "soil organic carbon density: g of carbon per m3 of whole soil "
-                       "(coarse fragments included), typically 1e2 … 1e5",
+                       "(coarse fragments included), typically 1e2 … 1e5; at most 150,000 "
+                       "(SOC_MAX_PLAUSIBLE: pure organic matter at 0.25 g cm-3)",
     },
     "date": {
         "units": "–",
@@ -90,6 +109,56 @@ def profile_columns_markdown() -> str:
         req = "yes" if spec["required"] else "no"
         lines.append(f"| `{name}` | {spec['units']} | {req} | {spec['description']} |")
     return "\n".join(lines)
+
+
+def declared_depth_units(df: pd.DataFrame, depth_units: str | None = None, *,
+                         where: str = "validate_profiles") -> str | None:
+    """The declared units of ``top``/``bottom``: the argument, else ``df.attrs["depth_units"]``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A profile table; ``df.attrs[DEPTH_UNITS_ATTR]`` may declare its depth units (the
+        converters set ``"m"``).
+    depth_units : str or None
+        Units passed by the caller (``"m"``, ``"cm"`` or ``"mm"``), or None.
+    where : str, keyword-only
+        The caller, named in the error message.
+
+    Returns
+    -------
+    str or None
+        The declared units, or None when neither declares them.
+
+    Raises
+    ------
+    xproda.errors.ProfileError
+        If the argument and the table's attrs declare different units, or a declaration is
+        not one of ``"m"``, ``"cm"``, ``"mm"``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"top": [0.0]})
+    >>> declared_depth_units(df) is None
+    True
+    >>> df.attrs["depth_units"] = "m"
+    >>> declared_depth_units(df)
+    'm'
+    """
+    from xproda.errors import ProfileError
+
+    attr = df.attrs.get(DEPTH_UNITS_ATTR) if isinstance(df, pd.DataFrame) else None
+    for label, value in (("depth_units", depth_units),
+                         (f"df.attrs[{DEPTH_UNITS_ATTR!r}]", attr)):
+        if value is not None and value not in ("m", "cm", "mm"):
+            raise ProfileError(f"{where}: {label}={value!r}: expected 'm', 'cm' or 'mm' "
+                               "(units of the 'top' and 'bottom' columns)")
+    if depth_units is not None and attr is not None and depth_units != attr:
+        raise ProfileError(f"{where}: depth_units={depth_units!r} but the table declares "
+                           f"df.attrs[{DEPTH_UNITS_ATTR!r}] = {attr!r} for 'top'/'bottom'; "
+                           "pass the units the table is in")
+    return depth_units if depth_units is not None else attr
 
 
 def as_float_array(x: Any) -> np.ndarray:

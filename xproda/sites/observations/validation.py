@@ -15,19 +15,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xproda.sites.observations.schema import PROFILE_COLUMNS, REQUIRED_COLUMNS
+from xproda.errors import ProfileError
+from xproda.sites.observations.schema import (
+    DEPTH_UNITS_ATTR,
+    PROFILE_COLUMNS,
+    REQUIRED_COLUMNS,
+    SOC_MAX_PLAUSIBLE,
+    declared_depth_units,
+)
 
 __all__ = [
     "DEPTH_TOL",
     "SOC_MIN_PLAUSIBLE_MAX",
+    "SOC_MIN_PLAUSIBLE_MEDIAN",
     "SOC_MAX_PLAUSIBLE",
     "DEPTH_MAX_PLAUSIBLE",
+    "THICKNESS_MAX_PLAUSIBLE",
+    "THICKNESS_UNAMBIGUOUS",
     "Problem",
     "ValidationReport",
     "ProfileValidationError",
     "validate_profiles",
     "require_columns",
     "missing_columns_message",
+    "location_conflicts_message",
     "overlapping_layers",
 ]
 
@@ -36,10 +47,18 @@ DEPTH_TOL = 1e-6
 
 #: a table whose largest soc is below this (g C m-3) is in percent, g/kg or kg C m-3
 SOC_MIN_PLAUSIBLE_MAX = 100.0
-#: soc above this (g C m-3) exceeds the carbon density of pure peat (~0.6 t m-3 x 58 % C)
-SOC_MAX_PLAUSIBLE = 6e5
+#: a table whose median soc is below this (g C m-3; 0.01 % OC at 1 g cm-3) is in other units
+#: (the data sets of ../shared have medians of 7,500 ... 20,000)
+SOC_MIN_PLAUSIBLE_MEDIAN = 100.0
 #: a table whose deepest bottom exceeds this (m) is in cm
 DEPTH_MAX_PLAUSIBLE = 20.0
+#: a table whose median layer thickness exceeds this (m) is in cm (no sampling design takes
+#: layers of more than 2 m; 0-10/10-20 cm read as m would)
+THICKNESS_MAX_PLAUSIBLE = 2.0
+#: without declared units, a table whose median layer thickness is below this is in m: read
+#: as cm its median layer would be thinner than 1 cm. From 1 to 2 both readings fit and the
+#: units must be declared (``depth_units="m"`` or ``df.attrs["depth_units"]``)
+THICKNESS_UNAMBIGUOUS = 1.0
 
 _NUMERIC = ("lat", "lon", "top", "bottom", "soc", "weight")
 
@@ -123,8 +142,11 @@ class ValidationReport:
     __repr__ = __str__
 
 
-class ProfileValidationError(ValueError):
-    """A profile table failed validation; ``.report`` holds the full :class:`ValidationReport`."""
+class ProfileValidationError(ProfileError):
+    """A profile table failed validation; ``.report`` holds the full :class:`ValidationReport`.
+
+    A :class:`xproda.errors.ProfileError` (hence an ``InputError`` and a ``ValueError``).
+    """
 
     def __init__(self, report: ValidationReport):
         self.report = report
@@ -207,17 +229,30 @@ def require_columns(df: Any, names: Sequence[str], where: str) -> None:
         raise ProfileValidationError(rep)
 
 
-def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationReport:
+def validate_profiles(df: pd.DataFrame, *, strict: bool = True,
+                      depth_units: str | None = None) -> ValidationReport:
     """Check a profile table against the schema (:data:`PROFILE_COLUMNS`).
 
     Errors: missing required columns; non-numeric values in ``lat``, ``lon``, ``top``,
     ``bottom``, ``soc``, ``weight``; missing ids or locations; latitude/longitude out of
-    range; one id at two locations; negative depths; ``top >= bottom``; depths that look like
-    cm (deepest bottom > 20 m); overlapping or duplicated layers within a profile; negative
-    ``soc``; ``soc`` that looks like percent, g/kg or kg C m-3 (largest value < 100 g C m-3);
-    negative or non-finite weights. Warnings: missing depths or ``soc`` (which
-    :func:`clean_profiles` drops), ``soc`` above 6e5 g C m-3 (denser than pure peat), dates
-    that are neither datetimes nor years.
+    range; one id at two locations (the ids and their coordinates listed); negative depths;
+    ``top >= bottom``; depth units (check ``depth_units``, see below); overlapping or
+    duplicated layers within a profile; negative ``soc``; ``soc`` in other units (largest
+    value or median below 100 g C m-3: percent, g/kg or kg C m-3; median above
+    :data:`SOC_MAX_PLAUSIBLE`); negative or non-finite weights. Warnings: missing depths or
+    ``soc`` (which :func:`clean_profiles` drops), ``soc`` above :data:`SOC_MAX_PLAUSIBLE`
+    (150,000 g C m-3: denser than pure organic matter, check ``soc_range``; the rule
+    ``soc_max`` of :func:`clean_profiles` and the converters drop them), dates that are
+    neither datetimes nor years.
+
+    **Depth units** are never guessed where both m and cm fit. With ``t`` the median layer
+    thickness and ``z`` the deepest ``bottom`` (in the table's numbers):
+
+    - ``z > 20`` or ``t > 2``: cm (error, even when declared ``"m"``: no layer sampling
+      design gives layers over 2 m thick, or profiles deeper than 20 m);
+    - ``t < 1``: m (read as cm, the median layer would be thinner than 1 cm);
+    - ``1 <= t <= 2``: ambiguous: an error unless the units are declared ``"m"`` with
+      ``depth_units="m"`` or ``df.attrs["depth_units"] = "m"`` (the converters set it).
 
     Parameters
     ----------
@@ -226,6 +261,10 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
     strict : bool, keyword-only
         If True (default), raise :class:`ProfileValidationError` when any error is found; if
         False, return the report whatever it holds.
+    depth_units : {"m"} or None, keyword-only
+        Declares the units of ``top``/``bottom`` (default: ``df.attrs["depth_units"]``, else
+        undeclared). ``"cm"``/``"mm"`` are refused: the profile table holds m, convert with
+        :func:`from_table` (``units={"depth": "cm"}``).
 
     Returns
     -------
@@ -249,6 +288,7 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"validate_profiles: expected a pandas DataFrame, got {type(df).__name__}")
+    declared = declared_depth_units(df, depth_units, where="validate_profiles")
     problems: list[Problem] = []
 
     def add(check: str, message: str, *, column: str | None = None, mask: Any = None,
@@ -312,11 +352,11 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
         conflict = nloc.index[nloc.to_numpy() > 1]
         if len(conflict):
             mask = df["profile_id"].isin(conflict).to_numpy()
-            ex = conflict[0]
-            pts = loc.loc[loc.p == ex, ["lat", "lon"]].drop_duplicates().to_numpy().tolist()
             add("conflicting_locations", f"{len(conflict)} profile id(s) appear at more than "
-                f"one location (same id, different lat/lon): {_fmt_ids(conflict)}; e.g. "
-                f"{ex!r} at {pts[:3]}. Give each profile its own id.",
+                f"one location (same id, different lat/lon): {_fmt_ids(conflict)}; "
+                f"{location_conflicts_message(loc, conflict)}. One id must be one profile: "
+                "give each location its own id, or convert with from_table(..., "
+                "conflicting_locations='split'), or lon_sign='profile' for longitude sign errors",
                 column="profile_id", mask=mask)
 
     # depths
@@ -338,12 +378,7 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
             add("inverted_depths", f"expected top < bottom; found {inv.sum()} layer(s) with "
                 f"top >= bottom{_where(df, inv)} (e.g. top={top[i]:g}, bottom={bot[i]:g})",
                 column="bottom", mask=inv)
-        if (~na).any() and np.nanmax(bot) > DEPTH_MAX_PLAUSIBLE:
-            big = ~na & (bot > DEPTH_MAX_PLAUSIBLE)
-            add("depth_units", f"depths look like cm, expected m: deepest 'bottom' is "
-                f"{np.nanmax(bot):g} (> {DEPTH_MAX_PLAUSIBLE:g} m){_where(df, big)}; divide by "
-                "100 or use from_table(df, units={'top': 'cm', 'bottom': 'cm'})",
-                column="bottom", mask=big)
+        _check_depth_units(add, df, top, bot, na, declared, depth_units)
         if "profile_id" in df.columns:
             ov, dup = overlapping_layers(df["profile_id"].to_numpy(), top, bot)
             if dup.any():
@@ -367,17 +402,33 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
             add("negative_soc", f"'soc' (g m-3) must be >= 0; found {neg.sum()} negative "
                 f"value(s) (min {np.nanmin(soc):g}){_where(df, neg)}", column="soc", mask=neg)
         pos = soc[soc > 0]
+        convert = ("Convert with from_table(df, units={'soc': 'g/kg'}, columns={'bulk_density': "
+                   "...}) or soc_density(oc_g_per_kg, bd_kg_m3, coarse_fragments_pct); kg C "
+                   "m-3: units={'soc': 'kg/m3'}")
+        med = float(np.median(pos)) if pos.size else np.nan
         if pos.size and pos.max() < SOC_MIN_PLAUSIBLE_MAX:
             add("soc_units", f"'soc' looks like percent, g/kg or kg C m-3 (largest value "
                 f"{pos.max():g}); xproda expects the carbon density in g C m-3 (typically "
-                "1e2 … 1e5). Convert with from_table(df, units={'soc': 'g/kg'}, "
-                "columns={'bulk_density': ...}) or soc_density(oc_g_per_kg, bd_kg_m3, "
-                "coarse_fragments_pct); kg C m-3: units={'soc': 'kg/m3'}", column="soc")
+                f"1e2 … 1e5). {convert}", column="soc")
+        elif pos.size and med < SOC_MIN_PLAUSIBLE_MEDIAN:
+            add("soc_units", f"'soc' looks like percent, g/kg, kg C m-3 or a density divided "
+                f"by 100 or more: its median is {med:g} (< {SOC_MIN_PLAUSIBLE_MEDIAN:g} g C "
+                f"m-3; largest value {pos.max():g}); xproda expects the carbon density in "
+                f"g C m-3 (medians of real tables: 5e3 … 2e4). {convert}", column="soc")
+        elif pos.size and med > SOC_MAX_PLAUSIBLE:
+            add("soc_units", f"'soc' looks like a density in other units (e.g. mg C m-3, or "
+                f"a carbon content times a bulk density in g cm-3 x 1e3): its median is "
+                f"{med:g}, above the densest plausible layer ({SOC_MAX_PLAUSIBLE:,.0f} g C "
+                "m-3, SOC_MAX_PLAUSIBLE); xproda expects g C m-3 (medians of real tables: "
+                "5e3 … 2e4). Convert with from_table(df, units={'soc': ...})", column="soc")
         huge = soc > SOC_MAX_PLAUSIBLE
         if huge.any():
-            add("soc_range", f"{huge.sum()} 'soc' value(s) above {SOC_MAX_PLAUSIBLE:g} g C m-3 "
-                f"(denser than pure peat; max {np.nanmax(soc):g}){_where(df, huge)}",
-                column="soc", mask=huge, severity="warning")
+            add("soc_range", f"{huge.sum()} 'soc' value(s) above {SOC_MAX_PLAUSIBLE:,.0f} g C "
+                f"m-3 (max {np.nanmax(soc):g}){_where(df, huge)}: denser than pure organic "
+                "matter at 0.25 g cm-3 (SOC_MAX_PLAUSIBLE), a carbon content and a bulk "
+                "density that do not occur together. clean_profiles(df, rules=['soc_max', "
+                "...]) or a converter (soc_max=) drops them", column="soc", mask=huge,
+                severity="warning")
 
     if "weight" in num:
         w = num["weight"]
@@ -404,6 +455,76 @@ def validate_profiles(df: pd.DataFrame, *, strict: bool = True) -> ValidationRep
     if strict:
         report.raise_if_errors()
     return report
+
+
+def location_conflicts_message(loc: pd.DataFrame, conflict: Any, k: int = 5) -> str:
+    """The ids at two or more locations, each with its coordinates (for the error messages).
+
+    Parameters
+    ----------
+    loc : pandas.DataFrame
+        Columns ``p`` (profile id), ``lat``, ``lon`` (degrees), one row per layer.
+    conflict : sequence
+        The ids found at more than one location.
+    k : int
+        Number of ids listed.
+
+    Returns
+    -------
+    str
+        ``"'a' at [[10.0, 20.0], [10.0, -20.0]] (longitude sign differs); ..."``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> loc = pd.DataFrame({"p": ["a", "a"], "lat": [1.0, 1.0], "lon": [20.0, -20.0]})
+    >>> location_conflicts_message(loc, ["a"])
+    "'a' at [[1.0, 20.0], [1.0, -20.0]] (longitude sign differs)"
+    """
+    parts = []
+    for pid in list(conflict)[:k]:
+        pts = loc.loc[loc["p"] == pid, ["lat", "lon"]].drop_duplicates().to_numpy()
+        hint = ""
+        if (len(pts) == 2 and pts[0, 0] == pts[1, 0] and pts[0, 1] == -pts[1, 1]
+                and pts[0, 1] != 0):
+            hint = " (longitude sign differs)"
+        pid = pid.item() if isinstance(pid, np.generic) else pid
+        parts.append(f"{pid!r} at {pts[:4].tolist()}{hint}")
+    more = f"; (+{len(conflict) - k} more)" if len(conflict) > k else ""
+    return "; ".join(parts) + more
+
+
+def _check_depth_units(add: Any, df: pd.DataFrame, top: np.ndarray, bot: np.ndarray,
+                       na: np.ndarray, declared: str | None, given: str | None) -> None:
+    """The ``depth_units`` check of :func:`validate_profiles` (see its docstring)."""
+    how = "depth_units=" if given is not None else f"df.attrs[{DEPTH_UNITS_ATTR!r}]"
+    if declared in ("cm", "mm"):
+        add("depth_units", f"'top'/'bottom' are declared in {declared} ({how}{declared!r}); a "
+            "profile table holds depths in m: convert with from_table(df, "
+            f"units={{'depth': {declared!r}}})", column="top")
+        return
+    ok = ~na & (top < bot)
+    if not ok.any():
+        return
+    thick = float(np.median(bot[ok] - top[ok]))
+    deepest = float(np.nanmax(bot[~na]))
+    to_cm = "divide by 100 or convert with from_table(df, units={'depth': 'cm'})"
+    if deepest > DEPTH_MAX_PLAUSIBLE:
+        big = ~na & (bot > DEPTH_MAX_PLAUSIBLE)
+        add("depth_units", f"depths look like cm, expected m: deepest 'bottom' is "
+            f"{deepest:g} (> {DEPTH_MAX_PLAUSIBLE:g} m){_where(df, big)}; {to_cm}",
+            column="bottom", mask=big)
+    elif thick > THICKNESS_MAX_PLAUSIBLE:
+        add("depth_units", f"depths look like cm, expected m: the median layer thickness "
+            f"('bottom' - 'top') is {thick:g} (> {THICKNESS_MAX_PLAUSIBLE:g} m; deepest "
+            f"'bottom' {deepest:g}){' although declared m' if declared else ''}; {to_cm}",
+            column="bottom", mask=ok)
+    elif declared is None and thick >= THICKNESS_UNAMBIGUOUS:
+        add("depth_units", f"the units of 'top'/'bottom' are ambiguous: median layer "
+            f"thickness {thick:g} and deepest 'bottom' {deepest:g} fit both m and cm, and "
+            "the table does not declare them. If they are m, pass depth_units='m' "
+            "(validate_profiles, pack_profiles) or set df.attrs['depth_units'] = 'm'; if "
+            "cm, convert with from_table(df, units={'depth': 'cm'})", column="top")
 
 
 def overlapping_layers(pid: np.ndarray, top: np.ndarray, bot: np.ndarray,
