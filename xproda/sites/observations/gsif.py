@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xproda.sites.observations.harmonise import cm_to_m, harmonise, read_table
+from xproda.sites.observations.harmonise import Conventions, cm_to_m, harmonise, read_table
 from xproda.sites.observations.pedotransfer import resolve_pedotransfer
 from xproda.sites.observations.report import CleaningReport, Ledger
-from xproda.sites.observations.schema import as_float_array
+from xproda.sites.observations.schema import SOC_MAX_PLAUSIBLE, as_float_array
 from xproda.sites.observations.validation import (
     Problem,
     ProfileValidationError,
@@ -33,8 +33,11 @@ def _pick(df: pd.DataFrame, names: Sequence[str], what: str, where: str) -> str:
 
 def from_gsif(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | str | os.PathLike,
               *, pedotransfer: Any = "adams1973", mineral_bd: float = 1.64,
-              bld_units: str = "auto", above_surface: str = "drop", duplicates: str = "mean",
-              overlaps: str = "drop_profile") -> tuple[pd.DataFrame, CleaningReport]:
+              bld_units: str = "auto", above_surface: str = "drop", depth_convention: str = "depth",
+              missing_bottom: str = "drop", default_thickness: float | None = None,
+              duplicates: str = "mean", nested: str | None = None,
+              overlaps: str = "drop_profile", lon_sign: str | None = None,
+              soc_max: float = SOC_MAX_PLAUSIBLE) -> tuple[pd.DataFrame, CleaningReport]:
     """Convert GSIF / WoSIS-style site and horizon tables to a profile table.
 
     Sites: ``SOURCEID``, ``LONWGS84``/``LATWGS84`` (degrees; ``LONGDA94``/``LATGDA94`` are
@@ -64,14 +67,44 @@ def from_gsif(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | 
         Mineral bulk density of the Adams PTF (g cm-3), default 1.64.
     above_surface : {"drop", "shift"}, keyword-only
         Layers with negative depths (organic layers above the mineral surface, WoSIS
-        convention): ``"drop"`` them (default) or ``"shift"`` the profile down so its top
-        layer starts at 0 m.
-    duplicates : {"mean", "first", "drop_profile"}, keyword-only
+        convention, or heights with ``depth_convention="height"``): ``"drop"`` them (default;
+        depths below the mineral surface) or ``"shift"`` the profile down so its top layer
+        starts at 0 m (depths below the top of the profile, organic layers included).
+    depth_convention : {"depth", "height"}, keyword-only
+        ``"depth"`` (default): depths below the mineral surface, positive down. ``"height"``:
+        heights above the mineral surface (NPCTR convention: forest floor positive, e.g.
+        +5 … 0 cm, mineral soil negative, 0 … -20 cm), turned into depths (noted). A
+        ``"depth"`` table where most layers have ``top > bottom`` or lie above the surface
+        is refused (:class:`~xproda.errors.ProfileError`): it looks like heights.
+    missing_bottom : {"drop", "next_top", "thickness"}, keyword-only
+        Horizons with only an upper boundary: ``"drop"`` them (default, rule ``no_bottom``),
+        close them at the top of the next horizon of the profile (``"next_top"``; the
+        deepest has none: dropped, or closed with ``default_thickness``), or give them
+        ``default_thickness`` (``"thickness"``). Counts in the report.
+    default_thickness : float, keyword-only, optional
+        Thickness (m) of the open horizons closed by ``missing_bottom``.
+    duplicates : {"mean", "first", "drop_profile", "error"}, keyword-only
         Replicate rows of one (profile, top, bottom): average their numeric columns
-        (default), keep the first, or drop the profile.
+        (default), keep the first, drop the profile (each reported, rule
+        ``duplicate_layers``), or raise :class:`~xproda.errors.ProfileError`.
+    nested : {None, "finest", "parent", "error"}, keyword-only
+        Sub-samples nested inside a parent layer of the same profile (e.g. 0-5 and 5-10 cm
+        inside 0-30 cm): None (default) treats them as any overlap (``overlaps``);
+        ``"finest"`` keeps the sub-samples and drops the layers containing them;
+        ``"parent"`` keeps the parent and drops the sub-samples (rule ``nested_layers``);
+        ``"error"`` raises :class:`~xproda.errors.ProfileError`.
     overlaps : {"drop_profile", "keep"}, keyword-only
-        Profiles whose layers overlap after merging replicates: drop them (default) or keep
-        them (:func:`validate_profiles` then reports them).
+        Profiles whose layers still overlap: drop them (default) or keep them
+        (:func:`validate_profiles` then reports them).
+    lon_sign : {None, "profile", "east", "west"}, keyword-only
+        Longitude sign errors. None (default): rows of a profile whose longitude differs from
+        the rest of the profile only by its sign are reported in the notes, not changed.
+        ``"profile"``: they get the sign of the profile's majority. ``"east"``/``"west"``: every
+        longitude is put in that hemisphere (longitudes in -180 … 180). Flips are noted.
+    soc_max : float, keyword-only
+        Layers whose SOC density exceeds this (g C m-3) are dropped (rule ``soc_max``);
+        default and upper limit :data:`~xproda.sites.observations.schema.SOC_MAX_PLAUSIBLE`
+        (150,000: pure organic matter at 0.25 g cm-3).
 
     Returns
     -------
@@ -96,6 +129,11 @@ def from_gsif(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | 
     0  0.0     0.2  12600.0        False
     1  0.2     0.5   7814.6         True
     """
+    conv = Conventions(
+        above_surface=above_surface, depth_convention=depth_convention,
+        missing_bottom=missing_bottom, default_thickness=default_thickness,
+        duplicates=duplicates, nested=nested, overlaps=overlaps, lon_sign=lon_sign,
+        soc_max=soc_max)
     s = read_table(sites, "from_gsif(sites)").copy()
     h = read_table(horizons, "from_gsif(horizons)").copy()
     for need, tab, name in ((("SOURCEID",), s, "sites"),
@@ -162,6 +200,6 @@ def from_gsif(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | 
     if n_sites_no_hz:
         led.note(f"{n_sites_no_hz:,} site(s) without horizons (not counted as profiles in)")
     ptf, label = resolve_pedotransfer(pedotransfer, mineral_bd)
-    out = harmonise(led, ptf=ptf, ptf_label=label, above_surface=above_surface,
-                    duplicates=duplicates, overlaps=overlaps, soc_direct=False)
+    out = harmonise(led, ptf=ptf, ptf_label=label, soc_direct=False,
+                    conventions=conv)
     return out, led.report()

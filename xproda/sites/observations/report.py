@@ -21,7 +21,9 @@ _RULE_COLUMNS = ["rule", "description", "layers_dropped", "profiles_dropped"]
 class CleaningReport:
     """What a converter or :func:`clean_profiles` did: counts in and out, and why rows went.
 
-    ``n_layers_in == n_layers_out + rules.layers_dropped.sum()`` and likewise for profiles.
+    ``n_layers_in == n_layers_out + rules.layers_dropped.sum()`` and likewise for profiles
+    (a rule that splits profiles, e.g. ``conflicting_locations="split"``, has a negative
+    ``profiles_dropped``: the profiles it added).
 
     Attributes
     ----------
@@ -158,6 +160,20 @@ class Ledger:
         codes = pd.factorize(self.df["profile_id"])[0]
         badp = np.bincount(codes[bad_row], minlength=codes.max() + 1 if len(codes) else 0) > 0
         self.apply(~badp[codes] if len(codes) else bad_row, rule, description)
+
+    def relabel(self, new_ids: Any, rule: str, description: str) -> None:
+        """Give rows new profile ids (e.g. split one id into several) and record it.
+
+        No row is dropped; the rule's ``profiles_dropped`` is the change in the number of
+        profiles, negative when profiles were split (so that the counts still add up:
+        ``n_profiles_in == n_profiles_out + sum(profiles_dropped)``).
+        """
+        before = self._np(self.df)
+        df = self.df.copy()
+        df["profile_id"] = np.asarray(new_ids, dtype=object)
+        self.df = df
+        self.rows.append({"rule": rule, "description": description, "layers_dropped": 0,
+                          "profiles_dropped": before - self._np(df)})
 
     def note(self, msg: str) -> None:
         """Record a value derived or defaulted (listed in the report's ``notes``)."""

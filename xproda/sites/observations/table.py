@@ -9,11 +9,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xproda.sites.observations.harmonise import harmonise, read_table
+from xproda.errors import ProfileError
+from xproda.sites.observations.harmonise import Conventions, harmonise, read_table
 from xproda.sites.observations.pedotransfer import resolve_pedotransfer
 from xproda.sites.observations.report import CleaningReport, Ledger
-from xproda.sites.observations.schema import PROFILE_COLUMNS, REQUIRED_COLUMNS, as_float_array
+from xproda.sites.observations.schema import (
+    DEPTH_UNITS_ATTR,
+    PROFILE_COLUMNS,
+    REQUIRED_COLUMNS,
+    SOC_MAX_PLAUSIBLE,
+    as_float_array,
+)
 from xproda.sites.observations.validation import (
+    DEPTH_MAX_PLAUSIBLE,
+    THICKNESS_MAX_PLAUSIBLE,
+    THICKNESS_UNAMBIGUOUS,
     Problem,
     ProfileValidationError,
     ValidationReport,
@@ -52,11 +62,71 @@ def _unit_factor(table: Mapping[str, float], unit: str, what: str) -> float:
     raise ValueError(f"unknown units {unit!r} for {what}; known: {sorted(table)}")
 
 
+def _depth_units(raw: pd.DataFrame, units: Mapping[str, str], top: np.ndarray,
+                 bot: np.ndarray, cols: tuple[str, str], notes: list[str]) -> tuple[str, str]:
+    """Units of the source depth columns: declared, or m where only m fits (else refused)."""
+    given = {k: units[k] for k in ("depth", "top", "bottom") if k in units}
+    attr = raw.attrs.get(DEPTH_UNITS_ATTR)
+    if given:
+        for k, u in given.items():
+            _unit_factor(_DEPTH_UNITS, u, k)
+        u_top = units.get("top", units.get("depth"))
+        u_bot = units.get("bottom", units.get("depth"))
+        if u_top is None or u_bot is None:
+            raise ProfileError(f"from_table: units={dict(given)!r} gives the units of only one "
+                               "of 'top'/'bottom'; pass units={'depth': ...} for both")
+        if attr is not None and {u_top, u_bot} != {attr}:
+            raise ProfileError(f"from_table: units={dict(given)!r} but the table declares "
+                               f"df.attrs[{DEPTH_UNITS_ATTR!r}] = {attr!r}; pass the units the "
+                               "table is in")
+        return u_top, u_bot
+    if attr is not None:
+        notes.append(f"depth units {attr!r} from df.attrs[{DEPTH_UNITS_ATTR!r}]")
+        return attr, attr
+    ok = np.isfinite(top) & np.isfinite(bot) & (top != bot)
+    if not ok.any():
+        return "m", "m"
+    thick = float(np.median(np.abs(bot[ok] - top[ok])))
+    if thick < THICKNESS_UNAMBIGUOUS:
+        notes.append(f"depth units not given: {cols[0]!r}/{cols[1]!r} taken as m (median layer "
+                     f"thickness {thick:g}; read as cm the median layer would be thinner than "
+                     "1 cm)")
+        return "m", "m"
+    raise ProfileError(
+        f"from_table: the units of the depth columns {cols[0]!r}/{cols[1]!r} are not given and "
+        f"cannot be told from the values (median layer thickness {thick:g}, deepest "
+        f"{np.nanmax(np.abs(np.r_[top[ok], bot[ok]])):g}: "
+        + ("cm or mm, or m with unusually thick layers" if thick <= THICKNESS_MAX_PLAUSIBLE
+           else "cm or mm")
+        + "); pass units={'depth': 'cm'} (or 'm', 'mm'), or set "
+        f"df.attrs[{DEPTH_UNITS_ATTR!r}]")
+
+
+def _check_depths_in_m(top: np.ndarray, bot: np.ndarray, unit: str,
+                       cols: tuple[str, str]) -> None:
+    """Refuse depths that are implausible in m once converted (units declared wrongly)."""
+    ok = np.isfinite(top) & np.isfinite(bot) & (top != bot)
+    if not ok.any():
+        return
+    thick = float(np.median(np.abs(bot[ok] - top[ok])))
+    deepest = float(np.max(np.abs(np.r_[top[ok], bot[ok]])))
+    if thick > THICKNESS_MAX_PLAUSIBLE or deepest > DEPTH_MAX_PLAUSIBLE:
+        raise ProfileError(
+            f"from_table: depth columns {cols[0]!r}/{cols[1]!r} in {unit!r} give a median layer "
+            f"thickness of {thick:g} m and a deepest boundary of {deepest:g} m (expected at "
+            f"most {THICKNESS_MAX_PLAUSIBLE:g} and {DEPTH_MAX_PLAUSIBLE:g} m): the depths look "
+            "like cm; pass units={'depth': 'cm'}")
+
+
 def from_table(df: pd.DataFrame | str | os.PathLike, *,
                columns: Mapping[str, str] | None = None,
                units: Mapping[str, str] | None = None, pedotransfer: Any = "adams1973",
-               mineral_bd: float = 1.64, above_surface: str = "drop", duplicates: str = "mean",
-               overlaps: str = "drop_profile") -> tuple[pd.DataFrame, CleaningReport]:
+               mineral_bd: float = 1.64, above_surface: str = "drop", depth_convention: str = "depth",
+               missing_bottom: str = "drop", default_thickness: float | None = None,
+               duplicates: str = "mean", nested: str | None = None,
+               overlaps: str = "drop_profile", lon_sign: str | None = None,
+               conflicting_locations: str = "error",
+               soc_max: float = SOC_MAX_PLAUSIBLE) -> tuple[pd.DataFrame, CleaningReport]:
     """Convert a plain layer table (one row per layer) to a profile table, converting units.
 
     Parameters
@@ -68,8 +138,11 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
         ``lat``, ``lon``, ``top``, ``bottom``, ``soc``, ``date``, ``weight``, and for a carbon
         *content* ``bulk_density`` and ``coarse_fragments``.
     units : mapping, keyword-only
-        Units of the source columns. ``top``/``bottom`` (or ``depth`` for both): ``"m"``
-        (default), ``"cm"``, ``"mm"``. ``soc``: a density, ``"g/m3"`` (default), ``"kg/m3"``
+        Units of the source columns. ``top``/``bottom`` (or ``depth`` for both): ``"m"``,
+        ``"cm"``, ``"mm"``; default ``df.attrs["depth_units"]``, else m only where the values
+        rule out cm (median layer thickness below 1; from 1 up the units must be given,
+        :class:`~xproda.errors.ProfileError` otherwise). Depths that are implausible in m
+        once converted (median layer over 2 m thick, or deeper than 20 m) are refused. ``soc``: a density, ``"g/m3"`` (default), ``"kg/m3"``
         (= kg C m-3), ``"g/cm3"``, ``"g/dm3"``; or a content, ``"g/kg"``, ``"%"`` (percent
         C), ``"fraction"``, in which case SOC density = content × bulk density × (1 −
         coarse fragments) as in :func:`soc_density`. ``bulk_density``: ``"g/cm3"`` (default)
@@ -82,14 +155,50 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
         Mineral bulk density of the Adams PTF (g cm-3), default 1.64.
     above_surface : {"drop", "shift"}, keyword-only
         Layers with negative depths (organic layers above the mineral surface, WoSIS
-        convention): ``"drop"`` them (default) or ``"shift"`` the profile down so its top
-        layer starts at 0 m.
-    duplicates : {"mean", "first", "drop_profile"}, keyword-only
+        convention, or heights with ``depth_convention="height"``): ``"drop"`` them (default;
+        depths below the mineral surface) or ``"shift"`` the profile down so its top layer
+        starts at 0 m (depths below the top of the profile, organic layers included).
+    depth_convention : {"depth", "height"}, keyword-only
+        ``"depth"`` (default): depths below the mineral surface, positive down. ``"height"``:
+        heights above the mineral surface (NPCTR convention: forest floor positive, e.g.
+        +5 … 0 cm, mineral soil negative, 0 … -20 cm), turned into depths (noted). A
+        ``"depth"`` table where most layers have ``top > bottom`` or lie above the surface
+        is refused (:class:`~xproda.errors.ProfileError`): it looks like heights.
+    missing_bottom : {"drop", "next_top", "thickness"}, keyword-only
+        Horizons with only an upper boundary: ``"drop"`` them (default, rule ``no_bottom``),
+        close them at the top of the next horizon of the profile (``"next_top"``; the
+        deepest has none: dropped, or closed with ``default_thickness``), or give them
+        ``default_thickness`` (``"thickness"``). Counts in the report.
+    default_thickness : float, keyword-only, optional
+        Thickness (m) of the open horizons closed by ``missing_bottom``.
+    duplicates : {"mean", "first", "drop_profile", "error"}, keyword-only
         Replicate rows of one (profile, top, bottom): average their numeric columns
-        (default), keep the first, or drop the profile.
+        (default), keep the first, drop the profile (each reported, rule
+        ``duplicate_layers``), or raise :class:`~xproda.errors.ProfileError`.
+    nested : {None, "finest", "parent", "error"}, keyword-only
+        Sub-samples nested inside a parent layer of the same profile (e.g. 0-5 and 5-10 cm
+        inside 0-30 cm): None (default) treats them as any overlap (``overlaps``);
+        ``"finest"`` keeps the sub-samples and drops the layers containing them;
+        ``"parent"`` keeps the parent and drops the sub-samples (rule ``nested_layers``);
+        ``"error"`` raises :class:`~xproda.errors.ProfileError`.
     overlaps : {"drop_profile", "keep"}, keyword-only
-        Profiles whose layers overlap after merging replicates: drop them (default) or keep
-        them (:func:`validate_profiles` then reports them).
+        Profiles whose layers still overlap: drop them (default) or keep them
+        (:func:`validate_profiles` then reports them).
+    lon_sign : {None, "profile", "east", "west"}, keyword-only
+        Longitude sign errors. None (default): rows of a profile whose longitude differs from
+        the rest of the profile only by its sign are reported in the notes, not changed.
+        ``"profile"``: they get the sign of the profile's majority. ``"east"``/``"west"``: every
+        longitude is put in that hemisphere (longitudes in -180 … 180). Flips are noted.
+    soc_max : float, keyword-only
+        Layers whose SOC density exceeds this (g C m-3) are dropped (rule ``soc_max``);
+        default and upper limit :data:`~xproda.sites.observations.schema.SOC_MAX_PLAUSIBLE`
+        (150,000: pure organic matter at 0.25 g cm-3).
+    conflicting_locations : {"error", "split", "drop_profile"}, keyword-only
+        One ``profile_id`` at two or more locations (rows with different ``lat``/``lon``):
+        raise :class:`~xproda.errors.ProfileError` listing the ids and their coordinates
+        (default), split into one profile per location (ids ``"<id>@1"``, ``"<id>@2"`` in
+        order of appearance; ``source_profile_id`` keeps the id; reported), or drop them.
+        Never merged.
 
     Returns
     -------
@@ -109,6 +218,11 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
     >>> prof[["top", "bottom", "soc"]].values.tolist()
     [[0.0, 0.1, 24000.0], [0.1, 0.3, 14000.0]]
     """
+    conv = Conventions(
+        above_surface=above_surface, depth_convention=depth_convention,
+        missing_bottom=missing_bottom, default_thickness=default_thickness,
+        duplicates=duplicates, nested=nested, overlaps=overlaps, lon_sign=lon_sign,
+        conflicting_locations=conflicting_locations, soc_max=soc_max)
     raw = read_table(df, "from_table")
     columns = dict(columns or {})
     units = dict(units or {})
@@ -134,13 +248,17 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
                 "missing_columns", "error", f"from_table: columns={{{k!r}: {v!r}}} but the table "
                 f"has no column {v!r}; found {list(raw.columns)}")], len(raw), 0))
 
-    dunit = units.get("depth", "m")
-    f_top = _unit_factor(_DEPTH_UNITS, units.get("top", dunit), "top")
-    f_bot = _unit_factor(_DEPTH_UNITS, units.get("bottom", dunit), "bottom")
+    num = {k: as_float_array(raw[src[k]]) for k in ("lat", "lon", "top", "bottom", "soc")}
+    depth_notes: list[str] = []
+    units_top, units_bot = _depth_units(raw, units, num["top"], num["bottom"],
+                                        (src["top"], src["bottom"]), depth_notes)
+    f_top = _unit_factor(_DEPTH_UNITS, units_top, "top")
+    f_bot = _unit_factor(_DEPTH_UNITS, units_bot, "bottom")
+    _check_depths_in_m(num["top"] * f_top, num["bottom"] * f_bot, units_top,
+                       (src["top"], src["bottom"]))
     soc_unit = units.get("soc", "g/m3")
     key = _unit_key(soc_unit)
     is_content = key in _CONTENT_UNITS or key.lower() in {k.lower() for k in _CONTENT_UNITS}
-    num = {k: as_float_array(raw[src[k]]) for k in ("lat", "lon", "top", "bottom", "soc")}
     for k in ("lat", "lon", "top", "bottom", "soc"):
         nonnum = np.isnan(num[k]) & raw[src[k]].notna().to_numpy()
         if nonnum.any():
@@ -155,9 +273,9 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
     for k in ("date", "weight"):
         if src[k] in raw.columns:
             frame[k] = raw[src[k]].to_numpy()
-    notes = []
+    notes = depth_notes
     if f_top != 1 or f_bot != 1:
-        notes.append(f"depths converted from {units.get('top', dunit)} to m")
+        notes.append(f"depths converted from {units_top} to m")
     if is_content:
         f_c = _unit_factor(_CONTENT_UNITS, soc_unit, "soc")
         frame["_oc"] = num["soc"] * f_c
@@ -190,6 +308,6 @@ def from_table(df: pd.DataFrame | str | os.PathLike, *,
     led = Ledger(frame, f"from_table(units={units!r})")
     led.notes.extend(notes)
     ptf, label = resolve_pedotransfer(pedotransfer, mineral_bd)
-    out = harmonise(led, ptf=ptf, ptf_label=label, above_surface=above_surface,
-                    duplicates=duplicates, overlaps=overlaps, soc_direct=not is_content)
+    out = harmonise(led, ptf=ptf, ptf_label=label, soc_direct=not is_content,
+                    conventions=conv)
     return out, led.report()
