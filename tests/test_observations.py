@@ -351,10 +351,12 @@ def test_from_gsif_options(tmp_path):
     # pedotransfer=None drops layers without BLD: p1's -5..0 and both 20-50 replicates
     assert tab.loc["no_bulk_density", "layers_dropped"] == 3
     assert prof["profile_id"].unique().tolist() == ["p1", "p2", "p3"]
-    prof, rep = from_gsif(sites, hz, above_surface="shift", pedotransfer=1.3)
+    # a constant bulk density of 0.3 g cm-3 (1.3 would make the 300 g/kg litter layer
+    # 390,000 g C m-3, above SOC_MAX_PLAUSIBLE: dropped by the rule soc_max)
+    prof, rep = from_gsif(sites, hz, above_surface="shift", pedotransfer=0.3)
     p1 = prof[prof.profile_id == "p1"]
     np.testing.assert_allclose(p1["top"], [0.0, 0.05, 0.25])
-    np.testing.assert_allclose(p1["soc"].iloc[0], 300 * 1300.0)
+    np.testing.assert_allclose(p1["soc"].iloc[0], 300 * 300.0)
     assert any("shifted" in n for n in rep.notes)
     with pytest.raises(ProfileValidationError, match=r"lacks column\(s\) \['ORCDRC'\]"):
         from_gsif(sites, hz.drop(columns="ORCDRC"))
@@ -430,8 +432,10 @@ def profile_tables(draw):
     rows = []
     for p in range(n_prof):
         n = draw(st.integers(1, 7))
-        edges = np.cumsum([0.0] + draw(st.lists(st.floats(0.01, 1.0), min_size=n, max_size=n)))
-        socs = draw(st.lists(st.floats(1.0, 1e5), min_size=n, max_size=n))
+        # valid tables (pack_profiles validates): layers under 1 m (depth units unambiguous),
+        # SOC densities in g C m-3
+        edges = np.cumsum([0.0] + draw(st.lists(st.floats(0.01, 0.99), min_size=n, max_size=n)))
+        socs = draw(st.lists(st.floats(200.0, 1e5), min_size=n, max_size=n))
         lat, lon = draw(st.floats(-90, 90)), draw(st.floats(-180, 180))
         pid = draw(st.sampled_from([f"s{p}", p * 7]))
         for i in range(n):

@@ -13,10 +13,14 @@ The pipeline is
 2. :func:`validate_profiles` checks the table and names every problem;
 3. :func:`clean_profiles` applies the per-profile rules of the data assimilation (spec §5.2),
    optionally the "invalid profile" rules used before network training (spec §5.3);
-4. :func:`pack_profiles` packs the table into padded ``[site, obs]`` arrays
+4. :func:`pack_profiles` validates the table and packs it into padded ``[site, obs]`` arrays
    (:class:`ProfileBatch`) with the layer weights of spec §5.2 (:func:`layer_weights`), ready
    for the batched kernels (:meth:`ProfileBatch.to_torch`) or xarray
    (:meth:`ProfileBatch.to_xarray`).
+
+Every consumer of profiles (data assimilation, training, cross-validation) goes through
+:func:`as_profile_batch`: a table is validated and packed once, a packed batch is accepted as
+it is. Depth units are never guessed where both m and cm fit (see :func:`validate_profiles`).
 
 Nothing is discarded silently: every converter and :func:`clean_profiles` return a
 :class:`CleaningReport` that counts the layers and profiles each rule removed, lists the
@@ -55,7 +59,7 @@ Example
 from xproda.sites.observations.aqp import from_aqp
 from xproda.sites.observations.cleaning import CLEANING_RULES, clean_profiles
 from xproda.sites.observations.gsif import from_gsif
-from xproda.sites.observations.packing import ProfileBatch, pack_profiles
+from xproda.sites.observations.packing import ProfileBatch, as_profile_batch, pack_profiles
 from xproda.sites.observations.pedotransfer import (
     PEDOTRANSFER_FUNCTIONS,
     bulk_density_adams,
@@ -63,8 +67,10 @@ from xproda.sites.observations.pedotransfer import (
 )
 from xproda.sites.observations.report import CleaningReport
 from xproda.sites.observations.schema import (
+    DEPTH_UNITS_ATTR,
     PROFILE_COLUMNS,
     REQUIRED_COLUMNS,
+    SOC_MAX_PLAUSIBLE,
     node_depth,
     profile_columns_markdown,
 )
@@ -82,13 +88,17 @@ from xproda.sites.observations.pedotransfer import VAN_BEMMELEN  # noqa: F401
 from xproda.sites.observations.validation import (  # noqa: F401
     DEPTH_MAX_PLAUSIBLE,
     DEPTH_TOL,
-    SOC_MAX_PLAUSIBLE,
     SOC_MIN_PLAUSIBLE_MAX,
+    SOC_MIN_PLAUSIBLE_MEDIAN,
+    THICKNESS_MAX_PLAUSIBLE,
+    THICKNESS_UNAMBIGUOUS,
 )
 
 __all__ = [
     "PROFILE_COLUMNS",
     "REQUIRED_COLUMNS",
+    "SOC_MAX_PLAUSIBLE",
+    "DEPTH_UNITS_ATTR",
     "CLEANING_RULES",
     "PEDOTRANSFER_FUNCTIONS",
     "Problem",
@@ -101,6 +111,7 @@ __all__ = [
     "layer_weights",
     "node_depth",
     "pack_profiles",
+    "as_profile_batch",
     "from_gsif",
     "from_aqp",
     "from_table",

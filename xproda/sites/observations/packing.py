@@ -1,12 +1,17 @@
 """Profiles packed into padded ``[site, obs]`` arrays for the batched kernels.
 
-:func:`pack_profiles` turns a profile table into a :class:`ProfileBatch`, which converts to
-torch tensors, an xarray Dataset or back to a table.
+:func:`pack_profiles` validates a profile table (:func:`validate_profiles`) and turns it into a
+:class:`ProfileBatch`, which converts to torch tensors, an xarray Dataset or back to a table.
+The batch keeps its validation report (``batch.validation``), so the consumers
+(:func:`~xproda.sites.assimilation.problem.assimilate`,
+:func:`~xproda.learning.data.prepare_training_data`, ...) accept it without validating it
+again; :func:`as_profile_batch` is the one entry point they share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,18 +19,23 @@ import pandas as pd
 
 from xproda import conventions
 from xproda.sites.observations.schema import (
+    DEPTH_UNITS_ATTR,
     REQUIRED_COLUMNS,
     as_float_array,
     node_depth,
 )
-from xproda.sites.observations.validation import require_columns
+from xproda.sites.observations.validation import (
+    ValidationReport,
+    require_columns,
+    validate_profiles,
+)
 from xproda.sites.observations.weights import layer_weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     import xarray as xr
 
-__all__ = ["ProfileBatch", "pack_profiles"]
+__all__ = ["ProfileBatch", "pack_profiles", "as_profile_batch"]
 
 
 @dataclasses.dataclass
@@ -56,6 +66,10 @@ class ProfileBatch:
         Layers per site (rows of the table).
     date : numpy.ndarray or None, shape [S]
         Sampling date of each site (first layer's), if the table had a ``date`` column.
+    validation : ValidationReport or None
+        The report of :func:`validate_profiles` on the packed table (set by
+        :func:`pack_profiles` and kept by :meth:`subset`); None for a batch built by hand or
+        read back with :meth:`from_xarray`, which :func:`as_profile_batch` validates.
     """
 
     site_ids: np.ndarray
@@ -69,6 +83,8 @@ class ProfileBatch:
     mask: np.ndarray
     n_layers: np.ndarray
     date: np.ndarray | None = None
+    validation: ValidationReport | None = dataclasses.field(default=None, repr=False,
+                                                             compare=False)
 
     _LAYERED = ("depth", "top", "bottom", "soc", "weight", "mask")
 
@@ -116,7 +132,8 @@ class ProfileBatch:
         dmax = int(nl.max()) if nl.size else 0
         kw = {name: getattr(self, name)[idx][:, :dmax] for name in self._LAYERED}
         return ProfileBatch(site_ids=self.site_ids[idx], lat=self.lat[idx], lon=self.lon[idx],
-                            n_layers=nl, date=None if self.date is None else self.date[idx], **kw)
+                            n_layers=nl, date=None if self.date is None else self.date[idx],
+                            validation=self.validation, **kw)
 
     def to_torch(self, dtype: torch.dtype | None = None, device: Any = None, *,
                  fill_value: float | None = None) -> dict[str, torch.Tensor]:
@@ -197,15 +214,21 @@ class ProfileBatch:
                             "weight": self.weight[s_idx, j_idx]})
         if self.date is not None:
             out["date"] = self.date[s_idx]
+        out.attrs[DEPTH_UNITS_ATTR] = "m"
         return out
 
 
-def pack_profiles(df: pd.DataFrame, *, weights: str | None = "spec") -> ProfileBatch:
-    """Pack a (cleaned) profile table into padded ``[site, obs]`` arrays.
+def pack_profiles(df: pd.DataFrame, *, weights: str | None = "spec",
+                  depth_units: str | None = None) -> ProfileBatch:
+    """Validate a (cleaned) profile table and pack it into padded ``[site, obs]`` arrays.
 
-    Sites come in order of first appearance of ``profile_id``; the layers of each site are
-    sorted by node depth (stable). ``lat``, ``lon`` and ``date`` are those of a site's first
-    row.
+    The table is checked first with :func:`validate_profiles` (strict): a table in other
+    units, with ambiguous depth units, one id at two locations, overlapping layers ... is
+    refused with :class:`ProfileValidationError` (a :class:`~xproda.errors.ProfileError`);
+    its warnings (e.g. ``soc_range``) are issued as one ``UserWarning`` and kept in
+    ``batch.validation``. Sites come in order of first appearance of ``profile_id``; the
+    layers of each site are sorted by node depth (stable). ``lat``, ``lon`` and ``date`` are
+    those of a site's first row (one location per id: validated).
 
     Parameters
     ----------
@@ -215,10 +238,20 @@ def pack_profiles(df: pd.DataFrame, *, weights: str | None = "spec") -> ProfileB
     weights : {"spec", "column", None}, keyword-only
         ``"spec"`` (default): :func:`layer_weights` of each site; ``"column"``: the table's
         ``weight`` column; None: 1 for every valid layer.
+    depth_units : {"m"} or None, keyword-only
+        Declares that ``top``/``bottom`` are in m, for tables whose values fit both m and cm
+        (see :func:`validate_profiles`); default ``df.attrs["depth_units"]`` (set by the
+        converters).
 
     Returns
     -------
     ProfileBatch
+        With ``validation`` set to the report.
+
+    Raises
+    ------
+    ProfileValidationError
+        If the table fails validation (the message lists every error).
 
     Examples
     --------
@@ -235,6 +268,8 @@ def pack_profiles(df: pd.DataFrame, *, weights: str | None = "spec") -> ProfileB
         raise ValueError(f"weights={weights!r}: expected 'spec', 'column' or None")
     if weights == "column" and "weight" not in df.columns:
         raise ValueError("weights='column' but the table has no 'weight' column")
+    report = validate_profiles(df, depth_units=depth_units)
+    _warn(report, "pack_profiles")
     codes, uniq = pd.factorize(df["profile_id"], sort=False)
     if (codes < 0).any():
         raise ValueError("pack_profiles: 'profile_id' has missing values")
@@ -272,4 +307,61 @@ def pack_profiles(df: pd.DataFrame, *, weights: str | None = "spec") -> ProfileB
                         lat=as_float_array(df["lat"])[first_row],
                         lon=as_float_array(df["lon"])[first_row],
                         depth=Dp, top=T, bottom=B, soc=Y, weight=W, mask=mask,
-                        n_layers=n_layers, date=date)
+                        n_layers=n_layers, date=date, validation=report)
+
+
+def _warn(report: ValidationReport, where: str) -> None:
+    if report.warnings:
+        warnings.warn(f"{where}: the profile table has {len(report.warnings)} warning(s):\n"
+                      + "\n".join(f"  - {p.check}: {p.message}" for p in report.warnings),
+                      UserWarning, stacklevel=3)
+
+
+def as_profile_batch(profiles: Any, *, where: str = "as_profile_batch") -> ProfileBatch:
+    """A validated :class:`ProfileBatch` from a profile table or a batch (validated once).
+
+    The one entry point of the consumers of profiles: a DataFrame is validated and packed
+    (:func:`pack_profiles`); a batch made by :func:`pack_profiles` (``batch.validation``
+    set, also after :meth:`ProfileBatch.subset`) is returned as it is; a batch built by hand
+    or read back from xarray is validated once (its table, depths in m) and returned with
+    ``validation`` set.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame or ProfileBatch
+        Profile table (:data:`PROFILE_COLUMNS`; declare ambiguous depth units with
+        ``df.attrs["depth_units"] = "m"`` or pack it with ``pack_profiles(df,
+        depth_units="m")``) or a batch.
+    where : str, keyword-only
+        The caller, named in the error messages.
+
+    Returns
+    -------
+    ProfileBatch
+
+    Raises
+    ------
+    TypeError
+        For any other type.
+    ProfileValidationError
+        If the profiles fail validation.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"profile_id": ["x", "x"], "lat": 1.0, "lon": 3.0,
+    ...                    "top": [0.0, 0.2], "bottom": [0.2, 0.5], "soc": [1e4, 4e3]})
+    >>> b = as_profile_batch(df)
+    >>> as_profile_batch(b) is b, b.validation.ok
+    (True, True)
+    """
+    if isinstance(profiles, ProfileBatch):
+        if profiles.validation is not None:
+            return profiles
+        report = validate_profiles(profiles.to_frame(), depth_units="m")
+        _warn(report, where)
+        return dataclasses.replace(profiles, validation=report)
+    if isinstance(profiles, pd.DataFrame):
+        return pack_profiles(profiles)
+    raise TypeError(f"{where}: profiles must be a DataFrame (profile table) or a ProfileBatch, "
+                    f"got {type(profiles).__name__}")
