@@ -332,6 +332,8 @@ ASSIMILATION: dict[str, dict[str, Any]] = {
                     "profile, optimal chain"},
     "para_es": {"units": "1", "long_name": "mode of a GEV fitted to the optimal chain's "
                 "samples"},
+    "no_forcing": {"units": "1", "long_name": "site not fitted: its forcing leaves the model "
+                   "without data (NaN, e.g. an ocean cell); its results are NaN"},
     "error": {"units": "1", "long_name": "site failed (PRODA's MCMC_Error or a non-finite "
               "initial cost)"},
     "burn_in": {"units": "1", "long_name": "accepted stage-2 samples discarded as burn-in"},

@@ -58,6 +58,13 @@ def default_features(covariates: xr.Dataset) -> list[str]:
 class TrainingData:
     """Profiles with their covariates and forcing, ready for training.
 
+    The profiles are validated once: a batch made by
+    :func:`~xproda.sites.observations.pack_profiles` (or a subset of one) is taken as it is,
+    any other is validated when the TrainingData is made
+    (:func:`~xproda.sites.observations.as_profile_batch`), so
+    :func:`~xproda.learning.trainer.train_network` and
+    :func:`~xproda.learning.validation.cross_validate` never validate them again.
+
     Attributes
     ----------
     batch : ProfileBatch
@@ -86,6 +93,9 @@ class TrainingData:
                                                                                  "reason"]))
     feature_units: list = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.batch = obsmod.as_profile_batch(self.batch, where="TrainingData")
+
     def __len__(self) -> int:
         return len(self.batch)
 
@@ -95,15 +105,6 @@ class TrainingData:
         return TrainingData(self.batch.subset(idx), self.x[idx],
                             {k: v[idx] for k, v in self.forcing.items()}, list(self.features),
                             self.x_min, self.x_max, self.dropped, list(self.feature_units))
-
-
-def _as_batch(profiles: Any) -> Any:
-    if isinstance(profiles, obsmod.ProfileBatch):
-        return profiles
-    if isinstance(profiles, pd.DataFrame):
-        return obsmod.pack_profiles(profiles)
-    raise TypeError(f"profiles must be a DataFrame (profile table) or a ProfileBatch, got "
-                    f"{type(profiles).__name__}")
 
 
 def prepare_training_data(
@@ -122,7 +123,10 @@ def prepare_training_data(
     covariates : Dataset
         Gridded covariates (may also hold the forcing).
     profiles : DataFrame or ProfileBatch
-        Profile table (:mod:`xproda.sites.observations` schema) or a packed batch.
+        Profile table (:mod:`xproda.sites.observations` schema) or a packed batch; validated
+        once (:func:`~xproda.sites.observations.as_profile_batch`: a table that fails
+        :func:`~xproda.sites.observations.validate_profiles`, e.g. depths in cm or ambiguous
+        depth units, is refused with a :class:`~xproda.errors.ProfileError`).
     forcing : Dataset, optional
         Gridded forcing (default: taken from ``covariates``).
     model : str or model, default "clm5"
@@ -141,7 +145,7 @@ def prepare_training_data(
     from xproda.xr.api import forcing_arrays, require_features
 
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
-    batch = _as_batch(profiles)
+    batch = obsmod.as_profile_batch(profiles, where="prepare_training_data")
     feats = list(features) if features is not None else default_features(covariates)
     if not feats:
         raise ValueError("no covariates to train on: covariates has no variable with only "

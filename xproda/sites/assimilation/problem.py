@@ -8,25 +8,41 @@ per row.  :func:`assimilate` runs a whole assimilation and returns an xarray Dat
 
 Row order is site-major everywhere: row ``s * R + r`` is replica ``r`` (chain or start) of
 site ``s``.
+
+The profiles are validated once (:func:`~xproda.sites.observations.as_profile_batch`); a
+forcing Dataset is matched to them (:func:`align_forcing`: by site id, or by its
+``site_lat``/``site_lon``); sites whose forcing gives the model no data (NaN, e.g. ocean)
+are reported and not fitted (``SiteProblem.no_forcing``, the ``no_forcing`` output of
+:func:`assimilate`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+import copy
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 
 from xproda import conventions
-from xproda.sites import observations as obsmod
-from xproda.models.interp import ModelToObs
+from xproda.errors import ProfileError
 from xproda.models import get_model
-from xproda.models.base import SoilCarbonModel
+from xproda.models.base import FLAGS, SoilCarbonModel
 from xproda.models.forcing import prepare_forcing
+from xproda.models.interp import ModelToObs
 from xproda.sites.assimilation import costs
+from xproda.sites.observations import ProfileBatch, as_profile_batch
 
-__all__ = ["SiteProblem", "assimilate", "LIKELIHOODS"]
+__all__ = ["SiteProblem", "assimilate", "align_forcing", "LIKELIHOODS", "SITE_COORD_TOL"]
+
+#: largest difference (degrees of latitude and of longitude) between a profile's location and
+#: the ``site_lat``/``site_lon`` of its forcing row (~100 m; sample_sites copies the
+#: requested positions, so a correct forcing matches to float precision)
+SITE_COORD_TOL = 1e-3
 
 #: likelihoods of :class:`SiteProblem` (log-density = -cost for the spec's costs)
 LIKELIHOODS = {
@@ -37,10 +53,133 @@ LIKELIHOODS = {
 }
 
 
-def _as_batch(profiles) -> Any:
-    if hasattr(profiles, "to_torch") and hasattr(profiles, "soc"):
-        return profiles
-    return obsmod.pack_profiles(profiles)
+def _site_dim(ds: xr.Dataset) -> str | None:
+    dims = {d for v in ds.data_vars.values() for d in v.dims if d not in ("month", "layer")}
+    return dims.pop() if len(dims) == 1 else None
+
+
+def _fmt(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def align_forcing(forcing: xr.Dataset, profiles: ProfileBatch, *,
+                  tolerance: float = SITE_COORD_TOL, where: str = "align_forcing"
+                  ) -> xr.Dataset:
+    """The forcing rows matched to the profile sites: realigned by id, or checked by location.
+
+    The forcing Dataset has one batch dim (e.g. ``site`` from
+    :func:`xproda.spatial.sample_sites`). In order:
+
+    1. if that dim has a coordinate holding the profile ids (``sample_sites(..., ids=...)``),
+       the rows are put in the order of the profiles (``profiles.site_ids``); ids missing on
+       either side are an error;
+    2. otherwise, if it has ``site_lat``/``site_lon`` (the requested positions, which
+       ``sample_sites`` records), they must match the profiles' ``lat``/``lon`` row by row
+       within ``tolerance`` degrees (longitudes compared modulo 360), else an error names
+       the first mismatched sites;
+    3. otherwise (no ids, no positions) nothing can be checked: rows are taken in the order
+       of the profiles.
+
+    A forcing with one row (size 1) applies to every site and is returned as it is.
+
+    Parameters
+    ----------
+    forcing : xarray.Dataset
+        Forcing per site.
+    profiles : ProfileBatch
+        The packed profiles (:func:`~xproda.sites.observations.as_profile_batch`).
+    tolerance : float, keyword-only
+        Degrees (default :data:`SITE_COORD_TOL`, ~100 m).
+    where : str, keyword-only
+        The caller, named in the messages.
+
+    Returns
+    -------
+    xarray.Dataset
+        The forcing, rows in the order of the profiles.
+
+    Raises
+    ------
+    xproda.errors.ProfileError
+        Ids that do not match, a number of rows other than the number of sites, or positions
+        that do not match the profiles.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, xarray as xr
+    >>> from xproda.sites.observations import pack_profiles
+    >>> b = pack_profiles(pd.DataFrame({"profile_id": ["a", "a", "b", "b"],
+    ...     "lat": [1.0, 1.0, 2.0, 2.0], "lon": 3.0, "top": [0.0, 0.1] * 2,
+    ...     "bottom": [0.1, 0.3] * 2, "soc": [2e4, 1e4, 9e3, 4e3]}))
+    >>> f = xr.Dataset({"NPP": ("site", [2.0, 1.0])}, coords={"site": ["b", "a"]})
+    >>> align_forcing(f, b)["site"].values.tolist()
+    ['a', 'b']
+    """
+    dim = _site_dim(forcing)
+    S = len(profiles)
+    if dim is None or (forcing.sizes[dim] == 1 and S != 1):
+        return forcing
+    n = forcing.sizes[dim]
+    ids = np.asarray(profiles.site_ids)
+    if dim in forcing.coords:
+        fid = forcing[dim].to_numpy()
+        known = pd.Index(fid).isin(ids)
+        if known.any():
+            missing = [_fmt(i) for i in ids[~pd.Index(ids).isin(fid)]]
+            extra = [_fmt(i) for i in fid[~known]]
+            if missing or extra or pd.Index(fid).has_duplicates:
+                raise ProfileError(
+                    f"{where}: the forcing's {dim!r} coordinate holds ids that do not match the "
+                    f"{S} profile ids: missing in the forcing {missing[:5]}"
+                    f"{f' (+{len(missing) - 5} more)' if len(missing) > 5 else ''}, not "
+                    f"among the profiles {extra[:5]}"
+                    + (", repeated ids" if pd.Index(fid).has_duplicates else "")
+                    + "; sample the forcing at the profiles: sample_sites(forcing_grid, "
+                    "lat=batch.lat, lon=batch.lon, ids=batch.site_ids)")
+            if not np.array_equal(fid, ids):
+                forcing = forcing.sel({dim: ids})
+            return forcing
+    if "site_lat" in forcing.coords and "site_lon" in forcing.coords:
+        if n != S:
+            raise ProfileError(f"{where}: the forcing has {n} rows along {dim!r}, the profiles "
+                               f"{S} sites; expected one forcing row per site")
+        flat = np.asarray(forcing["site_lat"].values, dtype=float).reshape(-1)
+        flon = np.asarray(forcing["site_lon"].values, dtype=float).reshape(-1)
+        dlat = np.abs(flat - profiles.lat)
+        dlon = np.abs((flon - profiles.lon + 180.0) % 360.0 - 180.0)
+        bad = ~((dlat <= tolerance) & (dlon <= tolerance))
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            shown = "; ".join(
+                f"site {i} ({_fmt(ids[i])!r}): profile at ({profiles.lat[i]:g}, "
+                f"{profiles.lon[i]:g}), forcing at ({flat[i]:g}, {flon[i]:g})"
+                for i in rows[:3])
+            raise ProfileError(
+                f"{where}: the forcing rows do not match the profile sites: {bad.sum()} of {S} "
+                f"'site_lat'/'site_lon' differ from the profiles' lat/lon by more than "
+                f"{tolerance:g} degrees; first: {shown}. The forcing must be in the order of "
+                "the packed profiles (batch.site_ids, first appearance in the table): sample "
+                "it with sample_sites(forcing_grid, lat=batch.lat, lon=batch.lon, "
+                "ids=batch.site_ids), or give it the profile ids as its site coordinate")
+    return forcing
+
+
+def _no_forcing(model: SoilCarbonModel, forcing: Mapping[str, Any], theta: np.ndarray
+                ) -> np.ndarray:
+    """Sites whose forcing holds non-finite values that leave the model without data."""
+    S = theta.shape[0]
+    nonfinite = np.zeros(S, dtype=bool)
+    for v in forcing.values():
+        a = np.asarray(v.detach().cpu() if torch.is_tensor(v) else v)
+        if a.dtype.kind not in "fc" or a.shape[:1] not in ((S,), (1,)):
+            continue
+        bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(-1)
+        nonfinite |= np.broadcast_to(bad, (S,))
+    if not nonfinite.any():
+        return nonfinite
+    with torch.no_grad():
+        flags = np.asarray(model.steady_state(theta, dict(forcing))["flags"])
+    return nonfinite & ((flags & FLAGS["no_data"]) != 0)
 
 
 class SiteProblem:
@@ -49,11 +188,14 @@ class SiteProblem:
     Parameters
     ----------
     profiles : ProfileBatch or DataFrame
-        Observations (see :mod:`xproda.sites.observations`); a DataFrame is packed with
+        Observations (see :mod:`xproda.sites.observations`), validated once
+        (:func:`~xproda.sites.observations.as_profile_batch`); a DataFrame is packed with
         :func:`~xproda.sites.observations.pack_profiles` (site order = first appearance).
     forcing : mapping or Dataset
-        Forcing of each site, batch first ``[S, ...]`` (kernel contract), or a Dataset with one
-        batch dim (e.g. ``forcing_grid.proda.sample_sites(...)``).
+        Forcing of each site, batch first ``[S, ...]`` (kernel contract; rows in the order
+        of the packed profiles, which cannot be checked), or a Dataset with one batch dim
+        (e.g. ``forcing_grid.proda.sample_sites(...)``), matched to the profiles by
+        :func:`align_forcing` (by id, or checked by ``site_lat``/``site_lon``).
     model : str or model, default "clm5"
     reference : bool, default False
     likelihood : {"cen", "mic", "gaussian"}
@@ -69,6 +211,13 @@ class SiteProblem:
         Error model of ``likelihood="gaussian"`` (relative, and absolute in g C m-3).
     log_space : bool, default False
         ``likelihood="gaussian"`` on log SOC (log-normal errors of sd ``sigma_rel``).
+
+    Attributes
+    ----------
+    no_forcing : numpy.ndarray of bool, shape [S]
+        Sites whose forcing has non-finite values that leave the model without data (flag
+        ``no_data`` at the fixed parameters, e.g. an ocean cell); their cost is NaN.
+        :func:`assimilate` does not fit them.
     """
 
     def __init__(
@@ -89,16 +238,17 @@ class SiteProblem:
     ) -> None:
         self.model = model if isinstance(model, SoilCarbonModel) else get_model(
             model, reference=reference, **model_options)
-        self.batch = _as_batch(profiles)
+        self.batch = as_profile_batch(profiles, where="SiteProblem")
         S = len(self.batch)
         if isinstance(forcing, xr.Dataset):
             from xproda.xr.api import forcing_arrays
 
-            forcing = forcing_arrays(forcing, model=self.model)
+            forcing = forcing_arrays(align_forcing(forcing, self.batch, where="SiteProblem"),
+                                     model=self.model)
         n_f = {k: np.shape(v)[0] for k, v in forcing.items()}
         bad = {k: v for k, v in n_f.items() if v not in (1, S)}
         if bad:
-            raise ValueError(f"forcing must have one row per site ({S} sites); got {bad}")
+            raise ProfileError(f"forcing must have one row per site ({S} sites); got {bad}")
         self.forcing = dict(forcing)
         names = list(self.model.parameters.names)
         self.param_names = names
@@ -127,6 +277,26 @@ class SiteProblem:
         self._top, self._bottom = t["top"], t["bottom"]
         self._cache: dict[int, tuple] = {}
         self.n_evaluations = 0
+        self.no_forcing = _no_forcing(self.model, self.forcing, base)
+
+    def subset(self, idx: Any) -> SiteProblem:
+        """The same problem for the sites ``idx`` (integer indices or a boolean mask)."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        S = self.n_sites
+        new = copy.copy(self)
+        new.batch = self.batch.subset(idx)
+        new.forcing = {k: (v[idx] if np.shape(v)[0] == S else v) for k, v in self.forcing.items()}
+        t = torch.as_tensor(idx, dtype=torch.long)
+        new.fixed = self.fixed[t]
+        new._obs, new._w, new._depth = (x[t][:, :new.batch.n_obs]
+                                        for x in (self._obs, self._w, self._depth))
+        new._top, new._bottom = (x[t][:, :new.batch.n_obs] for x in (self._top, self._bottom))
+        new._cache = {}
+        new.n_evaluations = 0
+        new.no_forcing = self.no_forcing[idx]
+        return new
 
     # ------------------------------------------------------------------------------------
     @property
@@ -231,9 +401,14 @@ def assimilate(
     ----------
     profiles : DataFrame or ProfileBatch
         Observations (``profile_id``, ``lat``, ``lon``, ``top``, ``bottom`` (m), ``soc``
-        (g C m-3)).
+        (g C m-3)), validated once
+        (:func:`~xproda.sites.observations.as_profile_batch`).
     forcing : mapping or Dataset
-        Forcing per site (same order as the packed profiles).
+        Forcing per site: arrays in the order of the packed profiles, or a Dataset matched to
+        them by :func:`align_forcing` (realigned by site id, or refused when its
+        ``site_lat``/``site_lon`` differ from the profiles). Sites whose forcing leaves the
+        model without data (NaN, e.g. ocean) are not fitted: a ``UserWarning`` names them,
+        their results are NaN and the output variable ``no_forcing`` flags them.
     model, reference, likelihood, mapping, free, fixed, sigma_rel, sigma_abs, log_space
         See :class:`SiteProblem`.
     method : {"am", "reference", "map", "batch"}
@@ -255,14 +430,35 @@ def assimilate(
         Sampler output (``samples`` (site, chain, draw, parameter), ``mean``, ``sd``,
         ``rhat``, ``ess``, ``acceptance`` ... or ``map``), plus per-site fit ``r2``,
         ``rmse``, ``nse``, ``bias`` of the posterior mean (or MAP), ``site`` ids, lat/lon,
-        and the number of model evaluations.
+        ``no_forcing`` (site; True where the site was not fitted for lack of forcing, its
+        results NaN; attribute ``n_sites_no_forcing``) and the number of model evaluations.
+
+    Raises
+    ------
+    xproda.errors.ProfileError
+        Profiles that fail validation, forcing that does not match them, or no site with
+        usable forcing.
     """
     from xproda.sites.assimilation import samplers
 
-    prob = SiteProblem(profiles, forcing, model=model, reference=reference,
-                       likelihood=likelihood, mapping=mapping, free=free, fixed=fixed,
-                       sigma_rel=sigma_rel, sigma_abs=sigma_abs, log_space=log_space,
-                       **model_options)
+    prob_all = SiteProblem(profiles, forcing, model=model, reference=reference,
+                           likelihood=likelihood, mapping=mapping, free=free, fixed=fixed,
+                           sigma_rel=sigma_rel, sigma_abs=sigma_abs, log_space=log_space,
+                           **model_options)
+    skip = prob_all.no_forcing
+    all_ids = np.asarray(prob_all.batch.site_ids)
+    if skip.any():
+        shown = ", ".join(repr(_fmt(i)) for i in all_ids[skip][:5])
+        more = f" (+{int(skip.sum()) - 5} more)" if skip.sum() > 5 else ""
+        msg = (f"{int(skip.sum())} of {len(skip)} site(s) have forcing with NaN that leaves the "
+               f"model without data (off the model grid's land?): {shown}{more}")
+        if skip.all():
+            raise ProfileError(f"assimilate: no site to fit: {msg}")
+        warnings.warn(f"assimilate: {msg}; they are not fitted: their results are NaN and "
+                      "the output variable 'no_forcing' flags them", UserWarning, stacklevel=2)
+        prob = prob_all.subset(~skip)
+    else:
+        prob = prob_all
     opts = dict(sampler_options or {})
     S, P = prob.n_sites, prob.n_free
     if method == "am":
@@ -307,11 +503,24 @@ def assimilate(
         for k, v in fit.items():
             ds[k] = ("site", v, conventions.attrs("fit_statistic", section="assimilation",
                                                   fields={"stat": k, "estimate": est.name}))
-    b = prob.batch
-    ds = ds.assign_coords(site=np.asarray(b.site_ids))
-    if hasattr(b, "lat"):
-        ds = ds.assign_coords(lat=("site", np.asarray(b.lat)), lon=("site", np.asarray(b.lon)))
+    ds = ds.assign_coords(site=np.asarray(prob.batch.site_ids))
+    if skip.any():
+        ds = _expand_sites(ds, all_ids)
+    b = prob_all.batch
+    ds = ds.assign_coords(lat=("site", np.asarray(b.lat)), lon=("site", np.asarray(b.lon)))
+    ds["no_forcing"] = ("site", skip.copy(), conventions.attrs("no_forcing",
+                                                               section="assimilation"))
     ds.attrs.update({"model": prob.model.name, "likelihood": prob.likelihood,
                      "mapping": mapping, "free_parameters": list(prob.free),
-                     "n_model_evaluations": int(prob.n_evaluations)})
+                     "n_model_evaluations": int(prob.n_evaluations),
+                     "n_sites_no_forcing": int(skip.sum())})
     return ds
+
+
+def _expand_sites(ds: xr.Dataset, ids: np.ndarray) -> xr.Dataset:
+    """``ds`` on every site ``ids``: sites not in it get NaN (False for booleans)."""
+    booleans = [k for k, v in ds.variables.items() if "site" in v.dims and v.dtype == bool]
+    out = ds.reindex(site=ids)
+    for k in booleans:
+        out[k] = out[k].fillna(False).astype(bool)
+    return out
