@@ -177,8 +177,13 @@ def _no_forcing(model: SoilCarbonModel, forcing: Mapping[str, Any], theta: np.nd
         nonfinite |= np.broadcast_to(bad, (S,))
     if not nonfinite.any():
         return nonfinite
+    rows = {k: (v.expand(S, *v.shape[1:]) if torch.is_tensor(v) else
+                np.broadcast_to(v, (S, *np.shape(v)[1:])))
+            if np.ndim(v) and np.shape(v)[0] == 1 and S > 1 else v
+            for k, v in forcing.items()}
     with torch.no_grad():
-        flags = np.asarray(model.steady_state(theta, dict(forcing))["flags"])
+        flags = model.steady_state(theta, rows)["flags"]
+    flags = flags.cpu().numpy() if torch.is_tensor(flags) else np.asarray(flags)
     return nonfinite & ((flags & FLAGS["no_data"]) != 0)
 
 
