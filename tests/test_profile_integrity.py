@@ -570,6 +570,12 @@ def test_conventions_are_options_of_every_converter():
     prof2, rep2 = from_aqp(site, h, **kw)
     assert_adds_up(rep2)
     np.testing.assert_allclose(prof2[["top", "bottom", "soc"]], prof[["top", "bottom", "soc"]])
+    # an id listed at two places in a site table is dropped and reported, never merged
+    twice = pd.concat([site, site.assign(y=61.0)], ignore_index=True)
+    prof3, rep3 = from_aqp(twice, h)
+    assert_adds_up(rep3)
+    assert prof3.empty and rep3.to_frame().set_index("rule").loc["ambiguous_site",
+                                                                 "layers_dropped"] == 3
     with pytest.raises(OptionError, match=r"nested='all': expected one of"):
         from_gsif(sites, hz, nested="all")
     with pytest.raises(OptionError, match=r"soc_max=200000.0: expected a bound in \(0, "

@@ -118,6 +118,9 @@ def from_aqp(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | s
     if factor == 10.0 and np.nanmax(np.append(c, 0)) > 100:
         raise ValueError(f"from_aqp: carbon_units='%' but C reaches {np.nanmax(c):g} (> 100 %); "
                          "use carbon_units='g/kg'")
+    # one row per site; ids listed twice at different places are ambiguous (never merged)
+    locs = s[["id", "y", "x"]].drop_duplicates()
+    ambiguous = set(locs.loc[locs["id"].duplicated(), "id"])
     site = s.drop_duplicates("id").set_index("id")
     lat = as_float_array(h["id"].map(site["y"]))
     lon = as_float_array(h["id"].map(site["x"]))
@@ -132,6 +135,8 @@ def from_aqp(sites: pd.DataFrame | str | os.PathLike, horizons: pd.DataFrame | s
     led = Ledger(frame, f"from_aqp(carbon_units={carbon_units!r})")
     led.apply(h["id"].isin(site.index).to_numpy(), "no_site",
               "horizons whose id is not in the site table")
+    led.drop_profiles(led.df["profile_id"].isin(ambiguous).to_numpy(), "ambiguous_site",
+                      "profiles listed at more than one location in the site table")
     ptf, label = resolve_pedotransfer(pedotransfer, mineral_bd)
     out = harmonise(led, ptf=ptf, ptf_label=label, soc_direct=False,
                     conventions=conv)
