@@ -41,9 +41,9 @@ __all__ = [
     "SKIP_IN_DIGEST",
 ]
 
-#: Names skipped by :func:`content_digest` inside a store: xproda's own progress group and
-#: lock, and temporary files of interrupted atomic writes.
-SKIP_IN_DIGEST = (".xproda", ".xproda.lock")
+#: Top-level names skipped by :func:`content_digest` inside a store: xproda's progress group
+#: (``*.partial`` files of interrupted atomic writes are skipped too).
+SKIP_IN_DIGEST = (".xproda",)
 
 
 def hash_array(values: Any) -> str:
@@ -141,8 +141,8 @@ def content_digest(location: str | os.PathLike, storage_options: Mapping[str, An
     ----------
     location : str or os.PathLike
         Local path or fsspec URL of a file (NetCDF, GeoTIFF, ...) or a directory-like store
-        (Zarr). Inside a store, xproda's progress group ``.xproda``, its lock and
-        ``*.partial`` files are skipped.
+        (Zarr). Inside a store, xproda's progress group ``.xproda`` and ``*.partial`` files
+        are skipped.
     storage_options : mapping, optional
         fsspec options for URLs.
 

@@ -4,7 +4,7 @@ Every store xproda reads or writes is a :class:`Target`, made by :func:`target` 
 path or an fsspec URL (``s3://bucket/run.zarr``) and its storage options. The functions here
 read and update the store's root document (:func:`read_root`, :func:`set_root_attrs`,
 :func:`consolidate`), remove stores (:func:`remove_store`) and keep the progress markers of
-a resumable run (:func:`write_marker`, :func:`progress_state`, :func:`remove_progress`).
+a resumable run (:func:`write_marker`, :func:`progress_state`, :func:`remove_markers`).
 :func:`xproda.io.write_zarr` and :func:`xproda.xr.transient.write_simulation` are built on
 them.
 
@@ -41,7 +41,7 @@ import json
 import os
 import uuid
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 __all__ = [
@@ -70,7 +70,8 @@ __all__ = [
     "read_progress_attrs",
     "remove_markers",
     "remove_marker",
-    "remove_progress",
+    "remove_progress_entries",
+    "read_json",
     "remove_partials",
 ]
 
@@ -239,6 +240,33 @@ def _group_doc(attrs: Mapping[str, Any]) -> bytes:
     return json.dumps({**_GROUP_DOC, "attributes": dict(attrs)}, sort_keys=True).encode()
 
 
+def read_json(fs: Any, path: str, *, invalid: Any = None) -> Any:
+    """The JSON document at ``path``, read afresh (fsspec's listing cache invalidated).
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+    path : str
+    invalid : object, optional
+        Returned when the object exists but is not valid JSON (truncated, foreign).
+
+    Returns
+    -------
+    object or None
+        The parsed document; None when there is no object at ``path``.
+    """
+    if hasattr(fs, "invalidate_cache"):
+        fs.invalidate_cache(path)
+    try:
+        raw = fs.cat_file(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return invalid
+
+
 def read_root(target: Target) -> dict[str, Any] | None:
     """Root ``zarr.json`` of the store as a dict, or None when there is none.
 
@@ -254,14 +282,7 @@ def read_root(target: Target) -> dict[str, Any] | None:
     fs, root = target.fs()
     if hasattr(fs, "invalidate_cache"):
         fs.invalidate_cache(root)
-    try:
-        raw = fs.cat_file(f"{root}/zarr.json")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return {}
+    return read_json(fs, f"{root}/zarr.json", invalid={})
 
 
 def is_nonempty(target: Target) -> bool:
@@ -513,10 +534,9 @@ def progress_state(target: Target, *, with_attrs: bool = False
         return template_done, set(done)
     out = {}
     for idx, f in done.items():
-        try:
-            out[idx] = json.loads(fs.cat_file(f)).get("attributes", {})
-        except (FileNotFoundError, ValueError):
-            continue  # a marker being written or damaged: the region is not done
+        doc = read_json(fs, f)
+        if isinstance(doc, dict):  # else a marker being written or damaged: not done
+            out[idx] = doc.get("attributes", {})
     return template_done, out
 
 
@@ -533,17 +553,18 @@ def read_progress_attrs(target: Target) -> dict[str, Any] | None:
         None when there is no progress group (``{}`` when its document is unreadable).
     """
     fs, root = target.fs()
-    path = f"{root}/{PROGRESS_GROUP}/zarr.json"
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(path)
-    try:
-        raw = fs.cat_file(path)
-    except (FileNotFoundError, NotADirectoryError):
+    doc = read_json(fs, f"{root}/{PROGRESS_GROUP}/zarr.json", invalid={})
+    if doc is None:
         return None
+    attrs = doc.get("attributes", {}) if isinstance(doc, dict) else {}
+    return dict(attrs) if isinstance(attrs, dict) else {}
+
+
+def _rm(fs: Any, path: str) -> None:
     try:
-        return dict(json.loads(raw).get("attributes", {}))
-    except (ValueError, AttributeError):
-        return {}
+        fs.rm(path, recursive=True)
+    except FileNotFoundError:
+        pass
 
 
 def remove_marker(target: Target, key: str) -> None:
@@ -556,10 +577,27 @@ def remove_marker(target: Target, key: str) -> None:
         Marker name (:func:`marker_key`).
     """
     fs, root = target.fs()
+    _rm(fs, f"{root}/{PROGRESS_GROUP}/{key}")
+
+
+def remove_progress_entries(target: Target, match: Callable[[str], bool]) -> None:
+    """Delete the members of the progress group whose name satisfies ``match``.
+
+    Parameters
+    ----------
+    target : Target
+    match : callable
+        Name of a member (e.g. ``"r0_3"``) -> whether to delete it.
+    """
+    fs, root = target.fs()
+    prefix = f"{root}/{PROGRESS_GROUP}"
     try:
-        fs.rm(f"{root}/{PROGRESS_GROUP}/{key}", recursive=True)
+        entries = fs.ls(prefix, detail=False)
     except FileNotFoundError:
-        pass
+        return
+    for e in entries:
+        if match(e.rstrip("/").rsplit("/", 1)[-1]):
+            _rm(fs, e)
 
 
 def remove_markers(target: Target) -> None:
@@ -569,33 +607,7 @@ def remove_markers(target: Target) -> None:
     ----------
     target : Target
     """
-    fs, root = target.fs()
-    prefix = f"{root}/{PROGRESS_GROUP}"
-    try:
-        entries = fs.ls(prefix, detail=False)
-    except FileNotFoundError:
-        return
-    for e in entries:
-        name = e.rstrip("/").rsplit("/", 1)[-1]
-        if _parse_key(name) is not None:
-            try:
-                fs.rm(e, recursive=True)
-            except FileNotFoundError:
-                pass
-
-
-def remove_progress(target: Target) -> None:
-    """Delete the progress group and all markers (nothing happens if there are none).
-
-    Parameters
-    ----------
-    target : Target
-    """
-    fs, root = target.fs()
-    try:
-        fs.rm(f"{root}/{PROGRESS_GROUP}", recursive=True)
-    except FileNotFoundError:
-        pass
+    remove_progress_entries(target, lambda name: _parse_key(name) is not None)
 
 
 def remove_partials(target: Target) -> None:

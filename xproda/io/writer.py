@@ -530,14 +530,9 @@ def _region_task(spec: _RegionSpec, *blocks: np.ndarray) -> tuple[str, dict[str,
             for v in spec.masked_vars
         })
     if not block.data_vars or (spec.skip_empty and _all_missing(block, dict(spec.fills))):
+        # no chunk of an empty region exists: a resume has the same fingerprint (data, mask,
+        # skip_empty), and a repair redoes only regions that recorded written chunks
         status = "empty"
-        if spec.chunk_keys:  # a resumed repair: chunks of an earlier write must not stay
-            fs, root = spec.target.fs()
-            for key in spec.chunk_keys:
-                try:
-                    fs.rm_file(f"{root}/{key}")
-                except FileNotFoundError:
-                    pass
         objects: dict[str, Any] = {}
     else:
         region = {d: slice(a, b) for d, (a, b) in spec.bounds.items() if d in block.dims}
@@ -930,12 +925,6 @@ def write_zarr(
                 idx: {**region_attrs("empty", plan.bounds(idx)), "objects": {}}
                 for idx in empty_by_mask
             }
-            # a repaired region now empty by mask: its old chunks go
-            fs_, root_ = target.fs()
-            for idx in empty_by_mask:
-                for key in region_keys(idx, plan.owned(idx)):
-                    if fs_.exists(f"{root_}/{key}"):
-                        fs_.rm_file(f"{root_}/{key}")
             write_markers(target, {marker_key(idx): a for idx, a in empty_records.items()})
             records.update(empty_records)
             counts["empty"] += len(empty_by_mask)

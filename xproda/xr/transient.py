@@ -735,6 +735,7 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
             1 for b in bounds[1:] if b <= done))
     first = done == 0
     series_names: list[str] = []
+    metas: dict = {}  # array metadata of the series variables, for their chunk keys
     for k, (t0, t1) in enumerate(zip(bounds[:-1], bounds[1:])):
         if t1 <= done:
             continue
@@ -762,7 +763,7 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
         _data_only(part[["pools", "flags"]]).to_zarr(
             mode="w", consolidated=False, zarr_format=3,
             group=f"{st.PROGRESS_GROUP}/{_STATE}{t1}", **kw)
-        keys = _series_keys(target, series, k)
+        keys = _series_keys(target, series, k, metas)
         st.write_marker(target, st.marker_key((k,)), {
             **st.region_attrs("written", {"time": (t0, t1)}),
             "objects": iv.describe_objects(target, keys)})
@@ -792,34 +793,29 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
     return xr.open_zarr(consolidated=False, **kw)
 
 
-def _series_keys(target, series: xr.Dataset, k: int) -> list[str]:
-    """Chunk keys of time chunk ``k`` of every series variable (one chunk per variable)."""
+def _series_keys(target, series: xr.Dataset, k: int, metas: dict) -> list[str]:
+    """Chunk keys of time chunk ``k`` of every series variable (one chunk per variable).
+
+    ``metas`` caches each array's metadata document (read once per run).
+    """
     from xproda.io.integrity import chunk_key
 
     fs, root = target.fs()
     keys = []
     for name, var in series.data_vars.items():
-        meta = json.loads(fs.cat_file(f"{root}/{name}/zarr.json"))
-        keys.append(f"{name}/" + chunk_key(meta, [k if d == "time" else 0 for d in var.dims]))
+        if name not in metas:
+            metas[name] = json.loads(fs.cat_file(f"{root}/{name}/zarr.json"))
+        keys.append(f"{name}/" + chunk_key(metas[name],
+                                           [k if d == "time" else 0 for d in var.dims]))
     return keys
 
 
 def _drop_states(target, keep: int | None) -> None:
     """Remove saved states of earlier time chunks (all of them with ``keep=None``)."""
-    from xproda.io.stores import PROGRESS_GROUP
+    from xproda.io.stores import remove_progress_entries
 
-    fs, root = target.fs()
-    try:
-        entries = fs.ls(f"{root}/{PROGRESS_GROUP}", detail=False)
-    except FileNotFoundError:
-        return
-    for e in entries:
-        name = e.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith(_STATE) and name != f"{_STATE}{keep}":
-            try:
-                fs.rm(e, recursive=True)
-            except FileNotFoundError:
-                pass
+    remove_progress_entries(
+        target, lambda name: name.startswith(_STATE) and name != f"{_STATE}{keep}")
 
 
 def _data_only(ds: xr.Dataset) -> xr.Dataset:
