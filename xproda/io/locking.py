@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from xproda.errors import StoreLockedError
-from xproda.io.stores import Target
+from xproda.io.stores import Target, read_json
 
 __all__ = ["store_lock", "lock_holder", "lock_path", "LOCK_SUFFIX"]
 
@@ -75,17 +75,10 @@ def lock_holder(target: Target) -> dict[str, Any] | None:
         the store is not locked.
     """
     fs, path = _lock_fs(target)
-    if hasattr(fs, "invalidate_cache"):
-        fs.invalidate_cache(path)
-    try:
-        raw = fs.cat_file(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        out = json.loads(raw)
-        return out if isinstance(out, dict) else {"unreadable": True}
-    except ValueError:
-        return {"unreadable": True}
+    out = read_json(fs, path, invalid={"unreadable": True})
+    if out is None or isinstance(out, dict):
+        return out
+    return {"unreadable": True}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -147,6 +140,12 @@ def _acquire(target: Target, me: dict[str, Any]) -> None:
             try:
                 if target.is_local:
                     os.rename(path, stale)
+                    moved = read_json(fs, stale, invalid={}) or {}
+                    if moved.get("token") != holder.get("token"):
+                        # another taker replaced the stale lock first: that lock is live,
+                        # put it back (no-clobber) and look again
+                        with contextlib.suppress(FileExistsError):
+                            os.link(stale, path)
                     os.remove(stale)
                 else:
                     fs.rm_file(path)
