@@ -109,6 +109,23 @@ def test_spin_up_dataset(clim):
     assert rel.max() < 1e-9
 
 
+def _interrupted(monkeypatch, at: int, write) -> None:
+    """Run ``write()`` with :func:`simulate` interrupted at its ``at``-th call (a kill)."""
+    real = xt.simulate
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(xt, "simulate", failing)
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    monkeypatch.setattr(xt, "simulate", real)
+
+
 def test_write_simulation_equals_and_resumes(scenario, eager, tmp_path, monkeypatch):
     store = tmp_path / "run.zarr"
     out = scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
@@ -124,19 +141,8 @@ def test_write_simulation_equals_and_resumes(scenario, eager, tmp_path, monkeypa
         scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
     # interrupted after two time chunks, then resumed: identical to the uninterrupted store
     store2 = tmp_path / "run2.zarr"
-    real = xt.simulate
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(xt, "simulate", failing)
-    with pytest.raises(KeyboardInterrupt):
-        scenario.proda.write_simulation(TH, store2, time_chunk=10, progress=False)
-    monkeypatch.setattr(xt, "simulate", real)
+    _interrupted(monkeypatch, 3, lambda: scenario.proda.write_simulation(
+        TH, store2, time_chunk=10, progress=False))
     assert xr.open_zarr(store2, consolidated=False).attrs["xproda_steps_done"] == 20
     resumed = scenario.proda.write_simulation(TH, store2, time_chunk=10, progress=False,
                                               resume=True)
@@ -168,19 +174,8 @@ def test_write_simulation_protocol(scenario, eager, tmp_path, monkeypatch):
     assert verify(ref).ok and xproda.io.is_complete(ref)
     assert not list((ref / ".xproda").glob("state_*"))  # saved states are gone
     store = tmp_path / "run.zarr"
-    real = xt.simulate
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(xt, "simulate", failing)
-    with pytest.raises(KeyboardInterrupt):
-        scenario.proda.write_simulation(TH, store, time_chunk=10, progress=False)
-    monkeypatch.setattr(xt, "simulate", real)
+    _interrupted(monkeypatch, 3, lambda: scenario.proda.write_simulation(
+        TH, store, time_chunk=10, progress=False))
     report = verify(store)
     assert report.ok and not report.complete and report.regions_checked == 2
     kw = dict(time_chunk=10, progress=False, resume=True)
@@ -321,20 +316,8 @@ def test_errors(clim, scenario):
 def test_write_simulation_on_s3_resumes(scenario, eager, s3, monkeypatch):
     so, _ = s3
     url = "s3://xproda-bucket/transient.zarr"
-    real = xt.simulate
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(xt, "simulate", failing)
-    with pytest.raises(KeyboardInterrupt):
-        scenario.proda.write_simulation(TH, url, storage_options=so, time_chunk=12,
-                                        progress=False)
-    monkeypatch.setattr(xt, "simulate", real)
+    _interrupted(monkeypatch, 2, lambda: scenario.proda.write_simulation(
+        TH, url, storage_options=so, time_chunk=12, progress=False))
     out = scenario.proda.write_simulation(TH, url, storage_options=so, time_chunk=12,
                                           progress=False, resume=True)
     assert out.attrs["xproda_steps_done"] == 36
