@@ -10,34 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from xproda.testing import random_forcing  # noqa: F401  (re-exported for tests)
+from xproda.testing import case_forcing, random_forcing  # noqa: F401  (re-exported)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
-_LAYERED = {"tsoi": "TSOI", "w_scalar": "W_SCALAR", "o_scalar": "O_SCALAR", "fpi_vr": "FPI_vr"}
-_MONTHLY = {
-    "altmax": "ALTMAX",
-    "altmax_lastyear": "ALTMAX_LASTYEAR",
-    "nbedrock": "nbedrock",
-    "npp": "NPP",
-    "input_cwd": "CWD_INPUT",
-    "input_litter1": "LITR1_INPUT",
-    "input_litter2": "LITR2_INPUT",
-    "input_litter3": "LITR3_INPUT",
-}
-
-
 def fixture_forcing(case: dict) -> dict[str, np.ndarray]:
     """Fixture forcing (stored as the original code takes it) -> the kernel contract."""
-    f = case["forcing"]
-    out = {}
-    for k, v in _LAYERED.items():
-        out[v] = np.asarray(f[k], dtype=float).T[None]  # [20,12] -> [1,12,20]
-    for k, v in _MONTHLY.items():
-        out[v] = np.asarray(f[k], dtype=float)[None]
-    out["CELLSAND"] = np.asarray(f["sand"], dtype=float).mean(axis=1)[None]  # [1,20]
-    return out
+    return case_forcing(case)
 
 
 def load_fixture(name: str) -> dict:

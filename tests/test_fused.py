@@ -26,7 +26,14 @@ def _both(fn):
     return a, b
 
 
-def _assert_same(a, b, rtol=1e-12):
+def _assert_same(a, b, rtol=5e-12):
+    """Same flags and NaN; values to ``rtol`` of each column's largest value.
+
+    The whole-steady-state kernel computes the environmental scalars with the C library's
+    ``exp`` and sums months in order, torch with its own vectorised ``exp`` and reduction
+    order: inputs to the solve differ in the last bit, which the solve amplifies by the
+    system's condition (~1e3-1e4) to ~1e-12 of the column maximum.
+    """
     np.testing.assert_array_equal(a["flags"], b["flags"])
     for key in ("pools", "soc", "soc_stock", "respiration", "turnover_time"):
         x, y = np.asarray(a[key]), np.asarray(b[key])
@@ -40,9 +47,12 @@ def _assert_same(a, b, rtol=1e-12):
 
 
 def test_fused_path_is_taken(monkeypatch):
+    from xproda.models import fused_steady
+
     calls = []
-    real = _fused.clm5_pools
-    monkeypatch.setattr(_fused, "clm5_pools", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = fused_steady.clm5_steady_state
+    monkeypatch.setattr(fused_steady, "clm5_steady_state",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     f = random_forcing(8, 0)
     th = np.full((8, 21), 0.5)
     m = xproda.get_model("clm5")

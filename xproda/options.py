@@ -28,6 +28,9 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
     # columns per internal kernel chunk: bounds temporaries (memory linear in n with a small
     # constant) and keeps them in cache; results do not depend on it
     "kernel_batch_size": 4096,
+    # threads of the compiled CPU kernels per call; None: torch's thread count from the main
+    # thread, 1 from other threads (dask workers, thread pools); see xproda.models.parallel
+    "kernel_threads": None,
     # use fused numba CPU kernels (the structured solve, PCHIP model-to-observation mapping)
     # when no gradient is needed (same results as the torch paths; see xproda.models.fused)
     "fused_kernels": True,
@@ -39,6 +42,8 @@ _VALIDATORS = {
     "torch_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
                                              and v >= 1),
     "kernel_batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "kernel_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                              and v >= 1),
     "fused_kernels": lambda v: isinstance(v, bool),
 }
 _EXPECTED = {
@@ -46,6 +51,7 @@ _EXPECTED = {
     "dtype": "'float64' or 'float32'",
     "torch_threads": "None or an int >= 1",
     "kernel_batch_size": "an int >= 1",
+    "kernel_threads": "None or an int >= 1",
     "fused_kernels": "True or False",
 }
 
@@ -87,6 +93,11 @@ class set_options:
         with :func:`torch.set_num_threads` when set).
     kernel_batch_size : int
         Columns per internal kernel chunk (default 4096); results do not depend on it.
+    kernel_threads : int or None
+        Threads of each compiled CPU kernel call (column blocks on a shared pool that never
+        spin-waits; see :mod:`xproda.models.parallel`). None (default): torch's thread
+        count when called from the main thread, 1 from any other thread (dask workers).
+        Results do not depend on it.
     fused_kernels : bool
         Use the fused numba CPU kernels (structured solve, PCHIP mapping) when no gradient is
         needed (default True); results equal the torch paths to rounding.

@@ -7,7 +7,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["random_forcing", "forcing_dataset", "raise_if_dask_computes", "assert_lazy"]
+__all__ = ["random_forcing", "resampled_forcing", "case_forcing", "forcing_dataset",
+           "raise_if_dask_computes", "assert_lazy"]
 
 
 def random_forcing(n: int, seed: int = 0, *, regime: str = "mixed") -> dict[str, np.ndarray]:
@@ -184,3 +185,79 @@ def assert_lazy(obj) -> None:
     eager = [str(k) for k, v in items if v.chunks is None]
     if eager:
         raise AssertionError(f"variables are not lazy (numpy-backed): {eager}")
+
+
+#: fixture (MATLAB layout) names -> forcing names, layered [20, 12] and monthly [12]
+_FIXTURE_LAYERED = {"tsoi": "TSOI", "w_scalar": "W_SCALAR", "o_scalar": "O_SCALAR",
+                    "fpi_vr": "FPI_vr"}
+_FIXTURE_MONTHLY = {"altmax": "ALTMAX", "altmax_lastyear": "ALTMAX_LASTYEAR",
+                    "nbedrock": "nbedrock", "npp": "NPP", "input_cwd": "CWD_INPUT",
+                    "input_litter1": "LITR1_INPUT", "input_litter2": "LITR2_INPUT",
+                    "input_litter3": "LITR3_INPUT"}
+
+
+def case_forcing(case: dict) -> dict[str, np.ndarray]:
+    """One reference case's forcing (as stored in ``reference_*.json``) in the kernel layout.
+
+    The fixtures store the original code's layout (``[20, 12]`` layered, ``[12]`` monthly);
+    this returns ``[1, 12, 20]`` / ``[1, 12]`` float64 arrays and ``CELLSAND`` ``[1, 20]``
+    (the annual mean sand content, %).
+    """
+    f = case["forcing"]
+    out = {v: np.asarray(f[k], dtype=float).T[None] for k, v in _FIXTURE_LAYERED.items()}
+    out.update({v: np.asarray(f[k], dtype=float)[None] for k, v in _FIXTURE_MONTHLY.items()})
+    out["CELLSAND"] = np.asarray(f["sand"], dtype=float).mean(axis=1)[None]
+    return out
+
+
+def resampled_forcing(cases, n: int, seed: int = 0, *, layout: str = "C",
+                      dtype=np.float64) -> dict[str, np.ndarray]:
+    """Realistic forcing for ``n`` columns resampled from reference cases (benchmarks, tests).
+
+    Each column copies one case, drawn in turn so that every regime of the fixtures appears
+    (bioturbation, cryoturbation, frozen, shallow bedrock), and perturbs it as neighbouring
+    grid cells differ: soil temperature shifted by up to +-1.5 K, the water scalar scaled by
+    0.9-1.1 (clipped to 1), litter inputs scaled by 0.5-2. Active layer and bedrock are kept,
+    so each column stays in its case's regime.
+
+    Parameters
+    ----------
+    cases : sequence of dict
+        The ``"cases"`` of a reference fixture (e.g. ``reference_clm5_cen.json``).
+    n : int
+        Number of columns.
+    seed : int
+        Random seed.
+    layout : {"C", "transposed"}
+        ``"C"``: C-contiguous ``[n, 12, 20]`` arrays. ``"transposed"``: the layered variables
+        are stored ``[n, 20, 12]`` (layers before months) and returned as transposed views
+        ``[n, 12, 20]``, as a user who slices such data passes them.
+    dtype : numpy dtype
+        float64 or float32 (as read from a float32 store).
+
+    Returns
+    -------
+    dict
+        Forcing following :data:`xproda.models.forcing.FORCING_SCHEMA`.
+    """
+    if layout not in ("C", "transposed"):
+        raise ValueError(f"layout must be 'C' or 'transposed', got {layout!r}")
+    base = [case_forcing(c) for c in cases]
+    if not base:
+        raise ValueError("resampled_forcing needs at least one case")
+    rng = np.random.default_rng(seed)
+    pick = (np.arange(n) + rng.integers(0, len(base))) % len(base)
+    rng.shuffle(pick)
+    f = {k: np.concatenate([b[k] for b in base])[pick] for k in base[0]}
+    f["TSOI"] = f["TSOI"] + rng.uniform(-1.5, 1.5, (n, 1, 1))
+    f["W_SCALAR"] = np.clip(f["W_SCALAR"] * rng.uniform(0.9, 1.1, (n, 1, 1)), 0.0, 1.0)
+    scale = rng.uniform(0.5, 2.0, (n, 1))
+    for k in ("CWD_INPUT", "LITR1_INPUT", "LITR2_INPUT", "LITR3_INPUT", "NPP"):
+        f[k] = f[k] * scale
+    out = {}
+    for k, v in f.items():
+        v = np.asarray(v, dtype=dtype)
+        if layout == "transposed" and v.ndim == 3:
+            v = np.ascontiguousarray(v.transpose(0, 2, 1)).transpose(0, 2, 1)
+        out[k] = v
+    return out

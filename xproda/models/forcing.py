@@ -274,16 +274,7 @@ def validate_forcing(
         required = tuple(k for k, v in FORCING_SCHEMA.items() if v.required)
     if isinstance(forcing, PreparedForcing) and forcing.matches(dtype, device, required, n):
         return dict(forcing), forcing.n  # validated once, reused (e.g. in a sampler)
-    missing = [k for k in required if k not in forcing]
-    if missing:
-        raise KeyError(
-            "forcing is missing required variable(s) "
-            + ", ".join(
-                f"{k!r} (expected shape [n, {', '.join(map(str, FORCING_SCHEMA[k].shape))}] "
-                f"in {FORCING_SCHEMA[k].units})"
-                for k in missing
-            )
-        )
+    check_required(forcing, required)
     dtype = dtype or kernel_dtype()
     device = device or resolve_device(*forcing.values())
     out: dict[str, torch.Tensor] = {}
@@ -298,16 +289,43 @@ def validate_forcing(
             steps = t.shape[1]  # the first time-dependent variable fixes the length
         if timed:
             shape = (steps,) + shape[1:]
-        if t.ndim != len(shape) + 1 or tuple(t.shape[1:]) != shape:
-            expected = ", ".join(map(str, shape))
-            what = "time steps" if steps != N_MONTHS and timed else "batch first"
-            raise ValueError(
-                f"forcing variable {name!r} must have shape [n, {expected}] "
-                f"({what}; {spec.units}), got {tuple(t.shape)}"
-            )
+        check_shape(name, tuple(t.shape), shape, timed=timed and steps != N_MONTHS)
         out[name] = t
         sizes[name] = t.shape[0]
         _check_values(name, spec, t)
+    size = batch_size(sizes, n)
+    for name, t in out.items():
+        if t.shape[0] != size:
+            out[name] = t.expand(size, *t.shape[1:])
+    return out, size
+
+
+def check_required(forcing: Mapping, required: Sequence[str]) -> None:
+    """Raise ``KeyError`` naming the required variables missing from ``forcing``."""
+    missing = [k for k in required if k not in forcing]
+    if missing:
+        raise KeyError(
+            "forcing is missing required variable(s) "
+            + ", ".join(
+                f"{k!r} (expected shape [n, {', '.join(map(str, FORCING_SCHEMA[k].shape))}] "
+                f"in {FORCING_SCHEMA[k].units})"
+                for k in missing
+            )
+        )
+
+
+def check_shape(name: str, shape: tuple, expected: tuple, *, timed: bool = False) -> None:
+    """Raise ``ValueError`` unless ``shape`` is ``[n, *expected]`` (``timed``: time steps)."""
+    if len(shape) != len(expected) + 1 or tuple(shape[1:]) != tuple(expected):
+        what = "time steps" if timed else "batch first"
+        raise ValueError(
+            f"forcing variable {name!r} must have shape [n, {', '.join(map(str, expected))}] "
+            f"({what}; {FORCING_SCHEMA[name].units}), got {tuple(shape)}"
+        )
+
+
+def batch_size(sizes: Mapping[str, int], n: int | None = None) -> int:
+    """The common batch size of variables with leading sizes ``sizes`` (1 broadcasts)."""
     batch = {s for s in sizes.values() if s != 1}
     if n is not None and n != 1:
         batch.add(n)
@@ -317,11 +335,7 @@ def validate_forcing(
             + ", ".join(f"{k}={v}" for k, v in sizes.items())
             + (f", theta={n}" if n is not None else "")
         )
-    size = batch.pop() if batch else 1
-    for name, t in out.items():
-        if t.shape[0] != size:
-            out[name] = t.expand(size, *t.shape[1:])
-    return out, size
+    return batch.pop() if batch else 1
 
 
 def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
@@ -330,15 +344,48 @@ def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
     td = t.detach()
     lo, hi = torch.aminmax(td)  # one pass; NaN or inf show up in the result
     vmin, vmax = float(lo), float(hi)
+    has_inf = False
     if not (math.isfinite(vmin) and math.isfinite(vmax)):
-        if torch.isinf(td).any():
-            raise RangeError(
-                f"forcing variable {name!r} contains infinite values (use NaN for no data)"
-            )
-        v = _finite_values(td)
-        if v.numel() == 0:
-            return
-        vmin, vmax = float(v.min()), float(v.max())
+        has_inf = bool(torch.isinf(td).any())
+        if not has_inf:
+            v = _finite_values(td)
+            if v.numel() == 0:
+                return
+            vmin, vmax = float(v.min()), float(v.max())
+    non_integer = spec.integer and not has_inf and bool(
+        ((td != torch.round(td)) & ~torch.isnan(td)).any())
+    check_range(name, vmin, vmax, has_inf=has_inf, non_integer=non_integer)
+
+
+def value_range(a: np.ndarray) -> tuple[float, float, bool]:
+    """``(min, max, has_inf)`` of a numpy array with NaN skipped (``(inf, -inf)`` if none)."""
+    if a.size == 0:
+        return math.inf, -math.inf, False
+    with np.errstate(invalid="ignore"):
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if lo != lo or hi != hi:
+            if np.isnan(a).all():
+                return math.inf, -math.inf, False
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    return lo, hi, bool(math.isinf(lo) or math.isinf(hi))
+
+
+def check_range(name: str, vmin: float, vmax: float, *, has_inf: bool = False,
+                non_integer: bool = False) -> None:
+    """Raise :class:`RangeError` where the values of forcing variable ``name`` are wrong.
+
+    ``vmin``/``vmax``: the smallest and largest non-NaN values (``inf``/``-inf`` where every
+    value is NaN: nothing to check); ``has_inf``: an infinite value is present;
+    ``non_integer``: an integer variable holds a non-integer value. Messages name the
+    variable, the expected range and a likely cause (fill values, Celsius, unit factors).
+    """
+    spec = FORCING_SCHEMA[name]
+    if has_inf:
+        raise RangeError(
+            f"forcing variable {name!r} contains infinite values (use NaN for no data)"
+        )
+    if vmin > vmax:  # no value that is not NaN
+        return
     if name == "TSOI" and vmax < 100.0:
         raise RangeError(
             f"forcing variable 'TSOI' must be in kelvin; its values ({vmin:.4g} .. {vmax:.4g}) "
@@ -356,7 +403,7 @@ def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
             f"forcing variable {name!r} has values above {spec.maximum:g} "
             f"(max {vmax:.6g} {spec.units}); expected {_range_text(spec)}{_hint(vmax, spec)}"
         )
-    if spec.integer and bool(((td != torch.round(td)) & ~torch.isnan(td)).any()):
+    if non_integer:
         raise RangeError(
             f"forcing variable {name!r} must hold integer layer indices 1..{grid.N_LAYERS}, "
             f"found non-integer values"

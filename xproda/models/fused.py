@@ -16,10 +16,11 @@ It is used by :class:`~xproda.models.clm5.CLM5Model` only when
 
 Otherwise the torch path runs; results do not depend on which path ran.
 
-Thread safety: numba's default ``workqueue`` threading layer aborts the process when two
-threads launch parallel kernels at once (as dask's threaded scheduler would).  Calls are
-therefore serialised by a lock; each call already uses every core given to it
-(``numba.set_num_threads`` follows ``torch.get_num_threads()``), so nothing is lost.
+Parallelism: the kernels are serial over a range of columns and release the GIL;
+:func:`xproda.models.parallel.run_blocks` runs them over column blocks on a shared thread
+pool that never spin-waits (robust when the machine is shared), with the calling thread as
+one of the workers. Calls from several threads at once are safe; results do not depend on
+the number of threads.
 
 Compiled-kernel cache: the kernels (here and in :mod:`xproda.models.interp`) are compiled
 once and cached on disk by numba, so later processes start fast. :func:`jit_kernel` picks
@@ -41,7 +42,6 @@ and restored at once (under a lock); nothing else in the process sees it. Set
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import stat
@@ -52,6 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from xproda.models.parallel import run_blocks
+
 try:  # numba is a core dependency, but the torch path works without it
     import numba
 
@@ -61,12 +63,11 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
-           "fused_applicable", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
+           "fused_applicable", "group_solve", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
 
-_LOCK = threading.Lock()
 _CACHE_DIR_LOCK = threading.Lock()
 
 #: Where each compiled kernel is cached, by qualified function name (filled by
@@ -172,15 +173,6 @@ def fused_applicable(*tensors) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
-def _kernel(K, lo, di, up, dens, fr, out):  # pragma: no cover - compiled by numba
-    """Steady-state pools of every column; see :func:`clm5_pools` for shapes.
-
-    The steady state is the shifted solve of :func:`_group_solve` with no shift and the
-    litter inputs as the only right-hand side.
-    """
-    rhs = np.zeros(K.shape, dtype=out.dtype)
-    rhs[:, :, :4] = dens
-    _groups(K, lo, di, up, fr, rhs, 0.0, out)
 
 
 def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
@@ -197,7 +189,7 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     fractions : ndarray
         ``[n, L, 9]`` transfer fractions in :data:`FRACTION_ORDER`.
     threads : int, optional
-        Threads of the parallel loop (default: ``torch.get_num_threads()``).
+        Threads (default :func:`xproda.models.parallel.kernel_threads`).
 
     Returns
     -------
@@ -207,24 +199,24 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     if not HAVE_NUMBA:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
     dtype = np.result_type(K, lower, diag, upper, dens, fractions)
-    arrs = [np.ascontiguousarray(a, dtype=dtype) for a in (K, lower, diag, upper, dens, fractions)]
+    arrs = [np.ascontiguousarray(a, dtype=dtype) for a in (K, lower, diag, upper, fractions)]
+    rhs = np.zeros(arrs[0].shape, dtype=dtype)
+    rhs[:, :, :4] = dens
     out = np.empty(arrs[0].shape, dtype=dtype)
-    with _parallel(threads):
-        _compiled(*arrs, out)
+    run_blocks(_groups, out.shape[0], *arrs, rhs, 0.0, out, threads=threads)
     return out
 
 
 # -------------------------------------------------------------------------------------------
 # transient CLM5: implicit (backward Euler) steps of the same staged system
 # -------------------------------------------------------------------------------------------
-def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
-    """Solve every column's shifted system in groups of :data:`_G` columns."""
-    n = K.shape[0]
+def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
+    """Solve the shifted systems of columns ``b0 <= c < b1`` in groups of :data:`_G`."""
     L = K.shape[1]
     G = _G
-    for grp in numba.prange((n + G - 1) // G):
-        c0 = grp * G
-        ng = min(G, n - c0)
+    for grp in range((b1 - b0 + G - 1) // G):
+        c0 = b0 + grp * G
+        ng = min(G, b1 - c0)
         Kg = np.empty((L, 7, G))
         rg = np.empty((L, 7, G))
         xg = np.empty((L, 7, G))
@@ -247,7 +239,7 @@ def _shifted_kernel(K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
                 lo_g[j, g] = lo[c, j]
                 di_g[j, g] = di[c, j]
                 up_g[j, g] = up[c, j]
-        _grp_solve(Kg, lo_g, di_g, up_g, fg, rg, r, xg, cp, dp, ginv, y, ng)
+        group_solve(Kg, lo_g, di_g, up_g, fg, rg, r, xg, cp, dp, ginv, y, ng)
         for g in range(ng):
             c = c0 + g
             for j in range(L):
@@ -400,24 +392,23 @@ def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: 
                                                     + ginv[j, a, 2, g] * x2)
 
 
-def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
+def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
                  dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc
                  ):  # pragma: no cover - compiled by numba
-    """Backward Euler through ``T`` steps for every column (state ``x`` updated in place).
+    """Backward Euler through ``T`` steps for columns ``b0 <= c < b1`` (``x`` updated in place).
 
     Columns are stepped in groups of :data:`_G` (SIMD across the group).  With ``incr``
     each step solves for the increment ``d`` from the residual ``I - (V - A K) x`` (defect
     form) and accumulates ``acc += d``: the period change of a spin-up cycle without the
     cancellation of ``x_end - x_start``.
     """
-    n = kb.shape[0]
     L = kb.shape[1]
     T = tsoi.shape[1]
     G = _G
-    ngroups = (n + G - 1) // G
-    for grp in numba.prange(ngroups):
-        c0 = grp * G
-        ng = min(G, n - c0)
+    ngroups = (b1 - b0 + G - 1) // G
+    for grp in range(ngroups):
+        c0 = b0 + grp * G
+        ng = min(G, b1 - c0)
         cp = np.empty((L, 3, G))
         dp = np.empty((L, 3, G))
         ginv = np.empty((L, 3, 3, G))
@@ -517,7 +508,7 @@ def _step_kernel(kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, 
                     for q in range(7):
                         for g in range(ng):
                             rhs[j, q, g] += r * xc[j, q, g]
-            _grp_solve(K, lo_g, di_g, up_g, frg, rhs, r, xn, cp, dp, ginv, y, ng)
+            group_solve(K, lo_g, di_g, up_g, frg, rhs, r, xn, cp, dp, ginv, y, ng)
             if incr:
                 for g in range(ng):
                     c = c0 + g
@@ -561,33 +552,10 @@ if HAVE_NUMBA:
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
     _jit = {"nogil": True, "error_model": "numpy"}
-    _grp_solve = jit_kernel(_group_solve, **_jit)
-    _groups = jit_kernel(_shifted_kernel, parallel=True, **_jit)
-    _shifted_compiled = _groups
-    _compiled = jit_kernel(_kernel, **_jit)
-    _step_compiled = jit_kernel(_step_kernel, parallel=True, **_jit)
-
-
-@contextlib.contextmanager
-def _parallel(threads):
-    """Serialised parallel launch with ``threads`` (default: torch's) numba threads.
-
-    With numba's OpenMP threading layer a launch changes the process's OpenMP thread count,
-    which torch shares: torch's setting is restored afterwards, so a kernel call never
-    changes how many threads torch uses.
-    """
-    import torch
-
-    prev = torch.get_num_threads()
-    n = prev if threads is None else int(threads)
-    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
-    with _LOCK:
-        numba.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if torch.get_num_threads() != prev:
-                torch.set_num_threads(prev)
+    #: the compiled group solve (callable from other compiled kernels)
+    group_solve = jit_kernel(_group_solve, **_jit)
+    _groups = jit_kernel(_shifted_kernel, **_jit)
+    _step_compiled = jit_kernel(_step_kernel, **_jit)
 
 
 def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=None):
@@ -601,8 +569,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
     arrs = [np.ascontiguousarray(a, dtype=np.float64)
             for a in (K, lower, diag, upper, fractions, rhs)]
     out = np.empty(arrs[0].shape, dtype=np.float64)
-    with _parallel(threads):
-        _shifted_compiled(*arrs[:5], arrs[5], float(shift), out)
+    run_blocks(_groups, out.shape[0], *arrs[:5], arrs[5], float(shift), out, threads=threads)
     return out
 
 
@@ -654,12 +621,11 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     outs = [np.empty((n, T)) for _ in range(4)]
     soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
     acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
-    with _parallel(threads):
-        _step_compiled(f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar),
-                       same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
-                       f64(profile), np.ascontiguousarray(band_index, dtype=np.int64),
-                       same(inputs), f64(fractions), f64(rdt), f64(dz), x, bool(increments),
-                       acc, *outs, soc, bool(save_soc))
+    run_blocks(_step_compiled, n, f64(kb), f64(log_q10), f64(w_scaling), same(tsoi),
+               same(w_scalar), same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
+               f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
+               f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,
+               bool(save_soc), threads=threads)
     res = dict(zip(("total_carbon", "soc_stock", "respiration", "input"), outs))
     if save_soc:
         res["soc"] = soc

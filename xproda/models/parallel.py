@@ -1,0 +1,172 @@
+"""Contention-proof parallelism of the compiled kernels: column blocks on a shared thread pool.
+
+The compiled kernels (:mod:`xproda.models.fused`) are serial functions over a range of
+columns that release the GIL (numba ``nogil``). :func:`run_blocks` cuts the batch into
+blocks of columns and lets the calling thread and up to ``threads - 1`` pool threads take
+blocks one at a time from a shared counter until none is left.
+
+Why not an OpenMP parallel loop (numba ``prange``)? An OpenMP loop splits the columns
+statically among its threads and ends at a barrier where the finished threads spin-wait for
+the others. On a shared machine (a training run, a notebook, a parallel test suite, dask
+workers beside each other) a thread that the OS has descheduled holds the whole loop back
+while the others burn their time slices spinning: beside two other processes running
+2-thread OpenMP work the old ``prange`` kernels fell to 5-16 % of their quiet throughput.
+Here nothing spins: blocks are handed out dynamically (a descheduled thread holds back one
+block, not a fixed share of the columns), idle pool threads sleep on a queue, and the
+caller waits for its helpers on a lock. See ``docs/performance.md`` for measurements.
+
+Results do not depend on the number of threads or the block size: every column is computed
+by the same serial code, alone, whatever block it falls in (bit-identical).
+
+Threads per call (:func:`kernel_threads`):
+
+1. the ``threads=`` argument of the kernel function, if given;
+2. else the option ``kernel_threads`` (:func:`xproda.set_options`), if set;
+3. else ``torch.get_num_threads()`` when called from the main thread, and 1 from any other
+   thread: a call from a worker thread (dask's threaded scheduler, a ``distributed`` worker,
+   the user's own thread pool) is already one of several running side by side, so each
+   takes its share instead of every call spreading over all cores. ``distributed``'s worker
+   processes set ``OMP_NUM_THREADS=1`` by default, so torch and the kernels use one core each
+   there too.
+
+Concurrent calls from several threads are safe and need no lock (the old ``prange`` kernels
+were serialised by one, since numba's threading layers may not be launched from two threads
+at once).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["run_blocks", "kernel_threads", "block_size", "available_cores"]
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_POOL_PID: int | None = None
+
+#: columns per block: large enough that the per-call overhead (~10-30 us) is small against a
+#: block's work, small enough that blocks are many (load balance on a shared machine)
+MIN_BLOCK = 64
+MAX_BLOCK = 2048
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def kernel_threads(threads: int | None = None) -> int:
+    """Threads a kernel call uses (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    threads : int, optional
+        An explicit count (>= 1); wins over the option and the defaults.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    if threads is not None:
+        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+        return int(threads)
+    from xproda.options import current
+
+    opt = current("kernel_threads")
+    if opt is not None:
+        return int(opt)
+    if threading.current_thread() is not threading.main_thread():
+        return 1
+    import torch
+
+    return max(1, int(torch.get_num_threads()))
+
+
+def block_size(n: int, threads: int, *, multiple: int = 8) -> int:
+    """Columns per block for ``n`` columns on ``threads`` threads (a multiple of ``multiple``).
+
+    About 8 blocks per thread, between :data:`MIN_BLOCK` and :data:`MAX_BLOCK` columns.
+    """
+    b = -(-n // (8 * max(1, threads)))
+    b = min(MAX_BLOCK, max(MIN_BLOCK, b))
+    return -(-b // multiple) * multiple
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_PID != os.getpid():  # a fork does not inherit the threads
+            _POOL = ThreadPoolExecutor(max_workers=max(1, available_cores() - 1),
+                                       thread_name_prefix="xproda-kernel")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def run_blocks(kernel: Callable[..., Any], n: int, *args: Any, threads: int | None = None,
+               block: int | None = None) -> None:
+    """Run ``kernel(c0, c1, *args)`` over the column blocks ``[c0, c1)`` covering ``range(n)``.
+
+    ``kernel`` must be safe to run on disjoint blocks at once (each writes only its own
+    columns of preallocated outputs) and should release the GIL (numba ``nogil=True``).
+
+    Parameters
+    ----------
+    kernel : callable
+        ``kernel(c0, c1, *args)``.
+    n : int
+        Number of columns.
+    *args
+        Passed to every call.
+    threads : int, optional
+        Threads (default :func:`kernel_threads`); the calling thread is one of them.
+    block : int, optional
+        Columns per block (default :func:`block_size`).
+
+    Raises
+    ------
+    Exception
+        The first exception raised by a block (the remaining blocks are skipped).
+    """
+    if n <= 0:
+        return
+    t = kernel_threads(threads)
+    b = block or block_size(n, t)
+    nblocks = -(-n // b)
+    t = min(t, nblocks)
+    if t == 1:
+        for i in range(nblocks):
+            kernel(i * b, min(n, (i + 1) * b), *args)
+        return
+    counter = itertools.count()  # next() is atomic under the GIL
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while not failed:
+            i = next(counter)
+            if i >= nblocks:
+                return
+            try:
+                kernel(i * b, min(n, (i + 1) * b), *args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                failed.append(e)
+                return
+
+    futures: list[Future] = [_pool().submit(work) for _ in range(t - 1)]
+    work()
+    for f in futures:
+        # helpers that have not started (the pool is busy with another call) are not waited
+        # for: the caller has done their blocks
+        if not f.cancel():
+            f.result()
+    if failed:
+        raise failed[0]
