@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Literal, Mapping
 
-import numpy as np
 import torch
 
 from xproda.models import forcing as fmod
@@ -88,55 +87,16 @@ class CLM5Model(SoilCarbonModel):
 
     def _steady_state_fused(self, theta, forcing: Mapping) -> SteadyState:
         """:meth:`steady_state` in one compiled pass (:mod:`xproda.models.fused_steady`)."""
-        torch_out = isinstance(theta, torch.Tensor) or any(
-            isinstance(v, torch.Tensor) for v in forcing.values())
-        th = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else theta
-        try:
-            th = np.asarray(th, dtype=np.float64)
-        except (TypeError, ValueError):  # the torch path's message
-            th = self._check_theta(theta, torch.float64, torch.device("cpu"))
-        P = len(self.parameters)
-        if th.ndim != 2 or th.shape[1] != P:
-            self._check_theta(torch.from_numpy(np.array(th)), torch.float64,
-                              torch.device("cpu"))  # raises the shape error
-        layered, monthly, n, others = _fused_steady.prepare_arrays(
-            forcing, th.shape[0], self.required_forcing)
-        if th.shape[0] != n:
-            th = np.broadcast_to(th, (n, P))
-        th = np.ascontiguousarray(th)
         o = self.options
-        res = _fused_steady.clm5_steady_state(
-            th, layered, monthly, self.parameters, conservative=o.conservative_transport,
-            inputs_below_bedrock=o.inputs_below_bedrock, clip_negative=o.clip_negative,
-            detect_ill_conditioning=o.detect_ill_conditioning,
-            conditioning_tolerance=o.conditioning_tolerance)
-        flags = res.pop("flags")
-        if (flags & 128).any():  # theta outside (0, 1): the torch check's message
-            self._check_theta(torch.from_numpy(th), torch.float64, torch.device("cpu"))
-        _fused_steady.check_layered(res.pop("stats"))
-        suspect = (flags & 64) != 0
-        if suspect.any() and others:  # non-finite: no data where any other variable is NaN
-            idx = np.nonzero(suspect)[0]
-            nan = np.zeros(len(idx), dtype=bool)
-            for v in others.values():
-                a = np.broadcast_to(v, (n,) + v.shape[1:])[idx]
-                nan |= np.isnan(a.reshape(len(idx), -1)).any(-1)
-            flags[idx[nan]] = (flags[idx[nan]] & ~2) | 1
-        flags &= 0x3F
-        if o.conservative_transport:
-            del res["solve_error_estimate"]
-        out = SteadyState(pools=res["pools"], soc=res["soc"], soc_stock=res["soc_stock"],
-                          pool_stocks=res["pool_stocks"], input=res["input"],
-                          respiration=res["respiration"], turnover_time=res["turnover_time"])
-        if "solve_error_estimate" in res:
-            out["solve_error_estimate"] = res["solve_error_estimate"]
-        out["flags"] = flags
-        out["valid"] = flags == 0
-        out.pool_names = self.pools
-        if torch_out:
-            for k in list(out):
-                out[k] = torch.from_numpy(np.ascontiguousarray(out[k]))
-        return out
+
+        def solve(th, layered, monthly):
+            return _fused_steady.clm5_steady_state(
+                th, layered, monthly, self.parameters, conservative=o.conservative_transport,
+                inputs_below_bedrock=o.inputs_below_bedrock, clip_negative=o.clip_negative,
+                detect_ill_conditioning=o.detect_ill_conditioning,
+                conditioning_tolerance=o.conditioning_tolerance)
+
+        return _fused_steady.steady_state_fused(self, theta, forcing, solve)
 
     def _steady_state(self, th, f) -> SteadyState:
         return self._run(self.physical_parameters(th), f, th)

@@ -1,30 +1,44 @@
-"""The whole CLM5 steady state in one compiled pass per column (numba), the no-grad CPU path.
+"""The whole steady state in one compiled pass per column (numba), the no-grad CPU path.
 
-:meth:`xproda.models.clm5.CLM5Model.steady_state` is, in torch, a chain of batched stages:
-parameters, environmental scalars per month and their annual means, the monthly transport
-operators and their mean, the input profile, the structured solve, fluxes, flags and stocks.
-Each stage reads and writes ``[n, 12, 20]`` or ``[n, 20, 7]`` arrays, so most of the time
-goes into memory traffic and into launching small parallel regions -- and the latter collapse
-when the machine is shared (spin-waiting OpenMP threads; see :mod:`xproda.models.parallel`).
+:meth:`xproda.models.clm5.CLM5Model.steady_state` and
+:meth:`xproda.models.microbial.MicrobialModel.steady_state` are, in torch, chains of batched
+stages: parameters, environmental scalars per month and their annual means, the monthly
+transport operators and their mean, the input profile, the structured solve, fluxes, flags
+and stocks. Each stage reads and writes ``[n, 12, 20]`` or ``[n, 20, P]`` arrays, so most of
+the time goes into memory traffic and into launching small parallel regions -- and the
+latter collapse when the machine is shared (spin-waiting OpenMP threads; see
+:mod:`xproda.models.parallel`).
 
-Here one serial kernel does all of it for a block of columns: a column's forcing is read
-once (float32 or float64, C-contiguous or any strided view such as a transposed
+Here one serial kernel per model does all of it for a block of columns: a column's forcing
+is read once (float32 or float64, C-contiguous or any strided view such as a transposed
 ``[n, 20, 12]`` array; computed in float64 inside), nothing ``[n, 12, 20]``-sized is
 materialised, and the value checks of :func:`xproda.models.forcing.validate_forcing` are
 computed on the way (per-column minimum and maximum, reduced afterwards and checked with
 the same messages). The blocks run on :func:`xproda.models.parallel.run_blocks`.
 
+The two kernels share their stages (compiled functions below): parameters
+(:func:`_physical`), transport bands and litter inputs (:func:`_column_inputs`), the
+staged litter/SOM solve (:func:`xproda.models.fused.group_solve`), the negatives rule,
+flags, solve-error estimate and outputs of ``SoilCarbonModel._finish``. They differ in the
+environmental scalars (CLM5: mean of monthly products, :func:`_env_means`; microbial:
+product of monthly means, :func:`_env_product_means`) and in what follows the litter
+(CLM5: the SOM pools of the same solve; microbial: closed-form soil pools per layer).
+:func:`steady_state_fused` is the models' common entry (checks, kernel, SteadyState).
+
 The formulas and their order follow the torch stages (:mod:`xproda.models.forcing`,
-:mod:`xproda.models.transport`, :mod:`xproda.models.base`); the two paths agree to ~1e-13
-relative (tests check 1e-12). One deliberate difference: the torch path builds one
-transport operator instead of twelve when the active layer and bedrock are constant over
-the months in *every* column of the batch; this kernel decides per column, so a column's
-result never depends on the other columns of the batch (at the level of rounding).
+:mod:`xproda.models.transport`, :mod:`xproda.models.base`, the models' ``_steady_state``);
+the two paths agree to ~1e-13 relative (tests check 5e-12). One deliberate difference: the
+torch path builds one transport operator instead of twelve when the active layer and
+bedrock are constant over the months in *every* column of the batch; this kernel decides
+per column, so a column's result never depends on the other columns of the batch (at the
+level of rounding; ``solve_error_estimate`` of a closed column, itself rounding noise of
+order 1e-31, differs by more than that).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -32,8 +46,9 @@ from xproda import grid
 from xproda.models.fused import HAVE_NUMBA, jit_kernel
 from xproda.models.parallel import run_blocks
 
-__all__ = ["clm5_steady_state", "CLM5_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
-           "geometry"]
+__all__ = ["clm5_steady_state", "microbial_steady_state", "steady_state_fused",
+           "CLM5_PARAMETER_SLOTS", "MICROBIAL_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
+           "geometry", "fused_applicable", "prepare_arrays", "check_layered", "as_array"]
 
 #: the [n, 12] forcing variables, stacked in this order into one [n, 7, 12] array
 MONTHLY_ORDER = ("ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "CWD_INPUT", "LITR1_INPUT",
@@ -44,6 +59,11 @@ LAYERED_ORDER = ("TSOI", "W_SCALAR", "O_SCALAR", "FPI_vr")
 CLM5_PARAMETER_SLOTS = ("q10", "w-scaling", "efolding", "taucwd", "taul1", "taul2", "tau4s1",
                         "tau4s2", "tau4s3", "fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2",
                         "fs1s3", "fs2s1", "fs2s3", "fs3s1", "beta", "diffus", "cryo")
+#: the microbial parameters the kernel reads, in the order of its index array
+MICROBIAL_PARAMETER_SLOTS = ("q10", "w_scaling", "tau4cwd", "tau4l1", "tau4l2", "tau4s1",
+                             "tau4s2_death", "tau4s2_enz", "tau4s3", "tau4s4", "mm_const_assim",
+                             "mm_const_decom", "fcwdl2", "pl1s1", "pl2s1", "pl3s4", "l1_cue",
+                             "l2l3_cue", "mic_cue", "pdeath2soc", "beta", "bio", "cryo")
 
 _KELVIN = 273.15
 _FILL = 1e-30
@@ -269,11 +289,46 @@ def _annual_input(mon, c, v):  # pragma: no cover - numba
     return s if ok else math.nan
 
 
+def _track(st, t, w, o, f):  # pragma: no cover - numba
+    """Update ``st[v, 0/1]``, the minimum / maximum (NaN skipped) of the layered variables."""
+    if t < st[0, 0]:
+        st[0, 0] = t
+    if t > st[0, 1]:
+        st[0, 1] = t
+    if w < st[1, 0]:
+        st[1, 0] = w
+    if w > st[1, 1]:
+        st[1, 1] = w
+    if o < st[2, 0]:
+        st[2, 0] = o
+    if o > st[2, 1]:
+        st[2, 1] = o
+    if f < st[3, 0]:
+        st[3, 0] = f
+    if f > st[3, 1]:
+        st[3, 1] = f
+
+
+def _temperature(t, lq):  # pragma: no cover - numba
+    """:func:`xproda.models.forcing.temperature_scalar` (frozen Q10 = Q10), ``lq = ln(Q10)/10``."""
+    return math.exp(t * lq + (-(_KELVIN + 25.0) * lq))
+
+
+def _water(w, wsc, has_w):  # pragma: no cover - numba
+    """:func:`xproda.models.forcing.water_scalar` (``has_w`` False: CLM's scalar unchanged)."""
+    if not has_w:
+        return w
+    x = wsc * w
+    if x > 1.0:
+        x = 1.0
+    return x
+
+
 def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats):  # pragma: no cover
     """Annual means (NaN months omitted) of ``xi_T xi_W xi_O`` and ``... xi_N``, ``[20]``.
 
-    Also updates ``stats[v, 0/1]`` (the minimum / maximum of the values read, NaN skipped)
-    of the four layered forcing variables. Returns whether a NaN was read.
+    The CLM5 model's mean of monthly products. Also updates ``stats`` (:func:`_track`) of
+    the four layered forcing variables. Returns whether a NaN was read.
     """
     nm = ts.shape[1]
     nan = False
@@ -289,30 +344,8 @@ def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats):  # prag
             f = float(fp[c, m, j])
             if t != t or w != w or o != o or f != f:
                 nan = True
-            if t < stats[0, 0]:
-                stats[0, 0] = t
-            if t > stats[0, 1]:
-                stats[0, 1] = t
-            if w < stats[1, 0]:
-                stats[1, 0] = w
-            if w > stats[1, 1]:
-                stats[1, 1] = w
-            if o < stats[2, 0]:
-                stats[2, 0] = o
-            if o > stats[2, 1]:
-                stats[2, 1] = o
-            if f < stats[3, 0]:
-                stats[3, 0] = f
-            if f > stats[3, 1]:
-                stats[3, 1] = f
-            xt = math.exp(t * lq + (-(_KELVIN + 25.0) * lq))
-            if has_w:
-                xw = wsc * w
-                if xw > 1.0:
-                    xw = 1.0
-            else:
-                xw = w
-            two = xt * xw * o
+            _track(stats, t, w, o, f)
+            two = _temperature(t, lq) * _water(w, wsc, has_w) * o
             if two == two:
                 s_sum += two
                 s_cnt += 1.0
@@ -323,6 +356,215 @@ def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats):  # prag
         soil[j] = s_sum / s_cnt if s_cnt > 0 else math.nan
         litter[j] = l_sum / l_cnt if l_cnt > 0 else math.nan
     return nan
+
+
+def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats):  # pragma: no cover
+    """Annual means (NaN months omitted) of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart.
+
+    The microbial model's product of monthly means: ``env[0..3, j]``. Also updates
+    ``stats`` (:func:`_track`). Returns whether a NaN was read.
+    """
+    nm = ts.shape[1]
+    nan = False
+    for j in range(_L):
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        n0 = 0.0
+        n1 = 0.0
+        n2 = 0.0
+        n3 = 0.0
+        for m in range(nm):
+            t = float(ts[c, m, j])
+            w = float(ws[c, m, j])
+            o = float(os_[c, m, j])
+            f = float(fp[c, m, j])
+            if t != t or w != w or o != o or f != f:
+                nan = True
+            _track(stats, t, w, o, f)
+            xt = _temperature(t, lq)
+            if xt == xt:
+                s0 += xt
+                n0 += 1.0
+            xw = _water(w, wsc, True)
+            if xw == xw:
+                s1 += xw
+                n1 += 1.0
+            if o == o:
+                s2 += o
+                n2 += 1.0
+            if f == f:
+                s3 += f
+                n3 += 1.0
+        env[0, j] = s0 / n0 if n0 > 0 else math.nan
+        env[1, j] = s1 / n1 if n1 > 0 else math.nan
+        env[2, j] = s2 / n2 if n2 > 0 else math.nan
+        env[3, j] = s3 / n3 if n3 > 0 else math.nan
+    return nan
+
+
+def _physical(th, c, plo, pspan, plog, phys):  # pragma: no cover - numba
+    """Physical parameters of column ``c`` into ``phys``; returns ``(flags, nan)``.
+
+    ``flags``: 128 where a finite theta lies outside (0, 1) (the caller raises the torch
+    path's error); ``nan``: a theta is NaN (no data).
+    """
+    fl = 0
+    nan = False
+    for i in range(th.shape[1]):
+        t = th[c, i]
+        if t == t and not (t > 0.0 and t < 1.0):
+            fl |= 128
+        if t != t:
+            nan = True
+        phys[i] = _to_physical(t, plo[i], pspan[i], plog[i])
+    return fl, nan
+
+
+def _to_physical(t, lo, span, log):  # pragma: no cover - numba
+    """:meth:`xproda.models.parameters.Parameter.to_physical` of one value."""
+    if log:
+        return 10.0 ** (lo + t * span)
+    return lo + t * span
+
+
+def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt, u, lo_g,
+                   di_g, up_g, rg):  # pragma: no cover - numba
+    """Transport bands and litter inputs of column ``c`` into slot ``g`` of the group arrays.
+
+    ``lo_g``/``di_g``/``up_g[:, g]``: :func:`_mean_operator`; ``rg[:, 0:4, g]``: litter
+    inputs per layer (g C m-3 day-1, :func:`_input_profile` and :func:`_annual_input`), the
+    other pools 0. ``sc`` ``[8, 21]``, ``cnt`` ``[3, 20]``, ``u`` ``[4]``: scratch. Returns
+    whether a monthly variable has a NaN.
+    """
+    _mean_operator(mon, c, bio, cryo, conservative, geo, sc[0], sc[1], sc[2], sc[3], sc[4],
+                   sc[5], sc[6], cnt)
+    prof = sc[7]
+    _input_profile(mon, c, beta, below, geo, prof)
+    for q in range(4):
+        u[q] = _annual_input(mon, c, 3 + q)
+    nan = False
+    for v in range(mon.shape[1]):
+        for m in range(mon.shape[2]):
+            if mon[c, v, m] != mon[c, v, m]:
+                nan = True
+    for j in range(_L):
+        lo_g[j, g] = sc[4, j]
+        di_g[j, g] = sc[5, j]
+        up_g[j, g] = sc[6, j]
+        pj = prof[j] / (geo[3, j] * 365.0)
+        for q in range(4):
+            rg[j, q, g] = u[q] * pj
+        for q in range(4, rg.shape[1]):
+            rg[j, q, g] = 0.0
+    return nan
+
+
+def _clip_negatives(x, clip):  # pragma: no cover - numba
+    """Negative pools of one column ``x`` ``[20, P]``, as :meth:`SoilCarbonModel._finish`.
+
+    Zeroes negatives (``clip``) or those within 1e-9 of the column's largest magnitude;
+    returns whether one beyond that exists (significant).
+    """
+    lo_v = math.inf
+    hi_v = -math.inf
+    for j in range(x.shape[0]):
+        for q in range(x.shape[1]):
+            v = x[j, q]
+            if v < lo_v:
+                lo_v = v
+            if v > hi_v:
+                hi_v = v
+    if not lo_v < 0.0:
+        return False
+    a_lo = abs(lo_v)
+    a_hi = abs(hi_v)
+    ntol = 1e-9 * (a_hi if a_hi > a_lo else a_lo)
+    if ntol != ntol or math.isinf(ntol):
+        ntol = 0.0
+    sig_neg = False
+    for j in range(x.shape[0]):
+        for q in range(x.shape[1]):
+            v = x[j, q]
+            if v < -ntol:
+                sig_neg = True
+            if v < 0.0 and (clip or v >= -ntol):
+                x[j, q] = 0.0
+    return sig_neg
+
+
+def _finite_flags(fl, finite, nanin, sig_neg, clip):  # pragma: no cover - numba
+    """Flags of :meth:`SoilCarbonModel._finish` from finiteness and negatives.
+
+    Not finite: no data where a NaN was read, else singular (bit 64: the caller looks for
+    NaN in the forcing variables the kernel does not read).
+    """
+    if not finite:
+        fl |= 1 if nanin else (2 | 64)
+    elif sig_neg and not clip:
+        fl |= 8
+    return fl
+
+
+def _solve_error(lo, di, up, K, q1, geo):  # pragma: no cover - numba
+    """:meth:`SoilCarbonModel._conditioning` of one column; ``K[:, 1:q1]``: its ``kmin``."""
+    eps = 2.220446049250313e-16
+    cond = 0.0
+    for j in range(_L):
+        dzj = geo[3, j]
+        col = dzj * di[j]
+        if j > 0:
+            col = col + geo[3, j - 1] * up[j - 1]
+        if j < _L - 1:
+            col = col + geo[3, j + 1] * lo[j + 1]
+        leak = -col
+        if leak < 0.0:
+            leak = 0.0
+        kmin = K[j, 1]
+        for q in range(2, q1):
+            kq = K[j, q]
+            if kq < kmin or kq != kq:
+                kmin = kq
+        est = eps * leak / (dzj * (kmin + di[j]))
+        if est != est:
+            est = 0.0
+        if j == 0 or est > cond:
+            cond = est
+    return cond
+
+
+def _finish_column(x, c, fl, inp, resp, cond, nsoil, geo, pools, soc, pool_stocks,
+                   scal):  # pragma: no cover - numba
+    """Outputs of column ``c`` from its pools ``x`` ``[20, P]`` and flags ``fl``.
+
+    As :meth:`SoilCarbonModel._finish`: NaN unless valid, ``soc`` the sum of the last
+    ``nsoil`` pools, stocks; ``scal[c]``: input, respiration (per day, summed over the
+    layers), turnover_time, soc_stock, solve_error_estimate.
+    """
+    valid = (fl & 0x3F) == 0
+    npool = x.shape[1]
+    stock = 0.0
+    for q in range(npool):
+        pool_stocks[c, q] = 0.0
+    for j in range(_L):
+        dzj = geo[3, j]
+        for q in range(npool):
+            v = x[j, q] if valid else math.nan
+            pools[c, j, q] = v
+            pool_stocks[c, q] += v * dzj
+        s = pools[c, j, npool - nsoil]
+        for q in range(npool - nsoil + 1, npool):
+            s = s + pools[c, j, q]
+        soc[c, j] = s
+        stock += s * dzj
+    inp = inp * 365.0 if valid else math.nan
+    resp = resp * 365.0 if valid else math.nan
+    scal[c, 0] = inp
+    scal[c, 1] = resp
+    scal[c, 2] = stock / inp
+    scal[c, 3] = stock
+    scal[c, 4] = math.nan if fl & 1 else cond
 
 
 # -------------------------------------------------------------------------------------------
@@ -347,19 +589,11 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     detect = opts[3] != 0.0
     tol = opts[4]
     has_w = opts[5] != 0.0
-    eps = 2.220446049250313e-16
     phys = np.empty(P)
-    d = np.empty(_NS)
-    lo_m = np.empty(L)
-    di_m = np.empty(L)
-    up_m = np.empty(L)
-    lo1 = np.empty(L)
-    di1 = np.empty(L)
-    up1 = np.empty(L)
+    sc = np.empty((8, _NS))
     cnt = np.empty((3, L))
     soil = np.empty(L)
     litter = np.empty(L)
-    prof = np.empty(L)
     xz = np.empty(L)
     kb = np.empty(7)
     fr = np.empty(9)
@@ -377,6 +611,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     ginv = np.empty((L, 3, 3, G))
     y = np.empty((L, 3, G))
     nanin = np.empty(G, dtype=np.bool_)
+    thnan = np.empty(G, dtype=np.bool_)
     for grp in range((b1 - b0 + G - 1) // G):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
@@ -386,18 +621,8 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
             for v in range(4):
                 st[v, 0] = math.inf
                 st[v, 1] = -math.inf
-            fl = 0
-            bad = False
-            for i in range(P):
-                t = th[c, i]
-                if t == t and not (t > 0.0 and t < 1.0):
-                    fl |= 128
-                if t != t:
-                    bad = True
-                if plog[i]:
-                    phys[i] = 10.0 ** (plo[i] + t * pspan[i])
-                else:
-                    phys[i] = plo[i] + t * pspan[i]
+            fl, bad = _physical(th, c, plo, pspan, plog, phys)
+            thnan[g] = bad
             flags[c] = fl
             q10 = phys[ix[0]]
             lq = math.log(q10) / 10.0
@@ -419,15 +644,9 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 xz[j] = math.exp(-geo[6, j] / efold)
             if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st):
                 bad = True
-            _mean_operator(mon, c, bio, cryo, conservative, geo, d, lo_m, di_m, up_m,
-                           lo1, di1, up1, cnt)
-            _input_profile(mon, c, beta, below, geo, prof)
-            for q in range(4):
-                u[q] = _annual_input(mon, c, 3 + q)
-            for v in range(mon.shape[1]):
-                for m in range(mon.shape[2]):
-                    if mon[c, v, m] != mon[c, v, m]:
-                        bad = True
+            if _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt, u,
+                              lo_g, di_g, up_g, rg):
+                bad = True
             nanin[g] = bad
             for j in range(L):
                 e_s = xz[j] * soil[j]
@@ -439,14 +658,6 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 Kg[j, 4, g] = kb[4] * e_s
                 Kg[j, 5, g] = kb[5] * e_s
                 Kg[j, 6, g] = kb[6] * e_s
-                lo_g[j, g] = lo1[j]
-                di_g[j, g] = di1[j]
-                up_g[j, g] = up1[j]
-                pj = prof[j] / (geo[3, j] * 365.0)
-                for q in range(4):
-                    rg[j, q, g] = u[q] * pj
-                for q in range(4, 7):
-                    rg[j, q, g] = 0.0
                 for q in range(9):
                     fg[j, q, g] = fr[q]
         _fused_grp_solve(Kg, lo_g, di_g, up_g, fg, rg, 0.0, xg, cp, dp, ginv, y, ng)
@@ -461,8 +672,6 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
             rf[5] = 1.0 - fg[0, 6, g] - fg[0, 7, g]
             rf[6] = 1.0 - fg[0, 8, g]
             total = 0.0
-            lo_v = math.inf
-            hi_v = -math.inf
             inp = 0.0
             resp = 0.0
             for j in range(L):
@@ -471,84 +680,211 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 for q in range(7):
                     x = xg[j, q, g]
                     total += x
-                    if x < lo_v:
-                        lo_v = x
-                    if x > hi_v:
-                        hi_v = x
                     r += rf[q] * Kg[j, q, g] * x  # of the pools before negatives are zeroed
                 resp += r * dzj
                 inp += (rg[j, 0, g] + rg[j, 1, g] + rg[j, 2, g] + rg[j, 3, g]) * dzj
             # a NaN parameter marks no data even where that parameter is unused
-            finite = math.isfinite(total)
-            for i in range(P):
-                if th[c, i] != th[c, i]:
-                    finite = False
-            fl = flags[c]
-            sig_neg = False
-            if lo_v < 0.0:
-                a_lo = abs(lo_v)
-                a_hi = abs(hi_v)
-                ntol = 1e-9 * (a_hi if a_hi > a_lo else a_lo)
-                if ntol != ntol or math.isinf(ntol):
-                    ntol = 0.0
-                for j in range(L):
-                    for q in range(7):
-                        x = xg[j, q, g]
-                        if x < -ntol:
-                            sig_neg = True
-                        if x < 0.0 and (clip or x >= -ntol):
-                            xg[j, q, g] = 0.0
-            if not finite:
-                # no data where a NaN was read; else singular (bit 64: the caller looks for
-                # NaN in forcing variables the kernel does not read)
-                fl |= 1 if nanin[g] else (2 | 64)
-            elif sig_neg and not clip:
-                fl |= 8
+            finite = math.isfinite(total) and not thnan[g]
+            xc = xg[:, :, g]
+            sig_neg = _clip_negatives(xc, clip)
+            fl = _finite_flags(flags[c], finite, nanin[g], sig_neg, clip)
             cond = 0.0
             if not conservative:
-                for j in range(L):
-                    dzj = geo[3, j]
-                    col = dzj * di_g[j, g]
-                    if j > 0:
-                        col = col + geo[3, j - 1] * up_g[j - 1, g]
-                    if j < L - 1:
-                        col = col + geo[3, j + 1] * lo_g[j + 1, g]
-                    leak = -col
-                    if leak < 0.0:
-                        leak = 0.0
-                    kmin = Kg[j, 1, g]
-                    for q in range(2, 7):
-                        kq = Kg[j, q, g]
-                        if kq < kmin or kq != kq:
-                            kmin = kq
-                    est = eps * leak / (dzj * (kmin + di_g[j, g]))
-                    if est != est:
-                        est = 0.0
-                    if j == 0 or est > cond:
-                        cond = est
+                cond = _solve_error(lo_g[:, g], di_g[:, g], up_g[:, g], Kg[:, :, g], 7, geo)
                 if detect and cond > tol:
                     fl |= 4
             flags[c] = fl
-            valid = (fl & 0x3F) == 0
-            stock = 0.0
-            for q in range(7):
-                pool_stocks[c, q] = 0.0
+            _finish_column(xc, c, fl, inp, resp, cond, 3, geo, pools, soc, pool_stocks, scal)
+
+
+# -------------------------------------------------------------------------------------------
+# the microbial kernel
+# -------------------------------------------------------------------------------------------
+def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, opts,
+                      pools, soc, pool_stocks, scal, flags, stats):  # pragma: no cover - numba
+    """Steady state of columns ``b0 <= c < b1``; see :func:`microbial_steady_state`.
+
+    ``ix``: theta slots of :data:`MICROBIAL_PARAMETER_SLOTS`. ``opts``: [conservative,
+    inputs_below_bedrock, clip_negative, detect_ill_conditioning, conditioning_tolerance,
+    min_soc_to_mic_ratio, enzyme_turnover_index, efolding]. Outputs as :func:`_clm5_kernel`.
+
+    The litter pools are solved as the CLM5 litter (the shared group solve; its SOM part
+    gets unit rates and no input, a cheap well-conditioned system whose result is unused),
+    then the soil pools in closed form per layer (:meth:`MicrobialModel._steady_state`).
+    """
+    L = _L
+    G = _fused_G
+    P = th.shape[1]
+    conservative = opts[0] != 0.0
+    below = opts[1] != 0.0
+    clip = opts[2] != 0.0
+    detect = opts[3] != 0.0
+    tol = opts[4]
+    min_ratio = opts[5]
+    eti = int(opts[6])
+    efold = opts[7]
+    day = 365.0
+    phys = np.empty(P)
+    sc = np.empty((8, _NS))
+    cnt = np.empty((3, L))
+    env = np.empty((4, L))
+    xz = np.empty(L)
+    u = np.empty(4)
+    col = np.empty((L, 8))
+    Kg = np.empty((L, 7, G))
+    rg = np.empty((L, 7, G))
+    xg = np.empty((L, 7, G))
+    fg = np.zeros((L, 9, G))
+    lo_g = np.empty((L, G))
+    di_g = np.empty((L, G))
+    up_g = np.empty((L, G))
+    cp = np.empty((L, 3, G))
+    dp = np.empty((L, 3, G))
+    ginv = np.empty((L, 3, 3, G))
+    y = np.empty((L, 3, G))
+    xig = np.empty((L, G))
+    pg = np.empty((P + 1, G))
+    nanin = np.empty(G, dtype=np.bool_)
+    thnan = np.empty(G, dtype=np.bool_)
+    for j in range(L):
+        xz[j] = math.exp(-geo[6, j] / efold)
+    for grp in range((b1 - b0 + G - 1) // G):
+        c0 = b0 + grp * G
+        ng = min(G, b1 - c0)
+        for g in range(ng):
+            c = c0 + g
+            st = stats[c]
+            for v in range(4):
+                st[v, 0] = math.inf
+                st[v, 1] = -math.inf
+            fl, bad = _physical(th, c, plo, pspan, plog, phys)
+            thnan[g] = bad
+            flags[c] = fl
+            for i in range(P):
+                pg[i, g] = phys[i]
+            # enzyme turnover time: the configured theta slot, mapped as tau4s3
+            i_s3 = ix[8]
+            pg[P, g] = _to_physical(th[c, eti], plo[i_s3], pspan[i_s3], plog[i_s3])
+            lq = math.log(phys[ix[0]]) / 10.0
+            wsc = phys[ix[1]]
+            if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st):
+                bad = True
+            if _column_inputs(mon, c, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
+                              conservative, below, geo, sc, cnt, u, lo_g, di_g, up_g, rg):
+                bad = True
+            nanin[g] = bad
+            t_cwd = day * phys[ix[2]]
+            t_l1 = day * phys[ix[3]]
+            t_l2 = day * phys[ix[4]]
+            f2 = phys[ix[12]]
+            for j in range(L):
+                xi = env[0, j] * env[1, j] * env[2, j] * xz[j]
+                xin = xi * env[3, j]
+                xig[j, g] = xi
+                Kg[j, 0, g] = xi / t_cwd
+                Kg[j, 1, g] = xin / t_l1
+                Kg[j, 2, g] = xin / t_l2
+                Kg[j, 3, g] = Kg[j, 2, g]
+                Kg[j, 4, g] = 1.0
+                Kg[j, 5, g] = 1.0
+                Kg[j, 6, g] = 1.0
+                fg[j, 0, g] = f2
+        _fused_grp_solve(Kg, lo_g, di_g, up_g, fg, rg, 0.0, xg, cp, dp, ginv, y, ng)
+        for g in range(ng):
+            c = c0 + g
+            # litter: negatives zeroed (clip) or within 1e-9 of the largest finite magnitude
+            amax = 0.0
+            for j in range(L):
+                for q in range(4):
+                    a = abs(xg[j, q, g])
+                    if a > amax and a < math.inf:
+                        amax = a
+            ltol = 1e-9 * amax
+            for j in range(L):
+                for q in range(4):
+                    x = xg[j, q, g]
+                    if x < 0.0 and (clip or x >= -ltol):
+                        x = 0.0
+                    col[j, q] = x
+            pl1 = pg[ix[13], g]
+            pl2 = pg[ix[14], g]
+            pl3 = pg[ix[15], g]
+            cue1 = pg[ix[16], g]
+            cue23 = pg[ix[17], g]
+            ecue = pg[ix[18], g]
+            pd = pg[ix[19], g]
+            k_d = 1.0 / (day * pg[ix[6], g])
+            k_e = 1.0 / (day * pg[ix[7], g])
+            k_z = 1.0 / (day * pg[P, g])
+            v_u = 1.0 / (day * pg[ix[5], g])
+            v_s = 1.0 / (day * pg[ix[9], g])
+            k_a = pg[ix[10], g]
+            k_dd = pg[ix[11], g]
+            # soil part: closed form per layer
+            negative = False
+            inp = 0.0
+            resp = 0.0
+            total_stock = 0.0
+            mic_stock = 0.0
+            total = 0.0
             for j in range(L):
                 dzj = geo[3, j]
-                for q in range(7):
-                    x = xg[j, q, g] if valid else math.nan
-                    pools[c, j, q] = x
-                    pool_stocks[c, q] += x * dzj
-                s = pools[c, j, 4] + pools[c, j, 5] + pools[c, j, 6]
-                soc[c, j] = s
-                stock += s * dzj
-            inp = inp * 365.0 if valid else math.nan
-            resp = resp * 365.0 if valid else math.nan
-            scal[c, 0] = inp
-            scal[c, 1] = resp
-            scal[c, 2] = stock / inp
-            scal[c, 3] = stock
-            scal[c, 4] = math.nan if fl & 1 else cond
+                xi = xig[j, g]
+                d1 = Kg[j, 1, g] * col[j, 1]
+                d2 = Kg[j, 2, g] * col[j, 2]
+                d3 = Kg[j, 3, g] * col[j, 3]
+                u_soc = pl3 * d3
+                u_doc = pl1 * d1 + pl2 * d2
+                u_mic = (1 - pl1) * cue1 * d1 + (1 - pl2) * cue23 * d2 + (1 - pl3) * cue23 * d3
+                # no supply (e.g. below bedrock with truncated inputs): no soil C
+                no_supply = u_soc + u_doc + u_mic == 0
+                if no_supply:
+                    u_soc = 1.0
+                    u_doc = 1.0
+                    u_mic = 1.0
+                kde = (k_d + k_e) * xi
+                mic = (u_mic + ecue * (u_doc + u_soc)) / ((1 - ecue) * kde)
+                enz = (k_e / k_z) * mic
+                supply = u_soc + pd * k_d * xi * mic
+                socj = k_dd * xi * supply / (v_s * xi * enz - supply)
+                doc = k_a * xi * (kde * mic - u_mic) / ((ecue * v_u * xi - kde) * mic + u_mic)
+                if no_supply:
+                    doc = 0.0
+                    mic = 0.0
+                    enz = 0.0
+                    socj = 0.0
+                col[j, 4] = doc
+                col[j, 5] = mic
+                col[j, 6] = enz
+                col[j, 7] = socj
+                if doc < 0.0 or mic < 0.0 or enz < 0.0 or socj < 0.0:
+                    negative = True
+                total_stock += (doc + mic + enz + socj) * dzj
+                mic_stock += mic * dzj
+                uptake = v_u * xi * mic * doc / (k_a * xi + doc)
+                r = ((1 - pl1) * (1 - cue1) * d1 + (1 - pl2) * (1 - cue23) * d2
+                     + (1 - pl3) * (1 - cue23) * d3 + (1 - ecue) * uptake)
+                resp += r * dzj
+                inp += (rg[j, 0, g] + rg[j, 1, g] + rg[j, 2, g] + rg[j, 3, g]) * dzj
+                for q in range(8):
+                    total += col[j, q]
+            low = total_stock < min_ratio * mic_stock and not negative
+            # a NaN parameter marks no data even where that parameter is unused
+            finite = math.isfinite(total) and not thnan[g]
+            sig_neg = _clip_negatives(col, clip)
+            fl = _finite_flags(flags[c], finite, nanin[g], sig_neg, clip)
+            cond = 0.0
+            if not conservative:
+                cond = _solve_error(lo_g[:, g], di_g[:, g], up_g[:, g], Kg[:, :, g], 4, geo)
+                if detect and cond > tol:
+                    fl |= 4
+            if finite:
+                if negative:
+                    fl |= 8
+                if low:
+                    fl |= 16
+            flags[c] = fl
+            _finish_column(col, c, fl, inp, resp, cond, 4, geo, pools, soc, pool_stocks, scal)
 
 
 _fused_G = 8
@@ -564,8 +900,20 @@ if HAVE_NUMBA:
     _mean_operator = jit_kernel(_mean_operator, **_jit)
     _input_profile = jit_kernel(_input_profile, **_jit)
     _annual_input = jit_kernel(_annual_input, **_jit)
+    _track = jit_kernel(_track, **_jit)
+    _temperature = jit_kernel(_temperature, **_jit)
+    _water = jit_kernel(_water, **_jit)
     _env_means = jit_kernel(_env_means, **_jit)
+    _env_product_means = jit_kernel(_env_product_means, **_jit)
+    _to_physical = jit_kernel(_to_physical, **_jit)
+    _physical = jit_kernel(_physical, **_jit)
+    _column_inputs = jit_kernel(_column_inputs, **_jit)
+    _clip_negatives = jit_kernel(_clip_negatives, **_jit)
+    _finite_flags = jit_kernel(_finite_flags, **_jit)
+    _solve_error = jit_kernel(_solve_error, **_jit)
+    _finish_column = jit_kernel(_finish_column, **_jit)
     _clm5_compiled = jit_kernel(_clm5_kernel, **_jit)
+    _microbial_compiled = jit_kernel(_microbial_kernel, **_jit)
 
 
 def clm5_steady_state(theta, layered, monthly, space, *, conservative=True,
@@ -602,12 +950,59 @@ conditioning_tolerance
         without NaN input seen; bit 128: theta outside (0, 1)) and ``stats`` ``[n, 4, 2]``
         (per-column min / max of the layered variables, NaN skipped).
     """
-    if not HAVE_NUMBA:  # pragma: no cover
+    opts = np.array([conservative, inputs_below_bedrock, clip_negative,
+                     detect_ill_conditioning, conditioning_tolerance, w_scaling], dtype=float)
+    return _run_kernel(_clm5_compiled if HAVE_NUMBA else None, theta, layered, monthly, space,
+                       CLM5_PARAMETER_SLOTS, opts, 7, threads)
+
+
+def microbial_steady_state(theta, layered, monthly, space, *, efolding,
+                           enzyme_turnover_index=10, conservative=True,
+                           inputs_below_bedrock=False, clip_negative=False,
+                           detect_ill_conditioning=True, conditioning_tolerance=1e-8,
+                           min_soc_to_mic_ratio=10.0, threads=None) -> dict:
+    """Steady state of the microbial model, every stage in one compiled pass (numpy).
+
+    The stages of :meth:`xproda.models.microbial.MicrobialModel._steady_state`: the
+    environmental scalars as the product of their monthly means, the CLM5 litter and
+    transport, the closed-form soil pools per layer and their flags.
+
+    Parameters
+    ----------
+    theta, layered, monthly, threads
+        As for :func:`clm5_steady_state` (``space``: the microbial parameter space).
+    space : ParameterSpace
+        The microbial parameter space.
+    efolding : float
+        E-folding depth of the depth scalar (m; the model's constant).
+    enzyme_turnover_index, conservative, inputs_below_bedrock, clip_negative, detect_ill_conditioning, conditioning_tolerance, min_soc_to_mic_ratio
+        The model options (:class:`~xproda.models.base.ModelOptions`).
+
+    Returns
+    -------
+    dict
+        As :func:`clm5_steady_state`, with 8 pools (``pools`` ``[n, 20, 8]``,
+        ``pool_stocks`` ``[n, 8]``; ``soc``: DOC + MIC + ENZ + SOC).
+    """
+    P = len(space)
+    eti = int(enzyme_turnover_index)
+    if not -P <= eti < P:  # the torch path's indexing error
+        raise IndexError(f"index {eti} is out of bounds for dimension 1 with size {P}")
+    opts = np.array([conservative, inputs_below_bedrock, clip_negative,
+                     detect_ill_conditioning, conditioning_tolerance, min_soc_to_mic_ratio,
+                     eti % P, efolding], dtype=float)
+    return _run_kernel(_microbial_compiled if HAVE_NUMBA else None, theta, layered, monthly,
+                       space, MICROBIAL_PARAMETER_SLOTS, opts, 8, threads)
+
+
+def _run_kernel(kernel, theta, layered, monthly, space, slots, opts, npools, threads) -> dict:
+    """Allocate the outputs, run ``kernel`` over column blocks, name the results."""
+    if kernel is None:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
     n = theta.shape[0]
     L = _L
     names = space.names
-    ix = np.array([names.index(k) for k in CLM5_PARAMETER_SLOTS], dtype=np.int64)
+    ix = np.array([names.index(k) for k in slots], dtype=np.int64)
     plo = np.empty(len(names))
     pspan = np.empty(len(names))
     plog = np.zeros(len(names), dtype=np.bool_)
@@ -617,24 +1012,97 @@ conditioning_tolerance
         else:
             lo, hi = math.log10(p.minimum), math.log10(p.maximum)
             plo[i], pspan[i], plog[i] = lo, hi - lo, True
-    opts = np.array([conservative, inputs_below_bedrock, clip_negative,
-                     detect_ill_conditioning, conditioning_tolerance, w_scaling], dtype=float)
     out = {
-        "pools": np.empty((n, L, 7)),
+        "pools": np.empty((n, L, npools)),
         "soc": np.empty((n, L)),
-        "pool_stocks": np.empty((n, 7)),
+        "pool_stocks": np.empty((n, npools)),
     }
     scal = np.empty((n, 5))
     flags = np.empty(n, dtype=np.int64)
     stats = np.empty((n, 4, 2))
-    run_blocks(_clm5_compiled, n, theta, plo, pspan, plog, ix, *layered, monthly,
-               geometry(), opts, out["pools"], out["soc"], out["pool_stocks"], scal, flags,
-               stats, threads=threads)
+    run_blocks(kernel, n, theta, plo, pspan, plog, ix, *layered, monthly, geometry(), opts,
+               out["pools"], out["soc"], out["pool_stocks"], scal, flags, stats,
+               threads=threads)
     for i, k in enumerate(("input", "respiration", "turnover_time", "soc_stock",
                            "solve_error_estimate")):
         out[k] = scal[:, i]
     out["flags"] = flags
     out["stats"] = stats
+    return out
+
+
+# -------------------------------------------------------------------------------------------
+# the models' fused path: inputs in, SteadyState out
+# -------------------------------------------------------------------------------------------
+def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict]):
+    """``model.steady_state(theta, forcing)`` by a fused kernel driver (no gradients, CPU).
+
+    Checks theta and the forcing as the torch path does (same errors; see
+    :func:`prepare_arrays`, :func:`check_layered`), runs ``solve(th, layered, monthly)``
+    (e.g. :func:`clm5_steady_state` with the model's options bound) and builds the
+    :class:`~xproda.models.base.SteadyState`: numpy in gives numpy out, torch in torch out.
+    Call it where :func:`fused_applicable` holds.
+
+    Parameters
+    ----------
+    model : SoilCarbonModel
+        The model (its ``parameters``, ``options``, ``pools``, ``required_forcing`` and
+        theta check).
+    theta : array_like or Tensor
+        ``[n, P]`` (or ``[1, P]``) normalised parameters.
+    forcing : mapping
+        The forcing, batch first.
+    solve : callable
+        ``solve(th, layered, monthly) -> dict``: a driver's result (flags with bits 64 /
+        128, stats).
+    """
+    import torch
+
+    from xproda.models.base import SteadyState
+
+    torch_out = isinstance(theta, torch.Tensor) or any(
+        isinstance(v, torch.Tensor) for v in forcing.values())
+    cpu = torch.device("cpu")
+    th = theta.detach().cpu().numpy() if isinstance(theta, torch.Tensor) else theta
+    try:
+        th = np.asarray(th, dtype=np.float64)
+    except (TypeError, ValueError):  # the torch path's message
+        th = model._check_theta(theta, torch.float64, cpu)
+    P = len(model.parameters)
+    if th.ndim != 2 or th.shape[1] != P:
+        model._check_theta(torch.from_numpy(np.array(th)), torch.float64, cpu)  # shape error
+    layered, monthly, n, others = prepare_arrays(forcing, th.shape[0], model.required_forcing)
+    if th.shape[0] != n:
+        th = np.broadcast_to(th, (n, P))
+    th = np.ascontiguousarray(th)
+    res = solve(th, layered, monthly)
+    flags = res.pop("flags")
+    if (flags & 128).any():  # theta outside (0, 1): the torch check's message
+        model._check_theta(torch.from_numpy(th), torch.float64, cpu)
+    check_layered(res.pop("stats"))
+    suspect = (flags & 64) != 0
+    if suspect.any() and others:  # non-finite: no data where any other variable is NaN
+        idx = np.nonzero(suspect)[0]
+        nan = np.zeros(len(idx), dtype=bool)
+        for v in others.values():
+            a = np.broadcast_to(v, (n,) + v.shape[1:])[idx]
+            nan |= np.isnan(a.reshape(len(idx), -1)).any(-1)
+        flags[idx[nan]] = (flags[idx[nan]] & ~2) | 1
+        res["solve_error_estimate"][idx[nan]] = math.nan
+    flags &= 0x3F
+    if model.options.conservative_transport:
+        del res["solve_error_estimate"]
+    out = SteadyState(pools=res["pools"], soc=res["soc"], soc_stock=res["soc_stock"],
+                      pool_stocks=res["pool_stocks"], input=res["input"],
+                      respiration=res["respiration"], turnover_time=res["turnover_time"])
+    if "solve_error_estimate" in res:
+        out["solve_error_estimate"] = res["solve_error_estimate"]
+    out["flags"] = flags
+    out["valid"] = flags == 0
+    out.pool_names = model.pools
+    if torch_out:
+        for k in list(out):
+            out[k] = torch.from_numpy(np.ascontiguousarray(out[k]))
     return out
 
 

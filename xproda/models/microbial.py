@@ -14,6 +14,7 @@ from typing import Mapping
 import torch
 
 from xproda.models import forcing as fmod
+from xproda.models import fused_steady as _fused_steady
 from xproda.models.base import FLAGS, SoilCarbonModel, SteadyState, layer_thickness, lf
 from xproda.models.parameters import MICROBIAL_PARAMETERS
 
@@ -64,10 +65,30 @@ class MicrobialModel(SoilCarbonModel):
         -------
         SteadyState
             ``pools`` ``[n, 20, 8]`` g C m-3, ``soc`` ``[n, 20]`` (DOC+MIC+ENZ+SOC, g C m-3),
-            ``soc_stock`` ``[n]`` g C m-2, fluxes, ``flags``, ``valid``.
+            ``soc_stock`` ``[n]`` g C m-2, fluxes, ``flags``, ``valid``.  Numpy in gives numpy
+            out; torch in gives torch out (differentiable).
         """
+        fmod.check_mapping(forcing)
+        if _fused_steady.fused_applicable(theta, forcing):
+            return self._steady_state_fused(theta, forcing)
         th, f, n, numpy_out = self.prepare_inputs(theta, forcing)
         return self._chunked(th, f, numpy_out, self._steady_state)
+
+    def _steady_state_fused(self, theta, forcing: Mapping) -> SteadyState:
+        """:meth:`steady_state` in one compiled pass (:mod:`xproda.models.fused_steady`)."""
+        o = self.options
+
+        def solve(th, layered, monthly):
+            return _fused_steady.microbial_steady_state(
+                th, layered, monthly, self.parameters, efolding=EFOLDING,
+                enzyme_turnover_index=o.enzyme_turnover_index,
+                conservative=o.conservative_transport,
+                inputs_below_bedrock=o.inputs_below_bedrock, clip_negative=o.clip_negative,
+                detect_ill_conditioning=o.detect_ill_conditioning,
+                conditioning_tolerance=o.conditioning_tolerance,
+                min_soc_to_mic_ratio=o.min_soc_to_mic_ratio)
+
+        return _fused_steady.steady_state_fused(self, theta, forcing, solve)
 
     def _steady_state(self, th, f) -> SteadyState:
         n = th.shape[0]
