@@ -289,119 +289,108 @@ def _annual_input(mon, c, v):  # pragma: no cover - numba
     return s if ok else math.nan
 
 
-def _track(st, t, w, o, f):  # pragma: no cover - numba
-    """Update ``st[v, 0/1]``, the minimum / maximum (NaN skipped) of the layered variables."""
-    if t < st[0, 0]:
-        st[0, 0] = t
-    if t > st[0, 1]:
-        st[0, 1] = t
-    if w < st[1, 0]:
-        st[1, 0] = w
-    if w > st[1, 1]:
-        st[1, 1] = w
-    if o < st[2, 0]:
-        st[2, 0] = o
-    if o > st[2, 1]:
-        st[2, 1] = o
-    if f < st[3, 0]:
-        st[3, 0] = f
-    if f > st[3, 1]:
-        st[3, 1] = f
+def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk):  # pragma: no cover
+    """Monthly sums of the environmental scalars of column ``c`` per layer, into ``wk``.
 
-
-def _temperature(t, lq):  # pragma: no cover - numba
-    """:func:`xproda.models.forcing.temperature_scalar` (frozen Q10 = Q10), ``lq = ln(Q10)/10``."""
-    return math.exp(t * lq + (-(_KELVIN + 25.0) * lq))
-
-
-def _water(w, wsc, has_w):  # pragma: no cover - numba
-    """:func:`xproda.models.forcing.water_scalar` (``has_w`` False: CLM's scalar unchanged)."""
-    if not has_w:
-        return w
-    x = wsc * w
-    if x > 1.0:
-        x = 1.0
-    return x
-
-
-def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats):  # pragma: no cover
-    """Annual means (NaN months omitted) of ``xi_T xi_W xi_O`` and ``... xi_N``, ``[20]``.
-
-    The CLM5 model's mean of monthly products. Also updates ``stats`` (:func:`_track`) of
-    the four layered forcing variables. Returns whether a NaN was read.
+    Months outside, layers inside: every statement is per layer, so the loop over the 20
+    layers is free of cross-iteration dependencies (it vectorises) and the sums over the
+    months keep their order (results equal a month-by-month scalar loop bit for bit).
+    ``wk`` ``[17, 20]``: rows 0-3 sums and 4-7 counts of the non-NaN values; for the CLM5
+    model (``product`` False) of ``xi_T xi_W xi_O`` (row 0) and ``... xi_N`` (row 1), for
+    the microbial model of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart; row 8 counts NaN
+    read; rows 9-12 / 13-16 the minimum / maximum (NaN skipped) of the four variables.
     """
     nm = ts.shape[1]
-    nan = False
-    for j in range(_L):
-        s_sum = 0.0
-        s_cnt = 0.0
-        l_sum = 0.0
-        l_cnt = 0.0
-        for m in range(nm):
+    off = -(_KELVIN + 25.0) * lq
+    for r in range(9):
+        for j in range(_L):
+            wk[r, j] = 0.0
+    for r in range(4):
+        for j in range(_L):
+            wk[9 + r, j] = math.inf
+            wk[13 + r, j] = -math.inf
+    for m in range(nm):
+        for j in range(_L):
             t = float(ts[c, m, j])
             w = float(ws[c, m, j])
             o = float(os_[c, m, j])
             f = float(fp[c, m, j])
-            if t != t or w != w or o != o or f != f:
-                nan = True
-            _track(stats, t, w, o, f)
-            two = _temperature(t, lq) * _water(w, wsc, has_w) * o
-            if two == two:
-                s_sum += two
-                s_cnt += 1.0
-            lit = two * f
-            if lit == lit:
-                l_sum += lit
-                l_cnt += 1.0
-        soil[j] = s_sum / s_cnt if s_cnt > 0 else math.nan
-        litter[j] = l_sum / l_cnt if l_cnt > 0 else math.nan
+            wk[8, j] += (t != t) + (w != w) + (o != o) + (f != f)
+            wk[9, j] = t if t < wk[9, j] else wk[9, j]
+            wk[13, j] = t if t > wk[13, j] else wk[13, j]
+            wk[10, j] = w if w < wk[10, j] else wk[10, j]
+            wk[14, j] = w if w > wk[14, j] else wk[14, j]
+            wk[11, j] = o if o < wk[11, j] else wk[11, j]
+            wk[15, j] = o if o > wk[15, j] else wk[15, j]
+            wk[12, j] = f if f < wk[12, j] else wk[12, j]
+            wk[16, j] = f if f > wk[16, j] else wk[16, j]
+            xt = math.exp(t * lq + off)
+            xw = wsc * w if (has_w or product) else w
+            xw = 1.0 if (has_w or product) and xw > 1.0 else xw
+            if product:
+                ok = xt == xt
+                wk[0, j] += xt if ok else 0.0
+                wk[4, j] += 1.0 if ok else 0.0
+                ok = xw == xw
+                wk[1, j] += xw if ok else 0.0
+                wk[5, j] += 1.0 if ok else 0.0
+                ok = o == o
+                wk[2, j] += o if ok else 0.0
+                wk[6, j] += 1.0 if ok else 0.0
+                ok = f == f
+                wk[3, j] += f if ok else 0.0
+                wk[7, j] += 1.0 if ok else 0.0
+            else:
+                two = xt * xw * o
+                lit = two * f
+                ok = two == two
+                wk[0, j] += two if ok else 0.0
+                wk[4, j] += 1.0 if ok else 0.0
+                ok = lit == lit
+                wk[1, j] += lit if ok else 0.0
+                wk[5, j] += 1.0 if ok else 0.0
+
+
+def _scan_stats(wk, stats):  # pragma: no cover - numba
+    """Fold the per-layer minimum / maximum of :func:`_scan_layered` into ``stats[v, 0/1]``;
+    return whether a NaN was read."""
+    nan = False
+    for j in range(_L):
+        nan = nan or wk[8, j] > 0
+        for v in range(4):
+            if wk[9 + v, j] < stats[v, 0]:
+                stats[v, 0] = wk[9 + v, j]
+            if wk[13 + v, j] > stats[v, 1]:
+                stats[v, 1] = wk[13 + v, j]
     return nan
 
 
-def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats):  # pragma: no cover
+def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats,
+               wk):  # pragma: no cover
+    """Annual means (NaN months omitted) of ``xi_T xi_W xi_O`` and ``... xi_N``, ``[20]``.
+
+    The CLM5 model's mean of monthly products. Also updates ``stats`` (the minimum /
+    maximum of the four layered forcing variables, NaN skipped). Returns whether a NaN was
+    read. ``wk``: scratch ``[17, 20]`` (:func:`_scan_layered`).
+    """
+    _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, False, wk)
+    for j in range(_L):
+        soil[j] = wk[0, j] / wk[4, j] if wk[4, j] > 0 else math.nan
+        litter[j] = wk[1, j] / wk[5, j] if wk[5, j] > 0 else math.nan
+    return _scan_stats(wk, stats)
+
+
+def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk):  # pragma: no cover
     """Annual means (NaN months omitted) of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart.
 
     The microbial model's product of monthly means: ``env[0..3, j]``. Also updates
-    ``stats`` (:func:`_track`). Returns whether a NaN was read.
+    ``stats``. Returns whether a NaN was read. ``wk``: scratch ``[17, 20]``.
     """
-    nm = ts.shape[1]
-    nan = False
-    for j in range(_L):
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        n0 = 0.0
-        n1 = 0.0
-        n2 = 0.0
-        n3 = 0.0
-        for m in range(nm):
-            t = float(ts[c, m, j])
-            w = float(ws[c, m, j])
-            o = float(os_[c, m, j])
-            f = float(fp[c, m, j])
-            if t != t or w != w or o != o or f != f:
-                nan = True
-            _track(stats, t, w, o, f)
-            xt = _temperature(t, lq)
-            if xt == xt:
-                s0 += xt
-                n0 += 1.0
-            xw = _water(w, wsc, True)
-            if xw == xw:
-                s1 += xw
-                n1 += 1.0
-            if o == o:
-                s2 += o
-                n2 += 1.0
-            if f == f:
-                s3 += f
-                n3 += 1.0
-        env[0, j] = s0 / n0 if n0 > 0 else math.nan
-        env[1, j] = s1 / n1 if n1 > 0 else math.nan
-        env[2, j] = s2 / n2 if n2 > 0 else math.nan
-        env[3, j] = s3 / n3 if n3 > 0 else math.nan
-    return nan
+    _scan_layered(ts, ws, os_, fp, c, lq, wsc, True, True, wk)
+    for r in range(4):
+        for j in range(_L):
+            env[r, j] = wk[r, j] / wk[4 + r, j] if wk[4 + r, j] > 0 else math.nan
+    return _scan_stats(wk, stats)
 
 
 def _physical(th, c, plo, pspan, plog, phys):  # pragma: no cover - numba
@@ -593,6 +582,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     sc = np.empty((8, _NS))
     cnt = np.empty((3, L))
     soil = np.empty(L)
+    wk = np.empty((17, L))
     litter = np.empty(L)
     xz = np.empty(L)
     kb = np.empty(7)
@@ -642,7 +632,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
             cryo = phys[ix[20]]
             for j in range(L):
                 xz[j] = math.exp(-geo[6, j] / efold)
-            if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st):
+            if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk):
                 bad = True
             if _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt, u,
                               lo_g, di_g, up_g, rg):
@@ -728,6 +718,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
     sc = np.empty((8, _NS))
     cnt = np.empty((3, L))
     env = np.empty((4, L))
+    wk = np.empty((17, L))
     xz = np.empty(L)
     u = np.empty(4)
     col = np.empty((L, 8))
@@ -767,7 +758,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             pg[P, g] = _to_physical(th[c, eti], plo[i_s3], pspan[i_s3], plog[i_s3])
             lq = math.log(phys[ix[0]]) / 10.0
             wsc = phys[ix[1]]
-            if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st):
+            if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk):
                 bad = True
             if _column_inputs(mon, c, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
                               conservative, below, geo, sc, cnt, u, lo_g, di_g, up_g, rg):
@@ -900,9 +891,8 @@ if HAVE_NUMBA:
     _mean_operator = jit_kernel(_mean_operator, **_jit)
     _input_profile = jit_kernel(_input_profile, **_jit)
     _annual_input = jit_kernel(_annual_input, **_jit)
-    _track = jit_kernel(_track, **_jit)
-    _temperature = jit_kernel(_temperature, **_jit)
-    _water = jit_kernel(_water, **_jit)
+    _scan_layered = jit_kernel(_scan_layered, **_jit)
+    _scan_stats = jit_kernel(_scan_stats, **_jit)
     _env_means = jit_kernel(_env_means, **_jit)
     _env_product_means = jit_kernel(_env_product_means, **_jit)
     _to_physical = jit_kernel(_to_physical, **_jit)

@@ -1,0 +1,265 @@
+"""The whole-steady-state CLM5 kernel (fused_steady) and the block scheduler (parallel)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xproda
+from conftest import FIXTURES
+from xproda.models import fused, fused_steady, parallel
+from xproda.testing import random_forcing, resampled_forcing
+
+pytestmark = pytest.mark.skipif(not fused.HAVE_NUMBA, reason="numba not installed")
+
+RTOL = 5e-12  # see tests/test_fused.py::_assert_same
+
+
+def _cases():
+    path = FIXTURES / "reference_clm5_cen.json"
+    if not path.exists():
+        pytest.skip(f"{path} not available (../shared absent)")
+    return json.loads(path.read_text())["cases"]
+
+
+def _both(m, th, f):
+    a = m.steady_state(th, f)
+    with xproda.set_options(fused_kernels=False):
+        b = m.steady_state(th, f)
+    return a, b
+
+
+def _assert_parity(a, b, rtol=RTOL):
+    assert set(a) == set(b)
+    np.testing.assert_array_equal(a["flags"], b["flags"])
+    np.testing.assert_array_equal(a["valid"], b["valid"])
+    worst = 0.0
+    for key in a:
+        if key in ("flags", "valid"):
+            continue
+        x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
+        np.testing.assert_array_equal(np.isnan(x), np.isnan(y), err_msg=key)
+        if key == "solve_error_estimate":  # rounding noise where small; the flags agree
+            big = np.abs(y) > 1e-12
+            np.testing.assert_allclose(x[big], y[big], rtol=1e-9)
+            continue
+        n = x.shape[0]
+        ay = np.where(np.isnan(y), 0.0, np.abs(y)).reshape(n, -1).max(1)
+        scale = np.where(ay > 0, ay, 1.0).reshape((n,) + (1,) * (x.ndim - 1))
+        err = np.nan_to_num(np.abs(x - y) / scale)
+        worst = max(worst, float(err.max()))
+        assert err.max() <= rtol, (key, err.max())
+    return worst
+
+
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("layout,dtype", [("C", np.float64), ("transposed", np.float64),
+                                          ("C", np.float32), ("transposed", np.float32)])
+def test_parity_on_fixture_forcing_every_regime(reference, layout, dtype):
+    cases = _cases()
+    n = 240
+    f = resampled_forcing(cases, n, 7, layout=layout, dtype=dtype)
+    regimes = {c["regime"] for c in cases}
+    assert {"bio", "cryo", "frozen_mixed", "shallow_bedrock"} <= regimes
+    th = np.random.default_rng(7).uniform(0.02, 0.98, (n, 21))
+    m = xproda.get_model("clm5", reference=reference)
+    a, b = _both(m, th, f)
+    assert a["valid"].sum() > n // 2  # the subject is not empty
+    _assert_parity(a, b)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), regime=st.sampled_from(["bio", "cryo", "mixed"]),
+       reference=st.booleans(), monthly_alt=st.booleans())
+def test_parity_random_forcing(seed, regime, reference, monthly_alt):
+    n = 40
+    f = random_forcing(n, seed, regime=regime)
+    if monthly_alt:  # active layer varying over the months: twelve operators per column
+        f["ALTMAX"] = f["ALTMAX"] * np.linspace(0.6, 1.0, 12)
+    th = np.random.default_rng(seed).uniform(0.01, 0.99, (n, 21))
+    a, b = _both(xproda.get_model("clm5", reference=reference), th, f)
+    _assert_parity(a, b)
+
+
+def test_float32_and_views_are_read_without_copy():
+    f = resampled_forcing(_cases(), 50, 1, layout="transposed", dtype=np.float32)
+    assert not f["TSOI"].flags.c_contiguous
+    layered, monthly, n, others = fused_steady.prepare_arrays(
+        f, None, xproda.get_model("clm5").required_forcing)
+    for name, a in zip(fused_steady.LAYERED_ORDER, layered):
+        assert a.dtype == np.float32
+        assert np.shares_memory(a, f[name]), name
+    assert monthly.shape == (50, 7, 12) and n == 50
+    assert set(others) == {"NPP", "CELLSAND"}
+
+
+def test_torch_inputs_give_torch_outputs():
+    f = random_forcing(20, 2)
+    th = np.random.default_rng(2).uniform(0.1, 0.9, (20, 21))
+    m = xproda.get_model("clm5")
+    a = m.steady_state(torch.tensor(th), {k: torch.tensor(v) for k, v in f.items()})
+    b = m.steady_state(th, f)
+    assert isinstance(a["soc_stock"], torch.Tensor)
+    np.testing.assert_array_equal(a["soc_stock"].numpy(), b["soc_stock"])
+
+
+def test_no_data_columns_and_partial_months():
+    n = 8
+    f = random_forcing(n, 4)
+    f["TSOI"][1] = np.nan  # a whole column missing
+    f["W_SCALAR"][2, 3] = np.nan  # one month missing: omitted from the means
+    f["ALTMAX"][3, 5] = np.nan  # one month's operator missing
+    f["NPP"][4] = np.nan  # a variable the kernel does not read
+    th = np.random.default_rng(4).uniform(0.1, 0.9, (n, 21))
+    th[5, 3] = np.nan
+    a, b = _both(xproda.get_model("clm5"), th, f)
+    _assert_parity(a, b)
+    assert a["flags"][1] == 1 and a["flags"][5] == 1  # no_data
+    assert np.isfinite(a["soc_stock"][[0, 2, 3, 4, 6, 7]]).all()
+    assert np.isnan(a["soc_stock"][[1, 5]]).all()
+
+
+@pytest.mark.parametrize("name,edit,match", [
+    ("TSOI", lambda f: f["TSOI"] - 273.15, "kelvin"),
+    ("W_SCALAR", lambda f: np.where(np.arange(20) == 3, np.inf, f["W_SCALAR"]), "infinite"),
+    ("FPI_vr", lambda f: np.where(np.arange(20) == 2, 1e36, f["FPI_vr"]), "fill value"),
+    ("O_SCALAR", lambda f: f["O_SCALAR"] * 100.0, "above 1"),
+    ("LITR1_INPUT", lambda f: -f["LITR1_INPUT"], "negative"),
+    ("nbedrock", lambda f: np.minimum(f["nbedrock"], 19) + 0.5, "integer"),
+    ("ALTMAX", lambda f: f["ALTMAX"][:, :6], r"shape \[n, 12\]"),
+    ("NPP", lambda f: f["NPP"] * -1.0, "negative"),
+])
+def test_bad_forcing_same_errors_as_torch_path(name, edit, match):
+    f = random_forcing(10, 5)
+    f[name] = edit(f)
+    th = np.full((10, 21), 0.5)
+    m = xproda.get_model("clm5")
+    with pytest.raises(ValueError, match=match) as fast:
+        m.steady_state(th, f)
+    with xproda.set_options(fused_kernels=False), pytest.raises(ValueError) as slow:
+        m.steady_state(th, f)
+    assert str(fast.value) == str(slow.value)
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, np.inf, 1.5])
+def test_theta_out_of_range_same_error(bad):
+    f = random_forcing(4, 6)
+    th = np.full((4, 21), 0.5)
+    th[2, 7] = bad
+    m = xproda.get_model("clm5")
+    with pytest.raises(ValueError, match="tau4s1") as fast:
+        m.steady_state(th, f)
+    with xproda.set_options(fused_kernels=False), pytest.raises(ValueError) as slow:
+        m.steady_state(th, f)
+    assert str(fast.value) == str(slow.value)
+
+
+def test_results_do_not_depend_on_threads_or_blocks():
+    n = 1000
+    f = resampled_forcing(_cases(), n, 3)
+    th = np.random.default_rng(3).uniform(0.05, 0.95, (n, 21))
+    m = xproda.get_model("clm5")
+    with xproda.set_options(kernel_threads=1):
+        ref = m.steady_state(th, f)
+    for threads in (2, 3):
+        with xproda.set_options(kernel_threads=threads):
+            out = m.steady_state(th, f)
+        for k in ref:
+            np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
+    # a column alone gives the bits it gives in the batch
+    one = m.steady_state(th[17:18], {k: v[17:18] for k, v in f.items()})
+    np.testing.assert_array_equal(one["pools"][0], ref["pools"][17])
+
+
+def test_concurrent_threads_share_the_pool():
+    m = xproda.get_model("clm5")
+    inputs = [(np.random.default_rng(s).uniform(0.2, 0.9, (500, 21)), random_forcing(500, s))
+              for s in range(4)]
+    expected = [m.steady_state(th, f)["soc_stock"] for th, f in inputs]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        with xproda.set_options(kernel_threads=2):  # explicit: several threads at once
+            results[i] = m.steady_state(*inputs[i])["soc_stock"]
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], expected[i])
+
+
+def _stock_in_process(seed):
+    import numpy as np
+
+    import xproda
+    from xproda.testing import random_forcing
+
+    th = np.random.default_rng(seed).uniform(0.2, 0.9, (300, 21))
+    return xproda.get_model("clm5").steady_state(th, random_forcing(300, seed))["soc_stock"]
+
+
+def test_processes_give_the_same_bits():
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        got = list(ex.map(_stock_in_process, [0, 1]))
+    for seed, g in zip([0, 1], got):
+        np.testing.assert_array_equal(g, _stock_in_process(seed))
+
+
+# -------------------------------------------------------------------------------------------
+# the block scheduler
+# -------------------------------------------------------------------------------------------
+def test_run_blocks_covers_every_column_once():
+    seen = np.zeros(1003, dtype=int)
+    lock = threading.Lock()
+
+    def kernel(c0, c1, out):
+        with lock:
+            out[c0:c1] += 1
+
+    parallel.run_blocks(kernel, 1003, seen, threads=3, block=64)
+    assert (seen == 1).all()
+    parallel.run_blocks(kernel, 0, seen, threads=2)  # nothing to do
+    assert (seen == 1).all()
+
+
+def test_run_blocks_raises_the_first_error():
+    def kernel(c0, c1):
+        if c0 >= 128:
+            raise ZeroDivisionError("block failed")
+
+    with pytest.raises(ZeroDivisionError, match="block failed"):
+        parallel.run_blocks(kernel, 1000, threads=2, block=64)
+
+
+def test_kernel_threads_rules():
+    assert parallel.kernel_threads(3) == 3
+    with pytest.raises(ValueError, match="threads"):
+        parallel.kernel_threads(0)
+    assert parallel.kernel_threads() == torch.get_num_threads()
+    with xproda.set_options(kernel_threads=5):
+        assert parallel.kernel_threads() == 5
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(parallel.kernel_threads()))
+    t.start()
+    t.join()
+    assert seen == [1]  # a worker thread takes its share, not every core
+    with pytest.raises(ValueError, match="kernel_threads"):
+        xproda.set_options(kernel_threads=0)
+
+
+def test_block_size_bounds():
+    assert parallel.block_size(10, 2) == parallel.MIN_BLOCK
+    assert parallel.block_size(10**7, 2) == parallel.MAX_BLOCK
+    assert parallel.block_size(10**4, 2) % 8 == 0
