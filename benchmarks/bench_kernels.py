@@ -87,11 +87,12 @@ def _best(fn, repeats: int) -> float:
 
 
 def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> dict:
+    import xproda  # first, as in a user's script: it sets OMP_WAIT_POLICY before torch loads
+
     import numpy as np
     import torch
 
     sys.path.insert(0, str(HERE))
-    import xproda
     from _load import load_average, omp_load
 
     if threads:

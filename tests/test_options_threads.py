@@ -131,3 +131,24 @@ def test_set_options_as_function_is_thread_local():
     finally:
         token.__exit__()
     assert get_options() == dict(DEFAULTS)
+
+
+def _policy(code: str, env_extra: dict) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_import_sets_passive_openmp_wait_policy_unless_chosen():
+    show = "import os, xproda; print(xproda.OPENMP_PASSIVE_SET, os.environ.get('OMP_WAIT_POLICY'))"
+    assert _policy(show, {}) == "True PASSIVE"
+    assert _policy(show, {"OMP_WAIT_POLICY": "ACTIVE"}) == "False ACTIVE"  # the user's choice
+    late = "import torch, os, xproda; print(xproda.OPENMP_PASSIVE_SET, " \
+           "os.environ.get('OMP_WAIT_POLICY'))"
+    assert _policy(late, {}) == "False None"  # too late: the OpenMP runtime is loaded

@@ -9,12 +9,15 @@ Usable as a function or as a context manager, like :func:`xarray.set_options`::
 from __future__ import annotations
 
 import contextvars
+import os
+import sys
 import types
 from typing import Any, Mapping
 
 from xproda.errors import OptionError
 
-__all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc", "DEFAULTS"]
+__all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc",
+           "passive_openmp", "DEFAULTS"]
 
 #: the default value of every option (read-only)
 DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
@@ -225,3 +228,24 @@ def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 *
     if arena_max:
         ok = mallopt(_M_ARENA_MAX, min(arena_max, 2**31 - 1)) and ok
     return bool(ok)
+
+
+def passive_openmp() -> bool:
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` for this process and its children, if still possible.
+
+    OpenMP threads (torch's parallel regions) spin for a while when they wait; on a shared
+    machine the spinning threads of several processes take each other's time slices (see
+    :mod:`xproda.models.parallel`). Passive waiting makes them sleep at once. Applied only
+    when the variable is unset (the user's choice wins) and torch is not imported yet (the
+    OpenMP runtime reads the variable once, when torch loads it). Called by
+    ``import xproda``; worker processes started later (dask) inherit it.
+
+    Returns
+    -------
+    bool
+        Whether the variable was set.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
