@@ -87,10 +87,10 @@ def _best(fn, repeats: int) -> float:
 
 
 def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> dict:
-    import xproda  # first, as in a user's script: it sets OMP_WAIT_POLICY before torch loads
-
     import numpy as np
     import torch
+
+    import xproda  # first, as in a user's script: it sets OMP_WAIT_POLICY before torch loads
 
     sys.path.insert(0, str(HERE))
     from _load import load_average, omp_load
@@ -137,6 +137,7 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> di
         work = n * 120
     elif row == "map":
         from bench_assimilation import problem
+
         from xproda.sites.assimilation.problem import assimilate
 
         free = ["q10", "tau4s2"]

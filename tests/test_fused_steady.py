@@ -10,11 +10,11 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
-from conftest import FIXTURES
 from xproda.models import fused, fused_steady, parallel
 from xproda.testing import random_forcing, resampled_forcing
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from xproda.options import get_options, passive_openmp as _passive_openmp, set_options, \
-    tune_malloc
+from xproda.options import get_options, set_options, tune_malloc
+from xproda.options import passive_openmp as _passive_openmp
 
 #: whether ``import xproda`` set OMP_WAIT_POLICY=PASSIVE (see xproda.options.passive_openmp)
 OPENMP_PASSIVE_SET = _passive_openmp()
 
-from xproda.xr import accessor as _accessor  # noqa: E402, F401  (registers .proda)
+from xproda.xr import accessor as _accessor  # noqa: F401  (registers the .proda accessor)
 
 __version__ = "0.1.0.dev0"
 

@@ -363,7 +363,7 @@ def value_range(a: np.ndarray) -> tuple[float, float, bool]:
         return math.inf, -math.inf, False
     with np.errstate(invalid="ignore"):
         lo, hi = float(np.min(a)), float(np.max(a))
-        if lo != lo or hi != hi:
+        if math.isnan(lo) or math.isnan(hi):
             if np.isnan(a).all():
                 return math.inf, -math.inf, False
             lo, hi = float(np.nanmin(a)), float(np.nanmax(a))

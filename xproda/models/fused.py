@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
-           "fused_applicable", "group_solve", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
+           "fused_applicable", "group_scratch", "group_solve", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -217,17 +217,7 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
     for grp in range((b1 - b0 + G - 1) // G):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
-        Kg = np.empty((L, 7, G))
-        rg = np.empty((L, 7, G))
-        xg = np.empty((L, 7, G))
-        fg = np.empty((L, 9, G))
-        lo_g = np.empty((L, G))
-        di_g = np.empty((L, G))
-        up_g = np.empty((L, G))
-        cp = np.empty((L, 3, G))
-        dp = np.empty((L, 3, G))
-        ginv = np.empty((L, 3, 3, G))
-        y = np.empty((L, 3, G))
+        Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
         for g in range(ng):
             c = c0 + g
             for j in range(L):
@@ -245,6 +235,18 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
             for j in range(L):
                 for q in range(7):
                     out[c, j, q] = xg[j, q, g]
+
+
+def _group_scratch(L, G):  # pragma: no cover - compiled by numba
+    """Arrays of one group solve (:func:`_group_solve`) of ``G`` columns and ``L`` layers.
+
+    ``(K, rhs, x, fractions, lower, diag, upper, cp, dp, ginv, y)``: the inputs in the
+    group layout (trailing axis ``G``), the solution and the sweeps' work arrays.
+    """
+    return (np.empty((L, 7, G)), np.empty((L, 7, G)), np.empty((L, 7, G)),
+            np.empty((L, 9, G)), np.empty((L, G)), np.empty((L, G)), np.empty((L, G)),
+            np.empty((L, 3, G)), np.empty((L, 3, G)), np.empty((L, 3, 3, G)),
+            np.empty((L, 3, G)))
 
 
 _G = 8  # columns stepped together: the inner loops over them vectorise (SIMD)
@@ -554,6 +556,8 @@ if HAVE_NUMBA:
     _jit = {"nogil": True, "error_model": "numpy"}
     #: the compiled group solve (callable from other compiled kernels)
     group_solve = jit_kernel(_group_solve, **_jit)
+    #: the work arrays of one group solve (callable from compiled kernels)
+    group_scratch = jit_kernel(_group_scratch, **_jit)
     _groups = jit_kernel(_shifted_kernel, **_jit)
     _step_compiled = jit_kernel(_step_kernel, **_jit)
 

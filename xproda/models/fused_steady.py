@@ -589,17 +589,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     fr = np.empty(9)
     rf = np.empty(7)
     u = np.empty(4)
-    Kg = np.empty((L, 7, G))
-    rg = np.empty((L, 7, G))
-    xg = np.empty((L, 7, G))
-    fg = np.empty((L, 9, G))
-    lo_g = np.empty((L, G))
-    di_g = np.empty((L, G))
-    up_g = np.empty((L, G))
-    cp = np.empty((L, 3, G))
-    dp = np.empty((L, 3, G))
-    ginv = np.empty((L, 3, 3, G))
-    y = np.empty((L, 3, G))
+    Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = _group_scratch(L, G)
     nanin = np.empty(G, dtype=np.bool_)
     thnan = np.empty(G, dtype=np.bool_)
     for grp in range((b1 - b0 + G - 1) // G):
@@ -884,6 +874,7 @@ if HAVE_NUMBA:
 
     _jit = {"nogil": True, "error_model": "numpy"}
     _fused_grp_solve = _fz.group_solve
+    _group_scratch = _fz.group_scratch
     _diffusivity = jit_kernel(_diffusivity, **_jit)
     _patankar = jit_kernel(_patankar, **_jit)
     _operator = jit_kernel(_operator, **_jit)
