@@ -393,6 +393,17 @@ def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk):  # pragma: 
     return _scan_stats(wk, stats)
 
 
+def _column_start(th, c, plo, pspan, plog, phys, st, flags):  # pragma: no cover - numba
+    """Start column ``c``: reset its statistics ``st``, map its parameters into ``phys``,
+    set its flags (bit 128 for theta outside (0, 1)); return whether theta has a NaN."""
+    for v in range(4):
+        st[v, 0] = math.inf
+        st[v, 1] = -math.inf
+    fl, bad = _physical(th, c, plo, pspan, plog, phys)
+    flags[c] = fl
+    return bad
+
+
 def _physical(th, c, plo, pspan, plog, phys):  # pragma: no cover - numba
     """Physical parameters of column ``c`` into ``phys``; returns ``(flags, nan)``.
 
@@ -598,12 +609,8 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
         for g in range(ng):
             c = c0 + g
             st = stats[c]
-            for v in range(4):
-                st[v, 0] = math.inf
-                st[v, 1] = -math.inf
-            fl, bad = _physical(th, c, plo, pspan, plog, phys)
+            bad = _column_start(th, c, plo, pspan, plog, phys, st, flags)
             thnan[g] = bad
-            flags[c] = fl
             q10 = phys[ix[0]]
             lq = math.log(q10) / 10.0
             wsc = phys[ix[1]]
@@ -735,12 +742,8 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
         for g in range(ng):
             c = c0 + g
             st = stats[c]
-            for v in range(4):
-                st[v, 0] = math.inf
-                st[v, 1] = -math.inf
-            fl, bad = _physical(th, c, plo, pspan, plog, phys)
+            bad = _column_start(th, c, plo, pspan, plog, phys, st, flags)
             thnan[g] = bad
-            flags[c] = fl
             for i in range(P):
                 pg[i, g] = phys[i]
             # enzyme turnover time: the configured theta slot, mapped as tau4s3
@@ -888,6 +891,7 @@ if HAVE_NUMBA:
     _env_product_means = jit_kernel(_env_product_means, **_jit)
     _to_physical = jit_kernel(_to_physical, **_jit)
     _physical = jit_kernel(_physical, **_jit)
+    _column_start = jit_kernel(_column_start, **_jit)
     _column_inputs = jit_kernel(_column_inputs, **_jit)
     _clip_negatives = jit_kernel(_clip_negatives, **_jit)
     _finite_flags = jit_kernel(_finite_flags, **_jit)
