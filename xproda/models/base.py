@@ -162,7 +162,7 @@ class SoilCarbonModel:
         )
         dtype = fmod.kernel_dtype()
         device = fmod.resolve_device(theta, *forcing.values())
-        th = self._check_theta(theta, dtype, device)
+        th = self.check_theta(theta, dtype, device)
         f, n = fmod.validate_forcing(
             forcing, th.shape[0], required=required or self.required_forcing, dtype=dtype,
             device=device, steps=steps,
@@ -171,7 +171,13 @@ class SoilCarbonModel:
             th = th.expand(n, th.shape[1])
         return th, f, n, numpy_out
 
-    def _check_theta(self, theta, dtype, device) -> torch.Tensor:
+    def check_theta(self, theta, dtype, device) -> torch.Tensor:
+        """``theta`` as a ``[n, P]`` tensor, or a ``ValueError`` naming what is wrong.
+
+        Shape ``[n, P]`` in :attr:`parameters` order, values strictly inside (0, 1) (NaN
+        allowed: no data); the message names the parameters out of range. Shared by the
+        torch path and the fused kernels' checks.
+        """
         th = fmod.as_tensor(theta, name="theta", dtype=dtype, device=device)
         P = len(self.parameters)
         if th.ndim != 2 or th.shape[1] != P:

@@ -1052,10 +1052,10 @@ def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict
     try:
         th = np.asarray(th, dtype=np.float64)
     except (TypeError, ValueError):  # the torch path's message
-        th = model._check_theta(theta, torch.float64, cpu)
+        th = model.check_theta(theta, torch.float64, cpu)
     P = len(model.parameters)
     if th.ndim != 2 or th.shape[1] != P:
-        model._check_theta(torch.from_numpy(np.array(th)), torch.float64, cpu)  # shape error
+        model.check_theta(torch.from_numpy(np.array(th)), torch.float64, cpu)  # shape error
     layered, monthly, n, others = prepare_arrays(forcing, th.shape[0], model.required_forcing)
     if th.shape[0] != n:
         th = np.broadcast_to(th, (n, P))
@@ -1063,7 +1063,7 @@ def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict
     res = solve(th, layered, monthly)
     flags = res.pop("flags")
     if (flags & 128).any():  # theta outside (0, 1): the torch check's message
-        model._check_theta(torch.from_numpy(th), torch.float64, cpu)
+        model.check_theta(torch.from_numpy(th), torch.float64, cpu)
     check_layered(res.pop("stats"))
     suspect = (flags & 64) != 0
     if suspect.any() and others:  # non-finite: no data where any other variable is NaN
