@@ -214,10 +214,10 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
     """Solve the shifted systems of columns ``b0 <= c < b1`` in groups of :data:`_G`."""
     L = K.shape[1]
     G = _G
+    Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
     for grp in range((b1 - b0 + G - 1) // G):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
-        Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
         for g in range(ng):
             c = c0 + g
             for j in range(L):
@@ -249,7 +249,7 @@ def _group_scratch(L, G):  # pragma: no cover - compiled by numba
             np.empty((L, 3, G)))
 
 
-_G = 8  # columns stepped together: the inner loops over them vectorise (SIMD)
+_G = 8  # columns stepped together (meant for SIMD across them; mostly scalar today, see docs)
 
 
 def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: no cover
@@ -408,25 +408,16 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     T = tsoi.shape[1]
     G = _G
     ngroups = (b1 - b0 + G - 1) // G
+    # work arrays of the block (every group writes what it reads)
+    K, rhs, xn, frg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
+    xc = np.empty((L, 7, G))
+    rfg = np.empty((L, 7, G))
+    kbg = np.empty((L, 7, G))
+    one = np.empty((7, L))
+    ap = np.empty(7)
     for grp in range(ngroups):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
-        cp = np.empty((L, 3, G))
-        dp = np.empty((L, 3, G))
-        ginv = np.empty((L, 3, 3, G))
-        y = np.empty((L, 3, G))
-        K = np.empty((L, 7, G))
-        rhs = np.empty((L, 7, G))
-        xn = np.empty((L, 7, G))
-        xc = np.empty((L, 7, G))
-        lo_g = np.empty((L, G))
-        di_g = np.empty((L, G))
-        up_g = np.empty((L, G))
-        frg = np.empty((L, 9, G))
-        rfg = np.empty((L, 7, G))
-        kbg = np.empty((L, 7, G))
-        one = np.empty((7, L))
-        ap = np.empty(7)
         for g in range(ng):
             c = c0 + g
             for j in range(L):
