@@ -80,7 +80,7 @@ class CLM5Model(SoilCarbonModel):
             in gives numpy out; torch in gives torch out (differentiable).
         """
         fmod.check_mapping(forcing)
-        if _fused_steady.fused_applicable(theta, forcing):
+        if _fused_steady.steady_state_applicable(theta, forcing):
             return self._steady_state_fused(theta, forcing)
         th, f, n, numpy_out = self.prepare_inputs(theta, forcing)
         return self._chunked(th, f, numpy_out, self._steady_state)

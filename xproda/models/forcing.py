@@ -370,6 +370,18 @@ def value_range(a: np.ndarray) -> tuple[float, float, bool]:
     return lo, hi, bool(math.isinf(lo) or math.isinf(hi))
 
 
+def check_array_values(name: str, a: np.ndarray) -> None:
+    """:func:`check_range` of the values of a numpy array of forcing variable ``name``.
+
+    The numpy counterpart of the tensor checks in :func:`validate_forcing` (NaN skipped,
+    infinities and non-integer layer indices reported).
+    """
+    lo, hi, inf = value_range(a)
+    non_integer = (FORCING_SCHEMA[name].integer and not inf
+                   and bool(np.any((a != np.round(a)) & ~np.isnan(a))))
+    check_range(name, lo, hi, has_inf=inf, non_integer=non_integer)
+
+
 def check_range(name: str, vmin: float, vmax: float, *, has_inf: bool = False,
                 non_integer: bool = False) -> None:
     """Raise :class:`RangeError` where the values of forcing variable ``name`` are wrong.

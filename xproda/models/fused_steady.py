@@ -48,7 +48,7 @@ from xproda.models.parallel import run_blocks
 
 __all__ = ["clm5_steady_state", "microbial_steady_state", "steady_state_fused",
            "CLM5_PARAMETER_SLOTS", "MICROBIAL_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
-           "geometry", "fused_applicable", "prepare_arrays", "check_layered", "as_array"]
+           "geometry", "steady_state_applicable", "prepare_arrays", "check_layered", "as_array"]
 
 #: the [n, 12] forcing variables, stacked in this order into one [n, 7, 12] array
 MONTHLY_ORDER = ("ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "CWD_INPUT", "LITR1_INPUT",
@@ -1017,7 +1017,7 @@ def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict
     :func:`prepare_arrays`, :func:`check_layered`), runs ``solve(th, layered, monthly)``
     (e.g. :func:`clm5_steady_state` with the model's options bound) and builds the
     :class:`~xproda.models.base.SteadyState`: numpy in gives numpy out, torch in torch out.
-    Call it where :func:`fused_applicable` holds.
+    Call it where :func:`steady_state_applicable` holds.
 
     Parameters
     ----------
@@ -1105,7 +1105,7 @@ def as_array(x, name: str) -> np.ndarray:
     return a
 
 
-def fused_applicable(theta, forcing) -> bool:
+def steady_state_applicable(theta, forcing) -> bool:
     """Whether :func:`clm5_steady_state` may serve a ``steady_state(theta, forcing)`` call.
 
     True when numba is importable, the options allow it (``fused_kernels``, ``dtype``
@@ -1158,22 +1158,15 @@ def prepare_arrays(forcing, n: int | None, required: tuple[str, ...]):
     for v, name in enumerate(MONTHLY_ORDER):
         a = arrays[name]
         monthly[:, v, :] = a
-        lo, hi, inf = fmod.value_range(a)
-        non_int = (fmod.FORCING_SCHEMA[name].integer and not inf
-                   and bool(np.any((a != np.round(a)) & ~np.isnan(a))))
-        fmod.check_range(name, lo, hi, has_inf=inf, non_integer=non_int)
+        fmod.check_array_values(name, a)
     others = {}
     for name, x in forcing.items():  # variables the kernel does not read: checked all the same
         if name not in fmod.FORCING_SCHEMA or name in arrays:
             continue
         a = as_array(x, name)
-        spec = fmod.FORCING_SCHEMA[name]
-        fmod.check_shape(name, a.shape, spec.shape)
+        fmod.check_shape(name, a.shape, fmod.FORCING_SCHEMA[name].shape)
         fmod.batch_size({**sizes, name: a.shape[0]}, n)
-        lo, hi, inf = fmod.value_range(a)
-        non_int = (spec.integer and not inf
-                   and bool(np.any((a != np.round(a)) & ~np.isnan(a))))
-        fmod.check_range(name, lo, hi, has_inf=inf, non_integer=non_int)
+        fmod.check_array_values(name, a)
         others[name] = a
     return layered, monthly, n, others
 
