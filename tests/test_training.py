@@ -252,6 +252,27 @@ def test_two_step_with_given_assimilation(data, truth, profiles):
                        epochs=1, **SMALL)
 
 
+def test_two_step_targets_taken_by_parameter_name(data, truth, profiles):
+    """A DA result whose parameters are in another order gives the same targets (by name);
+    one that misses a parameter is refused, naming it."""
+    from xproda.learning.two_step import two_step_targets
+
+    ids = np.asarray(data.batch.site_ids)
+    th = truth_at_sites(truth, profiles).sel(site=ids).transpose("site", "parameter")
+    da = xr.Dataset({"map": th, "r2": ("site", np.full(len(ids), 0.9))}, coords={"site": ids})
+    mdl = xproda.get_model("clm5")
+    names = list(mdl.parameters.names)
+    kw = dict(dropped=pd.DataFrame({"site": [], "reason": []}), da_method="map", da_options=None,
+              min_da_r2=None, seed=0, progress=False, mapping="layer_mean")
+    _, t_ref, _, _ = two_step_targets(data, mdl, assimilation=da, **kw)
+    _, t_rev, _, _ = two_step_targets(data, mdl, assimilation=da.sel(parameter=names[::-1]),
+                                      **kw)
+    np.testing.assert_array_equal(t_rev, t_ref)
+    np.testing.assert_array_equal(t_ref, th.sel(parameter=names).values)
+    with pytest.raises(ValueError, match="missing: \\['beta'\\]"):
+        two_step_targets(data, mdl, assimilation=da.drop_sel(parameter="beta"), **kw)
+
+
 def test_two_step_runs_assimilation(data):
     sub = data.subset(np.arange(40))
     net, rep = train_network(sub, method="two_step", epochs=2, min_da_r2=-np.inf,

@@ -101,9 +101,12 @@ def two_step_targets(
         raise ValueError("two-step training needs per-site DA results (dim 'site'); a batch-"
                          "mode result has one parameter set")
     free = [str(p) for p in est["parameter"].values]
-    if free != names:
+    missing = [p for p in names if p not in free]
+    if missing or len(free) != len(names):
         raise ValueError(f"DA estimated parameters {free}; two-step training needs all of "
-                         f"{names}")
+                         f"{names} (missing: {missing})")
+    if free != names:  # any order: taken by name
+        est = est.sel(parameter=names)
     ids = np.asarray(data.batch.site_ids)
     da_ids = np.asarray(assimilation["site"].values)
     pos = pd.Index(da_ids).get_indexer(ids)

@@ -208,7 +208,9 @@ class SiteProblem:
     mapping : {"pchip", "pchip_mean", "layer_mean"}
         Model-to-observation mapping (spec §6.1 uses "pchip" at the node depths).
     free : sequence of str, optional
-        Parameters to estimate (default all); the others are fixed at ``fixed``.
+        Parameters to estimate (default all, in model order); the others are fixed at
+        ``fixed``. Any order: the columns of ``theta_free`` (and of the results) follow
+        ``free`` and are placed by name. Names must be distinct.
     fixed : array_like or mapping, optional
         Normalised values of the fixed parameters: ``[P]`` or ``[S, P]`` (full vector) or a
         mapping name -> value; default 0.5.
@@ -262,7 +264,12 @@ class SiteProblem:
         if unknown:
             raise KeyError(f"free parameters {unknown} are not parameters of {self.model.name!r}: "
                            f"{names}")
+        repeated = sorted({p for p in free if free.count(p) > 1})
+        if repeated:
+            raise ValueError(f"free parameters must be distinct; {repeated} given more than once")
         self.free = free
+        # theta_free's columns are in the order of ``free``, which may differ from the model's:
+        # they are always placed by name (full_theta), never assumed to be in model order
         self.free_idx = torch.tensor([names.index(p) for p in free])
         base = np.full((S, len(names)), 0.5)
         if isinstance(fixed, Mapping):
@@ -327,8 +334,9 @@ class SiteProblem:
         B = theta_free.shape[0]
         R = self._replicas(B)
         fixed = self._replicated(R)[4].to(theta_free.dtype)
-        if len(self.free) == len(self.param_names):
+        if self.free == self.param_names:  # all free, in model order
             return theta_free
+        # by name: the columns of theta_free follow ``free`` (any order, any subset)
         return fixed.index_copy(1, self.free_idx, theta_free)
 
     def _replicas(self, B: int) -> int:
