@@ -172,21 +172,44 @@ def mean_operator(
     *,
     conservative: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Annual (12-month mean) tridiagonal transport operator, each ``[n, 20]`` (day-1)."""
+    """Annual (12-month mean) tridiagonal transport operator, each ``[n, 20]`` (day-1).
+
+    Decided per column: a column whose active layer (ALTMAX, ALTMAX_LASTYEAR) and bedrock are
+    constant over the months builds one month's operator (the mean of 12 equal terms), the
+    others the mean of their monthly operators (NaN months omitted). A column's result
+    therefore never depends on the other columns of the batch (as the fused kernel of
+    :mod:`xproda.models.fused_steady`), which sharded site runs rely on.
+    """
     from xproda.models.forcing import nanmean_months
 
     alt, alt_ly, nb = forcing["ALTMAX"], forcing["ALTMAX_LASTYEAR"], forcing["nbedrock"]
-    if all(_constant_over_months(x) for x in (alt, alt_ly, nb)):
-        # every month builds the same matrix: build one (the mean of 12 equal terms)
-        alt, alt_ly, nb = alt[:, :1], alt_ly[:, :1], nb[:, :1]
-    d = diffusivity(bio, cryo, alt, alt_ly, nb)
-    parts = monthly_operator(d, nb, conservative=conservative)
-    return tuple(nanmean_months(p, dim=1) for p in parts)  # type: ignore[return-value]
+    n = max(x.shape[0] for x in (alt, alt_ly, nb, bio, cryo) if x.dim() > 0)
+    const = _constant_over_months(alt) & _constant_over_months(alt_ly) & _constant_over_months(nb)
+    const = const.expand(n) if const.shape[0] != n else const
+    d = diffusivity(bio, cryo, alt[:, :1], alt_ly[:, :1], nb[:, :1])
+    one = tuple(nanmean_months(p, dim=1) for p in monthly_operator(d, nb[:, :1],
+                                                                   conservative=conservative))
+    if bool(const.all()):
+        return one  # type: ignore[return-value]
+    idx = torch.nonzero(~const).reshape(-1)
+
+    def rows(x):
+        return x.index_select(0, idx) if x.dim() > 0 and x.shape[0] == n else x
+
+    d = diffusivity(rows(bio), rows(cryo), rows(alt), rows(alt_ly), rows(nb))
+    parts = monthly_operator(d, rows(nb), conservative=conservative)
+    full = tuple(nanmean_months(p, dim=1) for p in parts)
+    out = []
+    for o, f in zip(one, full):
+        o = o.expand(n, *o.shape[1:]) if o.shape[0] != n else o
+        out.append(o.index_copy(0, idx, f.to(o.dtype)))
+    return tuple(out)  # type: ignore[return-value]
 
 
-def _constant_over_months(x: torch.Tensor) -> bool:
+def _constant_over_months(x: torch.Tensor) -> torch.Tensor:
+    """Per row ``[n]``: whether ``x`` ``[n, 12]`` is the same in every month (NaN == NaN)."""
     first = x[:, :1]
-    return bool(((x == first) | (torch.isnan(x) & torch.isnan(first))).all())
+    return ((x == first) | (torch.isnan(x) & torch.isnan(first))).all(-1)
 
 
 def dense(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
