@@ -16,6 +16,13 @@ region, resumably::
         --storage-options '{"endpoint_url": "http://localhost:9000"}' --resume
     xproda run ... --scheduler tcp://scheduler:8786      # a dask.distributed cluster
 
+``xproda assimilate`` fits the model to soil profiles site by site, in shards on the dask
+scheduler, into a resumable Zarr store; ``xproda train`` trains a parameter network::
+
+    xproda assimilate --profiles profiles.csv --forcing forcing.zarr --out post.zarr \
+        --method map --scheduler local-cluster --workers 4 [--resume]
+    xproda train --profiles profiles.csv --covariates covariates.zarr --out net.safetensors
+
 Every option has a ``--help`` text; ``xproda run --help`` lists them.
 """
 
@@ -28,7 +35,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-__all__ = ["main", "build_run"]
+__all__ = ["main", "build_run", "read_profiles", "site_forcing"]
 
 
 def _parse_chunks(text: str | None) -> dict[str, int]:
@@ -223,9 +230,29 @@ def run_inputs(args: argparse.Namespace, *, network: Any = None) -> dict[str, An
             "network": network}
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _scheduler_context(args: argparse.Namespace):
+    """The dask context of ``--scheduler`` (and ``--workers``): a client for a cluster, or
+    the local scheduler's config."""
     import contextlib
 
+    import dask
+
+    stack = contextlib.ExitStack()
+    if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
+        from distributed import Client, LocalCluster
+
+        if args.scheduler == "local-cluster":
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
+            stack.enter_context(Client(cluster))
+        else:
+            stack.enter_context(Client(args.scheduler))
+    elif args.scheduler:
+        stack.enter_context(dask.config.set(scheduler=args.scheduler))
+    return stack
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from xproda import io, set_options, tune_malloc
 
     if not args.no_tune_malloc:
@@ -233,22 +260,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     so = args.storage_options or None
     # loaded once: the run and the digest of its inputs use the same network
     net = None if args.network is None else _load_net(args.network, so)
-    client_ctx = contextlib.nullcontext()
-    if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
-        from distributed import Client, LocalCluster
-
-        if args.scheduler == "local-cluster":
-            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                   dashboard_address=None)
-            client_ctx = Client(cluster)
-        else:
-            client_ctx = Client(args.scheduler)
-    import dask
-
-    sched = {"scheduler": args.scheduler} if args.scheduler in (
-        "threads", "synchronous", "processes") else {}
     t0 = time.perf_counter()
-    with client_ctx, dask.config.set(**sched), set_options(torch_threads=args.torch_threads):
+    with _scheduler_context(args), set_options(torch_threads=args.torch_threads):
         out, mask = build_run(
             args.forcing, args.params, network=net, covariates=args.covariates,
             model=args.model, reference=args.reference,
@@ -268,6 +281,125 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(report)
         print(f"done in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    return 0
+
+
+def _parse_units(text: str) -> dict[str, str]:
+    """``--units soc=g/kg,top=cm`` as a dict (an argparse type)."""
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise argparse.ArgumentTypeError(
+                f"expected column=unit[,column=unit] (e.g. soc=g/kg,top=cm), got {text!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _parse_names(text: str) -> list[str]:
+    """``--free q10,beta`` as a list (an argparse type)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got {text!r}")
+    return names
+
+
+def read_profiles(path: str, *, units: dict | None = None, quiet: bool = False):
+    """A profile table (CSV, one row per layer) as a validated :class:`ProfileBatch`.
+
+    Through :func:`xproda.sites.observations.from_table` (unit conversion, cleaning; the
+    cleaning report is printed unless ``quiet``).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--profiles: no file {path!r}")
+    from xproda.sites.observations import as_profile_batch, from_table
+
+    df, report = from_table(path, units=units)
+    if not quiet and report is not None:
+        print(report, file=sys.stderr)
+    return as_profile_batch(df, where=f"--profiles {path}")
+
+
+def site_forcing(forcing: str, batch, storage_options: dict | None):
+    """Forcing at the profiles' sites: a store with a ``site`` dim as it is (matched by id),
+    a gridded one sampled at the sites (nearest cell)."""
+    from xproda import io
+    from xproda.spatial import sample_sites
+
+    ds = io.open_dataset(forcing, storage_options=storage_options)
+    if "site" in ds.dims:
+        return ds
+    return sample_sites(ds, lat=batch.lat, lon=batch.lon, ids=batch.site_ids).load()
+
+
+def _cmd_assimilate(args: argparse.Namespace) -> int:
+    from xproda import set_options
+    from xproda.sites.assimilation import assimilate
+
+    so = args.storage_options or None
+    batch = read_profiles(args.profiles, units=args.units, quiet=args.quiet)
+    t0 = time.perf_counter()
+    with _scheduler_context(args), set_options(torch_threads=args.torch_threads):
+        forcing = site_forcing(args.forcing, batch, so)
+        kw = dict(model=args.model, method=args.method, free=args.free, seed=args.seed,
+                  progress=not args.quiet)
+        for k in ("n_iter", "n_chains", "n_starts", "likelihood"):
+            if getattr(args, k) is not None:
+                kw[k] = getattr(args, k)
+        if args.method == "batch":  # one parameter set: in-process, then written
+            from xproda import io
+
+            if args.resume:
+                raise ValueError("--resume: batch mode is one optimisation, not shards; "
+                                 "rerun it (with --overwrite)")
+            ds = assimilate(batch, forcing, **kw)
+            try:
+                io.write_zarr(ds, args.out, storage_options=so, overwrite=args.overwrite,
+                              progress=False)
+            except FileExistsError:
+                raise FileExistsError(f"the output store {args.out!r} already exists; pass "
+                                      "--overwrite to replace it") from None
+        else:
+            try:
+                ds = assimilate(batch, forcing, store=args.out, storage_options=so,
+                                shard_size=args.shard_size, resume=args.resume,
+                                overwrite=args.overwrite, **kw)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"the output store {args.out!r} already exists; pass --resume to finish "
+                    "an interrupted run into it, or --overwrite to replace it") from None
+    if not args.quiet:
+        n = ds.sizes.get("site", 1)
+        print(f"assimilated {n} site(s) ({args.method}) in {time.perf_counter() - t0:.1f} s "
+              f"-> {args.out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from xproda import io, set_options
+    from xproda.learning.data import prepare_training_data
+    from xproda.learning.trainer import train_network
+    from xproda.learning.network import save_network
+
+    so = args.storage_options or None
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"the output file {args.out!r} already exists; pass --overwrite "
+                              "to replace it")
+    batch = read_profiles(args.profiles, units=args.units, quiet=args.quiet)
+    cov = io.open_dataset(args.covariates, storage_options=so)
+    forcing = io.open_dataset(args.forcing, storage_options=so) if args.forcing else None
+    da = io.open_dataset(args.assimilation, storage_options=so).load() \
+        if args.assimilation else None
+    t0 = time.perf_counter()
+    with _scheduler_context(args), set_options(torch_threads=args.torch_threads):
+        data = prepare_training_data(cov, batch, forcing=forcing, model=args.model)
+        net, report = train_network(data, method=args.method, assimilation=da,
+                                    epochs=args.epochs, seed=args.seed,
+                                    progress=not args.quiet)
+    path = save_network(net, args.out)
+    if not args.quiet:
+        print(report)
+        print(f"trained in {time.perf_counter() - t0:.1f} s -> {path}")
     return 0
 
 
@@ -366,6 +498,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--storage-options", default=None, type=_parse_json_dict,
                      help="JSON dict of fsspec storage options for every URL")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    def shared(p, *, store_help: str) -> None:
+        p.add_argument("--profiles", required=True,
+                       help="profile table, CSV with one row per layer: profile_id, lat, lon, "
+                            "top, bottom (m), soc (g C m-3), or other units with --units")
+        p.add_argument("--units", type=_parse_units, default=None,
+                       help="units of the table's columns, e.g. soc=g/kg,top=cm,bottom=cm "
+                            "(xproda.sites.observations.from_table)")
+        p.add_argument("--out", required=True, help=store_help)
+        p.add_argument("--model", default="clm5", choices=["clm5", "microbial"])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+        p.add_argument("--scheduler", default=None, type=_parse_scheduler,
+                       help="threads (default), synchronous, processes, local-cluster, or "
+                            "the address of a dask.distributed scheduler")
+        p.add_argument("--workers", type=int, default=2,
+                       help="workers of --scheduler local-cluster")
+        p.add_argument("--torch-threads", type=int, default=None,
+                       help="torch threads per task/worker (xproda.set_options)")
+        p.add_argument("--storage-options", default=None, type=_parse_json_dict,
+                       help="JSON dict of fsspec storage options for every URL")
+        p.add_argument("--quiet", action="store_true", help="no progress or summary")
+
+    asm = sub.add_parser(
+        "assimilate", help="site-level data assimilation of soil profiles, to a Zarr store",
+        description="Fit the model's parameters to each soil profile (posterior samples or "
+                    "MAP per site; batch mode: one set for all) and write the result to a "
+                    "Zarr store, shard by shard on the dask scheduler; --resume finishes a "
+                    "killed run without redoing finished shards.")
+    shared(asm, store_help="output Zarr store (path or URL)")
+    asm.add_argument("--forcing", required=True,
+                     help="forcing store (Zarr/NetCDF): gridded (sampled at the sites) or with "
+                          "a site dim matching the profile ids")
+    asm.add_argument("--method", default="am", choices=["am", "map", "reference", "batch"])
+    asm.add_argument("--likelihood", default=None, choices=["cen", "mic", "gaussian"])
+    asm.add_argument("--free", type=_parse_names, default=None,
+                     help="parameters to estimate, comma-separated (default: all)")
+    asm.add_argument("--n-iter", type=int, default=None, help="iterations per chain (am)")
+    asm.add_argument("--n-chains", type=int, default=None, help="chains per site (am)")
+    asm.add_argument("--n-starts", type=int, default=None, help="starts per site (map)")
+    asm.add_argument("--shard-size", type=int, default=None,
+                     help="sites per shard (default: about 4 shards per worker thread, at "
+                          "most 500; results do not depend on it)")
+    asm.add_argument("--resume", action="store_true",
+                     help="finish an interrupted run into the same --out store")
+    trn = sub.add_parser(
+        "train", help="train a parameter network on soil profiles, to a safetensors file",
+        description="Sample covariates and forcing at the profiles' sites, train a network "
+                    "mapping covariates to model parameters (end to end through the model, "
+                    "or two-step from site-level assimilation) and save it (safetensors).")
+    shared(trn, store_help="output network file (.safetensors)")
+    trn.add_argument("--covariates", required=True, help="gridded covariate store")
+    trn.add_argument("--forcing", default=None,
+                     help="gridded forcing store (default: variables of --covariates)")
+    trn.add_argument("--method", default="end_to_end", choices=["end_to_end", "two_step"])
+    trn.add_argument("--assimilation", default=None,
+                     help="two_step: a store written by 'xproda assimilate' (default: run the "
+                          "assimilation first)")
+    trn.add_argument("--epochs", type=int, default=300)
     from xproda.demo import DEMO_DEFAULTS
 
     demo = sub.add_parser(
@@ -403,13 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ver.add_argument("--storage-options", default=None, type=_parse_json_dict,
                      help="JSON dict of fsspec storage options")
     args = ap.parse_args(argv)
-    commands = {"run": _cmd_run, "demo": _cmd_demo, "verify": _cmd_verify}
+    commands = {"run": _cmd_run, "demo": _cmd_demo, "verify": _cmd_verify,
+                "assimilate": _cmd_assimilate, "train": _cmd_train}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:
         print(f"xproda {args.command}: interrupted", file=sys.stderr)
-        if args.command == "run":
-            print("xproda run: rerun the same command with --resume to finish it",
+        if args.command in ("run", "assimilate"):
+            print(f"xproda {args.command}: rerun the same command with --resume to finish it",
                   file=sys.stderr)
         return 130
     except Exception as err:

@@ -77,6 +77,8 @@ from xproda.io.stores import target as make_target
 __all__ = [
     "write_zarr",
     "WriteReport",
+    "distributed_client",
+    "scheduler_threads",
     "is_complete",
     "list_done_regions",
 ]
@@ -628,7 +630,7 @@ def _collect(*statuses: Any) -> list[Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _distributed_client() -> Any:
+def distributed_client() -> Any:
     """The active ``dask.distributed`` client, or None."""
     if "distributed" in sys.modules:
         try:
@@ -640,8 +642,10 @@ def _distributed_client() -> Any:
     return None
 
 
-def _scheduler_threads() -> int:
-    client = _distributed_client()
+def scheduler_threads() -> int:
+    """Threads of the active scheduler: the dask.distributed workers' if a client exists,
+    else dask's ``num_workers`` setting or the CPU count."""
+    client = distributed_client()
     if client is not None:
         return max(1, sum(client.nthreads().values()))
     import dask
@@ -981,7 +985,7 @@ def write_zarr(
             counts["empty"] += len(empty_by_mask)
             todo = compute
 
-        per_call = batch_size if batch_size is not None else 32 * _scheduler_threads()
+        per_call = batch_size if batch_size is not None else 32 * scheduler_threads()
 
         from tqdm.auto import tqdm
 
@@ -1047,7 +1051,7 @@ def write_zarr(
                     tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
                 graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
                 graph.update(tasks)
-                if _distributed_client() is not None:
+                if distributed_client() is not None:
                     graph = fuse_regions(graph, list(tasks))
                 batch_key = f"xproda-batch-{token}-{ibatch}"
                 graph[batch_key] = (_collect, *tasks)

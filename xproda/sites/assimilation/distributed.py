@@ -1,0 +1,356 @@
+"""Site-level assimilation in shards: tasks on any dask scheduler, resumable through Zarr.
+
+:func:`xproda.sites.assimilation.assimilate` with ``shard_size=`` or ``store=`` comes here.
+The sites (in the order of the packed profiles) are cut into contiguous **shards**; each
+shard is one task that runs the in-process :func:`assimilate` on its sites. The tasks run
+on the active dask scheduler (the threaded one by default, a ``dask.distributed`` client if
+one is active, or ``scheduler=``), so a ``LocalCluster`` or any cluster spreads the sites
+over its workers.
+
+**Identical results whatever the sharding.** A site's random numbers come from its own
+stream, keyed by the seed and the site's id (:mod:`xproda.sites.assimilation.streams`), and
+every model computation is per column (:func:`xproda.models.transport.mean_operator` and the
+fused kernels decide per column), so a site's result does not depend on which other sites
+share its shard, on the shard size, the worker count or the scheduler: the sharded result
+equals the in-process one bit for bit (tests check it). Batch mode fits one parameter set
+to all sites together and is not sharded.
+
+**Resumable.** With ``store=`` the result is written to a Zarr store by
+:func:`xproda.io.write_zarr`, one region per shard -- the protocol of every resumable write
+in xproda: a shard's region is marked done once written; a run killed at any point (the
+client with ``kill -9``, a lost worker) and started again with ``resume=True`` computes
+only the shards without a marker, and the store equals the one of an uninterrupted run.
+The digests of the inputs (profiles, forcing, options, seed, shard layout) are stored in
+the store: a resume with other inputs is refused, naming what differs.
+
+**Memory.** A worker holds one shard's forcing, state and draws at a time (for adaptive
+Metropolis with stored draws: ``shard_size x chains x draws x parameters`` float32).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["shard_bounds", "default_shard_size", "assimilate_sharded"]
+
+#: variables of the per-shard result that are counters over the shard's batch, not per site
+_RUN_ATTRS = ("n_model_evaluations",)
+
+
+def shard_bounds(n_sites: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each shard of ``n_sites`` sites, ``shard_size`` sites per shard.
+
+    Parameters
+    ----------
+    n_sites : int
+        Number of sites.
+    shard_size : int
+        Sites per shard (the last shard may be smaller).
+
+    Returns
+    -------
+    list of (int, int)
+
+    Raises
+    ------
+    ValueError
+        If ``shard_size`` is not a positive integer.
+
+    Examples
+    --------
+    >>> shard_bounds(5, 2)
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) \
+            or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer (sites per shard), got "
+                         f"{shard_size!r}")
+    return [(a, min(a + int(shard_size), n_sites)) for a in range(0, n_sites, int(shard_size))]
+
+
+def default_shard_size(n_sites: int) -> int:
+    """Sites per shard when none is given: about four shards per scheduler thread, at most
+    500 sites (results do not depend on it; it sets the granularity of resuming, the load
+    balance and the memory of a task)."""
+    from xproda.io.writer import scheduler_threads
+
+    return max(1, min(500, math.ceil(n_sites / (4 * scheduler_threads()))))
+
+
+def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset:
+    """One shard: the in-process assimilation of its sites (run on a worker)."""
+    from xproda.errors import ProfileError
+    from xproda.sites.assimilation.problem import assimilate
+
+    with warnings.catch_warnings():  # the client has warned once about sites without forcing
+        warnings.filterwarnings("ignore", message="assimilate: .* site\\(s\\) have forcing")
+        try:
+            ds = assimilate(spec["batch"], spec["forcing"], fixed=spec["fixed"],
+                            **spec["kwargs"])
+        except ProfileError as err:
+            if "no site to fit" not in str(err):
+                raise
+            ds = None
+    template = spec.get("template")
+    if ds is None:  # every site of the shard lacks forcing: the template's missing values
+        if template is None:
+            raise ProfileError(f"assimilate: no site of the shard has usable forcing "
+                               f"({spec['batch'].site_ids[:5].tolist()} ...)")
+        return _missing_block(template, spec["batch"])
+    if spec["any_skipped"]:
+        # as the in-process run: sites without forcing anywhere make its integer per-site
+        # variables float (NaN for those sites) -- in every shard alike
+        for k, v in ds.data_vars.items():
+            if "site" in v.dims and v.dtype.kind in "iu":
+                ds[k] = v.astype(np.float64)
+    return ds
+
+
+def _missing_block(template: xr.Dataset, batch) -> xr.Dataset:
+    """The result of a shard whose sites all lack forcing: NaN, flags set."""
+    n = len(batch.site_ids)
+    data = {}
+    for k, v in template.data_vars.items():
+        if "site" not in v.dims:
+            data[k] = v
+            continue
+        shape = tuple(n if d == "site" else template.sizes[d] for d in v.dims)
+        if k == "no_forcing":
+            arr = np.ones(shape, dtype=bool)
+        elif v.dtype == bool:
+            arr = np.zeros(shape, dtype=bool)
+        else:
+            arr = np.full(shape, np.nan, dtype=np.float64 if v.dtype.kind in "iuf" else v.dtype)
+        data[k] = xr.Variable(v.dims, arr, v.attrs)
+    coords = {k: c for k, c in template.coords.items() if "site" not in c.dims}
+    ds = xr.Dataset(data, coords=coords, attrs=template.attrs)
+    return ds.assign_coords(site=np.asarray(batch.site_ids),
+                            lat=("site", np.asarray(batch.lat)),
+                            lon=("site", np.asarray(batch.lon)))
+
+
+def _subset_forcing(forcing: Mapping[str, Any], idx: np.ndarray, n: int) -> dict:
+    return {k: (np.asarray(v)[idx] if np.shape(v)[0] == n else np.asarray(v))
+            for k, v in forcing.items()}
+
+
+def _specs(prob, bounds, kwargs, any_skipped, template=None) -> list[dict]:
+    S = prob.n_sites
+    fixed = prob.fixed.cpu().numpy()
+    forcing = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+               for k, v in prob.forcing.items()}
+    out = []
+    for a, b in bounds:
+        idx = np.arange(a, b)
+        out.append({"batch": prob.batch.subset(idx), "forcing": _subset_forcing(forcing, idx, S),
+                    "fixed": fixed[idx], "kwargs": kwargs, "any_skipped": any_skipped,
+                    "template": template})
+    return out
+
+
+def _inputs(prob, bounds, kwargs) -> dict[str, Any]:
+    """What the result is computed from (digested into the store: a resume must match)."""
+    b = prob.batch
+    inputs: dict[str, Any] = {
+        "site_ids": np.asarray([str(s) for s in b.site_ids]).astype("U"),
+        "fixed": prob.fixed.cpu().numpy(),
+        "shards": [list(x) for x in bounds],
+    }
+    model = kwargs.get("model")
+    opts = {k: v for k, v in kwargs.items() if k != "model"}
+    # a model's name and options (strings would be taken for paths by digest_inputs)
+    opts["model"] = model if isinstance(model, str) else {
+        "name": getattr(model, "name", repr(model)),
+        "options": repr(getattr(model, "options", None))}
+    inputs["options"] = opts
+    for k in ("lat", "lon", "soc", "top", "bottom", "depth", "weight"):
+        v = getattr(b, k, None)
+        if v is not None:
+            inputs[f"profiles_{k}"] = np.asarray(v)
+    for k, v in prob.forcing.items():
+        inputs[f"forcing_{k}"] = v.detach().cpu().numpy() if hasattr(v, "detach") else \
+            np.asarray(v)
+    return inputs
+
+
+def _scheduler_kwargs(scheduler) -> dict:
+    return {} if scheduler is None else {"scheduler": scheduler}
+
+
+def _compute_shards(specs, *, scheduler, progress: bool) -> list[xr.Dataset]:
+    """Run the shard tasks on the scheduler; results in shard order; progress per shard."""
+    import dask
+
+    from xproda.io.writer import distributed_client
+    from xproda.sites.assimilation.samplers.common import progress_bar
+
+    tasks = [dask.delayed(_shard_task, pure=False)(s, dask_key_name=f"xproda-shard-{i}")
+             for i, s in enumerate(specs)]
+    bar = progress_bar(progress, len(tasks), 0, "assimilation shards")
+    try:
+        client = distributed_client() if scheduler is None else None
+        if client is not None:
+            from distributed import as_completed
+
+            futures = client.compute(tasks)
+            for _ in as_completed(futures):
+                bar.update(1)
+            return client.gather(futures)
+        from dask.callbacks import Callback
+
+        def posttask(key, result, dsk, state, worker_id):
+            if isinstance(key, str) and key.startswith("xproda-shard-"):
+                bar.update(1)
+
+        with Callback(posttask=posttask):
+            return list(dask.compute(*tasks, **_scheduler_kwargs(scheduler)))
+    finally:
+        bar.close()
+
+
+def _combine(parts: Sequence[xr.Dataset], n_fitted: int) -> xr.Dataset:
+    attrs = dict(parts[0].attrs)
+    for k in _RUN_ATTRS:
+        if all(k in p.attrs for p in parts):
+            attrs[k] = int(sum(int(p.attrs[k]) for p in parts))
+    if "n_sites" in attrs:  # the sampler's setting: the sites it fitted, all shards together
+        attrs["n_sites"] = n_fitted
+    site_vars = [k for k, v in parts[0].variables.items() if "site" in v.dims]
+    ds = xr.concat(parts, dim="site", data_vars=[k for k in site_vars
+                                                  if k in parts[0].data_vars],
+                   coords="minimal", compat="override", join="override",
+                   combine_attrs="override")
+    ds.attrs = attrs
+    return ds
+
+
+def _lazy(specs, template: xr.Dataset) -> xr.Dataset:
+    """The result as a dask-backed Dataset, one chunk (shard) per task along ``site``."""
+    import dask
+    import dask.array as da
+
+    sizes = [len(s["batch"].site_ids) for s in specs]
+    tasks = [dask.delayed(_shard_task, pure=False)(s, dask_key_name=f"xproda-shard-{i}")
+             for i, s in enumerate(specs)]
+    data = {}
+    for k, v in template.data_vars.items():
+        if "site" not in v.dims:
+            data[k] = v
+            continue
+        ax = v.dims.index("site")
+        blocks = []
+        for t, n in zip(tasks, sizes):
+            shape = tuple(n if d == "site" else template.sizes[d] for d in v.dims)
+            arr = dask.delayed(_variable_values)(t, k, v.dtype)
+            blocks.append(da.from_delayed(arr, shape=shape, dtype=v.dtype))
+        data[k] = xr.Variable(v.dims, da.concatenate(blocks, axis=ax), v.attrs, v.encoding)
+    site_ids = np.concatenate([np.asarray(s["batch"].site_ids) for s in specs])
+    lat = np.concatenate([np.asarray(s["batch"].lat) for s in specs])
+    lon = np.concatenate([np.asarray(s["batch"].lon) for s in specs])
+    coords = {k: c for k, c in template.coords.items() if "site" not in c.dims}
+    ds = xr.Dataset(data, coords=coords,
+                    attrs={k: v for k, v in template.attrs.items() if k not in _RUN_ATTRS})
+    site_attrs = template["site"].attrs if "site" in template.coords else {}
+    return ds.assign_coords(site=("site", _text(site_ids), site_attrs),
+                            lat=("site", lat, template["lat"].attrs),
+                            lon=("site", lon, template["lon"].attrs))
+
+
+def _text(ids: np.ndarray) -> np.ndarray:
+    """Site ids as stored: variable-length text (object) unless numeric."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind in "iuf":
+        return ids
+    return np.asarray([str(s) for s in ids], dtype=object)
+
+
+def _variable_values(ds: xr.Dataset, name: str, dtype) -> np.ndarray:
+    return np.asarray(ds[name].values).astype(dtype, copy=False)
+
+
+def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | None,
+                       store: Any = None, storage_options: Mapping[str, Any] | None = None,
+                       resume: bool = False, overwrite: bool = False, scheduler: Any = None,
+                       progress: bool = True) -> xr.Dataset:
+    """The sharded run behind :func:`~xproda.sites.assimilation.assimilate` (see there).
+
+    Parameters
+    ----------
+    prob : SiteProblem
+        The whole problem (validated profiles, aligned forcing, fixed parameters).
+    kwargs : mapping
+        The per-shard options of :func:`assimilate` (model, method, seed, ...; without
+        profiles, forcing, fixed and the sharding options).
+    shard_size : int or None
+        Sites per shard (default :func:`default_shard_size`).
+    store, storage_options, resume, overwrite
+        Zarr output (:func:`xproda.io.write_zarr`); None keeps the result in memory.
+    scheduler : str or dask scheduler, optional
+        Passed to dask (default: the active one).
+    progress : bool
+        Progress per shard.
+
+    Returns
+    -------
+    Dataset
+        As the in-process :func:`assimilate`; with ``store`` the store opened lazily.
+    """
+    from xproda.io.writer import write_zarr
+    from xproda.sites.assimilation.problem import assimilate
+
+    kwargs = dict(kwargs)
+    if kwargs.get("method") == "batch":
+        raise ValueError("assimilate: method='batch' fits one parameter set to all sites "
+                         "together and cannot be sharded (shard_size/store); run it in-process")
+    if kwargs.get("checkpoint") is not None:
+        raise ValueError("assimilate: checkpoint= (the sampler's own checkpoint file) and "
+                         "shard_size/store= (resumable shards) do not combine; with shards "
+                         "the store is the checkpoint: use store= and resume=True")
+    kwargs.pop("checkpoint", None)
+    kwargs["progress"] = False
+    kwargs["resume"] = False
+    S = prob.n_sites
+    size = default_shard_size(S) if shard_size is None else shard_size
+    bounds = shard_bounds(S, size)
+    skip = np.asarray(prob.no_forcing, dtype=bool)
+    any_skipped = bool(skip.any())
+    if store is None:
+        parts = _compute_shards(_specs(prob, bounds, kwargs, any_skipped), scheduler=scheduler,
+                                progress=progress)
+        out = _combine(parts, int((~skip).sum()))
+        out.attrs["n_shards"] = len(bounds)
+        return out
+    # a template: the result of one site with usable forcing (its structure, not its values)
+    first = np.flatnonzero(~skip)[:1]
+    spec = _specs(prob, [(int(first[0]), int(first[0]) + 1)], kwargs, False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        template = assimilate(spec["batch"], spec["forcing"], fixed=spec["fixed"], **kwargs)
+    if any_skipped:
+        for k, v in template.data_vars.items():
+            if "site" in v.dims and v.dtype.kind in "iu":
+                template[k] = v.astype(np.float64)
+    specs = _specs(prob, bounds, kwargs, any_skipped, template=template.isel(site=slice(0, 0)))
+    ds = _lazy(specs, template)
+    ds.attrs["n_shards"] = len(bounds)
+    if "n_sites" in ds.attrs:
+        ds.attrs["n_sites"] = int((~skip).sum())
+    import contextlib
+
+    import dask
+
+    ctx = dask.config.set(scheduler=scheduler) if scheduler is not None else \
+        contextlib.nullcontext()
+    with ctx:
+        write_zarr(ds, store, storage_options=storage_options, region_dims=["site"],
+                   skip_empty=False, resume=resume, overwrite=overwrite, progress=progress,
+                   inputs=_inputs(prob, bounds, kwargs))
+    from xproda.io.opening import open_dataset
+
+    return open_dataset(store, storage_options=storage_options)
