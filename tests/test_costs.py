@@ -23,6 +23,7 @@ from xproda.sites.assimilation import (
     get_cost,
     log_prior_uniform,
 )
+from xproda.sites.assimilation.costs import fit_stats_log
 
 # spec §5.2 / §6.2 example profile
 OBS = np.array([20000.0, 15000.0, 9000.0, 5000.0, 3000.0])
@@ -224,6 +225,29 @@ def test_fit_stats_match_numpy():
         np.testing.assert_allclose(float(s["bias"][b]), (m - o).mean(), rtol=1e-12)
         np.testing.assert_allclose(float(s["corr"][b]), np.corrcoef(m, o)[0, 1], rtol=1e-12)
         assert int(s["n"][b]) == len(o)
+
+
+
+def test_fit_stats_log_hand_example():
+    e = math.e
+    # logs: model 0, 2, 2; observations 0, 1, 2 -> SSE = 1, SST = 2, R2 = 0.5; the fourth
+    # observation is padding, the fifth <= 0 and the sixth has a model value <= 0: left out
+    mod = [[1.0, e**2, e**2, 7.0, 3.0, -1.0]]
+    obs = [[1.0, e, e**2, NAN, 0.0, 5.0]]
+    s = fit_stats_log(mod, obs)
+    assert int(s["n"][0]) == 3
+    assert float(s["r2"][0]) == pytest.approx(0.5, rel=1e-14)
+    assert float(s["bias"][0]) == pytest.approx(1 / 3, rel=1e-14)  # mean log(m / o)
+    assert float(s["rmse"][0]) == pytest.approx(math.sqrt(1 / 3), rel=1e-14)
+    # linear R2 of the same profile differs (the statistic is in log space)
+    assert float(fit_stats(mod, obs)["r2"][0]) != pytest.approx(0.5)
+    # a NaN model value at a used observation is a failed solve: NaN, not ignored
+    assert torch.isnan(fit_stats_log([[1.0, NAN, 4.0]], [[1.0, 2.0, 3.0]])["r2"][0])
+    # fewer than two usable observations: NaN; gradients finite where defined
+    assert torch.isnan(fit_stats_log([[1.0, -2.0]], [[1.0, 3.0]])["r2"][0])
+    m = torch.tensor([[1.0, -2.0, 4.0, 3.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    fit_stats_log(m, [[1.0, 3.0, 0.0, 2.0, 5.0]])["rmse"].sum().backward()
+    assert bool(torch.isfinite(m.grad).all()) and float(m.grad[0, 1]) == 0.0
 
 
 def test_registry():

@@ -52,6 +52,7 @@ __all__ = [
     "gaussian_loglik",
     "log_prior_uniform",
     "fit_stats",
+    "fit_stats_log",
     "Cost",
     "COSTS",
     "get_cost",
@@ -395,6 +396,52 @@ def fit_stats(mod, obs, *, mask=None) -> dict[str, torch.Tensor]:
         "mae": e.abs().sum(-1) / n,
         "bias": e.sum(-1) / n,
     }
+
+
+def fit_stats_log(mod, obs, *, mask=None) -> dict[str, torch.Tensor]:
+    """:func:`fit_stats` of log SOC: the statistics in the space of a log-space likelihood.
+
+    ``log m`` against ``log o`` over the used observations (NaN ``obs`` = padding) where
+    ``o > 0`` and ``m > 0``: observations or model values ``<= 0`` have no logarithm and
+    are left out (they count in neither ``n`` nor the sums; NaN never enters the graph). A
+    NaN model value at a used observation still gives NaN, as in :func:`fit_stats`.
+
+    The ``gaussian`` likelihood with ``log_space=True`` works in this space; ``cen`` works on
+    SOC with residuals relative to the observation (``(m - o) / o``, to first order the log
+    residual) and ``mic`` on SOC (``5 (1 - r2)`` of :func:`fit_stats`).
+
+    Parameters
+    ----------
+    mod, obs : array_like or torch.Tensor
+        Modelled and observed values (e.g. g C m-3), ``[..., D]``.
+    mask : array_like of bool, optional
+        True where the observation is used.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The keys of :func:`fit_stats` (``n``, ``r2``, ``nse``, ``corr``, ``rmse``, ``mae``,
+        ``bias``) of the logs: ``rmse``, ``mae`` and ``bias`` are in log units (``bias`` is
+        the mean log ratio ``mean(log(m / o))``); ``r2`` is NaN with fewer than two
+        observations left.
+
+    Examples
+    --------
+    Logs 0, 2, 2 against 0, 1, 2 (the fourth observation is padding): SSE = 1, SST = 2.
+
+    >>> e = math.e
+    >>> s = fit_stats_log([[1.0, e**2, e**2, 5.0]], [[1.0, e, e**2, float("nan")]])
+    >>> int(s["n"][0]), round(float(s["r2"][0]), 6)
+    (3, 0.5)
+    >>> int(fit_stats_log([[1.0, -2.0, 4.0]], [[1.0, 3.0, 0.0]])["n"][0])
+    1
+    """
+    m, o, _, used = _prepare(mod, obs, None, mask)
+    one = torch.ones((), dtype=o.dtype, device=o.device)
+    keep = used & (o > 0) & ~(m <= 0)  # NaN model values stay (they make the stat NaN)
+    log_o = torch.log(torch.where(keep, o, one))
+    log_m = torch.log(torch.where(keep, m, one))
+    return fit_stats(log_m, log_o, mask=keep)
 
 
 # --------------------------------------------------------------------------------------------

@@ -329,11 +329,62 @@ class SiteProblem:
             self._cache[R] = (f, m2o, rep(self._obs), rep(self._w), rep(self.fixed))
         return self._cache[R]
 
-    def full_theta(self, theta_free: torch.Tensor) -> torch.Tensor:
-        """Full normalised parameter vectors ``[B, P]`` from the free ones ``[B, Pf]``."""
+    def _row_index(self, n: int, rows: Any, n_rows: int | None
+                   ) -> tuple[int, torch.Tensor | None]:
+        """Replicas per site R of the full batch and the row indices of a call on ``n`` rows.
+
+        ``rows`` None: the call is the full batch (``n = S * R``). A boolean mask ``[S * R]``
+        or integer indices into the full batch (``n_rows`` = its size) select ``n`` rows.
+        """
+        if rows is None:
+            return self._replicas(n), None
+        r = torch.as_tensor(rows)
+        if r.dtype == torch.bool:
+            if r.ndim != 1:
+                raise ValueError(f"rows as a mask must be 1-D [S * R]; got shape {tuple(r.shape)}")
+            total = r.numel()
+            idx = torch.nonzero(r.cpu()).reshape(-1)
+        else:
+            if n_rows is None:
+                raise ValueError("rows given as indices need n_rows, the size S * R of the full "
+                                 "site-major batch (or give rows as a boolean mask [S * R])")
+            if r.dtype.is_floating_point or r.dtype.is_complex:
+                raise TypeError(f"rows must be integer indices or a boolean mask; got {r.dtype}")
+            total = int(n_rows)
+            idx = r.cpu().to(torch.long).reshape(-1)
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= total):
+                raise IndexError(f"rows out of range for a batch of {total} rows")
+        R = self._replicas(total)
+        if idx.numel() != n:
+            raise ValueError(f"rows select {idx.numel()} rows but theta has {n}")
+        return R, idx
+
+    def _rows_data(self, R: int, idx: torch.Tensor | None):
+        """``_replicated(R)`` restricted to the rows ``idx`` of the full batch (None: all).
+
+        Row ``b`` of the full batch belongs to site ``b // R``; every replica of a site has the
+        site's forcing, observations and fixed parameters, so the restriction is a gather (the
+        mapping is rebuilt for the rows' observation depths). The model is row-independent:
+        the rows' values equal those of the full batch exactly.
+        """
+        full = self._replicated(R)
+        if idx is None:
+            return full
+        f, _, obs, w, fixed = full
+        sites = idx // R
+        m2o = ModelToObs(self._depth[sites], method=self.mapping, top=self._top[sites],
+                         bottom=self._bottom[sites])
+        return (f.subset(idx), m2o, obs[idx], w[idx], fixed[idx])
+
+    def full_theta(self, theta_free: torch.Tensor, rows: Any = None,
+                   n_rows: int | None = None) -> torch.Tensor:
+        """Full normalised parameter vectors ``[B, P]`` from the free ones ``[B, Pf]``.
+
+        ``rows``, ``n_rows``: as for :meth:`predict`.
+        """
         B = theta_free.shape[0]
-        R = self._replicas(B)
-        fixed = self._replicated(R)[4].to(theta_free.dtype)
+        R, idx = self._row_index(B, rows, n_rows)
+        fixed = self._rows_data(R, idx)[4].to(theta_free.dtype)
         if self.free == self.param_names:  # all free, in model order
             return theta_free
         # by name: the columns of theta_free follow ``free`` (any order, any subset)
@@ -345,21 +396,41 @@ class SiteProblem:
             raise ValueError(f"batch of {B} rows is not a multiple of the {S} sites")
         return B // S
 
-    def predict(self, theta_free) -> torch.Tensor:
-        """Modelled SOC (g C m-3) at the observed depths ``[B, D]`` (NaN where invalid)."""
+    def predict(self, theta_free, rows: Any = None, n_rows: int | None = None) -> torch.Tensor:
+        """Modelled SOC (g C m-3) at the observed depths ``[B, D]`` (NaN where invalid).
+
+        Parameters
+        ----------
+        theta_free : array_like
+            ``[B, Pf]`` free parameters (normalised), rows site-major: the full batch
+            ``B = S * R`` (row ``b`` is replica ``b % R`` of site ``b // R``), or the rows
+            ``rows`` of it.
+        rows : Tensor, optional
+            The rows of the full site-major batch that ``theta_free`` holds: a boolean mask
+            ``[S * R]`` (the full batch's size is its length), or integer indices with
+            ``n_rows``. Only these rows are computed; the model is row-independent, so the
+            values are bit-identical to the same rows of a full-batch call
+            (:func:`~xproda.sites.assimilation.samplers.map_estimate` uses this to leave
+            converged rows out).
+        n_rows : int, optional
+            Size ``S * R`` of the full batch when ``rows`` are indices.
+        """
         th = torch.as_tensor(theta_free, dtype=torch.float64)
-        R = self._replicas(th.shape[0])
-        f, m2o, *_ = self._replicated(R)
-        out = self.model.steady_state(self.full_theta(th), f)
+        R, idx = self._row_index(th.shape[0], rows, n_rows)
+        f, m2o, *_ = self._rows_data(R, idx)
+        out = self.model.steady_state(self.full_theta(th, rows, n_rows), f)
         self.n_evaluations += th.shape[0]
         return m2o(out["soc"])
 
-    def cost(self, theta_free) -> torch.Tensor:
-        """Cost per row (lower is better): the likelihood's negative log (see LIKELIHOODS)."""
+    def cost(self, theta_free, rows: Any = None, n_rows: int | None = None) -> torch.Tensor:
+        """Cost per row (lower is better): the likelihood's negative log (see LIKELIHOODS).
+
+        ``rows``, ``n_rows``: a subset of the full batch, as for :meth:`predict`.
+        """
         th = torch.as_tensor(theta_free, dtype=torch.float64)
-        R = self._replicas(th.shape[0])
-        _, _, obs, w, _ = self._replicated(R)
-        mod = self.predict(th)
+        R, idx = self._row_index(th.shape[0], rows, n_rows)
+        _, _, obs, w, _ = self._rows_data(R, idx)
+        mod = self.predict(th, rows, n_rows)
         if self.likelihood == "cen":
             j = costs.cost_cen(mod, obs, w)
         elif self.likelihood == "mic":
@@ -370,17 +441,41 @@ class SiteProblem:
         invalid = ~torch.isfinite(mod).any(-1) | torch.isnan(j)
         return torch.where(invalid, torch.full_like(j, float("nan")), j)
 
-    def log_density(self, theta_free) -> torch.Tensor:
-        """Log posterior per row with a uniform prior on (0, 1)^P (``-inf`` outside/invalid)."""
-        j = self.cost(theta_free)
+    def log_density(self, theta_free, rows: Any = None, n_rows: int | None = None
+                    ) -> torch.Tensor:
+        """Log posterior per row with a uniform prior on (0, 1)^P (``-inf`` outside/invalid).
+
+        ``rows``, ``n_rows``: a subset of the full batch, as for :meth:`predict`.
+        """
+        j = self.cost(theta_free, rows, n_rows)
         lp = -j
         return torch.where(torch.isfinite(lp), lp, torch.full_like(lp, -float("inf")))
 
+    @property
+    def fit_space(self) -> str:
+        """Space of the likelihood's residuals: ``"log"`` or ``"linear"`` SOC.
+
+        ``"gaussian"`` with ``log_space=True`` works on log SOC; ``"cen"`` (60 % relative
+        error, i.e. residuals scaled by the observation) and ``"mic"`` (5 (1 - R2) of SOC,
+        spec §6.2) and ``"gaussian"`` without ``log_space`` work on linear SOC.
+        """
+        return "log" if (self.likelihood == "gaussian" and self.log_space) else "linear"
+
     def fit(self, theta_free) -> dict[str, np.ndarray]:
-        """Per-site fit statistics (R2, RMSE, NSE, bias) of ``theta_free [S, Pf]``."""
+        """Per-site fit statistics of ``theta_free [S, Pf]``.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``[S]`` each: ``r2``, ``rmse``, ``nse``, ``bias`` (and ``n``, ``corr``, ``mae``)
+            of linear SOC (:func:`~xproda.sites.assimilation.costs.fit_stats`), and ``r2_log``,
+            the R2 of log SOC (observations or model values <= 0 left out;
+            :func:`~xproda.sites.assimilation.costs.fit_stats_log`).
+        """
         with torch.no_grad():
             mod = self.predict(torch.as_tensor(theta_free, dtype=torch.float64))
         st = costs.fit_stats(mod, self._obs)
+        st["r2_log"] = costs.fit_stats_log(mod, self._obs)["r2"]
         return {k: v.detach().cpu().numpy() for k, v in st.items()}
 
 
@@ -479,15 +574,17 @@ def assimilate(
             res = samplers.adaptive_metropolis(
                 prob.log_density, n_sites=S, n_params=P, n_chains=n_chains, n_iter=n_iter,
                 seed=seed, progress=progress, checkpoint=checkpoint, resume=resume,
-                param_names=prob.free, **opts)
+                param_names=prob.free, site_ids=prob.batch.site_ids, **opts)
     elif method == "reference":
         with torch.no_grad():
             res = samplers.reference_sampler(
                 prob.cost, n_sites=S, n_params=P, seed=seed, progress=progress,
-                checkpoint=checkpoint, resume=resume, param_names=prob.free, **opts)
+                checkpoint=checkpoint, resume=resume, param_names=prob.free,
+                site_ids=prob.batch.site_ids, **opts)
     elif method == "map":
         res = samplers.map_estimate(prob.cost, n_sites=S, n_params=P, n_starts=n_starts,
-                                    seed=seed, progress=progress, param_names=prob.free, **opts)
+                                    seed=seed, progress=progress, param_names=prob.free,
+                                    site_ids=prob.batch.site_ids, **opts)
     elif method == "batch":
         res = samplers.batch_mode(prob.cost, n_sites=S, n_params=P, seed=seed,
                                   progress=progress, param_names=prob.free, **opts)
@@ -506,16 +603,18 @@ def assimilate(
         if th.ndim == 1:
             th = np.broadcast_to(th, (S, P))
         ok = np.isfinite(th).all(-1)
-        fit = {k: np.full(S, np.nan) for k in ("r2", "rmse", "nse", "bias")}
+        fit = {k: np.full(S, np.nan) for k in ("r2", "rmse", "nse", "bias", "r2_log")}
         if ok.any():
             th_c = np.where(ok[:, None], th, 0.5)
             st = prob.fit(np.clip(th_c, 1e-9, 1 - 1e-9))
             for k in fit:
                 if k in st:
                     fit[k] = np.where(ok, st[k], np.nan)
+        space = {k: "SOC" for k in fit} | {"r2_log": "log SOC (values <= 0 left out)"}
         for k, v in fit.items():
-            ds[k] = ("site", v, conventions.attrs("fit_statistic", section="assimilation",
-                                                  fields={"stat": k, "estimate": est.name}))
+            ds[k] = ("site", v, conventions.attrs(
+                "fit_statistic", section="assimilation", fields={"stat": k, "estimate": est.name},
+                comment=f"of {space[k]}; the likelihood works on {prob.fit_space} SOC"))
     ds = ds.assign_coords(site=np.asarray(prob.batch.site_ids))
     if skip.any():
         ds = _expand_sites(ds, all_ids)

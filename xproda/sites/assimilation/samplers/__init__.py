@@ -21,7 +21,9 @@ option of :func:`xproda.set_options`, else CPU) with a ``torch.Generator`` seede
 ``seed``; on the CPU results are bit-for-bit reproducible, and a run resumed from a
 checkpoint equals the uninterrupted run (see :mod:`xproda.sites.assimilation.checkpoint`).
 Results for one site depend on the seed and on the whole batch (the random numbers of all
-sites come from one stream), not on the site alone.
+sites come from one stream), not on the site alone. :func:`map_estimate` is the exception: it
+draws a site's starts from the site's own stream (:mod:`xproda.sites.assimilation.streams`,
+keyed by the seed and ``site_ids``), so a site's MAP does not depend on the other sites.
 
 One module per concept: :mod:`~xproda.sites.assimilation.samplers.common` (devices,
 generators, target calls, checkpointed state), :mod:`~xproda.sites.assimilation.samplers.results`

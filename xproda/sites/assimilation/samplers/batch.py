@@ -81,6 +81,7 @@ def batch_mode(
     if method == "map":
         if "optimizer" in kwargs:
             kwargs["method"] = kwargs.pop("optimizer")
+        kwargs.setdefault("site_ids", ["batch"])  # the pooled problem's stream: a fixed id
         res = map_estimate(pooled, n_sites=1, n_params=n_params, **kwargs)
     elif method == "am":
         res = adaptive_metropolis(pooled, n_sites=1, n_params=n_params, **kwargs)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.samplers.common import (
     Target,
     init_tensor,
-    make_generator,
     progress_bar,
     resolve_device,
 )
@@ -23,15 +24,65 @@ __all__ = ["map_estimate"]
 _F64 = torch.float64
 
 
-def _value_and_grad(loss: Target, z: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Loss [n], gradient w.r.t. z [n, P] (zeros where not finite) and finite mask."""
+def accepts_rows(fn: Callable) -> bool:
+    """Whether ``fn`` takes a keyword ``rows`` (row support: it can compute a subset of rows).
+
+    Examples
+    --------
+    >>> accepts_rows(lambda theta, rows=None: theta), accepts_rows(lambda theta: theta)
+    (True, False)
+    """
+    try:
+        par = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = par.get("rows")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
+def _sigmoid(z: Tensor) -> Tensor:
+    """``1 / (1 + exp(-z))`` from ``exp`` and IEEE arithmetic.
+
+    ``torch.sigmoid`` (and ``log1p``) compute the tail of a CPU vector loop with other
+    code than the vector part, so an element's last bit can depend on its position in the
+    batch; this form keeps a row's values independent of the batch it is in.
+    """
+    return 1.0 / (1.0 + torch.exp(-z))
+
+
+def _logit(p: Tensor) -> Tensor:
+    """``log(p) - log(1 - p)`` (the inverse of :func:`_sigmoid`; see there)."""
+    return torch.log(p) - torch.log(1.0 - p)
+
+
+def _value_and_grad(loss: Target, z: Tensor, need: Tensor | None = None,
+                    row_support: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Loss [B], gradient w.r.t. z [B, P] (zeros where not finite) and finite mask.
+
+    ``need`` ([B] bool, None = all): the rows the caller reads. With ``row_support`` the loss
+    is called on those rows only, ``loss(theta[need], rows=need)``; the others get
+    ``L = inf``, ``g = 0``, ``fin = False``. The parameter transform and its derivative are
+    computed for the whole batch either way, elementwise, so a computed row's values do not
+    depend on which other rows are computed.
+    """
+    B = z.shape[0]
+    sub = row_support and need is not None and not bool(need.all())
     zz = z.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        theta = torch.sigmoid(zz)
+        theta = _sigmoid(zz)
         # saturated sigmoid (|z| very large) gives theta = 0 or 1 exactly: never pass those
         inside = ((theta > 0) & (theta < 1)).all(-1).detach()
         theta = torch.where(inside[:, None], theta, torch.full_like(theta, 0.5))
-        out = loss(theta)
+        if sub:
+            idx = torch.nonzero(need).reshape(-1)
+            n = idx.numel()
+            if n == 0:
+                inf = torch.full((B,), math.inf, dtype=_F64, device=z.device)
+                return inf, torch.zeros_like(z, dtype=_F64), torch.zeros_like(need)
+            out = loss(theta[idx], rows=need)
+        else:
+            n = B
+            out = loss(theta)
         if isinstance(out, tuple):
             out = out[0]
         val = torch.as_tensor(out)
@@ -40,7 +91,13 @@ def _value_and_grad(loss: Target, z: Tensor, n: int) -> tuple[Tensor, Tensor, Te
         val = val.reshape(n)
         if not val.requires_grad:
             raise ValueError("loss must be differentiable with respect to theta (torch ops)")
-        fin = torch.isfinite(val.detach()) & inside
+        if sub:  # back to the full batch (each row gets its one value: exact)
+            full = torch.full((B,), math.nan, dtype=val.dtype, device=val.device)
+            val = full.index_put((idx,), val)
+            computed = need
+        else:
+            computed = torch.ones(B, dtype=torch.bool, device=z.device)
+        fin = torch.isfinite(val.detach()) & inside & computed
         total = torch.where(fin, val, torch.zeros_like(val)).sum()
         (g,) = torch.autograd.grad(total, zz, allow_unused=True)
     if g is None:
@@ -49,6 +106,21 @@ def _value_and_grad(loss: Target, z: Tensor, n: int) -> tuple[Tensor, Tensor, Te
     g = torch.where(fin[:, None], g, torch.zeros_like(g)).to(_F64)
     v = val.detach().to(_F64)
     return torch.where(fin, v, torch.full_like(v, math.inf)), g, fin
+
+
+def _evaluator(loss: Target, row_support: bool
+               ) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+    """``evaluate(z [B, P], need [B] bool or None) -> (L, g, fin)``, each of the full batch.
+
+    Rows outside ``need`` are not wanted by the caller: with row support, only the rows
+    ``need`` are computed (the others get ``L = inf``, ``g = 0``, ``fin = False``, values the
+    optimisers never read); without it, the whole batch is.
+    """
+
+    def evaluate(z: Tensor, need: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return _value_and_grad(loss, z, need, row_support)
+
+    return evaluate
 
 
 def map_estimate(
@@ -71,6 +143,7 @@ def map_estimate(
     device: str | torch.device | None = None,
     progress: bool = True,
     param_names: Sequence[str] | None = None,
+    site_ids: Sequence[Any] | None = None,
 ) -> MapResult:
     """Gradient-based MAP / minimum-loss estimate per site, multi-start, in logit space.
 
@@ -78,16 +151,34 @@ def map_estimate(
     is inside (0, 1)^P. All ``n_sites * n_starts`` problems form one batch (site-major);
     each site keeps its best start.
 
+    **Random starts per site.** Start ``k`` of a site is drawn from the site's own stream
+    (:mod:`xproda.sites.assimilation.streams`: the key of ``seed`` and the site's id, purpose
+    ``"map-start"``, index ``k``; counter 0, and counter ``a`` for the ``a``-th redraw of a
+    start whose loss is not finite). A site's starts, and so its result, do not depend on
+    the other sites in the batch, nor (with ``site_ids``) on its position.
+
+    **Rows that are done leave the computation.** If ``loss`` takes a keyword ``rows``
+    (row support, e.g. :meth:`SiteProblem.cost
+    <xproda.sites.assimilation.problem.SiteProblem.cost>`), it is called as
+    ``loss(theta[rows], rows=rows)`` with ``rows`` the boolean mask ``[B]`` of the rows that
+    need a value: converged and frozen rows are not computed in an Adam step, and an
+    L-BFGS line-search trial computes only the rows still searching. The loss must then give
+    each row the value it has in a full-batch call (row-independent), so results are
+    identical with and without row support. A loss without ``rows`` is called on the full
+    batch every time.
+
     Parameters
     ----------
     loss : callable
         Differentiable ``loss(theta[B, P]) -> Tensor[B]`` (lower is better; e.g. a cost or
         a negative log posterior), ``B = n_sites * n_starts`` site-major. Rows must be
         independent (the gradient of the summed loss is then the per-row gradient).
+        Optionally ``loss(theta[b, P], rows=mask[B]) -> Tensor[b]`` (see above).
     n_sites, n_params : int
         Sites and parameters.
     n_starts : int
-        Starts per site: uniform in (0.1, 0.9), except those given by ``init``.
+        Starts per site: uniform in (0.1, 0.9) from the site's stream, except those given
+        by ``init``.
     method : {"adam", "lbfgs"}
         ``"adam"``: batched Adam with a per-row learning rate halved whenever the row's
         best loss has not improved for ``patience`` steps (converged when it falls below
@@ -103,7 +194,7 @@ def map_estimate(
     init : array_like, optional
         Starts ``[n_sites, P]`` (start 0) or ``[n_sites, n_starts, P]``.
     seed : int
-        Seed of the random starts.
+        Seed of the random starts (with the site ids: per-site streams).
     rtol : float
         L-BFGS: converged when the loss decrease is at most ``rtol * max(|L|, 1)``; Adam:
         improvements smaller than this do not reset the patience counter.
@@ -125,6 +216,9 @@ def map_estimate(
         Show a tqdm progress bar.
     param_names : sequence of str, optional
         Names for :meth:`MapResult.to_dataset`.
+    site_ids : sequence, optional
+        Unique id of each site (``n_sites``), keys of the sites' random streams (default:
+        the positions ``0 .. n_sites - 1``, so a site's starts then depend on its position).
 
     Returns
     -------
@@ -140,8 +234,19 @@ def map_estimate(
     steps = (2000 if method == "adam" else 200) if steps is None else int(steps)
     lr = 0.05 if lr is None else float(lr)
     min_lr = lr * 1e-4 if min_lr is None else float(min_lr)
-    gen = make_generator(seed, dev)
-    start = torch.rand(S, K, P, generator=gen, device=dev, dtype=_F64) * 0.8 + 0.1
+    if site_ids is not None and len(site_ids) != S:
+        raise ValueError(f"site_ids has {len(site_ids)} ids for {S} sites")
+    keys = streams.site_keys(site_ids, int(seed), n=S, device=dev)
+    # one key per row (site-major): site s, start k
+    row_keys = streams.derive(keys.repeat_interleave(K), "map-start",
+                              torch.arange(K, device=dev).repeat(S))
+
+    def draw(counter: int, which: Tensor | None = None) -> Tensor:
+        """Uniform (0.1, 0.9) starts of the rows ``which`` (all) at ``counter``."""
+        k = row_keys if which is None else row_keys[which]
+        return streams.uniform(k, counter, P) * 0.8 + 0.1
+
+    start = draw(0).view(S, K, P)
     given = torch.zeros(S, K, dtype=torch.bool, device=dev)
     init_t = init_tensor(init, dev)
     if init_t is not None:
@@ -155,16 +260,16 @@ def map_estimate(
             raise ValueError(f"init must have shape [{S}, {P}] or [{S}, {K}, {P}]")
     theta = start.reshape(B, P).clamp(1e-12, 1 - 1e-12)
     given = given.reshape(B)
-    z = torch.logit(theta)
-    L, g, fin = _value_and_grad(loss, z, B)
-    for _ in range(20):  # redraw random starts with a non-finite loss
+    z = _logit(theta)
+    evaluate = _evaluator(loss, accepts_rows(loss))
+    L, g, fin = evaluate(z)
+    for attempt in range(1, 21):  # redraw random starts with a non-finite loss
         bad = ~fin & ~given
         if not bool(bad.any()):
             break
         z = z.clone()
-        z[bad] = torch.logit(
-            torch.rand(int(bad.sum()), P, generator=gen, device=dev, dtype=_F64) * 0.8 + 0.1)
-        L2, g2, f2 = _value_and_grad(loss, z, B)
+        z[bad] = _logit(draw(attempt, bad))
+        L2, g2, f2 = evaluate(z, bad)
         L = torch.where(bad, L2, L)
         g = torch.where(bad[:, None], g2, g)
         fin = torch.where(bad, f2, fin)
@@ -174,20 +279,22 @@ def map_estimate(
     pbar = progress_bar(progress, steps, 0, f"MAP ({method})")
     try:
         if method == "adam":
-            z, L, conv, nsteps = _adam(loss, z, L, g, fin, frozen, steps, lr, min_lr, rtol,
-                                       patience, pbar)
+            z, L, conv, nsteps = _adam(evaluate, z, L, g, fin, frozen, steps, lr, min_lr,
+                                       rtol, patience, pbar)
         else:
-            z, L, conv, nsteps = _lbfgs(loss, z, L, g, frozen, steps, rtol, gtol, history,
+            z, L, conv, nsteps = _lbfgs(evaluate, z, L, g, frozen, steps, rtol, gtol, history,
                                         max_line_search, pbar)
     finally:
         pbar.close()
-    theta_all = torch.sigmoid(z).view(S, K, P)
+    theta_all = _sigmoid(z).view(S, K, P)
     loss_all = L.view(S, K)
     best = torch.argmin(torch.nan_to_num(loss_all, nan=math.inf), 1)
     ar = torch.arange(S, device=dev)
     settings = dict(n_sites=S, n_params=P, n_starts=K, optimizer=method, steps=steps, lr=lr,
                     seed=int(seed), rtol=rtol, gtol=gtol, patience=patience, min_lr=min_lr,
-                    history=history, max_line_search=max_line_search)
+                    history=history, max_line_search=max_line_search,
+                    random_streams="per site (seed, site id)" if site_ids is not None
+                    else "per site (seed, position)")
     lb = loss_all[ar, best]
     return MapResult(
         theta_map=theta_all[ar, best],
@@ -206,7 +313,7 @@ def map_estimate(
     )
 
 
-def _adam(loss, z, L, g, fin, frozen, steps, lr, min_lr, rtol, patience, pbar):
+def _adam(evaluate, z, L, g, fin, frozen, steps, lr, min_lr, rtol, patience, pbar):
     B, P = z.shape
     dev = z.device
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -218,6 +325,10 @@ def _adam(loss, z, L, g, fin, frozen, steps, lr, min_lr, rtol, patience, pbar):
     conv = torch.zeros(B, dtype=torch.bool, device=dev)
     nsteps = torch.zeros(B, dtype=torch.int64, device=dev)
     best_z, best_L, best_g = z.clone(), L.clone(), g.clone()
+    # b ** t of the bias correction from a table (an integer t per row): no tensor pow, whose
+    # vector-loop tail could make a row's value depend on its position in the batch
+    pow1 = torch.tensor([b1**k for k in range(steps + 2)], dtype=_F64, device=dev)
+    pow2 = torch.tensor([b2**k for k in range(steps + 2)], dtype=_F64, device=dev)
     for _ in range(steps):
         act = ~conv & ~frozen
         if not bool(act.any()):
@@ -226,12 +337,12 @@ def _adam(loss, z, L, g, fin, frozen, steps, lr, min_lr, rtol, patience, pbar):
         t = t + act.to(_F64)
         m = torch.where(a, b1 * m + (1 - b1) * g, m)
         v = torch.where(a, b2 * v + (1 - b2) * g * g, v)
-        tt = t.clamp_min(1)[:, None]
-        mhat = m / (1 - b1**tt)
-        vhat = v / (1 - b2**tt)
+        tt = t.clamp_min(1).to(torch.int64)
+        mhat = m / (1 - pow1[tt])[:, None]
+        vhat = v / (1 - pow2[tt])[:, None]
         z = torch.where(a, z - lr_row[:, None] * mhat / (vhat.sqrt() + eps), z)
         nsteps = nsteps + act.to(torch.int64)
-        L, g, fin = _value_and_grad(loss, z, B)
+        L, g, fin = evaluate(z, act)  # converged and frozen rows are not computed
         # a non-finite loss: back to the best point, half the learning rate, fresh moments
         nf = act & ~fin
         z = torch.where(nf[:, None], best_z, z)
@@ -256,7 +367,7 @@ def _adam(loss, z, L, g, fin, frozen, steps, lr, min_lr, rtol, patience, pbar):
     return best_z, best_L, conv, nsteps
 
 
-def _lbfgs(loss, z, L, g, frozen, steps, rtol, gtol, history, max_ls, pbar):
+def _lbfgs(evaluate, z, L, g, frozen, steps, rtol, gtol, history, max_ls, pbar):
     B, P = z.shape
     dev = z.device
     M = max(1, int(history))
@@ -300,7 +411,7 @@ def _lbfgs(loss, z, L, g, frozen, steps, rtol, gtol, history, max_ls, pbar):
             if not bool(trial.any()):
                 break
             zt = torch.where(trial[:, None], z + step[:, None] * d, z_new)
-            Lt, gt, ft = _value_and_grad(loss, zt, B)
+            Lt, gt, ft = evaluate(zt, trial)  # only the rows still searching
             arm = trial & ft & (Lt <= L + c1 * step * gd)
             z_new = torch.where(arm[:, None], zt, z_new)
             L_new = torch.where(arm, Lt, L_new)
