@@ -334,7 +334,7 @@ def site_forcing(forcing: str, batch, storage_options: dict | None):
 
 def _cmd_assimilate(args: argparse.Namespace) -> int:
     from xproda import set_options
-    from xproda.sites.assimilation import assimilate
+    from xproda.sites.assimilation.problem import assimilate
 
     so = args.storage_options or None
     batch = read_profiles(args.profiles, units=args.units, quiet=args.quiet)

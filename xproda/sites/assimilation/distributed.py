@@ -1,6 +1,6 @@
 """Site-level assimilation in shards: tasks on any dask scheduler, resumable through Zarr.
 
-:func:`xproda.sites.assimilation.assimilate` with ``shard_size=`` or ``store=`` comes here.
+:func:`xproda.sites.assimilation.problem.assimilate` with ``shard_size=`` or ``store=`` comes here.
 The sites (in the order of the packed profiles) are cut into contiguous **shards**; each
 shard is one task that runs the in-process :func:`assimilate` on its sites. The tasks run
 on the active dask scheduler (the threaded one by default, a ``dask.distributed`` client if
@@ -83,13 +83,14 @@ def default_shard_size(n_sites: int) -> int:
     return max(1, min(500, math.ceil(n_sites / (4 * scheduler_threads()))))
 
 
-def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset:
-    """One shard: the in-process assimilation of its sites (run on a worker)."""
+def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset | None:
+    """One shard: the in-process assimilation of its sites (run on a worker); None when no
+    site of the shard has forcing and no template is given."""
     from xproda.errors import ProfileError
     from xproda.sites.assimilation.problem import assimilate
 
     with warnings.catch_warnings():  # the client has warned once about sites without forcing
-        warnings.filterwarnings("ignore", message="assimilate: .* site\\(s\\) have forcing")
+        warnings.filterwarnings("ignore", message=r"assimilate: \d+ of \d+ site\(s\) have forcing")
         try:
             ds = assimilate(spec["batch"], spec["forcing"], fixed=spec["fixed"],
                             **spec["kwargs"])
@@ -99,9 +100,8 @@ def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset:
             ds = None
     template = spec.get("template")
     if ds is None:  # every site of the shard lacks forcing: the template's missing values
-        if template is None:
-            raise ProfileError(f"assimilate: no site of the shard has usable forcing "
-                               f"({spec['batch'].site_ids[:5].tolist()} ...)")
+        if template is None:  # filled in by the caller from another shard's structure
+            return None
         return _missing_block(template, spec["batch"])
     if spec["any_skipped"]:
         # as the in-process run: sites without forcing anywhere make its integer per-site
@@ -278,7 +278,7 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
                        store: Any = None, storage_options: Mapping[str, Any] | None = None,
                        resume: bool = False, overwrite: bool = False, scheduler: Any = None,
                        progress: bool = True) -> xr.Dataset:
-    """The sharded run behind :func:`~xproda.sites.assimilation.assimilate` (see there).
+    """The sharded run behind :func:`~xproda.sites.assimilation.problem.assimilate` (see there).
 
     Parameters
     ----------
@@ -321,9 +321,14 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
     skip = np.asarray(prob.no_forcing, dtype=bool)
     any_skipped = bool(skip.any())
     if store is None:
-        parts = _compute_shards(_specs(prob, bounds, kwargs, any_skipped), scheduler=scheduler,
-                                progress=progress)
+        specs = _specs(prob, bounds, kwargs, any_skipped)
+        parts = _compute_shards(specs, scheduler=scheduler, progress=progress)
+        some = next(p for p in parts if p is not None)  # a site with forcing exists
+        parts = [p if p is not None else _missing_block(some.isel(site=slice(0, 0)),
+                                                        specs[i]["batch"])
+                 for i, p in enumerate(parts)]
         out = _combine(parts, int((~skip).sum()))
+        out.attrs["n_sites_no_forcing"] = int(skip.sum())
         out.attrs["n_shards"] = len(bounds)
         return out
     # a template: the result of one site with usable forcing (its structure, not its values)
@@ -339,6 +344,7 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
     specs = _specs(prob, bounds, kwargs, any_skipped, template=template.isel(site=slice(0, 0)))
     ds = _lazy(specs, template)
     ds.attrs["n_shards"] = len(bounds)
+    ds.attrs["n_sites_no_forcing"] = int(skip.sum())
     if "n_sites" in ds.attrs:
         ds.attrs["n_sites"] = int((~skip).sum())
     import contextlib
