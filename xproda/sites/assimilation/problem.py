@@ -19,6 +19,7 @@ are reported and not fitted (``SiteProblem.no_forcing``, the ``no_forcing`` outp
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -501,6 +502,11 @@ def assimilate(
     sigma_abs: float = 0.0,
     log_space: bool = False,
     sampler_options: Mapping[str, Any] | None = None,
+    shard_size: int | None = None,
+    store: str | os.PathLike | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    scheduler: Any = None,
     **model_options: Any,
 ) -> xr.Dataset:
     """Assimilate soil profiles into the model: posterior samples or MAP per site.
@@ -531,15 +537,40 @@ def assimilate(
         Checkpoint file of the sampler (safetensors + JSON); ``resume=True`` continues.
     sampler_options : mapping, optional
         Extra options of the sampler/optimiser.
+    shard_size : int, optional
+        Run the sites in shards of this many sites, each a task on the active dask scheduler
+        (threads by default, a ``dask.distributed`` client if one is active, or
+        ``scheduler``): a ``LocalCluster`` or any cluster spreads the sites over its workers.
+        Results are identical whatever the shard size, worker count or scheduler (per-site
+        random streams from the seed and the site id). Default with ``store``: about four
+        shards per scheduler thread, at most 500 sites. Not for ``method="batch"``.
+    store : str or os.PathLike, optional
+        Write the result to this Zarr store, one region per shard, resumably
+        (:func:`xproda.io.write_zarr`; ``resume=True`` continues a killed run without redoing
+        finished shards and refuses a store written from other inputs), and return it
+        opened lazily. See :mod:`xproda.sites.assimilation.distributed`.
+    storage_options : mapping, optional
+        fsspec options of ``store``.
+    overwrite : bool, default False
+        Replace an existing ``store``.
+    scheduler : str or dask scheduler, optional
+        dask scheduler of the shards (e.g. ``"threads"``, ``"processes"``, ``"synchronous"``);
+        default: the active one.
 
     Returns
     -------
     Dataset
         Sampler output (``samples`` (site, chain, draw, parameter), ``mean``, ``sd``,
         ``rhat``, ``ess``, ``acceptance`` ... or ``map``), plus per-site fit ``r2``,
-        ``rmse``, ``nse``, ``bias`` of the posterior mean (or MAP), ``site`` ids, lat/lon,
+        ``rmse``, ``nse``, ``bias`` of SOC and ``r2_log`` of log SOC (observations and model
+        values <= 0 left out) of the posterior mean (or MAP), ``site`` ids, lat/lon,
         ``no_forcing`` (site; True where the site was not fitted for lack of forcing, its
         results NaN; attribute ``n_sites_no_forcing``) and the number of model evaluations.
+        Which space the likelihood works in (:attr:`SiteProblem.fit_space`): ``"gaussian"``
+        with ``log_space=True`` on log SOC (compare ``r2_log``); ``"cen"`` on SOC with
+        residuals relative to the observation (to first order log residuals), ``"mic"`` and
+        ``"gaussian"`` otherwise on SOC (``"mic"`` is ``5 (1 - r2)``). The attribute
+        ``comment`` of each statistic names both spaces.
 
     Raises
     ------
@@ -567,6 +598,20 @@ def assimilate(
         prob = prob_all.subset(~skip)
     else:
         prob = prob_all
+    if shard_size is not None or store is not None:
+        from xproda.sites.assimilation.distributed import assimilate_sharded
+
+        kw = dict(model=prob_all.model, method=method, likelihood=prob_all.likelihood,
+                  free=list(prob_all.free), n_chains=n_chains, n_iter=n_iter,
+                  n_starts=n_starts, seed=seed, checkpoint=checkpoint, mapping=mapping,
+                  sigma_rel=sigma_rel, sigma_abs=sigma_abs, log_space=log_space,
+                  sampler_options=dict(sampler_options or {}))
+        return assimilate_sharded(prob_all, kwargs=kw, shard_size=shard_size, store=store,
+                                  storage_options=storage_options, resume=resume,
+                                  overwrite=overwrite, scheduler=scheduler, progress=progress)
+    if resume and checkpoint is None:
+        raise ValueError("assimilate: resume=True needs checkpoint= (the sampler's checkpoint "
+                         "file) or store= (a sharded run's Zarr store)")
     opts = dict(sampler_options or {})
     S, P = prob.n_sites, prob.n_free
     if method == "am":
