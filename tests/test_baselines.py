@@ -113,13 +113,14 @@ def test_cross_validate_baselines_see_only_training_folds(data, monkeypatch):
     assert set(threads) == {1}
     ids = np.asarray(pred.site.values)
     blocks = crossval.spatial_blocks(pred.lat.values, pred.lon.values, block_size=30.0)
-    for i, fitted_ids in enumerate(seen):
-        k = i // 2  # fold order: fold 0 (gbm, rf), fold 1 ...
-        test_ids = ids[pred.fold.values == k]
-        assert not set(fitted_ids) & set(test_ids)  # never a held-out site in the fit
-        assert set(fitted_ids) | set(test_ids) == set(ids)  # all the other sites
+    folds_seen = []
+    for fitted_ids in seen:  # in completion order: the fold is found by its test sites
+        test_ids = set(ids) - set(fitted_ids)
+        (k,) = [k for k in range(3) if set(ids[pred.fold.values == k]) == test_ids]
+        folds_seen.append(k)
         in_fit = np.isin(ids, fitted_ids)
         assert not set(blocks[in_fit]) & set(blocks[~in_fit])  # disjoint in space
+    assert sorted(folds_seen) == [0, 0, 1, 1, 2, 2]  # each fold's training sites, twice
     fitted = pred["fitted_sites"]
     assert fitted.sel(cv_method="default").values.tolist() == [0, 0, 0]
     n_train = [int((pred.fold.values != k).sum()) for k in range(3)]

@@ -349,3 +349,63 @@ def test_cross_validate_table(data):
     n_train = [int((pred.fold.values != k).sum()) for k in range(3)]
     assert fitted.sel(cv_method="end_to_end").values.tolist() == n_train
     assert (fitted.sel(cv_method="two_step") <= fitted.sel(cv_method="end_to_end")).all()
+    # random sampling pools the DA results of the sites two-step trains on
+    np.testing.assert_array_equal(fitted.sel(cv_method="random_sampling"),
+                                  fitted.sel(cv_method="two_step"))
+    assert np.isfinite(pred["soc_random_sampling"].values[sub.batch.mask]).all()
+
+
+def test_cross_validate_random_sampling_draws_from_training_sites_only(data, truth, profiles,
+                                                                       monkeypatch):
+    """Random sampling (Tao et al. 2020) on the twin world: it runs, scores finite, is
+    deterministic for a seed, and pools only the training fold's DA results that pass the
+    two-step filter -- although the DA result given covers the held-out sites too."""
+    from xproda.learning import random_sampling as rs_mod
+    from xproda.learning.forward import soc_at_observations
+
+    sub = data.subset(np.arange(120))
+    ids = np.asarray(sub.batch.site_ids)
+    th = truth_at_sites(truth, profiles).sel(site=ids).transpose("site", "parameter")
+    r2 = np.full(len(ids), 0.9)
+    r2[::7] = 0.2  # badly fitted sites: never pooled (spec §5.3)
+    da = xr.Dataset({"map": th, "r2": ("site", r2)}, coords={"site": ids})
+    calls = []
+    real = rs_mod.random_sampling_parameters
+
+    def spy(assimilation, train, **kw):
+        res = real(assimilation, train, **kw)
+        calls.append((np.asarray(train.batch.site_ids), np.asarray(kw["sites"]), res))
+        return res
+
+    monkeypatch.setattr(rs_mod, "random_sampling_parameters", spy)
+    kw = dict(methods=["default", "random_sampling"], n_folds=3, block_size=30.0, seed=0,
+              mapping="layer_mean", progress=False, train_options={"assimilation": da},
+              random_sampling_options={"n_draws": 40})
+    table, pred = cross_validate(sub, **kw)
+    assert np.isfinite(table.loc["random_sampling", ["r2", "rmse", "bias", "r2_log"]]).all()
+    assert table.loc["random_sampling", "n"] == table.loc["default", "n"]
+    assert len(calls) == 3
+    fold = pred.fold.values
+    mdl = xproda.get_model("clm5")
+    for train_ids, pooled, res in calls:
+        (k,) = {int(f) for f in fold[~np.isin(ids, train_ids)]}  # the fold held out
+        test = np.flatnonzero(fold == k)
+        assert set(train_ids) == set(ids[fold != k])
+        good = ids[(fold != k) & (r2 > 0.75)]
+        assert set(pooled) == set(good)  # the training sites passing the DA filter
+        assert set(res.source_site.values.tolist()) <= set(good.tolist())
+        np.testing.assert_array_equal(res.candidates.values,
+                                      da["map"].sel(site=res.source_site.values).values)
+        assert int(pred["fitted_sites"].sel(cv_method="random_sampling", cv_fold=k)) == good.size
+        # the held-out sites get the one set chosen
+        theta = np.broadcast_to(res.theta.values, (test.size, th.sizes["parameter"]))
+        soc = soc_at_observations(mdl, sub.subset(test), theta, mapping="layer_mean")
+        np.testing.assert_array_equal(pred["soc_random_sampling"].values[test, :soc.shape[1]],
+                                      soc)
+    again = cross_validate(sub, **kw)[1]
+    xr.testing.assert_identical(again, pred)
+    other = cross_validate(sub, **{**kw, "seed": 1})[1]  # other folds and draws
+    assert not np.array_equal(other["soc_random_sampling"].values,
+                              pred["soc_random_sampling"].values, equal_nan=True)
+    with pytest.raises(ValueError, match=r"fold \d: the site-level DA .* no site passes"):
+        cross_validate(sub, **{**kw, "train_options": {"assimilation": da, "min_da_r2": 2.0}})
