@@ -375,8 +375,33 @@ def layer_thickness(like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(grid.DZ[: grid.N_LAYERS], dtype=like.dtype, device=like.device)
 
 
+class _LayerBroadcast(torch.autograd.Function):
+    """``[n]`` -> ``[L, n]`` (a view) whose backward sums over the layers row by row.
+
+    Broadcasting a per-column value against layer-first ``[L, n]`` tensors makes autograd
+    reduce the gradient over the *outer* dim, and torch's outer reductions round differently
+    depending on ``n`` (the batch size): a column's gradient would then depend on how many
+    other columns share its batch. Summing the transposed, contiguous gradient over its inner
+    dim gives every column the same bits whatever the batch (sharded site runs rely on it).
+    """
+
+    @staticmethod
+    def forward(ctx, x, n_layers):  # type: ignore[override]
+        return x.unsqueeze(0).expand(n_layers, x.shape[0])
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return g.transpose(0, 1).contiguous().sum(1), None
+
+
 def lf(x: torch.Tensor) -> torch.Tensor:
-    """Batch-first ``[n]`` / ``[n, 20]`` -> layer-first ``[1, n]`` / ``[20, n]``."""
+    """Batch-first ``[n]`` / ``[n, 20]`` -> layer-first ``[1, n]`` / ``[20, n]``.
+
+    A ``[n]`` tensor that needs a gradient becomes ``[20, n]`` through
+    :class:`_LayerBroadcast` (a column's gradient independent of the batch size).
+    """
     if x.ndim == 1:
+        if x.requires_grad and torch.is_grad_enabled():
+            return _LayerBroadcast.apply(x, grid.N_LAYERS)
         return x.unsqueeze(0)
     return x.transpose(0, 1)

@@ -24,7 +24,49 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["thomas", "block3_thomas"]
+__all__ = ["thomas", "block3_thomas", "broadcast_to"]
+
+
+class _Broadcast(torch.autograd.Function):
+    """``x`` expanded to ``shape``; the backward sums over the broadcast dims *innermost*.
+
+    Autograd's own reduction of a broadcast operand's gradient runs over outer dims, and
+    torch's outer reductions round differently depending on the sizes of the other dims (the
+    batch): a column's gradient would depend on how many columns share its batch. Moving the
+    broadcast dims last and summing a contiguous copy gives each column the same bits
+    whatever the batch (sharded site-level fits rely on it).
+    """
+
+    @staticmethod
+    def forward(ctx, x, shape):  # type: ignore[override]
+        ctx.in_shape = x.shape
+        return x.expand(shape)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        in_shape = ctx.in_shape
+        lead = g.dim() - len(in_shape)
+        full = (1,) * lead + tuple(in_shape)
+        red = [d for d in range(g.dim()) if full[d] == 1 and g.shape[d] != 1]
+        if not red:
+            return g.reshape(in_shape), None
+        keep = [d for d in range(g.dim()) if d not in red]
+        gp = g.permute(*keep, *red).contiguous()
+        gp = gp.reshape(*[g.shape[d] for d in keep], -1).sum(-1)
+        return gp.reshape(in_shape), None
+
+
+def broadcast_to(x: torch.Tensor, shape) -> torch.Tensor:
+    """``x.expand(shape)`` with a batch-size-independent gradient (see :class:`_Broadcast`).
+
+    Without autograd it is ``x.expand(shape)``.
+    """
+    shape = torch.Size(shape)
+    if x.shape == shape:
+        return x
+    if x.requires_grad and torch.is_grad_enabled():
+        return _Broadcast.apply(x, shape)
+    return x.expand(shape)
 
 
 def thomas(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: torch.Tensor):
@@ -41,6 +83,8 @@ def thomas(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: to
     Tensor
         ``[L, ...]`` solution.
     """
+    shape = torch.broadcast_shapes(lower.shape, diag.shape, upper.shape, rhs.shape)
+    lower, diag, upper, rhs = (broadcast_to(t, shape) for t in (lower, diag, upper, rhs))
     n = diag.shape[0]
     cp = []
     dp = []
@@ -77,7 +121,7 @@ def _inv3_stacked(m: torch.Tensor) -> torch.Tensor:
     d = m[_R2][:, _R1]
     cof = a * b - c * d  # cof[i, j] = cofactor C_ij
     det = (m[0] * cof[0]).sum(0)
-    return cof.transpose(0, 1) / det
+    return cof.transpose(0, 1) / broadcast_to(det, cof.shape)
 
 
 def block3_thomas(lower, blocks, upper, rhs):
@@ -111,18 +155,21 @@ def block3_thomas(lower, blocks, upper, rhs):
     upper = upper.expand(B.shape[2:])
     n = B.shape[2]
     ginv, y = [], []
+    s33 = B.shape[:2] + B.shape[3:]  # [3, 3, ...]
+    s3 = R.shape[:1] + R.shape[2:]  # [3, ...]
     for j in range(n):
         b = B[:, :, j]
         r = R[:, j]
         if j > 0:
-            b = b - (lower[j] * upper[j - 1]) * ginv[-1]
-            r = r - lower[j] * y[-1]
+            b = b - broadcast_to(lower[j] * upper[j - 1], s33) * ginv[-1]
+            r = r - broadcast_to(lower[j], s3) * y[-1]
         inv = _inv3_stacked(b)
         ginv.append(inv)
-        y.append((inv * r.unsqueeze(0)).sum(1))
+        y.append((inv * broadcast_to(r.unsqueeze(0), s33)).sum(1))
     x = [None] * n
     x[n - 1] = y[n - 1]
     for j in range(n - 2, -1, -1):
-        x[j] = y[j] - upper[j] * (ginv[j] * x[j + 1].unsqueeze(0)).sum(1)
+        x[j] = y[j] - broadcast_to(upper[j], s3) * (
+            ginv[j] * broadcast_to(x[j + 1].unsqueeze(0), s33)).sum(1)
     X = torch.stack(x, 1)  # [3, L, ...]
     return [X[0], X[1], X[2]]
