@@ -70,19 +70,13 @@ AM = dict(method="am", free=FREE, likelihood="gaussian", sigma_rel=0.05, log_spa
           n_chains=2, n_iter=60, seed=3, progress=False)
 
 
-def _same(a: xr.Dataset, b: xr.Dataset, *, skip_attrs=("n_shards", "n_model_evaluations"),
-          exact: bool = True):
-    """Equal results; ``exact=False`` (MAP: gradients through torch's backward, whose last
-    bit depends on the batch composition) allows 1e-12 relative on floats, integers and
-    flags stay exact."""
+def _same(a: xr.Dataset, b: xr.Dataset, *, skip_attrs=("n_shards", "n_model_evaluations")):
+    """Equal results, bit for bit (NaN where NaN), same dtypes, sites and attributes."""
     assert sorted(a.data_vars) == sorted(b.data_vars)
     for k in a.data_vars:
         x, y = np.asarray(a[k].values), np.asarray(b[k].values)
         assert x.dtype == y.dtype, k
-        if exact or x.dtype.kind != "f":
-            np.testing.assert_array_equal(x, y, err_msg=k)
-        else:
-            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-13, err_msg=k)
+        np.testing.assert_array_equal(x, y, err_msg=k)
     assert [str(s) for s in a["site"].values] == [str(s) for s in b["site"].values]
     for k, v in a.attrs.items():
         if k in skip_attrs or k.startswith("xproda_"):
