@@ -214,13 +214,23 @@ def _compute_shards(specs, *, scheduler, progress: bool) -> list[xr.Dataset]:
         bar.close()
 
 
-def _combine(parts: Sequence[xr.Dataset], n_fitted: int) -> xr.Dataset:
-    attrs = dict(parts[0].attrs)
+def _run_settings(attrs: dict, fitted_ids: np.ndarray) -> dict:
+    """The sampler's settings of the whole run (not of one shard): the sites it fitted."""
+    from xproda.sites.assimilation.samplers.common import hash_ids
+
+    attrs = dict(attrs)
+    if "n_sites" in attrs:
+        attrs["n_sites"] = int(len(fitted_ids))
+    if attrs.get("site_ids_sha1") is not None:
+        attrs["site_ids_sha1"] = hash_ids(fitted_ids)
+    return attrs
+
+
+def _combine(parts: Sequence[xr.Dataset], fitted_ids: np.ndarray) -> xr.Dataset:
+    attrs = _run_settings(parts[0].attrs, fitted_ids)
     for k in _RUN_ATTRS:
         if all(k in p.attrs for p in parts):
             attrs[k] = int(sum(int(p.attrs[k]) for p in parts))
-    if "n_sites" in attrs:  # the sampler's setting: the sites it fitted, all shards together
-        attrs["n_sites"] = n_fitted
     site_vars = [k for k, v in parts[0].variables.items() if "site" in v.dims]
     ds = xr.concat(parts, dim="site", data_vars=[k for k in site_vars
                                                   if k in parts[0].data_vars],
@@ -327,7 +337,7 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
         parts = [p if p is not None else _missing_block(some.isel(site=slice(0, 0)),
                                                         specs[i]["batch"])
                  for i, p in enumerate(parts)]
-        out = _combine(parts, int((~skip).sum()))
+        out = _combine(parts, np.asarray(prob.batch.site_ids)[~skip])
         out.attrs["n_sites_no_forcing"] = int(skip.sum())
         out.attrs["n_shards"] = len(bounds)
         return out
@@ -345,8 +355,7 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
     ds = _lazy(specs, template)
     ds.attrs["n_shards"] = len(bounds)
     ds.attrs["n_sites_no_forcing"] = int(skip.sum())
-    if "n_sites" in ds.attrs:
-        ds.attrs["n_sites"] = int((~skip).sum())
+    ds.attrs = _run_settings(ds.attrs, np.asarray(prob.batch.site_ids)[~skip])
     import contextlib
 
     import dask
