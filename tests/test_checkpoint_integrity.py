@@ -67,15 +67,13 @@ def _swap_features(meta: dict) -> None:
 
 
 def _sampler_write(path: Path) -> None:
-    gen = torch.Generator().manual_seed(1)
     st = State(x=torch.arange(6.0).reshape(2, 3), n=torch.tensor([3, 4]),
                accepted=torch.tensor([True, False]))
-    save_state(path, st, gen, SETTINGS, {"iteration": 12})
+    save_state(path, st, SETTINGS, {"iteration": 12})
 
 
 def _sampler_load(path: Path, trust_unverified: bool = False):
-    return load_state(path, torch.Generator(), SETTINGS, torch.device("cpu"),
-                      trust_unverified=trust_unverified)
+    return load_state(path, SETTINGS, torch.device("cpu"), trust_unverified=trust_unverified)
 
 
 def _set_iteration(meta: dict) -> None:
@@ -330,6 +328,35 @@ def test_sampler_resume_refuses_damaged_checkpoint(tmp_path):
     adaptive_metropolis(log_density, **kw)  # writes a good checkpoint
     _rewrite_header(path, lambda doc: doc.pop("content_hash"))
     with pytest.raises(CheckpointError, match="no content hash"):
+        adaptive_metropolis(log_density, resume=True, **kw)
+
+
+def test_sampler_checkpoint_of_the_single_generator_format_is_refused(tmp_path):
+    """A checkpoint of the earlier samplers (one torch.Generator for all sites, its state as
+    'rng_state') cannot continue with per-site streams: a clear CheckpointError, not a run
+    that silently differs from the uninterrupted one."""
+    from xproda.sites.assimilation.checkpoint import normalize_settings
+    from xproda.sites.assimilation.samplers import adaptive_metropolis
+
+    def log_density(theta):
+        return -(theta ** 2).sum(-1)
+
+    path = tmp_path / "am.safetensors"
+    kw = {"n_sites": 2, "n_params": 2, "n_chains": 2, "n_iter": 20, "progress": False,
+          "checkpoint": path}
+    adaptive_metropolis(log_density, **kw)
+    tensors, meta = load_checkpoint(path)
+    # rewrite it as the earlier version did: generator state, no 'random_streams' entry
+    tensors["rng_state"] = torch.Generator().manual_seed(0).get_state()
+    meta.pop("random_streams")
+    save_checkpoint(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="earlier version.*one generator") as info:
+        adaptive_metropolis(log_density, resume=True, **kw)
+    assert str(path) in str(info.value)
+    # a checkpoint of some other state (no marker) is refused too
+    save_checkpoint(path, {"x": torch.zeros(2)},
+                    {"settings": normalize_settings(SETTINGS), "iteration": 3})
+    with pytest.raises(CheckpointError, match="not a sampler state"):
         adaptive_metropolis(log_density, resume=True, **kw)
 
 

@@ -1,8 +1,9 @@
 """Checkpoints (samplers, networks, training): one safetensors file holding tensors plus JSON metadata; never pickle.
 
 A checkpoint is a single ``.safetensors`` file. Its tensors are the state (for a sampler:
-chain states, adaptation sums, stored draws, counters and the ``torch.Generator`` state as a
-``uint8`` tensor; for a network: its weights); its string metadata entry ``"xproda"`` is a
+chain states, adaptation sums, stored draws and counters -- its random numbers are functions
+of the seed, the site ids and the iteration, :mod:`xproda.sites.assimilation.streams`; for a
+network: its weights); its string metadata entry ``"xproda"`` is a
 JSON document with the format name and version, the caller's ``meta`` (settings, used to
 refuse resuming a run with different settings; scalar state such as the iteration counter)
 and a ``content_hash``: the SHA-256 of that document (without the hash) and of every tensor

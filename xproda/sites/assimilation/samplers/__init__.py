@@ -17,13 +17,20 @@ chain at once, so a single batched model solve serves all sites. Sites are indep
 each has its own state, proposal covariance and acceptance counts.
 
 Computations use float64 on the device given by ``device=`` (default: the ``device``
-option of :func:`xproda.set_options`, else CPU) with a ``torch.Generator`` seeded by
-``seed``; on the CPU results are bit-for-bit reproducible, and a run resumed from a
-checkpoint equals the uninterrupted run (see :mod:`xproda.sites.assimilation.checkpoint`).
-Results for one site depend on the seed and on the whole batch (the random numbers of all
-sites come from one stream), not on the site alone. :func:`map_estimate` is the exception: it
-draws a site's starts from the site's own stream (:mod:`xproda.sites.assimilation.streams`,
-keyed by the seed and ``site_ids``), so a site's MAP does not depend on the other sites.
+option of :func:`xproda.set_options`, else CPU); on the CPU results are bit-for-bit
+reproducible, and a run resumed from a checkpoint equals the uninterrupted run (see
+:mod:`xproda.sites.assimilation.checkpoint`). Random numbers come from per-site streams
+(:mod:`xproda.sites.assimilation.streams`) keyed by ``seed`` and the site's id
+(``site_ids=``; default: the site's position): :func:`adaptive_metropolis` and
+:func:`reference_sampler` draw each chain's starts, proposals and acceptance uniforms from
+the chain's own keys at counters given by the iteration, and their arithmetic is row by row
+(sums in a fixed order, batched products and decompositions that do not depend on the
+batch), so on the CPU a site's chains and summaries are bit for bit the same alone, in any
+batch, in any order or in any split of the sites into shards, for a target whose value for
+a row depends on that row only (the rank-normalised ``ess`` excepted, which
+:func:`~xproda.sites.assimilation.diagnostics.rhat_ess` can round differently in large
+batches). :func:`map_estimate` draws a site's starts from the site's
+own stream too, so a site's MAP does not depend on the other sites.
 
 One module per concept: :mod:`~xproda.sites.assimilation.samplers.common` (devices,
 generators, target calls, checkpointed state), :mod:`~xproda.sites.assimilation.samplers.results`

@@ -11,16 +11,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.checkpoint import checkpoint_exists
 from xproda.sites.assimilation.diagnostics import rhat_ess
 from xproda.sites.assimilation.samplers.common import (
     State,
     Target,
     call_target,
+    hash_ids,
     hash_tensor,
     init_tensor,
     load_state,
-    make_generator,
+    matmul_bt,
+    ordered_sum,
     progress_bar,
     resolve_device,
     save_state,
@@ -30,6 +33,18 @@ from xproda.sites.assimilation.samplers.results import SamplerResult
 __all__ = ["adaptive_metropolis"]
 
 _F64 = torch.float64
+
+
+def _sigmoid(z: Tensor) -> Tensor:
+    """``1 / (1 + exp(-z))``: unlike ``torch.sigmoid``, whose vectorised and scalar CPU
+    paths round differently, a value's bits do not depend on the tensor's size (a site's
+    result must not depend on the batch)."""
+    return torch.exp(-z).add_(1.0).reciprocal_()
+
+
+def _logit(theta: Tensor) -> Tensor:
+    """``log(theta / (1 - theta))`` (``torch.logit`` rounds by tensor size, see _sigmoid)."""
+    return torch.log(theta / (1.0 - theta))
 
 
 def _safe_cholesky(cov: Tensor, floor: float, *, out: Tensor) -> Tensor:
@@ -75,6 +90,7 @@ def adaptive_metropolis(
     checkpoint_every: int | None = None,
     resume: bool = False,
     param_names: Sequence[str] | None = None,
+    site_ids: Sequence[Any] | None = None,
 ) -> SamplerResult:
     """Adaptive Metropolis (Haario, Saksman and Tamminen 2001) for every site and chain.
 
@@ -83,6 +99,13 @@ def adaptive_metropolis(
     ``t >= adapt_start`` (``init_scale^2 I`` before), and accepts with
     ``log u < log_density(theta') - log_density(theta)``. One call of ``log_density``
     evaluates all chains of all sites.
+
+    **Random numbers** come from per-site streams (:mod:`xproda.sites.assimilation.streams`)
+    keyed by ``seed`` and the site's id: chain ``c`` of a site draws its start, start
+    redraws, proposal noise and acceptance uniforms from its own keys, at counters given by
+    the iteration (or redraw attempt). A site's chains are therefore the same whether the
+    site runs alone or in any batch, in any position, split into shards of any size, on any
+    worker (given a target whose value for a row depends on that row only).
 
     Parameters
     ----------
@@ -143,7 +166,7 @@ def adaptive_metropolis(
         classic Gelman-Rubin value from the running chain moments and ``ess`` is NaN;
         :func:`xproda.sites.assimilation.diagnostics.rhat_ess` computes them later.
     seed : int
-        Seed of the ``torch.Generator``.
+        Seed of the random streams (with ``site_ids``).
     device : str or torch.device, optional
         Computation device.
     progress : bool
@@ -158,6 +181,10 @@ def adaptive_metropolis(
         identical to an uninterrupted run with the same seed.
     param_names : sequence of str, optional
         Parameter names for :meth:`SamplerResult.to_dataset`.
+    site_ids : sequence, optional
+        Unique id of each site (``n_sites``; strings or integers, compared as text): the
+        keys of the sites' random streams. Default: the positions ``0 .. n_sites-1``, so a
+        site's result then depends on its position (not on the other sites).
 
     Returns
     -------
@@ -195,20 +222,29 @@ def adaptive_metropolis(
     if init_t is not None and init_t.shape not in ((S, P), (S, C, P)):
         raise ValueError(
             f"init must have shape [{S}, {P}] or [{S}, {C}, {P}]; got {tuple(init_t.shape)}")
+    site_keys = streams.site_keys(site_ids, int(seed), n=S, device=dev)
+    if site_keys.shape[0] != S:
+        raise ValueError(f"site_ids has {site_keys.shape[0]} ids for n_sites={S}")
     settings = dict(
         n_sites=S, n_params=P, n_chains=C, n_iter=int(n_iter), burn_in=burn_in, thin=thin,
         n_draws=n_draws, init_scale=float(init_scale), adapt_start=int(adapt_start),
         adapt_every=adapt_every, scale=scale, eps=float(eps), transform=transform,
         store_draws=bool(store_draws), store_dtype=str(store_dtype), seed=int(seed),
-        init_sha1=hash_tensor(init_t),
+        init_sha1=hash_tensor(init_t), site_ids_sha1=hash_ids(site_ids),
     )
-    gen = make_generator(seed, dev)
+    # keys of row b = (site b // C, chain b % C), one per purpose; counters: the iteration
+    # (proposal noise, acceptance) or the attempt (starts)
+    row_site = site_keys.repeat_interleave(C)
+    row_chain = torch.arange(B, device=dev) % C
+    k_start, k_redraw, k_noise, k_accept = (
+        streams.derive(row_site, f"am-{purpose}", row_chain)
+        for purpose in ("start", "start-redraw", "proposal", "accept"))
     logit = transform == "logit"
     eye = torch.eye(P, dtype=_F64, device=dev)
 
     def evaluate(z: Tensor, fallback: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(chain log density, target log density, theta) at z; invalid rows -> -inf."""
-        theta = torch.sigmoid(z) if logit else z
+        theta = _sigmoid(z) if logit else z
         inside = ((theta > 0) & (theta < 1)).all(-1)
         if fallback is None:
             fallback = torch.full_like(theta, 0.5)
@@ -218,11 +254,11 @@ def adaptive_metropolis(
         lp = lpt
         if logit:
             logsig = torch.nn.functional.logsigmoid
-            lp = lpt + (logsig(z) + logsig(-z)).sum(-1)
+            lp = lpt + ordered_sum(logsig(z) + logsig(-z), -1)
         return lp, lpt, theta
 
     if resume and checkpoint_exists(checkpoint):
-        st, meta = load_state(checkpoint, gen, settings, dev)
+        st, meta = load_state(checkpoint, settings, dev)
         it = int(meta["iteration"])
         if store_draws:
             stored = st.pop("draws")
@@ -230,7 +266,7 @@ def adaptive_metropolis(
             draws[:, :, : stored.shape[2]] = stored.to(sdev, store_dtype)
     else:
         it = 0
-        start = torch.rand(S, C, P, generator=gen, device=dev, dtype=_F64) * 0.8 + 0.1
+        start = (streams.uniform(k_start, 0, P) * 0.8 + 0.1).view(S, C, P)
         given = torch.zeros(S, C, dtype=torch.bool, device=dev)
         if init_t is not None:
             if init_t.dim() == 2:
@@ -240,18 +276,19 @@ def adaptive_metropolis(
                 start = init_t.clone()
                 given[:] = True
         theta0 = start.reshape(B, P)
-        z0 = torch.logit(theta0) if logit else theta0.clone()
+        z0 = _logit(theta0) if logit else theta0.clone()
         lp, lpt, _ = evaluate(z0, None)
         given = given.reshape(B)
-        for _ in range(100):
+        for attempt in range(1, 101):
+            # a row redrawn at this attempt was bad at every earlier one: the counter is
+            # the row's own attempt number
             bad = ~torch.isfinite(lp) & ~given
             if not bool(bad.any()):
                 break
-            n_bad = int(bad.sum())
-            redraw = torch.rand(n_bad, P, generator=gen, device=dev, dtype=_F64) * 0.8 + 0.1
+            redraw = streams.uniform(k_redraw[bad], attempt, P) * 0.8 + 0.1
             theta0 = theta0.clone()
             theta0[bad] = redraw
-            z0 = torch.logit(theta0) if logit else theta0.clone()
+            z0 = _logit(theta0) if logit else theta0.clone()
             lp2, lpt2, _ = evaluate(z0, None)
             lp = torch.where(bad, lp2, lp)
             lpt = torch.where(bad, lpt2, lpt)
@@ -281,18 +318,23 @@ def adaptive_metropolis(
         if store_draws:
             kept = max(0, (iteration - burn_in) // thin) if iteration > burn_in else 0
             tensors["draws"] = draws[:, :, : min(kept, n_draws)]
-        save_state(checkpoint, tensors, gen, settings, {"iteration": iteration})
+        save_state(checkpoint, tensors, settings, {"iteration": iteration})
 
     # Work buffers (not part of the state). Large temporaries are reused in place: on some
     # systems fresh allocations of [B, P, P] or [k, B, P] tensors cost more (page faults)
     # than the arithmetic. Tensors handed to log_density are always fresh.
-    w_noise = torch.empty(B, P, adapt_every, dtype=_F64, device=dev)
-    w_steps = torch.empty(B, P, adapt_every, dtype=_F64, device=dev)
+    w_steps = torch.empty(adapt_every, B, P, dtype=_F64, device=dev)
+    # draws of a block, iteration-major: draw row j * B + b is iteration it + j of chain row
+    # b (counter it + j), whatever the block's length
+    blk_noise = k_noise.repeat(adapt_every)
+    blk_accept = k_accept.repeat(adapt_every)
+    blk_step = torch.arange(adapt_every, device=dev).repeat_interleave(B)
     w_block = torch.empty(adapt_every, B, P, dtype=_F64, device=dev)
     w_tblock = torch.empty(adapt_every, B, P, dtype=_F64, device=dev) if logit else None
     w_dev = torch.empty(adapt_every, B, P, dtype=_F64, device=dev)
     w_cols = torch.empty(B, P, adapt_every + 1, dtype=_F64, device=dev)
     w_cov = torch.empty(B, P, P, dtype=_F64, device=dev)
+    w_gram = torch.empty(B, P, P, dtype=_F64, device=dev)
     w_prop = torch.empty(B, P, dtype=_F64, device=dev)
     w_z = torch.empty(B, P, dtype=_F64, device=dev)
     w_th = torch.empty(B, P, dtype=_F64, device=dev) if logit else None
@@ -301,20 +343,21 @@ def adaptive_metropolis(
     try:
         while it < n_iter:
             k = min(adapt_every, n_iter - it)
-            if k == adapt_every:
-                noise = w_noise.normal_(generator=gen)
-            else:
-                noise = torch.randn(B, P, k, generator=gen, device=dev, dtype=_F64)
-            log_u = torch.log(torch.rand(k, B, generator=gen, device=dev, dtype=_F64))
-            steps = w_steps[:, :, :k]
-            torch.bmm(st.chol, noise, out=steps)  # [B, P, k]
+            kb = k * B  # the last block may be shorter: its first k iterations
+            ctr = blk_step[:kb] + it
+            noise = streams.normal(blk_noise[:kb], ctr, P).view(k, B, P)
+            log_u = torch.log(streams.uniform(blk_accept[:kb], ctr, 1)).view(k, B)
+            # L @ noise for every chain and iteration, stored iteration-major [k, B, P]
+            steps = w_steps[:k]
+            matmul_bt(noise.transpose(0, 1), st.chol, out=steps.transpose(0, 1))
+            del noise
             block = w_block[:k]  # z after each iteration
             tblock = w_tblock[:k] if logit else block
             accs = torch.empty(k, B, dtype=torch.bool, device=dev)
             z, lp, lpt = st.z, st.lp, st.lpt
-            theta = torch.sigmoid(z) if logit else z
+            theta = _sigmoid(z) if logit else z
             for j in range(k):
-                prop = torch.add(z, steps[:, :, j], out=w_prop)
+                prop = torch.add(z, steps[j], out=w_prop)
                 lp_p, lpt_p, theta_p = evaluate(prop, theta)
                 acc = log_u[j] < lp_p - lp  # NaN (both -inf) -> False
                 accs[j] = acc
@@ -342,11 +385,11 @@ def adaptive_metropolis(
                 # merge the post-burn-in part into the running chain moments (theta space)
                 xb = tblock[j0:]
                 n_a, n_b = max(0, it0 - burn_in), k - j0
-                mb = xb.mean(0)
+                mb = ordered_sum(xb, 0) / n_b
                 d = mb - st.post_mean
                 dv = torch.sub(xb, mb, out=w_dev[:n_b])
                 dv.mul_(dv)
-                st.post_m2 = st.post_m2 + dv.sum(0) + d * d * (n_a * n_b / (n_a + n_b))
+                st.post_m2 = st.post_m2 + ordered_sum(dv, 0) + d * d * (n_a * n_b / (n_a + n_b))
                 st.post_mean = st.post_mean + d * (n_b / (n_a + n_b))
                 if store_draws:
                     m_first = it0 + j0 + 1 - burn_in  # post-burn-in index of row j0 (1-based)
@@ -362,12 +405,12 @@ def adaptive_metropolis(
             # in place into preallocated buffers: fresh [B, P, P] temporaries are slow
             n_a = int(st.count)
             n_ab = n_a + k
-            mean_b = block.mean(0)
+            mean_b = ordered_sum(block, 0) / k
             delta = mean_b - st.mean
             cols = w_cols[:, :, : k + 1]
             torch.sub(block.permute(1, 2, 0), mean_b[:, :, None], out=cols[:, :, :k])
             cols[:, :, k] = delta * math.sqrt(n_a * k / n_ab)
-            st.m2.baddbmm_(cols, cols.transpose(1, 2))
+            st.m2 += matmul_bt(cols, cols, out=w_gram)
             st.mean.add_(delta, alpha=k / n_ab)
             st.count = st.count + k
             if it >= adapt_start:
@@ -380,22 +423,21 @@ def adaptive_metropolis(
     finally:
         pbar.close()
 
-    # ---- summaries
+    # ---- summaries (sums over chains in a fixed order: a site's values are its own)
     nc = n_post
     cm = st.post_mean.view(S, C, P)
     cvar = st.post_m2.view(S, C, P) / max(nc - 1, 1)
-    mean = cm.mean(1)
-    pooled_var = (st.post_m2.view(S, C, P).sum(1) + nc * ((cm - mean[:, None]) ** 2).sum(1)) / max(
-        C * nc - 1, 1
-    )
+    mean = ordered_sum(cm, 1) / C
+    pooled_var = (ordered_sum(st.post_m2.view(S, C, P), 1)
+                  + nc * ordered_sum((cm - mean[:, None]) ** 2, 1)) / max(C * nc - 1, 1)
     sd = pooled_var.sqrt()
     if store_draws and n_draws >= 4 and diagnostics:
         rh, es = rhat_ess(draws, chain_axis=1, draw_axis=2)
         rh, es = rh.to(dev), es.to(dev)
     else:
         if C > 1 and nc > 1:
-            w = cvar.mean(1)
-            bn = cm.var(1, unbiased=True)
+            w = ordered_sum(cvar, 1) / C
+            bn = ordered_sum((cm - mean[:, None]) ** 2, 1) / (C - 1)
             rh = torch.sqrt(((nc - 1) / nc * w + bn) / w)
         else:
             rh = torch.full((S, P), math.nan, dtype=_F64, device=dev)

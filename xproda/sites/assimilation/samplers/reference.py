@@ -16,14 +16,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.checkpoint import checkpoint_exists
 from xproda.sites.assimilation.diagnostics import reference_gelman_rubin, rhat_ess
 from xproda.sites.assimilation.samplers.common import (
     State,
     Target,
     call_target,
+    hash_ids,
     load_state,
-    make_generator,
+    matmul_bt,
+    ordered_sum,
     progress_bar,
     resolve_device,
     save_state,
@@ -89,7 +92,14 @@ def _cholcov(cov: Tensor, *, out: Tensor | None = None) -> tuple[Tensor, Tensor]
     if redo.numel():
         c = cov[redo]
         c = 0.5 * (c + c.transpose(-1, -2))
-        lam, vec = torch.linalg.eigh(c)
+        if c.device.type == "cpu":
+            # numpy's eigh (LAPACK on a copy of each matrix in one buffer) gives a matrix
+            # the same result in any batch; torch's batched eigh (MKL) does not, which
+            # would make a site's result depend on which other sites need this fallback
+            lam_np, vec_np = np.linalg.eigh(c.numpy())
+            lam, vec = torch.from_numpy(lam_np), torch.from_numpy(vec_np)
+        else:
+            lam, vec = torch.linalg.eigh(c)
         dmax = torch.diagonal(c, dim1=-2, dim2=-1).abs().amax(-1)
         tol = 10 * torch.finfo(_F64).eps * dmax.clamp_min(torch.finfo(_F64).tiny)
         psd = (lam >= -tol[:, None]).all(-1)
@@ -100,15 +110,17 @@ def _cholcov(cov: Tensor, *, out: Tensor | None = None) -> tuple[Tensor, Tensor]
 
 
 def _draw_inside(
-    center: Tensor, step: Callable[[Tensor | None, int], Tensor], max_tries: int
+    center: Tensor, step: Callable[[Tensor | None, int, int], Tensor], max_tries: int
 ) -> tuple[Tensor, Tensor]:
     """Redraw ``center + step`` until strictly inside (0, 1)^P, for every row.
 
     Candidates are drawn in rounds of 1, 2, 4, ... (up to 1024) per pending row; the first
     valid candidate of each row is taken, which has the same distribution as redrawing one
-    at a time. ``step(rows, r)`` returns ``r`` random steps for the given rows (None = all
-    rows). Returns (proposals, found); rows without a valid candidate after ``max_tries``
-    draws keep ``center`` and ``found = False``.
+    at a time. ``step(rows, tries, r)`` returns random steps number ``tries .. tries+r-1``
+    of the given rows (None = all rows), ``[rows, r, P]``. Every pending row has made the
+    same number of tries, and a row's candidate number ``i`` is its own draw, so the
+    proposal of a row does not depend on the other rows. Returns (proposals, found); rows
+    without a valid candidate after ``max_tries`` draws keep ``center`` and ``found = False``.
     """
     m = center.shape[0]
     out = center.clone()
@@ -118,9 +130,9 @@ def _draw_inside(
     while pending.numel() and tries < max_tries:
         r = min(r, max_tries - tries)
         if tries == 0:  # all rows pending: no gathers ("None" = every row)
-            cand = center[:, None, :] + step(None, r)  # [m, r, P]
+            cand = center[:, None, :] + step(None, tries, r)  # [m, r, P]
         else:
-            cand = center[pending, None, :] + step(pending, r)  # [np, r, P]
+            cand = center[pending, None, :] + step(pending, tries, r)  # [np, r, P]
         inside = ((cand > 0) & (cand < 1)).all(-1)
         has = inside.any(-1)
         first = torch.argmax(inside.to(torch.int8), dim=-1)
@@ -136,19 +148,33 @@ def _draw_inside(
 class _Reference:
     """Vectorised per-site state machines of the PRODA sampler (see reference_sampler)."""
 
-    def __init__(self, cost, predict, cfg: dict, S: int, C: int, P: int, dev, gen, callback):
+    def __init__(self, cost, predict, cfg: dict, S: int, C: int, P: int, dev, site_keys,
+                 callback):
         self.cost, self.predict, self.cfg = cost, predict, cfg
-        self.S, self.C, self.P, self.dev, self.gen = S, C, P, dev, gen
+        self.S, self.C, self.P, self.dev = S, C, P, dev
         self.callback = callback
         self.sequential = cfg["chains"] == "sequential"
         self.k = 1 if self.sequential else C
         self.B = S * self.k
         rows = torch.arange(self.B, device=dev)
         self.site_of = rows // self.k
+        # random keys [B, C] per purpose: row b, chain c (the row's current chain selects)
+        row_site = site_keys[self.site_of][:, None]
+        chains = torch.arange(C, device=dev)[None, :]
+        self.keys = {p: streams.derive(row_site, f"reference-{p}", chains)
+                     for p in ("stage1", "stage2", "accept")}
+        self.rows = rows
         self.store_dtype = getattr(torch, cfg["store_dtype"].replace("torch.", ""))
         t0 = cfg["theta0"]
         self.theta0 = (torch.tensor(t0, dtype=_F64, device=dev) if isinstance(t0, list)
                        else torch.full((P,), t0, dtype=_F64, device=dev))
+
+    def chain_keys(self, purpose: str, rows: Tensor | None = None) -> Tensor:
+        """Keys of the rows' current chains (all rows, or the given row indices)."""
+        ch = self.st.chain.clamp_max(self.C - 1)  # a finished sequential site has chain = C
+        if rows is None:
+            return self.keys[purpose][self.rows, ch]
+        return self.keys[purpose][rows, ch[rows]]
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, theta: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -209,7 +235,11 @@ class _Reference:
         delta = st.theta - st.rec_mean
         st.rec_mean = st.rec_mean + delta * (mask.to(_F64) / nn)[:, None]
         w = torch.where(mask, (nn - 1.0) / nn, torch.zeros_like(nn))
-        st.rec_m2.baddbmm_((delta * w[:, None])[:, :, None], delta[:, None, :])
+        # the outer product elementwise: unlike baddbmm (MKL), a row's value does not
+        # depend on the batch
+        outer = torch.mul((delta * w[:, None])[:, :, None], delta[:, None, :],
+                          out=self._work("_w_outer", self.B))
+        st.rec_m2.add_(outer)
         st.rec_n = n_new
 
     def _work(self, name: str, n: int) -> Tensor:
@@ -314,29 +344,41 @@ class _Reference:
 
     # -- one iteration ---------------------------------------------------------------
     def step(self, iteration: int) -> None:
-        st, cfg, gen, dev, P, B = self.st, self.cfg, self.gen, self.dev, self.P, self.B
+        st, cfg, dev, P, B = self.st, self.cfg, self.dev, self.P, self.B
         in1 = st.phase == _PHASE_STAGE1
         in2 = st.phase == _PHASE_STAGE2
         prop = st.theta.clone()
         ok = torch.ones(B, dtype=torch.bool, device=dev)
+
+        # the draws of candidate i of this iteration: counter iteration * (max_redraws + 1) + i,
+        # one number per (iteration, candidate) of the chain's stream
+        base = iteration * (cfg["max_redraws"] + 1)
+
+        def candidates(keys: Tensor, tries: int, r: int, draw) -> Tensor:
+            """Draws ``[m, r, P]`` of candidates ``tries .. tries+r-1`` of the rows' keys."""
+            m = keys.numel()
+            ctr = torch.arange(base + tries, base + tries + r, device=dev).repeat(m)
+            return draw(keys.repeat_interleave(r), ctr, P).view(m, r, P)
+
         i1 = in1.nonzero().squeeze(1)
         if i1.numel():
             a1 = st.a[i1]
+            k1 = self.chain_keys("stage1", i1)
 
-            def step1(rows: Tensor | None, r: int) -> Tensor:
+            def step1(rows: Tensor | None, tries: int, r: int) -> Tensor:
                 a = a1 if rows is None else a1[rows]
-                u = torch.rand(a.numel(), r, P, generator=gen, device=dev, dtype=_F64)
+                u = candidates(k1 if rows is None else k1[rows], tries, r, streams.uniform)
                 return (u - 0.5) / a[:, None, None]
 
             prop[i1], ok[i1] = _draw_inside(st.theta[i1], step1, cfg["max_redraws"])
         i2 = in2.nonzero().squeeze(1)
         if i2.numel():
             l2 = torch.index_select(st.chol, 0, i2, out=self._work("_w_l2", i2.numel()))
+            k2 = self.chain_keys("stage2", i2)
 
-            def step2(rows: Tensor | None, r: int) -> Tensor:
-                m = l2.shape[0] if rows is None else rows.numel()
-                z = torch.randn(m, r, P, generator=gen, device=dev, dtype=_F64)
-                return torch.einsum("bij,brj->bri", l2 if rows is None else l2[rows], z)
+            def step2(rows: Tensor | None, tries: int, r: int) -> Tensor:
+                z = candidates(k2 if rows is None else k2[rows], tries, r, streams.normal)
+                return matmul_bt(z, l2 if rows is None else l2[rows])  # [m, r, P]: L @ z
 
             prop[i2], ok[i2] = _draw_inside(st.theta[i2], step2, cfg["max_redraws"])
         events: dict[str, Tensor] = {}
@@ -359,7 +401,7 @@ class _Reference:
             st.last_delta = torch.where(ran & ~singular, delta, st.last_delta)
         n_cur = st.n + 1
         p = annealed_acceptance_probability(delta, n_cur, annealing=cfg["annealing"])
-        u = torch.rand(B, generator=gen, device=dev, dtype=_F64)
+        u = streams.uniform(self.chain_keys("accept"), iteration, 1)[:, 0]
         acc = use & (p > u)
         st.theta = torch.where(acc[:, None], prop, st.theta)
         st.J = torch.where(acc, j_pen, st.J)
@@ -469,14 +511,19 @@ def _gather_window(buf: Tensor, start: Tensor, count: Tensor) -> Tensor:
     return torch.where(vmask, out, torch.full_like(out, math.nan))
 
 
+# Sums in index order (ordered_sum): a site's summaries do not depend on the other sites,
+# nor on the NaN padding to the batch's longest chain (torch.nanmean's order does).
+
+
 def _nanmean(x: Tensor, dim: int) -> Tensor:
-    return torch.nanmean(x, dim=dim)
+    n = (~torch.isnan(x)).sum(dim)
+    return ordered_sum(torch.nan_to_num(x, nan=0.0), dim) / n
 
 
 def _nanstd(x: Tensor, dim: int) -> Tensor:
     n = (~torch.isnan(x)).sum(dim)
-    mu = torch.nanmean(x, dim=dim, keepdim=True)
-    ss = torch.nansum((x - mu) ** 2, dim=dim)
+    mu = _nanmean(x, dim).unsqueeze(dim)
+    ss = ordered_sum(torch.nan_to_num((x - mu) ** 2, nan=0.0), dim)
     return torch.where(n > 1, (ss / (n - 1).clamp_min(1)).sqrt(), torch.full_like(ss, math.nan))
 
 
@@ -557,6 +604,7 @@ def reference_sampler(
     resume: bool = False,
     callback: Callable[[dict], None] | None = None,
     param_names: Sequence[str] | None = None,
+    site_ids: Sequence[Any] | None = None,
 ) -> SamplerResult:
     """The PRODA adaptive-Metropolis-style sampler with annealing, as coded (spec §6.3).
 
@@ -619,7 +667,7 @@ def reference_sampler(
     nsimu1, nsimu2 : int
         Iterations of stage 1 and stage 2 (20000, 50000).
     seed : int
-        Seed of the ``torch.Generator``.
+        Seed of the random streams (with ``site_ids``).
     theta0 : float or sequence of float
         Start point (0.5 for every parameter).
     s0 : float
@@ -696,6 +744,10 @@ def reference_sampler(
         ``chain_done``), for tracing and tests.
     param_names : sequence of str, optional
         Parameter names for :meth:`SamplerResult.to_dataset`.
+    site_ids : sequence, optional
+        Unique id of each site (``n_sites``; strings or integers, compared as text): the
+        keys of the sites' random streams. Default: the positions ``0 .. n_sites-1`` (a
+        site's result then depends on its position, not on the other sites).
 
     Returns
     -------
@@ -717,6 +769,15 @@ def reference_sampler(
     ``rate_check_at``); the rate-control counter counts per site; the remembered ``dJ``
     of ``stale_penalty_delta`` is cleared when a chain (re)starts; a site whose ``J0`` is
     not finite is marked failed.
+
+    **Random numbers** come from per-site streams (:mod:`xproda.sites.assimilation.streams`):
+    each chain of a site has its own keys (from ``seed`` and the site's id) for the stage-1
+    steps, the stage-2 steps and the acceptance uniforms; a proposal's draws are indexed by
+    the iteration and the redraw number (counter ``iteration (max_redraws + 1) + redraw``),
+    the uniform by the iteration. A site's result is
+    therefore the same alone or in any batch, position or shard (for a ``cost`` whose value
+    for a row depends on that row only); only the NaN padding of ``samples`` (its ``draw``
+    length, the longest chain of the batch) depends on the batch.
 
     All sites advance in lockstep, one batched ``cost`` call per iteration, so a run
     lasts as long as its slowest site (a site that restarts a chain keeps the batch
@@ -746,15 +807,17 @@ def reference_sampler(
         annealing=bool(annealing), reset_cost_at_stage2=bool(reset_cost_at_stage2),
         stale_penalty_delta=bool(stale_penalty_delta), max_redraws=int(max_redraws),
         max_chain_restarts=int(max_chain_restarts), chains=chains,
-        store_dtype=str(store_dtype),
+        store_dtype=str(store_dtype), site_ids_sha1=hash_ids(site_ids),
     )
     if isinstance(cfg["theta0"], list) and len(cfg["theta0"]) != P:
         raise ValueError(f"theta0 must be a scalar or have {P} values")
-    gen = make_generator(seed, dev)
-    ref = _Reference(cost, predict, cfg, S, C, P, dev, gen, callback)
+    site_keys = streams.site_keys(site_ids, int(seed), n=S, device=dev)
+    if site_keys.shape[0] != S:
+        raise ValueError(f"site_ids has {site_keys.shape[0]} ids for n_sites={S}")
+    ref = _Reference(cost, predict, cfg, S, C, P, dev, site_keys, callback)
     every = int(checkpoint_every) if checkpoint_every else max(1, (nsimu1 + nsimu2) // 10)
     if resume and checkpoint_exists(checkpoint):
-        ref.st, meta = load_state(checkpoint, gen, cfg, dev)
+        ref.st, meta = load_state(checkpoint, cfg, dev)
         it = int(meta["iteration"])
     else:
         ref.st = ref.init_state()
@@ -770,9 +833,9 @@ def reference_sampler(
                 pbar.total = it
             pbar.update(1)
             if checkpoint is not None and it % every == 0:
-                save_state(checkpoint, ref.st, gen, cfg, {"iteration": it})
+                save_state(checkpoint, ref.st, cfg, {"iteration": it})
         if checkpoint is not None:
-            save_state(checkpoint, ref.st, gen, cfg, {"iteration": it})
+            save_state(checkpoint, ref.st, cfg, {"iteration": it})
     finally:
         pbar.close()
     return _reference_summary(ref, obs, n_layers, gev_mode, cfg, it, param_names, checkpoint)
@@ -806,9 +869,9 @@ def _reference_summary(ref: _Reference, obs, n_layers, gev_mode, cfg, it, param_
             nl = (valid[:, 0].sum(-1).to(_F64) if n_layers is None
                   else torch.as_tensor(n_layers, dtype=_F64, device=dev).reshape(S))
             zero = torch.zeros_like(mbar)
-            ss_res = torch.where(valid, (mbar - o[:, None]) ** 2, zero).sum(-1)
-            mmean = torch.where(valid, mbar, zero).sum(-1) / valid.sum(-1).clamp_min(1)
-            ss_mod = torch.where(valid, (mbar - mmean[..., None]) ** 2, zero).sum(-1)
+            ss_res = ordered_sum(torch.where(valid, (mbar - o[:, None]) ** 2, zero), -1)
+            mmean = ordered_sum(torch.where(valid, mbar, zero), -1) / valid.sum(-1).clamp_min(1)
+            ss_mod = ordered_sum(torch.where(valid, (mbar - mmean[..., None]) ** 2, zero), -1)
             r2 = 1 - ss_res / ss_mod
             rmse = torch.sqrt(ss_res / nl[:, None])
             stat = torch.stack([r2, rmse], -1)
