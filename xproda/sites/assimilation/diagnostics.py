@@ -121,7 +121,9 @@ def _autocov(x: np.ndarray) -> np.ndarray:
     xc = x - x.mean(axis=-1, keepdims=True)
     nfft = _fft.next_fast_len(2 * n, real=True)
     f = _fft.rfft(xc, n=nfft, axis=-1)
-    acov = _fft.irfft(f * np.conj(f), n=nfft, axis=-1)[..., :n]
+    # |f|^2 as real squares: numpy's SIMD complex product rounds by position in the array,
+    # which made a site's ESS depend on the other sites of the batch
+    acov = _fft.irfft(f.real ** 2 + f.imag ** 2, n=nfft, axis=-1)[..., :n]
     return acov / n
 
 
