@@ -360,6 +360,13 @@ ASSIMILATION: dict[str, dict[str, Any]] = {
     "start_n_steps": {"units": "1", "long_name": "optimiser steps of each start"},
     "parameter": {"long_name": "model parameter (normalised to 0..1)"},
     "fit_statistic": {"long_name": "{stat} of the fitted profile ({estimate})"},
+    # the random-sampling baseline (xproda.learning.random_sampling)
+    "random_sampling_theta": {"long_name": "random-sampling parameter set", "units": "1",
+                              "description": "normalised to [0, 1]"},
+    "random_sampling_candidates": {"long_name": "parameter vectors drawn from the pooled DA "
+                                                "results", "units": "1"},
+    "random_sampling_cost": {"long_name": "spec cost summed over the training sites",
+                             "units": "1"},
 }
 del _THETA
 

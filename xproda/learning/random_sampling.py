@@ -66,6 +66,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from xproda import conventions
+
 from xproda.learning.data import TrainingData
 from xproda.models import get_model
 from xproda.models.base import SoilCarbonModel
@@ -296,13 +298,12 @@ def random_sampling_parameters(
     n = cand.shape[0]
     n_pooled = int(np.isfinite(vectors).all(-1).any(-1).sum())
     ds = xr.Dataset(
-        {"theta": ("parameter", theta, {"long_name": "random-sampling parameter set",
-                                        "units": "1", "description": "normalised to [0, 1]"}),
+        {"theta": ("parameter", theta, conventions.attrs("random_sampling_theta",
+                                                         section="assimilation")),
          "candidates": (("candidate", "parameter"), cand,
-                        {"long_name": "parameter vectors drawn from the pooled DA results",
-                         "units": "1"}),
+                        conventions.attrs("random_sampling_candidates", section="assimilation")),
          "cost": ("candidate", total[:n],
-                  {"long_name": "spec cost summed over the training sites", "units": "1"}),
+                  conventions.attrs("random_sampling_cost", section="assimilation")),
          "source_site": ("candidate", ids[site]),
          "source_draw": ("candidate", draw)},
         coords={"parameter": names, "candidate": np.arange(n)})
