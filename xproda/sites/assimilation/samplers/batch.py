@@ -46,8 +46,8 @@ def batch_mode(
     **kwargs
         Passed on to the method (``n_chains``, ``n_iter``, ``steps``, ``n_starts``, ``seed``,
         ...); for ``method="map"`` the optimiser is chosen with
-        ``optimizer="lbfgs"|"adam"``, default ``"lbfgs"`` (at most 200 iterations;
-        :func:`map_estimate`'s own default is Adam).
+        ``optimizer="lbfgs"|"adam"``, default ``"lbfgs"`` (at most 200 iterations, as
+        :func:`map_estimate`'s own default).
 
     Returns
     -------
