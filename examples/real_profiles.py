@@ -255,9 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, default=100, help="max epochs of the networks")
     ap.add_argument("--patience", type=int, default=15)
     ap.add_argument("--da-steps", type=int, default=100,
-                    help="two-step: MAP Adam steps per site (2 starts)")
+                    help="two-step: MAP (L-BFGS) iterations per site (2 starts)")
     ap.add_argument("--batch-steps", type=int, default=150,
-                    help="batch mode: Adam steps of the pooled fit (1 start)")
+                    help="batch mode: L-BFGS iterations of the pooled fit (1 start)")
     ap.add_argument("--threads", type=int, default=2, help="torch / estimator threads")
     ap.add_argument("--no-maps", action="store_true", help="skip the stock maps")
     ap.add_argument("--seed", type=int, default=0)
