@@ -530,8 +530,10 @@ def assimilate(
         ``"reference"``: the original PRODA sampler (spec §6.3, with its annealing rule);
         ``"map"``: gradient-based MAP (:func:`~xproda.sites.assimilation.samplers.map_estimate`:
         L-BFGS, at most 200 iterations, unless ``sampler_options`` say otherwise) with
-        ``n_starts`` starts per site (default 2: on a 300-site twin world 2 starts reached
-        the same per-site losses as 4 in 2/3 of the time; docs/performance.md);
+        ``n_starts`` starts per site (default 2: on a 300-site twin world with 2 free
+        parameters 2 starts reached the same per-site losses as 4 with about 3/4 of the
+        CPU time; with 21 free parameters 4 starts find slightly lower losses at half of
+        the sites for 1.4x the time; docs/performance.md);
         ``"batch"``: one parameter set for all sites (MAP of the summed cost, Tao et al.
         2020).
     seed : int
