@@ -230,6 +230,17 @@ def run_inputs(args: argparse.Namespace, *, network: Any = None) -> dict[str, An
             "network": network}
 
 
+def scheduler_options(p: argparse.ArgumentParser) -> None:
+    """``--scheduler``, ``--workers`` and ``--torch-threads`` (read by
+    :func:`_scheduler_context`) of the commands that run on dask."""
+    p.add_argument("--scheduler", default=None, type=_parse_scheduler,
+                   help="threads (default), synchronous, processes, local-cluster, or the "
+                        "address of a dask.distributed scheduler")
+    p.add_argument("--workers", type=int, default=2, help="workers of --scheduler local-cluster")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch threads per task/worker (xproda.set_options)")
+
+
 def _scheduler_context(args: argparse.Namespace):
     """The dask context of ``--scheduler`` (and ``--workers``): a client for a cluster, or
     the local scheduler's config."""
@@ -486,12 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="with --resume: compare the digest of every chunk already written "
                           "(reads the store) and rewrite altered ones; without it, missing and "
                           "truncated chunks are found and rewritten")
-    run.add_argument("--scheduler", default=None, type=_parse_scheduler,
-                     help="threads (default), synchronous, processes, local-cluster, or the "
-                          "address of a dask.distributed scheduler")
-    run.add_argument("--workers", type=int, default=2, help="workers of --scheduler local-cluster")
-    run.add_argument("--torch-threads", type=int, default=None,
-                     help="torch threads per task/worker (xproda.set_options)")
+    scheduler_options(run)
     run.add_argument("--no-tune-malloc", action="store_true",
                      help="leave glibc's allocator as it is (default: xproda.tune_malloc, "
                           "less system time re-faulting freed memory)")
@@ -509,13 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--model", default="clm5", choices=["clm5", "microbial"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-        p.add_argument("--scheduler", default=None, type=_parse_scheduler,
-                       help="threads (default), synchronous, processes, local-cluster, or "
-                            "the address of a dask.distributed scheduler")
-        p.add_argument("--workers", type=int, default=2,
-                       help="workers of --scheduler local-cluster")
-        p.add_argument("--torch-threads", type=int, default=None,
-                       help="torch threads per task/worker (xproda.set_options)")
+        scheduler_options(p)
         p.add_argument("--storage-options", default=None, type=_parse_json_dict,
                        help="JSON dict of fsspec storage options for every URL")
         p.add_argument("--quiet", action="store_true", help="no progress or summary")

@@ -103,9 +103,13 @@ def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset | None:
         if template is None:  # filled in by the caller from another shard's structure
             return None
         return _missing_block(template, spec["batch"])
-    if spec["any_skipped"]:
-        # as the in-process run: sites without forcing anywhere make its integer per-site
-        # variables float (NaN for those sites) -- in every shard alike
+    return _as_in_process(ds, spec["any_skipped"])
+
+
+def _as_in_process(ds: xr.Dataset, any_skipped: bool) -> xr.Dataset:
+    """As the in-process run: sites without forcing anywhere make its integer per-site
+    variables float (NaN for those sites) -- in every shard alike."""
+    if any_skipped:
         for k, v in ds.data_vars.items():
             if "site" in v.dims and v.dtype.kind in "iu":
                 ds[k] = v.astype(np.float64)
@@ -140,11 +144,16 @@ def _subset_forcing(forcing: Mapping[str, Any], idx: np.ndarray, n: int) -> dict
             for k, v in forcing.items()}
 
 
+def _forcing_arrays(prob) -> dict[str, np.ndarray]:
+    """The problem's forcing as numpy arrays (rows in the order of the packed profiles)."""
+    return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+            for k, v in prob.forcing.items()}
+
+
 def _specs(prob, bounds, kwargs, any_skipped, template=None) -> list[dict]:
     S = prob.n_sites
     fixed = prob.fixed.cpu().numpy()
-    forcing = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
-               for k, v in prob.forcing.items()}
+    forcing = _forcing_arrays(prob)
     out = []
     for a, b in bounds:
         idx = np.arange(a, b)
@@ -173,10 +182,17 @@ def _inputs(prob, bounds, kwargs) -> dict[str, Any]:
         v = getattr(b, k, None)
         if v is not None:
             inputs[f"profiles_{k}"] = np.asarray(v)
-    for k, v in prob.forcing.items():
-        inputs[f"forcing_{k}"] = v.detach().cpu().numpy() if hasattr(v, "detach") else \
-            np.asarray(v)
+    for k, v in _forcing_arrays(prob).items():
+        inputs[f"forcing_{k}"] = v
     return inputs
+
+
+def _tasks(specs) -> list:
+    """One delayed :func:`_shard_task` per shard, keyed ``xproda-shard-<i>`` (progress)."""
+    import dask
+
+    return [dask.delayed(_shard_task, pure=False)(s, dask_key_name=f"xproda-shard-{i}")
+            for i, s in enumerate(specs)]
 
 
 def _scheduler_kwargs(scheduler) -> dict:
@@ -190,8 +206,7 @@ def _compute_shards(specs, *, scheduler, progress: bool) -> list[xr.Dataset]:
     from xproda.io.writer import distributed_client
     from xproda.sites.assimilation.samplers.common import progress_bar
 
-    tasks = [dask.delayed(_shard_task, pure=False)(s, dask_key_name=f"xproda-shard-{i}")
-             for i, s in enumerate(specs)]
+    tasks = _tasks(specs)
     bar = progress_bar(progress, len(tasks), 0, "assimilation shards")
     try:
         client = distributed_client() if scheduler is None else None
@@ -246,8 +261,7 @@ def _lazy(specs, template: xr.Dataset) -> xr.Dataset:
     import dask.array as da
 
     sizes = [len(s["batch"].site_ids) for s in specs]
-    tasks = [dask.delayed(_shard_task, pure=False)(s, dask_key_name=f"xproda-shard-{i}")
-             for i, s in enumerate(specs)]
+    tasks = _tasks(specs)
     data = {}
     for k, v in template.data_vars.items():
         if "site" not in v.dims:
@@ -347,10 +361,7 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         template = assimilate(spec["batch"], spec["forcing"], fixed=spec["fixed"], **kwargs)
-    if any_skipped:
-        for k, v in template.data_vars.items():
-            if "site" in v.dims and v.dtype.kind in "iu":
-                template[k] = v.astype(np.float64)
+    template = _as_in_process(template, any_skipped)
     specs = _specs(prob, bounds, kwargs, any_skipped, template=template.isel(site=slice(0, 0)))
     ds = _lazy(specs, template)
     ds.attrs["n_shards"] = len(bounds)
