@@ -241,7 +241,27 @@ def _run_settings(attrs: dict, fitted_ids: np.ndarray) -> dict:
     return attrs
 
 
+def pad_draws(ds: xr.Dataset, width: int) -> xr.Dataset:
+    """``ds`` with its ``draw`` dimension NaN-padded to ``width`` (no-op without ``draw``).
+
+    The reference sampler's ``samples`` are padded to the longest chain of its batch, so
+    shards differ in ``draw`` length; padded to one width they combine (in memory: the
+    longest of the run, as in-process; in a store: :func:`~xproda.sites.assimilation.
+    samplers.max_post_draws`, fixed before any shard runs).
+    """
+    n = ds.sizes.get("draw")
+    if n is None or n == width:
+        return ds
+    if n > width:
+        raise ValueError(f"pad_draws: the result has {n} draws, more than the width {width}")
+    out = ds.pad(draw=(0, width - n), keep_attrs=True)
+    return out.assign_coords(draw=("draw", np.arange(width), ds["draw"].attrs)) \
+        if "draw" in ds.coords else out
+
+
 def _combine(parts: Sequence[xr.Dataset], fitted_ids: np.ndarray) -> xr.Dataset:
+    width = max(p.sizes.get("draw", 0) for p in parts)
+    parts = [pad_draws(p, width) for p in parts]
     attrs = _run_settings(parts[0].attrs, fitted_ids)
     for k in _RUN_ATTRS:
         if all(k in p.attrs for p in parts):
@@ -271,7 +291,7 @@ def _lazy(specs, template: xr.Dataset) -> xr.Dataset:
         blocks = []
         for t, n in zip(tasks, sizes):
             shape = tuple(n if d == "site" else template.sizes[d] for d in v.dims)
-            arr = dask.delayed(_variable_values)(t, k, v.dtype)
+            arr = dask.delayed(_variable_values)(t, k, v.dtype, template.sizes.get("draw"))
             blocks.append(da.from_delayed(arr, shape=shape, dtype=v.dtype))
         data[k] = xr.Variable(v.dims, da.concatenate(blocks, axis=ax), v.attrs, v.encoding)
     site_ids = np.concatenate([np.asarray(s["batch"].site_ids) for s in specs])
@@ -294,7 +314,9 @@ def _text(ids: np.ndarray) -> np.ndarray:
     return np.asarray([str(s) for s in ids], dtype=object)
 
 
-def _variable_values(ds: xr.Dataset, name: str, dtype) -> np.ndarray:
+def _variable_values(ds: xr.Dataset, name: str, dtype, width: int | None) -> np.ndarray:
+    if width is not None:
+        ds = pad_draws(ds, width)
     return np.asarray(ds[name].values).astype(dtype, copy=False)
 
 
@@ -362,6 +384,11 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
         warnings.simplefilter("ignore")
         template = assimilate(spec["batch"], spec["forcing"], fixed=spec["fixed"], **kwargs)
     template = _as_in_process(template, any_skipped)
+    if kwargs.get("method") == "reference" and "draw" in template.dims:
+        from xproda.sites.assimilation.samplers import max_post_draws
+
+        nsimu2 = (kwargs.get("sampler_options") or {}).get("nsimu2")
+        template = pad_draws(template, max_post_draws(nsimu2))
     specs = _specs(prob, bounds, kwargs, any_skipped, template=template.isel(site=slice(0, 0)))
     ds = _lazy(specs, template)
     ds.attrs["n_shards"] = len(bounds)

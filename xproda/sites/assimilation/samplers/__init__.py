@@ -65,6 +65,7 @@ from xproda.sites.assimilation.samplers.batch import batch_mode
 from xproda.sites.assimilation.samplers.optimize import map_estimate
 from xproda.sites.assimilation.samplers.reference import (
     annealed_acceptance_probability,
+    max_post_draws,
     reference_sampler,
 )
 from xproda.sites.assimilation.samplers.results import MapResult, SamplerResult
@@ -77,4 +78,5 @@ __all__ = [
     "map_estimate",
     "batch_mode",
     "annealed_acceptance_probability",
+    "max_post_draws",
 ]

@@ -33,7 +33,7 @@ from xproda.sites.assimilation.samplers.common import (
 )
 from xproda.sites.assimilation.samplers.results import SamplerResult
 
-__all__ = ["reference_sampler", "annealed_acceptance_probability"]
+__all__ = ["reference_sampler", "annealed_acceptance_probability", "max_post_draws"]
 
 _F64 = torch.float64
 
@@ -491,6 +491,33 @@ class _Reference:
             self.callback(info)
 
 
+def max_post_draws(nsimu2: int | None = None) -> int:
+    """The longest post-burn-in record a chain of :func:`reference_sampler` can have.
+
+    A chain keeps at most ``nsimu2`` accepted stage-2 samples and drops the first
+    ``round(N / 2)`` of its ``N`` as burn-in, so at most ``nsimu2 // 2`` remain: the width
+    to which stores of sharded runs pad the ``draw`` dimension (the in-memory result is
+    padded to the longest chain of the run only).
+
+    Parameters
+    ----------
+    nsimu2 : int, optional
+        Stage-2 iterations (default: :func:`reference_sampler`'s, 50,000).
+
+    Returns
+    -------
+    int
+        ``nsimu2 // 2``.
+    """
+    if nsimu2 is None:
+        import inspect
+
+        nsimu2 = inspect.signature(reference_sampler).parameters["nsimu2"].default
+    if isinstance(nsimu2, bool) or int(nsimu2) != nsimu2 or nsimu2 < 1:
+        raise ValueError(f"nsimu2 must be a positive integer, got {nsimu2!r}")
+    return int(nsimu2) // 2
+
+
 def _matlab_round_half(n: Tensor) -> Tensor:
     """MATLAB ``round(n / 2)`` for non-negative integers (halves away from zero)."""
     return (n + 1) // 2
@@ -777,7 +804,8 @@ def reference_sampler(
     the uniform by the iteration. A site's result is
     therefore the same alone or in any batch, position or shard (for a ``cost`` whose value
     for a row depends on that row only); only the NaN padding of ``samples`` (its ``draw``
-    length, the longest chain of the batch) depends on the batch.
+    length, the longest chain of the batch; at most :func:`max_post_draws`) depends on the
+    batch.
 
     All sites advance in lockstep, one batched ``cost`` call per iteration, so a run
     lasts as long as its slowest site (a site that restarts a chain keeps the batch
