@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +15,7 @@ import xarray as xr
 import xproda
 from xproda import io as xio
 from xproda.cli import main
-from xproda.testing import forcing_dataset
+from xproda.testing import forcing_dataset, kill_when, regions_done
 
 P = 21
 
@@ -161,23 +158,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, capsys):
     # same run, smaller regions: the reference with the same chunks
     ref2 = tmp_path / "ref2.zarr"
     main(common + ["--out", str(ref2), "--chunks", "lat=1,lon=4"])
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT.format(args=args)],
-                            stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"run exited early: {proc.stderr.read().decode()[-2000:]}")
-            if len(list((out / ".xproda").glob("r*/zarr.json"))) >= 3:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when([sys.executable, "-c", _KILL_SCRIPT.format(args=args)],
+              lambda: regions_done(out) >= 3)
     assert not xio.is_complete(out)
     # the killed run is not finished with other parameters, another mode or other outputs
     other = str(tmp_path / "other.zarr")
@@ -191,7 +173,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, capsys):
     a, b = xio.open_dataset(out).compute(), xio.open_dataset(ref2).compute()
     for k in a.data_vars:
         np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
-    chunk_files = lambda p: sorted(  # noqa: E731
+    chunk_files = lambda p: sorted(
         str(f.relative_to(p)) for f in p.rglob("c/*") if f.is_file())
     assert chunk_files(out) == chunk_files(ref2)
     for f in chunk_files(out):

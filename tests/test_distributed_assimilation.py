@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +20,7 @@ from xproda.cli import main
 from xproda.models.interp import ModelToObs
 from xproda.sites.assimilation import distributed, samplers
 from xproda.sites.assimilation.problem import assimilate
-from xproda.testing import forcing_dataset
+from xproda.testing import forcing_dataset, kill_when, regions_done
 
 TOP = np.array([0.0, 0.1, 0.3, 0.6])
 BOTTOM = np.array([0.1, 0.3, 0.6, 1.0])
@@ -220,22 +216,7 @@ def test_resume_after_sigkill_redoes_no_finished_shard(world, reference, tmp_pat
     df.to_csv(csv, index=False)
     at.to_zarr(atp, mode="w")
     code = _KILL.format(csv=str(csv), at=str(atp), store=str(store), kw=MAP)
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"run exited early: {proc.stderr.read().decode()[-3000:]}")
-            if len(list((store / ".xproda").glob("r*/zarr.json"))) >= 2:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when([sys.executable, "-c", code], lambda: regions_done(store) >= 2, timeout=180)
     assert not xio.is_complete(store)
     done = len(xio.list_done_regions(store))
     assert 2 <= done < 5
@@ -265,10 +246,9 @@ def test_local_cluster_equals_threads(world, reference):
     _, df, at = world
     with distributed_mod.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                       dashboard_address=None) as cluster, \
-            distributed_mod.Client(cluster):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = assimilate(df, at, shard_size=3, **MAP)
+            distributed_mod.Client(cluster), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = assimilate(df, at, shard_size=3, **MAP)
     _same(reference, res)
 
 

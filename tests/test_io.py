@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -22,6 +20,7 @@ import xarray as xr
 
 from xproda import io as xio
 from xproda.io import writer as xwriter
+from xproda.testing import kill_when, regions_done
 
 rioxarray = pytest.importorskip("rioxarray")
 
@@ -450,10 +449,6 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
-def _n_markers(store: Path) -> int:
-    return len(list((store / ".xproda").glob("r*/zarr.json")))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [0, 5])
 def test_resume_after_sigkill(tmp_path, kill_after):
@@ -463,27 +458,10 @@ def test_resume_after_sigkill(tmp_path, kill_after):
 
     store = tmp_path / "run.zarr"
     script = _KILL_SCRIPT.format(tests=str(TESTS_DIR), sleep=0.4, store=str(store))
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"writer exited early: {proc.stderr.read().decode()[-2000:]}")
-            if (store / ".xproda" / "zarr.json").exists() and _n_markers(store) >= kill_after:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("writer made no progress")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when([sys.executable, "-c", script], lambda: regions_done(store) >= kill_after,
+              timeout=60)
     assert not xio.is_complete(store)
-    n_done = _n_markers(store)
+    n_done = regions_done(store)
     assert n_done >= kill_after and n_done < 12
 
     _CALLS.clear()

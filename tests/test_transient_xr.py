@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xproda
+from xproda.models import FLAGS
+from xproda.testing import forcing_dataset, kill_when, raise_if_dask_computes, regions_done
 from xproda.xr import scenarios as sc
 from xproda.xr import transient as xt
-from xproda.models import FLAGS
-from xproda.testing import forcing_dataset, raise_if_dask_computes
 
 TH = xr.DataArray(np.full(21, 0.5), dims="parameter")
 
@@ -223,31 +223,15 @@ scenario.proda.write_simulation(TH, sys.argv[1], time_chunk=6, progress=False)
 def test_write_simulation_killed_then_resumed(scenario, tmp_path):
     """kill -9 in the middle of write_simulation: a resume with other parameters is refused,
     the same call finishes it byte-identically (the stale lock is taken over)."""
-    import signal
-    import subprocess
     import sys
-    import time
 
     from xproda.errors import StoreError
 
     ref = tmp_path / "ref.zarr"
     scenario.proda.write_simulation(TH, ref, time_chunk=6, progress=False)
     store = tmp_path / "run.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", _SIM_SCRIPT, str(store)],
-                            stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            if len(list((store / ".xproda").glob("r*/zarr.json"))) >= 2:
-                break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    kill_when([sys.executable, "-c", _SIM_SCRIPT, str(store)],
+              lambda: regions_done(store) >= 2)
     assert not xproda.io.is_complete(store) and xproda.io.verify(store).ok
     kw = dict(time_chunk=6, progress=False, resume=True)
     with pytest.warns(RuntimeWarning, match="took over the lock"), \

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["random_forcing", "resampled_forcing", "case_forcing", "forcing_dataset",
-           "raise_if_dask_computes", "assert_lazy"]
+__all__ = [
+    "assert_lazy",
+    "case_forcing",
+    "forcing_dataset",
+    "kill_when",
+    "raise_if_dask_computes",
+    "random_forcing",
+    "regions_done",
+    "resampled_forcing",
+]
 
 
 def random_forcing(n: int, seed: int = 0, *, regime: str = "mixed") -> dict[str, np.ndarray]:
@@ -185,6 +193,55 @@ def assert_lazy(obj) -> None:
     eager = [str(k) for k, v in items if v.chunks is None]
     if eager:
         raise AssertionError(f"variables are not lazy (numpy-backed): {eager}")
+
+
+def regions_done(store) -> int:
+    """Regions of a :func:`xproda.io.write_zarr` run marked done so far (-1: no template yet).
+
+    Cheap enough to poll while another process writes (one listing of the progress group).
+    """
+    from xproda.io.stores import progress_state, target
+
+    template_done, done = progress_state(target(store, None))
+    return len(done) if template_done else -1
+
+
+def kill_when(cmd: Sequence[str], ready: Callable[[], bool], *, timeout: float = 120.0,
+              poll: float = 0.02) -> None:
+    """Run ``cmd`` in a subprocess and SIGKILL it as soon as ``ready()`` is true.
+
+    For tests of killed-and-resumed runs: e.g. ``kill_when([sys.executable, "-c", code],
+    lambda: regions_done(store) >= 2)``.
+
+    Raises
+    ------
+    AssertionError
+        If the process exits by itself first (its stderr tail in the message), ``ready``
+        is not true within ``timeout`` seconds, or the kill did not end it.
+    """
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError("the process exited before it was killed: "
+                                     + proc.stderr.read().decode()[-3000:])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the process was not ready within {timeout} s")
+            time.sleep(poll)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    if proc.returncode != -signal.SIGKILL:
+        raise AssertionError(f"the process ended with {proc.returncode}, not by SIGKILL")
 
 
 #: fixture (MATLAB layout) names -> forcing names, layered [20, 12] and monthly [12]
