@@ -36,13 +36,11 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 
 import xproda
 from xproda.sites.assimilation.problem import SiteProblem, assimilate
-from xproda.models.interp import ModelToObs
-from xproda.testing import random_forcing
+from xproda.testing import random_forcing, twin_profiles
 
 TOP = np.array([0.0, 0.1, 0.3, 0.5, 0.8, 1.0])
 BOTTOM = np.array([0.1, 0.3, 0.5, 0.8, 1.0, 1.5])
@@ -50,23 +48,12 @@ REFERENCE_S_PER_EVAL = 0.065
 
 
 def twin(n_sites: int, seed: int = 0, free=None):
-    rng = np.random.default_rng(seed)
     f = random_forcing(n_sites, seed, regime="bio")
     f["nbedrock"][:] = 20
-    m = xproda.get_model("clm5")
-    names = m.parameters.names
-    free = list(free or names)
-    truth = np.full((n_sites, len(names)), 0.5)
-    for p in free:
-        truth[:, names.index(p)] = rng.uniform(0.3, 0.7, n_sites)
-    soc = m.steady_state(truth, f)["soc"]
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n_sites, TOP.size))
-    obs = ModelToObs(torch.tensor(depth))(torch.tensor(soc)).numpy()
-    obs = obs * np.exp(0.05 * rng.standard_normal(obs.shape))
-    rows = [{"profile_id": f"p{s:05d}", "lat": 0.0, "lon": 0.0, "top": TOP[i],
-             "bottom": BOTTOM[i], "soc": obs[s, i]}
-            for s in range(n_sites) for i in range(TOP.size)]
-    return f, truth, pd.DataFrame(rows), free
+    free = list(free or xproda.get_model("clm5").parameters.names)
+    truth, df = twin_profiles(f, free, seed=seed, low=0.3, high=0.7, top=TOP, bottom=BOTTOM,
+                              lat=0.0, lon=0.0)
+    return f, truth, df, free
 
 
 def problem(n_sites, free=None, seed=0):

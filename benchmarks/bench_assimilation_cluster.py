@@ -41,8 +41,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import torch
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent.parent / "shared" / "fixtures" / "reference_clm5_cen.json"
@@ -52,28 +50,13 @@ BOTTOM = np.array([0.1, 0.3, 0.6, 1.0])
 
 
 def twin(n: int, seed: int = 0):
-    import xproda
     from xproda import testing
-    from xproda.models.interp import ModelToObs
 
     cases = json.loads(FIXTURE.read_text())["cases"]
     f = testing.resampled_forcing(cases, n, seed)
-    m = xproda.get_model("clm5")
-    rng = np.random.default_rng(seed)
-    theta = np.full((n, len(m.parameters)), 0.5)
-    for p in FREE:
-        theta[:, m.parameters.index(p)] = rng.uniform(0.3, 0.7, n)
-    soc = m.steady_state(theta, f)["soc"]
-    ok = np.isfinite(soc).all(-1)
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n, TOP.size))
-    obs = ModelToObs(torch.tensor(depth))(torch.tensor(np.nan_to_num(soc, nan=1.0))).numpy()
-    obs = np.where(ok[:, None], obs, 8000.0 * np.exp(-2 * depth))
-    obs = obs * np.exp(0.05 * rng.standard_normal(obs.shape))
-    scale = 1e4 / np.median(obs)  # plausible densities for the profile validation
-    rows = pd.DataFrame({
-        "profile_id": np.repeat([f"s{i:06d}" for i in range(n)], TOP.size),
-        "lat": 10.0, "lon": np.repeat(np.arange(n) % 360 - 180.0, TOP.size),
-        "top": np.tile(TOP, n), "bottom": np.tile(BOTTOM, n), "soc": (obs * scale).ravel()})
+    _, rows = testing.twin_profiles(f, FREE, seed=seed, low=0.3, high=0.7, top=TOP,
+                                    bottom=BOTTOM, ids=[f"s{i:06d}" for i in range(n)])
+    rows["soc"] *= 1e4 / rows["soc"].median()  # plausible densities for the validation
     return f, rows
 
 

@@ -43,14 +43,12 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 
 import xproda
-from xproda.models.interp import ModelToObs
 from xproda.sites.assimilation.problem import SiteProblem, assimilate
 from xproda.sites.assimilation.samplers import map_estimate
-from xproda.testing import random_forcing
+from xproda.testing import random_forcing, twin_profiles
 
 TOP = np.array([0.0, 0.1, 0.3, 0.5, 0.8, 1.0])
 BOTTOM = np.array([0.1, 0.3, 0.5, 0.8, 1.0, 1.5])
@@ -78,22 +76,10 @@ QUICK = ("old+rows", "lbfgs 60/1e-7/2")
 
 def twin(n_sites: int, seed: int = 0, free=FREE):
     """Forcing, truth (normalised, all parameters) and a profile table."""
-    rng = np.random.default_rng(seed)
     f = random_forcing(n_sites, seed, regime="bio")
     f["nbedrock"][:] = 20
-    m = xproda.get_model("clm5")
-    names = m.parameters.names
-    truth = np.full((n_sites, len(names)), 0.5)
-    for p in free:
-        truth[:, names.index(p)] = rng.uniform(0.25, 0.75, n_sites)
-    soc = m.steady_state(truth, f)["soc"]
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n_sites, TOP.size))
-    obs = ModelToObs(torch.tensor(depth))(torch.tensor(soc)).numpy()
-    obs = obs * np.exp(SIGMA * rng.standard_normal(obs.shape))
-    rows = [{"profile_id": f"p{s:05d}", "lat": 0.0, "lon": float(s % 360 - 180),
-             "top": TOP[i], "bottom": BOTTOM[i], "soc": obs[s, i]}
-            for s in range(n_sites) for i in range(TOP.size)]
-    return f, truth, pd.DataFrame(rows)
+    truth, df = twin_profiles(f, free, seed=seed, sigma=SIGMA, top=TOP, bottom=BOTTOM, lat=0.0)
+    return f, truth, df
 
 
 def run_config(df, f, truth, opts, n_starts, rows, free=FREE):

@@ -20,8 +20,7 @@ import xarray as xr
 
 import xproda
 from xproda.sites.assimilation.problem import SiteProblem, assimilate
-from xproda.models.interp import ModelToObs
-from xproda.testing import random_forcing
+from xproda.testing import random_forcing, twin_profiles
 
 FREE = ("efolding", "tau4s2", "diffus")
 TOP = np.array([0.0, 0.1, 0.3, 0.5, 0.8, 1.0])
@@ -32,23 +31,11 @@ PRIOR_SD = 1 / np.sqrt(12)
 
 def _twin(n_sites: int, seed: int = 0):
     """Forcing, truth (normalised, full vector) and noisy profiles for ``n_sites`` sites."""
-    rng = np.random.default_rng(seed)
     f = random_forcing(n_sites, seed, regime="bio")
     f["nbedrock"][:] = 20
-    m = xproda.get_model("clm5")
-    truth = np.full((n_sites, len(m.parameters)), 0.5)
-    for p in FREE:
-        truth[:, m.parameters.index(p)] = rng.uniform(0.25, 0.75, n_sites)
-    soc = m.steady_state(truth, f)["soc"]
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n_sites, TOP.size))
-    true_obs = ModelToObs(torch.tensor(depth))(torch.tensor(soc)).numpy()
-    obs = true_obs * np.exp(SIGMA * rng.standard_normal(true_obs.shape))
-    rows = []
-    for s in range(n_sites):
-        for i in range(TOP.size):
-            rows.append({"profile_id": f"p{s:04d}", "lat": 10.0, "lon": float(s % 360 - 180),
-                         "top": TOP[i], "bottom": BOTTOM[i], "soc": obs[s, i]})
-    return f, truth, pd.DataFrame(rows)
+    truth, df = twin_profiles(f, FREE, seed=seed, sigma=SIGMA, top=TOP, bottom=BOTTOM,
+                              ids=[f"p{s:04d}" for s in range(n_sites)])
+    return f, truth, df
 
 
 def _problem(n_sites, seed=0):

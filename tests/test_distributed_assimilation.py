@@ -9,7 +9,6 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,10 +16,9 @@ from hypothesis import strategies as st
 import xproda
 from xproda import io as xio
 from xproda.cli import main
-from xproda.models.interp import ModelToObs
 from xproda.sites.assimilation import distributed, samplers
 from xproda.sites.assimilation.problem import assimilate
-from xproda.testing import forcing_dataset, kill_when, regions_done
+from xproda.testing import forcing_dataset, kill_when, regions_done, twin_profiles
 
 TOP = np.array([0.0, 0.1, 0.3, 0.6])
 BOTTOM = np.array([0.1, 0.3, 0.6, 1.0])
@@ -39,25 +37,15 @@ def _world(n_sites: int = 10, seed: int = 0, ocean_sites: int = 0):
     ys = np.concatenate([iy[pick], wy[:ocean_sites]])
     xs = np.concatenate([ix[pick], wx[:ocean_sites]])
     lat, lon = ds.lat.values[ys], ds.lon.values[xs]
-    m = xproda.get_model("clm5")
-    theta = np.full((n_sites, len(m.parameters)), 0.5)
-    for p in FREE:
-        theta[:, m.parameters.index(p)] = rng.uniform(0.3, 0.7, n_sites)
     ids = [f"site-{i:03d}" for i in range(n_sites)]
     at = xproda.spatial.sample_sites(ds, lat=lat, lon=lon, ids=ids)
     from xproda.xr.api import forcing_arrays
 
-    f = forcing_arrays(at, model=m)
-    soc = m.steady_state(theta, f)["soc"]
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n_sites, TOP.size))
-    obs = ModelToObs(torch.tensor(depth))(torch.tensor(np.nan_to_num(soc, nan=1.0))).numpy()
-    obs = obs * np.exp(0.05 * rng.standard_normal(obs.shape)) * 0.02  # plausible densities
-    if ocean_sites:  # no model value there: a plausible profile
-        obs[n_sites - ocean_sites:] = 8000.0 * np.exp(-2.0 * depth[n_sites - ocean_sites:])
-    rows = [{"profile_id": ids[s], "lat": lat[s], "lon": lon[s], "top": TOP[i],
-             "bottom": BOTTOM[i], "soc": obs[s, i]}
-            for s in range(n_sites) for i in range(TOP.size)]
-    return ds, pd.DataFrame(rows), at
+    # scale: plausible densities; ocean sites (no model value) get a plausible profile
+    _, df = twin_profiles(forcing_arrays(at, model="clm5"), FREE, seed=rng, low=0.3,
+                          high=0.7, top=TOP, bottom=BOTTOM, ids=ids, lat=lat, lon=lon,
+                          scale=0.02)
+    return ds, df, at
 
 
 MAP = dict(method="map", free=FREE, likelihood="gaussian", sigma_rel=0.05, log_space=True,

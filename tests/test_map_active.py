@@ -14,17 +14,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-import xproda
-from xproda.models.interp import ModelToObs
 from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.problem import SiteProblem, assimilate
 from xproda.sites.assimilation.samplers import map_estimate
 from xproda.sites.assimilation.samplers.optimize import accepts_rows
-from xproda.testing import random_forcing
+from xproda.testing import random_forcing, twin_profiles
 
 F64 = torch.float64
 FREE = ("efolding", "tau4s2")
@@ -34,21 +31,11 @@ SIGMA = 0.05
 
 
 def _twin(n_sites: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
     f = random_forcing(n_sites, seed, regime="bio")
     f["nbedrock"][:] = 20
-    m = xproda.get_model("clm5")
-    truth = np.full((n_sites, len(m.parameters)), 0.5)
-    for p in FREE:
-        truth[:, m.parameters.index(p)] = rng.uniform(0.25, 0.75, n_sites)
-    soc = m.steady_state(truth, f)["soc"]
-    depth = np.broadcast_to((TOP + BOTTOM) / 2, (n_sites, TOP.size))
-    obs = ModelToObs(torch.tensor(depth))(torch.tensor(soc)).numpy()
-    obs = obs * np.exp(SIGMA * rng.standard_normal(obs.shape))
-    rows = [{"profile_id": f"p{s:04d}", "lat": 10.0, "lon": float(s % 360 - 180),
-             "top": TOP[i], "bottom": BOTTOM[i], "soc": obs[s, i]}
-            for s in range(n_sites) for i in range(TOP.size)]
-    return f, truth, pd.DataFrame(rows)
+    truth, df = twin_profiles(f, FREE, seed=seed, sigma=SIGMA, top=TOP, bottom=BOTTOM,
+                              ids=[f"p{s:04d}" for s in range(n_sites)])
+    return f, truth, df
 
 
 @pytest.fixture(scope="module")

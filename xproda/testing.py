@@ -16,6 +16,7 @@ __all__ = [
     "random_forcing",
     "regions_done",
     "resampled_forcing",
+    "twin_profiles",
 ]
 
 
@@ -193,6 +194,88 @@ def assert_lazy(obj) -> None:
     eager = [str(k) for k, v in items if v.chunks is None]
     if eager:
         raise AssertionError(f"variables are not lazy (numpy-backed): {eager}")
+
+
+def twin_profiles(
+    forcing,
+    free: Sequence[str],
+    *,
+    model="clm5",
+    seed: int | np.random.Generator = 0,
+    sigma: float = 0.05,
+    low: float = 0.25,
+    high: float = 0.75,
+    top: Sequence[float] = (0.0, 0.1, 0.3, 0.5, 0.8, 1.0),
+    bottom: Sequence[float] = (0.1, 0.3, 0.5, 0.8, 1.0, 1.5),
+    ids: Sequence[str] | None = None,
+    lat=10.0,
+    lon=None,
+    scale: float = 1.0,
+):
+    """A twin problem: known parameters and the noisy profiles the model makes from them.
+
+    Parameters
+    ----------
+    forcing : mapping
+        Kernel-layout forcing of ``n`` sites (e.g. :func:`random_forcing`,
+        :func:`resampled_forcing`, or :func:`xproda.xr.api.forcing_arrays` of sampled sites).
+    free : sequence of str
+        Parameters drawn per site, uniform on ``[low, high]`` (normalised); the others 0.5.
+    model : str or model
+        The model that makes the profiles (default CLM5).
+    seed : int or numpy Generator
+        Random state: the parameters are drawn first, then the noise.
+    sigma : float
+        Log-normal noise (standard deviation of log SOC).
+    top, bottom : sequence of float
+        Layer bounds (m) of every profile; SOC (g C m-3) is the model's at the layer
+        midpoints (:class:`~xproda.models.interp.ModelToObs`).
+    ids : sequence of str, optional
+        Profile ids (default ``p00000``, ...).
+    lat, lon : float or array
+        Site coordinates (default lon ``s % 360 - 180`` for site ``s``).
+    scale : float
+        Factor on the model's values (plausible densities for the profile validation).
+
+    Returns
+    -------
+    truth : ndarray [n, n_params]
+        The normalised parameters of every site.
+    profiles : pandas.DataFrame
+        ``profile_id, lat, lon, top, bottom, soc``; a site whose model SOC is not finite
+        (no forcing) gets the profile ``8000 exp(-2 z)`` instead.
+    """
+    import pandas as pd
+    import torch
+
+    from xproda.models import get_model
+    from xproda.models.forcing import batch_size
+    from xproda.models.interp import ModelToObs
+
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    m = get_model(model) if isinstance(model, str) else model
+    names = list(m.parameters.names)
+    n = batch_size({k: int(np.shape(v)[0]) for k, v in forcing.items() if np.ndim(v)})
+    truth = np.full((n, len(names)), 0.5)
+    for p in free:
+        truth[:, names.index(p)] = rng.uniform(low, high, n)
+    soc = m.steady_state(truth, forcing)["soc"]
+    top, bottom = np.asarray(top, float), np.asarray(bottom, float)
+    depth = np.broadcast_to((top + bottom) / 2, (n, top.size))
+    ok = np.isfinite(soc).all(-1)
+    obs = ModelToObs(torch.tensor(depth))(torch.tensor(np.nan_to_num(soc, nan=1.0))).numpy()
+    obs = obs * np.exp(sigma * rng.standard_normal(obs.shape)) * scale
+    obs = np.where(ok[:, None], obs, 8000.0 * np.exp(-2.0 * depth))
+    ids = [f"p{s:05d}" for s in range(n)] if ids is None else [str(i) for i in ids]
+    lon = np.arange(n) % 360 - 180.0 if lon is None else lon
+    lat_s, lon_s = np.broadcast_to(np.asarray(lat, float), (n,)), \
+        np.broadcast_to(np.asarray(lon, float), (n,))
+    k = top.size
+    profiles = pd.DataFrame({
+        "profile_id": np.repeat(ids, k), "lat": np.repeat(lat_s, k),
+        "lon": np.repeat(lon_s, k), "top": np.tile(top, n), "bottom": np.tile(bottom, n),
+        "soc": obs.ravel()})
+    return truth, profiles
 
 
 def regions_done(store) -> int:
