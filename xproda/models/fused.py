@@ -62,7 +62,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
+__all__ = ["HAVE_NUMBA", "thomas_solve", "block3_solve", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
            "fused_applicable", "group_scratch", "group_solve", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
@@ -541,10 +541,114 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     x[c, j, q] = xc[j, q, g]
 
 
+# -------------------------------------------------------------------------------------------
+# the structured solves of xproda.models.solve, compiled (its differentiable torch path's
+# forward and adjoint solves on the CPU: no per-operation overhead for small batches)
+# -------------------------------------------------------------------------------------------
+def _thomas_kernel(b0, b1, lo, di, up, r, x):  # pragma: no cover - compiled by numba
+    """Tridiagonal solves of columns ``b0 <= c < b1``; arrays ``[L, N]`` (batch last)."""
+    L = di.shape[0]
+    cp = np.empty(L)
+    dp = np.empty(L)
+    for c in range(b0, b1):
+        for j in range(L):
+            if j == 0:
+                piv = di[0, c]
+                rr = r[0, c]
+            else:
+                piv = di[j, c] - lo[j, c] * cp[j - 1]
+                rr = r[j, c] - lo[j, c] * dp[j - 1]
+            inv = 1.0 / piv
+            cp[j] = up[j, c] * inv
+            dp[j] = rr * inv
+        x[L - 1, c] = dp[L - 1]
+        for j in range(L - 2, -1, -1):
+            x[j, c] = dp[j] - cp[j] * x[j + 1, c]
+
+
+def _block3_kernel(b0, b1, lo, B, up, R, X):  # pragma: no cover - compiled by numba
+    """Block-tridiagonal (3x3 blocks, scalar couplings) solves of columns ``b0 <= c < b1``:
+    ``lo, up [L, N]``, ``B [3, 3, L, N]``, ``R, X [3, L, N]``; the operations of
+    :func:`xproda.models.solve.block3_thomas`'s torch sweep (cyclic cofactor inverse)."""
+    L = B.shape[2]
+    ginv = np.empty((L, 3, 3))
+    y = np.empty((L, 3))
+    b = np.empty((3, 3))
+    cof = np.empty((3, 3))
+    rv = np.empty(3)
+    for c in range(b0, b1):
+        for j in range(L):
+            if j == 0:
+                for i in range(3):
+                    rv[i] = R[i, 0, c]
+                    for k in range(3):
+                        b[i, k] = B[i, k, 0, c]
+            else:
+                s = lo[j, c] * up[j - 1, c]
+                for i in range(3):
+                    rv[i] = R[i, j, c] - lo[j, c] * y[j - 1, i]
+                    for k in range(3):
+                        b[i, k] = B[i, k, j, c] - s * ginv[j - 1, i, k]
+            for i in range(3):
+                i1 = (i + 1) % 3
+                i2 = (i + 2) % 3
+                for k in range(3):
+                    k1 = (k + 1) % 3
+                    k2 = (k + 2) % 3
+                    cof[i, k] = b[i1, k1] * b[i2, k2] - b[i1, k2] * b[i2, k1]
+            det = b[0, 0] * cof[0, 0] + b[0, 1] * cof[0, 1] + b[0, 2] * cof[0, 2]
+            for i in range(3):
+                for k in range(3):
+                    ginv[j, i, k] = cof[k, i] / det
+            for i in range(3):
+                y[j, i] = ginv[j, i, 0] * rv[0] + ginv[j, i, 1] * rv[1] + ginv[j, i, 2] * rv[2]
+        for i in range(3):
+            X[i, L - 1, c] = y[L - 1, i]
+        for j in range(L - 2, -1, -1):
+            u = up[j, c]
+            for i in range(3):
+                X[i, j, c] = y[j, i] - u * (ginv[j, i, 0] * X[0, j + 1, c]
+                                            + ginv[j, i, 1] * X[1, j + 1, c]
+                                            + ginv[j, i, 2] * X[2, j + 1, c])
+
+
+def thomas_solve(lower, diag, upper, rhs, *, threads=None) -> np.ndarray:
+    """Tridiagonal solves (no pivoting), numpy float64 ``[L, N]`` in and out (compiled).
+
+    The forward and adjoint solves of :func:`xproda.models.solve.thomas` on the CPU.
+    ``lower[0]`` and ``upper[-1]`` are ignored.
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("the compiled solve needs numba; install it or set "
+                           "fused_kernels=False")
+    arrs = [np.ascontiguousarray(a, dtype=np.float64) for a in (lower, diag, upper, rhs)]
+    out = np.empty(arrs[1].shape)
+    run_blocks(_thomas_compiled, out.shape[1], *arrs, out, threads=threads)
+    return out
+
+
+def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
+    """Block-tridiagonal solves, numpy float64 (compiled): ``lower, upper [L, N]``,
+    ``blocks [3, 3, L, N]``, ``rhs [3, L, N]``; returns ``[3, L, N]``.
+
+    The forward and adjoint solves of :func:`xproda.models.solve.block3_thomas` on the CPU.
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("the compiled solve needs numba; install it or set "
+                           "fused_kernels=False")
+    lo, B, up, R = (np.ascontiguousarray(a, dtype=np.float64)
+                    for a in (lower, blocks, upper, rhs))
+    out = np.empty(R.shape)
+    run_blocks(_block3_compiled, out.shape[2], lo, B, up, R, out, threads=threads)
+    return out
+
+
 if HAVE_NUMBA:
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
     _jit = {"nogil": True, "error_model": "numpy"}
+    _thomas_compiled = jit_kernel(_thomas_kernel, **_jit)
+    _block3_compiled = jit_kernel(_block3_kernel, **_jit)
     #: the compiled group solve (callable from other compiled kernels)
     group_solve = jit_kernel(_group_solve, **_jit)
     #: the work arrays of one group solve (callable from compiled kernels)
