@@ -10,9 +10,11 @@ assimilated three ways, in one run:
 
 * ``in-process`` -- :func:`assimilate` without shards (torch's default threads: all cores);
 * ``in-process, 1 thread`` -- the same with ``torch_threads=1`` (the per-worker baseline);
-* ``LocalCluster 2x1`` -- ``assimilate(..., shard_size=...)`` on a
-  ``distributed.LocalCluster(n_workers=2, threads_per_worker=1)`` (cluster start-up timed
-  apart).
+* ``LocalCluster 2x1`` -- ``assimilate(..., shard_size=...)`` on
+  ``xproda.options.local_cluster(2)`` (2 single-threaded worker processes with xproda's
+  allocator settings; ``--dask-defaults``: a plain ``distributed.LocalCluster``, whose
+  ``MALLOC_TRIM_THRESHOLD_=65536`` makes MAP several times slower); cluster start-up and
+  worker warm-up timed apart.
 
 for ``map`` (``--map-sites``, default options) and ``am`` (``--am-sites`` x 3 chains x
 ``--am-iter`` iterations). The table gives seconds, sites/s, the parallel efficiency
@@ -91,18 +93,24 @@ def main() -> None:
     ap.add_argument("--am-iter", type=int, default=20000)
     ap.add_argument("--shard-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dask-defaults", action="store_true",
+                    help="workers as dask starts them (not xproda.options.local_cluster)")
     args = ap.parse_args()
     import distributed
 
     import xproda
+    from xproda.sites.assimilation.distributed import default_shard_size
     from xproda.sites.assimilation.problem import assimilate
 
     warnings.simplefilter("ignore")
     rows = []
     t0 = time.perf_counter()
     tc = time.perf_counter()
-    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
-                                       processes=True, dashboard_address=None)
+    if args.dask_defaults:  # dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536, profiler)
+        cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1,
+                                           processes=True, dashboard_address=None)
+    else:
+        cluster = xproda.options.local_cluster(args.workers, dashboard_address=None)
     with distributed.Client(cluster) as client:
         t_cluster = time.perf_counter() - tc
         tw = time.perf_counter()
@@ -124,8 +132,9 @@ def main() -> None:
             t = time.perf_counter()
             one = assimilate(df, f, **kw)
             t_one = time.perf_counter() - t
-        size = args.shard_size or min(500, -(-n // (4 * args.workers)))  # the default
         with distributed.Client(cluster):
+            # the library's default shard size (default_shard_size) unless given
+            size = args.shard_size or default_shard_size(n, method)
             t = time.perf_counter()
             clu = assimilate(df, f, shard_size=size, **kw)
             t_clu = time.perf_counter() - t
@@ -134,7 +143,9 @@ def main() -> None:
                          speedup=t_in / t_clu, ident=same(ref, clu, True), ident1=same(ref, one, True),
                          load=os.getloadavg()[0]))
     cluster.close()
-    print(f"\n## Site-level assimilation, in-process vs LocalCluster({args.workers} x 1 thread)"
+    kind = "dask defaults" if args.dask_defaults else "xproda.options.local_cluster"
+    print(f"\n## Site-level assimilation, in-process vs LocalCluster({args.workers} x 1 "
+          f"thread, {kind})"
           f"\n\n{os.cpu_count()} CPUs; cluster start-up {t_cluster:.1f} s and worker warm-up "
           f"(imports, kernel compilation) {t_warm:.1f} s, not in the times; "
           f"total {time.perf_counter() - t0:.0f} s\n")

@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from xproda import io, set_options
+from xproda.options import local_cluster
 from xproda.xr import api as xr_api
 from xproda.datasets import synthetic_world, truth_parameters
 
 
 def main(argv=None) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=float, default=4.0, help="grid spacing in degrees")
@@ -41,8 +42,10 @@ def main(argv=None) -> None:
     world = synthetic_world(args.resolution, seed=0, chunks={"lat": chunk, "lon": chunk})
     theta = truth_parameters(world, kind="cue")
 
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    # local_cluster: a LocalCluster whose workers have xproda's allocator settings (dask's
+    # default MALLOC_TRIM_THRESHOLD_ makes model calls on workers several times slower)
+    with local_cluster(args.workers, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         print(f"cluster: {len(client.scheduler_info()['workers'])} worker processes")
         # one torch thread per worker task (the workers are the parallelism); set_options is
         # captured when the graph is built and applied in every task on the workers

@@ -152,3 +152,53 @@ def test_import_sets_passive_openmp_wait_policy_unless_chosen():
     late = "import torch, os, xproda; print(xproda.OPENMP_PASSIVE_SET, " \
            "os.environ.get('OMP_WAIT_POLICY'))"
     assert _policy(late, {}) == "False None"  # too late: the OpenMP runtime is loaded
+
+
+def test_dask_worker_config():
+    cfg = xproda.options.dask_worker_config()
+    env = "distributed.nanny.pre-spawn-environ"
+    assert cfg[f"{env}.MALLOC_TRIM_THRESHOLD_"] == 128 * 2**20
+    assert cfg[f"{env}.MALLOC_MMAP_THRESHOLD_"] == 32 * 2**20
+    assert cfg["distributed.worker.profile.enabled"] is False
+    assert "distributed.worker.profile.enabled" not in xproda.options.dask_worker_config(
+        profile=True)
+
+
+@pytest.mark.slow
+def test_local_cluster_workers_tuned_and_default_workers_warned():
+    """Workers of a default LocalCluster (dask's MALLOC_TRIM_THRESHOLD_=65536) are named in
+    a warning before sharded work; xproda.options.local_cluster's workers are not, and
+    neither are default workers after client.run(tune_malloc)."""
+    import os
+    import warnings
+
+    import distributed
+
+    from xproda.options import check_workers, local_cluster, tune_malloc
+
+    saved = dict(os.environ)  # the nanny writes its settings into this process's environ
+    try:
+        with distributed.LocalCluster(n_workers=1, threads_per_worker=1,
+                                      dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            with pytest.warns(RuntimeWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
+                slow = check_workers(client)
+            assert len(slow) == 1
+            with warnings.catch_warnings():  # asked once per client: no second warning
+                warnings.simplefilter("error")
+                assert check_workers(client) == slow
+            client.run(tune_malloc)
+            assert check_workers(client, refresh=True) == []
+        assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == "65536"  # left by the nanny
+        with local_cluster(1, dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            env = next(iter(client.run(lambda: dict(os.environ)).values()))
+            assert env["MALLOC_TRIM_THRESHOLD_"] == str(128 * 2**20)
+            assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                assert check_workers(client) == []
+        assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == "65536"  # restored
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

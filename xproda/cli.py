@@ -250,11 +250,12 @@ def _scheduler_context(args: argparse.Namespace):
 
     stack = contextlib.ExitStack()
     if args.scheduler and args.scheduler not in ("threads", "synchronous", "processes"):
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        if args.scheduler == "local-cluster":
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
+        from xproda.options import local_cluster
+
+        if args.scheduler == "local-cluster":  # workers tuned (dask_worker_config)
+            cluster = stack.enter_context(local_cluster(args.workers, dashboard_address=None))
             stack.enter_context(Client(cluster))
         else:
             stack.enter_context(Client(args.scheduler))

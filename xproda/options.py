@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from xproda.errors import OptionError
 
 __all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc",
-           "passive_openmp", "DEFAULTS"]
+           "passive_openmp", "dask_worker_config", "local_cluster", "check_workers",
+           "DEFAULTS"]
 
 #: the default value of every option (read-only)
 DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
@@ -227,7 +228,161 @@ def tune_malloc(*, trim_threshold: int = 128 * 2**20, mmap_threshold: int = 32 *
     ok = mallopt(_M_TRIM_THRESHOLD, min(trim_threshold, 2**31 - 1)) and ok
     if arena_max:
         ok = mallopt(_M_ARENA_MAX, min(arena_max, 2**31 - 1)) and ok
+    global _MALLOC_TUNED
+    _MALLOC_TUNED = _MALLOC_TUNED or bool(ok)
     return bool(ok)
+
+
+#: the malloc environment of tuned dask worker processes (:func:`tune_malloc`'s defaults)
+_WORKER_MALLOC = {"MALLOC_TRIM_THRESHOLD_": 128 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
+                  "MALLOC_ARENA_MAX": 1}
+_ENVIRON_KEY = "distributed.nanny.pre-spawn-environ"
+
+
+def dask_worker_config(*, profile: bool = False) -> dict[str, Any]:
+    """dask config for worker processes that run xproda at full speed.
+
+    dask.distributed starts worker processes with ``MALLOC_TRIM_THRESHOLD_=65536`` (config
+    ``distributed.nanny.pre-spawn-environ``), which also freezes glibc's mmap threshold at
+    128 KiB: every tensor or array above that is mapped, faulted in zero-filled and unmapped
+    again. xproda's torch path allocates hundreds of such temporaries per model call, and a
+    MAP fit on a worker ran 3.5-4x slower than in-process (millions of page faults, most of
+    the time in the kernel); the workers' statistical profiler (a stack sample every 10 ms)
+    costs another ~20 % on Python-heavy work. This config gives workers
+    :func:`tune_malloc`'s settings from their start and turns the profiler off.
+
+    Parameters
+    ----------
+    profile : bool, default False
+        Keep the workers' statistical profiler (the dashboard's profile page).
+
+    Returns
+    -------
+    dict
+        For ``dask.config.set(...)`` around the creation of a cluster whose workers are
+        started by nannies (``LocalCluster``, dask-jobqueue, ...); see :func:`local_cluster`.
+
+    Examples
+    --------
+    >>> import dask, distributed, xproda
+    >>> with dask.config.set(xproda.options.dask_worker_config()):  # doctest: +SKIP
+    ...     cluster = distributed.LocalCluster(n_workers=4, threads_per_worker=1)
+    """
+    cfg: dict[str, Any] = {f"{_ENVIRON_KEY}.{k}": v for k, v in _WORKER_MALLOC.items()}
+    if not profile:
+        cfg["distributed.worker.profile.enabled"] = False
+    return cfg
+
+
+def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 1,
+                  profile: bool = False, **kwargs: Any):
+    """A ``distributed.LocalCluster`` whose workers run xproda at full speed.
+
+    The cluster of :func:`dask_worker_config`: worker processes with :func:`tune_malloc`'s
+    allocator settings and (by default) no statistical profiler. The nanny copies its
+    environment settings into this process's ``os.environ`` (where an earlier default cluster
+    may have left ``MALLOC_TRIM_THRESHOLD_=65536``, which would win over the config); they
+    are set here for the start of the workers and restored afterwards.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: dask's choice).
+    threads_per_worker : int, default 1
+        Threads per worker (one: the workers are the parallelism).
+    profile : bool, default False
+        Keep the workers' statistical profiler.
+    **kwargs
+        Other ``LocalCluster`` arguments (``dashboard_address``, ``memory_limit``, ...).
+
+    Returns
+    -------
+    distributed.LocalCluster
+    """
+    import dask
+    from distributed import LocalCluster
+
+    saved = {k: os.environ.get(k) for k in _WORKER_MALLOC}
+    os.environ.update({k: str(v) for k, v in _WORKER_MALLOC.items()})
+    try:
+        with dask.config.set(dask_worker_config(profile=profile)):
+            return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                processes=True, **kwargs)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_MALLOC_TUNED = False
+
+
+def _worker_malloc() -> dict[str, Any]:
+    env: dict[str, Any] = {k: os.environ.get(k) for k in _WORKER_MALLOC}
+    env["tuned"] = _MALLOC_TUNED
+    return env
+
+
+_CHECKED_CLIENTS: dict[str, list[str]] = {}
+
+
+def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[str]:
+    """The workers of ``client`` whose allocator makes xproda slow (a warning, once per
+    client, naming the fix).
+
+    A worker started by a default nanny has ``MALLOC_TRIM_THRESHOLD_`` set small and no
+    ``MALLOC_MMAP_THRESHOLD_`` (see :func:`dask_worker_config`). Called by the sharded
+    :func:`~xproda.sites.assimilation.problem.assimilate` and by
+    :func:`~xproda.io.write_zarr` before they submit work to a client.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    warn : bool, default True
+        Issue a ``RuntimeWarning`` (the workers are asked once per client and set of
+        workers; later calls return the first answer without a warning).
+    refresh : bool, default False
+        Ask the workers again (e.g. after ``client.run(tune_malloc)``).
+
+    Returns
+    -------
+    list of str
+        Addresses of the affected workers.
+    """
+    import warnings
+
+    key = f"{getattr(client, 'id', id(client))}:{sorted(client.nthreads())}"
+    if key in _CHECKED_CLIENTS and not refresh:  # once per client and set of workers
+        return _CHECKED_CLIENTS[key]
+    try:
+        env = client.run(_worker_malloc)
+    except Exception:  # noqa: BLE001 - a client without workers or run(): nothing to check
+        return []
+    slow = []
+    for addr, e in env.items():
+        trim = e.get("MALLOC_TRIM_THRESHOLD_")
+        if trim is not None and e.get("MALLOC_MMAP_THRESHOLD_") is None \
+                and not e.get("tuned"):
+            try:
+                small = int(trim) < 2**20
+            except ValueError:
+                small = False
+            if small:
+                slow.append(addr)
+    _CHECKED_CLIENTS[key] = slow
+    if slow and warn:
+        warnings.warn(
+            f"{len(slow)} of {len(env)} dask worker(s) run with MALLOC_TRIM_THRESHOLD_="
+            f"{env[slow[0]]['MALLOC_TRIM_THRESHOLD_']} and no MALLOC_MMAP_THRESHOLD_ (dask's "
+            "default): glibc then maps and faults in every temporary over 128 KiB anew, and "
+            "xproda's model calls run up to ~4x slower there (MAP fits measured 3.5-4x). "
+            "Start the cluster with xproda.options.local_cluster(...) or inside "
+            "dask.config.set(xproda.options.dask_worker_config()), or call "
+            "client.run(xproda.tune_malloc) once before the work",
+            RuntimeWarning, stacklevel=3)
+    return slow
 
 
 def passive_openmp() -> bool:

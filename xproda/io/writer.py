@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from xproda.errors import StoreError
+from xproda.options import check_workers
 from xproda.io.compression import default_compressors
 from xproda.io.digest import digest_inputs, hash_array
 from xproda.io.integrity import (
@@ -1051,7 +1052,9 @@ def write_zarr(
                     tasks[(f"xproda-region-{token}", *idx)] = (_region_task, spec, *block_keys)
                 graph = dict(_cull(dsk, graph_keys)[0]) if graph_keys else {}
                 graph.update(tasks)
-                if distributed_client() is not None:
+                client = distributed_client()
+                if client is not None:
+                    check_workers(client)
                     graph = fuse_regions(graph, list(tasks))
                 batch_key = f"xproda-batch-{token}-{ibatch}"
                 graph[batch_key] = (_collect, *tasks)

@@ -74,13 +74,31 @@ def shard_bounds(n_sites: int, shard_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + int(shard_size), n_sites)) for a in range(0, n_sites, int(shard_size))]
 
 
-def default_shard_size(n_sites: int) -> int:
-    """Sites per shard when none is given: about four shards per scheduler thread, at most
-    500 sites (results do not depend on it; it sets the granularity of resuming, the load
-    balance and the memory of a task)."""
+def default_shard_size(n_sites: int, method: str = "am") -> int:
+    """Sites per shard when none is given (results do not depend on it).
+
+    About four shards per scheduler thread (load balance), and at most 500 sites for the
+    samplers (``"am"``, ``"reference"``: a shard's stored draws must fit a worker's memory)
+    or 2,500 for ``"map"`` (a few vectors per site; but every shard pays the optimiser's
+    tail -- up to ~200 model calls of ~15 ms fixed cost each while its slowest sites
+    converge -- so fewer, larger shards are faster). It also sets the granularity of
+    resuming.
+
+    Parameters
+    ----------
+    n_sites : int
+        Sites of the run.
+    method : str, default "am"
+        The assimilation method.
+
+    Returns
+    -------
+    int
+    """
     from xproda.io.writer import scheduler_threads
 
-    return max(1, min(500, math.ceil(n_sites / (4 * scheduler_threads()))))
+    cap = 2500 if method == "map" else 500
+    return max(1, min(cap, math.ceil(n_sites / (4 * scheduler_threads()))))
 
 
 def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset | None:
@@ -212,6 +230,10 @@ def _compute_shards(specs, *, scheduler, progress: bool) -> list[xr.Dataset]:
         client = distributed_client() if scheduler is None else None
         if client is not None:
             from distributed import as_completed
+
+            from xproda.options import check_workers
+
+            check_workers(client)
 
             futures = client.compute(tasks)
             for _ in as_completed(futures):
@@ -362,7 +384,8 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
     kwargs["progress"] = False
     kwargs["resume"] = False
     S = prob.n_sites
-    size = default_shard_size(S) if shard_size is None else shard_size
+    size = default_shard_size(S, kwargs.get("method", "am")) if shard_size is None \
+        else shard_size
     bounds = shard_bounds(S, size)
     skip = np.asarray(prob.no_forcing, dtype=bool)
     any_skipped = bool(skip.any())
