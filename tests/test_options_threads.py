@@ -166,29 +166,32 @@ def test_dask_worker_config():
 
 @pytest.mark.slow
 def test_local_cluster_workers_tuned_and_default_workers_warned():
-    """Workers of a default LocalCluster (dask's MALLOC_TRIM_THRESHOLD_=65536) are named in
-    a warning before sharded work; xproda.options.local_cluster's workers are not, and
-    neither are default workers after client.run(tune_malloc)."""
+    """Workers of a default LocalCluster (dask's MALLOC_TRIM_THRESHOLD_=65536) are tuned
+    through client.run (option tune_workers, default) or named in a warning
+    (tune_workers=False); xproda.options.local_cluster's workers need neither."""
     import os
     import warnings
 
     import distributed
 
-    from xproda.options import check_workers, local_cluster, tune_malloc
+    from xproda.options import check_workers, local_cluster
 
     saved = dict(os.environ)  # the nanny writes its settings into this process's environ
     try:
         with distributed.LocalCluster(n_workers=1, threads_per_worker=1,
                                       dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
-            with pytest.warns(RuntimeWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
+            with xproda.set_options(tune_workers=False), \
+                    pytest.warns(RuntimeWarning, match="MALLOC_TRIM_THRESHOLD_=65536"):
                 slow = check_workers(client)
             assert len(slow) == 1
             with warnings.catch_warnings():  # asked once per client: no second warning
                 warnings.simplefilter("error")
                 assert check_workers(client) == slow
-            client.run(tune_malloc)
-            assert check_workers(client, refresh=True) == []
+                # the default: tuned through client.run, no warning, and stays tuned
+                assert check_workers(client, refresh=True) == []
+                with xproda.set_options(tune_workers=False):  # tuned: nothing to warn
+                    assert check_workers(client, refresh=True) == []
         assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == "65536"  # left by the nanny
         with local_cluster(1, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:

@@ -38,6 +38,10 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
     # use fused numba CPU kernels (the structured solve, PCHIP model-to-observation mapping)
     # when no gradient is needed (same results as the torch paths; see xproda.models.fused)
     "fused_kernels": True,
+    # before sharded assimilation or write_zarr submit work to dask.distributed workers whose
+    # allocator makes xproda slow (dask's MALLOC_TRIM_THRESHOLD_), apply tune_malloc there
+    # (client.run); False: only warn (see check_workers)
+    "tune_workers": True,
 })
 
 _VALIDATORS = {
@@ -49,6 +53,7 @@ _VALIDATORS = {
     "kernel_threads": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
                                               and v >= 1),
     "fused_kernels": lambda v: isinstance(v, bool),
+    "tune_workers": lambda v: isinstance(v, bool),
 }
 _EXPECTED = {
     "device": "None, a device string ('cpu', 'cuda:0') or a torch.device",
@@ -57,6 +62,7 @@ _EXPECTED = {
     "kernel_batch_size": "an int >= 1",
     "kernel_threads": "None or an int >= 1",
     "fused_kernels": "True or False",
+    "tune_workers": "True or False",
 }
 
 #: the options of the current context (thread, asyncio task or dask task): an immutable
@@ -105,6 +111,11 @@ class set_options:
     fused_kernels : bool
         Use the fused numba CPU kernels (structured solve, PCHIP mapping) when no gradient is
         needed (default True); results equal the torch paths to rounding.
+    tune_workers : bool
+        Before sharded assimilation or :func:`~xproda.io.write_zarr` submit work to
+        dask.distributed workers started with dask's default allocator environment, apply
+        :func:`tune_malloc` on them (``client.run``; default True); False only warns. See
+        :func:`check_workers`. Results do not depend on it.
 
     Raises
     ------
@@ -329,27 +340,32 @@ _CHECKED_CLIENTS: dict[str, list[str]] = {}
 
 
 def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[str]:
-    """The workers of ``client`` whose allocator makes xproda slow (a warning, once per
-    client, naming the fix).
+    """Find the workers of ``client`` whose allocator makes xproda slow, and tune them (option
+    ``tune_workers``, default) or warn.
 
-    A worker started by a default nanny has ``MALLOC_TRIM_THRESHOLD_`` set small and no
-    ``MALLOC_MMAP_THRESHOLD_`` (see :func:`dask_worker_config`). Called by the sharded
+    A worker started by a default nanny has ``MALLOC_TRIM_THRESHOLD_=65536`` and no
+    ``MALLOC_MMAP_THRESHOLD_`` (see :func:`dask_worker_config`): model calls there ran up to
+    ~4x slower. With ``tune_workers`` (default) :func:`tune_malloc` is applied on those
+    workers through ``client.run`` -- a process-wide allocator setting of each worker, made
+    from the client before any task runs, never inside a task -- else a ``RuntimeWarning``
+    names the fix. Called by the sharded
     :func:`~xproda.sites.assimilation.problem.assimilate` and by
-    :func:`~xproda.io.write_zarr` before they submit work to a client.
+    :func:`~xproda.io.write_zarr` before they submit work to a client; the workers are asked
+    once per client and set of workers.
 
     Parameters
     ----------
     client : distributed.Client
     warn : bool, default True
-        Issue a ``RuntimeWarning`` (the workers are asked once per client and set of
-        workers; later calls return the first answer without a warning).
+        Warn when the workers stay untuned (``tune_workers=False``, or tuning failed: not
+        glibc).
     refresh : bool, default False
-        Ask the workers again (e.g. after ``client.run(tune_malloc)``).
+        Ask the workers again.
 
     Returns
     -------
     list of str
-        Addresses of the affected workers.
+        Addresses of the workers that remain untuned.
     """
     import warnings
 
@@ -360,29 +376,33 @@ def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[s
         env = client.run(_worker_malloc)
     except Exception:  # noqa: BLE001 - a client without workers or run(): nothing to check
         return []
-    slow = []
-    for addr, e in env.items():
-        trim = e.get("MALLOC_TRIM_THRESHOLD_")
-        if trim is not None and e.get("MALLOC_MMAP_THRESHOLD_") is None \
-                and not e.get("tuned"):
-            try:
-                small = int(trim) < 2**20
-            except ValueError:
-                small = False
-            if small:
-                slow.append(addr)
+    slow = [addr for addr, e in env.items() if _untuned(e)]
+    trim = env[slow[0]]["MALLOC_TRIM_THRESHOLD_"] if slow else None
+    if slow and current("tune_workers"):
+        done = client.run(tune_malloc, workers=slow)
+        slow = [a for a in slow if not done.get(a)]
     _CHECKED_CLIENTS[key] = slow
     if slow and warn:
         warnings.warn(
             f"{len(slow)} of {len(env)} dask worker(s) run with MALLOC_TRIM_THRESHOLD_="
-            f"{env[slow[0]]['MALLOC_TRIM_THRESHOLD_']} and no MALLOC_MMAP_THRESHOLD_ (dask's "
-            "default): glibc then maps and faults in every temporary over 128 KiB anew, and "
-            "xproda's model calls run up to ~4x slower there (MAP fits measured 3.5-4x). "
-            "Start the cluster with xproda.options.local_cluster(...) or inside "
-            "dask.config.set(xproda.options.dask_worker_config()), or call "
-            "client.run(xproda.tune_malloc) once before the work",
+            f"{trim} and no MALLOC_MMAP_THRESHOLD_ (dask's default): glibc then maps and "
+            "faults in every temporary over 128 KiB anew, and xproda's model calls run up "
+            "to ~4x slower there (MAP fits measured 3.5-4x). Start the cluster with "
+            "xproda.options.local_cluster(...) or inside "
+            "dask.config.set(xproda.options.dask_worker_config()), call "
+            "client.run(xproda.tune_malloc), or leave the option tune_workers=True",
             RuntimeWarning, stacklevel=3)
     return slow
+
+
+def _untuned(env: Mapping[str, Any]) -> bool:
+    trim = env.get("MALLOC_TRIM_THRESHOLD_")
+    if trim is None or env.get("MALLOC_MMAP_THRESHOLD_") is not None or env.get("tuned"):
+        return False
+    try:
+        return int(trim) < 2**20
+    except ValueError:
+        return False
 
 
 def passive_openmp() -> bool:

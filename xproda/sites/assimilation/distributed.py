@@ -77,7 +77,9 @@ def shard_bounds(n_sites: int, shard_size: int) -> list[tuple[int, int]]:
 def default_shard_size(n_sites: int, method: str = "am") -> int:
     """Sites per shard when none is given (results do not depend on it).
 
-    About four shards per scheduler thread (load balance), and at most 500 sites for the
+    About two shards per scheduler thread (every shard pays the sampler's and the model
+    call's fixed cost per iteration, ~4 ms: more shards cost more; two keep the load
+    balanced), and at most 500 sites for the
     samplers (``"am"``, ``"reference"``: a shard's stored draws must fit a worker's memory)
     or 2,500 for ``"map"`` (a few vectors per site; but every shard pays the optimiser's
     tail -- up to ~200 model calls of ~15 ms fixed cost each while its slowest sites
@@ -98,7 +100,7 @@ def default_shard_size(n_sites: int, method: str = "am") -> int:
     from xproda.io.writer import scheduler_threads
 
     cap = 2500 if method == "map" else 500
-    return max(1, min(cap, math.ceil(n_sites / (4 * scheduler_threads()))))
+    return max(1, min(cap, math.ceil(n_sites / (2 * scheduler_threads()))))
 
 
 def _shard_task(spec: Mapping[str, Any]) -> xr.Dataset | None:
