@@ -24,7 +24,9 @@ For each resolution (default 1 and 0.25 degrees):
    overhead of the xarray/dask/Zarr pipeline.
 
 Both rows run with ``xproda.tune_malloc()`` (glibc keeps freed memory for reuse), as
-``xproda run`` does; ``--no-tune-malloc`` measures both without it.
+``xproda run`` does -- in the LocalCluster row on the workers too, applied by ``write_zarr``
+(option ``tune_workers``, default) because dask starts them with
+``MALLOC_TRIM_THRESHOLD_=65536``; ``--no-tune-malloc`` measures both without it.
 
 Targets (issue 3, 2 cores): >= 20,000 land columns/s end to end, peak RSS <= 2 GB
 independent of grid size (1 degree vs 0.25 degree), overhead over the raw kernel <= 2x.
@@ -229,7 +231,9 @@ def worker_end_to_end(root: str, out: str, threads: int, tune_malloc: bool = Tru
     rss0 = _peak_gb()
     with stack:
         t0 = time.perf_counter()
-        with dask.config.set(**cfg):
+        # tune_workers: write_zarr tunes untuned dask workers' allocators (as tune_malloc
+        # here); --no-tune-malloc leaves them as dask starts them
+        with dask.config.set(**cfg), xproda.set_options(tune_workers=tune_malloc):
             res, mask = build_run(f"{root}/forcing.zarr", f"{root}/params.zarr",
                                   depths=[(0, 0.3), (0, 1.0)])
             report = io.write_zarr(res, out, mask=mask, overwrite=True, progress=False)
