@@ -623,8 +623,21 @@ def thomas_solve(lower, diag, upper, rhs, *, threads=None) -> np.ndarray:
                            "fused_kernels=False")
     arrs = [np.ascontiguousarray(a, dtype=np.float64) for a in (lower, diag, upper, rhs)]
     out = np.empty(arrs[1].shape)
-    run_blocks(_thomas_compiled, out.shape[1], *arrs, out, threads=threads)
+    run_blocks(_thomas_compiled, out.shape[1], *arrs, out, threads=threads,
+               block=_solve_block(out.shape[1], threads))
     return out
+
+
+#: fewest columns per block of the compiled solves (~1 us per column): a smaller call runs
+#: on the calling thread alone -- handing ~0.1 ms of work to another thread costs more than
+#: it saves, and on a busy machine the caller would wait for a descheduled helper
+SOLVE_MIN_BLOCK = 2048
+
+
+def _solve_block(n: int, threads: int | None) -> int:
+    from xproda.models.parallel import block_size, kernel_threads
+
+    return max(SOLVE_MIN_BLOCK, block_size(n, kernel_threads(threads)))
 
 
 def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
@@ -639,7 +652,8 @@ def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
     lo, B, up, R = (np.ascontiguousarray(a, dtype=np.float64)
                     for a in (lower, blocks, upper, rhs))
     out = np.empty(R.shape)
-    run_blocks(_block3_compiled, out.shape[2], lo, B, up, R, out, threads=threads)
+    run_blocks(_block3_compiled, out.shape[2], lo, B, up, R, out, threads=threads,
+               block=_solve_block(out.shape[2], threads))
     return out
 
 
