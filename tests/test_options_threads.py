@@ -205,3 +205,63 @@ def test_local_cluster_workers_tuned_and_default_workers_warned():
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+class _FakeClient:
+    """A client whose workers report preset environments; tuning them fails (not glibc)."""
+
+    id = "fake-client"
+
+    def __init__(self, envs):
+        self.envs = envs
+        self.tuned_on = None
+
+    def nthreads(self):
+        return {w: 1 for w in self.envs}
+
+    def run(self, fn, workers=None):
+        if workers is None:
+            return self.envs
+        self.tuned_on = list(workers)
+        return {w: False for w in workers}
+
+
+def test_check_workers_any_trim_threshold_without_mmap_threshold_is_untuned():
+    """glibc freezes the mmap threshold whenever MALLOC_TRIM_THRESHOLD_ is set, whatever its
+    value: a large one is as slow; tuned processes and set mmap thresholds are fine."""
+    from xproda.options import check_workers
+
+    envs = {
+        "big-trim": {"MALLOC_TRIM_THRESHOLD_": "134217728", "MALLOC_MMAP_THRESHOLD_": None,
+                     "tuned": False},
+        "hex-trim": {"MALLOC_TRIM_THRESHOLD_": "0x10000", "MALLOC_MMAP_THRESHOLD_": None,
+                     "tuned": False},
+        "both-set": {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "33554432",
+                     "tuned": False},
+        "tuned": {"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": None,
+                  "tuned": True},
+        "unset": {"MALLOC_TRIM_THRESHOLD_": None, "MALLOC_MMAP_THRESHOLD_": None,
+                  "tuned": False},
+    }
+    client = _FakeClient(envs)
+    with pytest.warns(RuntimeWarning, match="2 of 5 dask worker"):
+        slow = check_workers(client, refresh=True)
+    assert sorted(slow) == ["big-trim", "hex-trim"] == sorted(client.tuned_on)
+
+
+def test_kill_when_survives_a_child_writing_much_to_stderr(tmp_path):
+    """The child's stderr goes to a file: 200 KB of it (more than a pipe holds) must not
+    block the child before it is ready."""
+    import sys
+
+    from xproda.testing import kill_when
+
+    flag = tmp_path / "ready"
+    code = ("import sys, time, pathlib; sys.stderr.write('x' * 200_000); sys.stderr.flush(); "
+            f"pathlib.Path({str(flag)!r}).touch(); time.sleep(60)")
+    t0 = time.monotonic()
+    kill_when([sys.executable, "-c", code], flag.exists, timeout=30)
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(AssertionError, match="exited before it was killed: .*boom"):
+        kill_when([sys.executable, "-c", "import sys; sys.exit('boom')"], lambda: False,
+                  timeout=30)

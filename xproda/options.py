@@ -293,7 +293,8 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 1,
     allocator settings and (by default) no statistical profiler. The nanny copies its
     environment settings into this process's ``os.environ`` (where an earlier default cluster
     may have left ``MALLOC_TRIM_THRESHOLD_=65536``, which would win over the config); they
-    are set here for the start of the workers and restored afterwards.
+    are set here for the start of the workers and restored afterwards (workers added later,
+    by ``scale``/``adapt`` or an asynchronous start, are tuned by :func:`check_workers`).
 
     Parameters
     ----------
@@ -317,8 +318,9 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 1,
     os.environ.update({k: str(v) for k, v in _WORKER_MALLOC.items()})
     try:
         with dask.config.set(dask_worker_config(profile=profile)):
+            kwargs.setdefault("processes", True)
             return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                processes=True, **kwargs)
+                                **kwargs)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -344,7 +346,8 @@ def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[s
     ``tune_workers``, default) or warn.
 
     A worker started by a default nanny has ``MALLOC_TRIM_THRESHOLD_=65536`` and no
-    ``MALLOC_MMAP_THRESHOLD_`` (see :func:`dask_worker_config`): model calls there ran up to
+    ``MALLOC_MMAP_THRESHOLD_`` (see :func:`dask_worker_config`; any trim threshold without an
+    mmap threshold freezes the latter at 128 KiB): model calls there ran up to
     ~4x slower. With ``tune_workers`` (default) :func:`tune_malloc` is applied on those
     workers through ``client.run`` -- a process-wide allocator setting of each worker, made
     from the client before any task runs, never inside a task -- else a ``RuntimeWarning``
@@ -379,7 +382,10 @@ def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[s
     slow = [addr for addr, e in env.items() if _untuned(e)]
     trim = env[slow[0]]["MALLOC_TRIM_THRESHOLD_"] if slow else None
     if slow and current("tune_workers"):
-        done = client.run(tune_malloc, workers=slow)
+        try:
+            done = client.run(tune_malloc, workers=slow)
+        except Exception:  # noqa: BLE001 - a worker left meanwhile: they stay untuned
+            done = {}
         slow = [a for a in slow if not done.get(a)]
     _CHECKED_CLIENTS[key] = slow
     if slow and warn:
@@ -396,13 +402,10 @@ def check_workers(client, *, warn: bool = True, refresh: bool = False) -> list[s
 
 
 def _untuned(env: Mapping[str, Any]) -> bool:
-    trim = env.get("MALLOC_TRIM_THRESHOLD_")
-    if trim is None or env.get("MALLOC_MMAP_THRESHOLD_") is not None or env.get("tuned"):
-        return False
-    try:
-        return int(trim) < 2**20
-    except ValueError:
-        return False
+    """A trim threshold set (any value) without an mmap threshold freezes glibc's mmap
+    threshold at 128 KiB -- unless tune_malloc ran in that process."""
+    return (env.get("MALLOC_TRIM_THRESHOLD_") is not None
+            and env.get("MALLOC_MMAP_THRESHOLD_") is None and not env.get("tuned"))
 
 
 def passive_openmp() -> bool:

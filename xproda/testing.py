@@ -304,15 +304,19 @@ def kill_when(cmd: Sequence[str], ready: Callable[[], bool], *, timeout: float =
     """
     import signal
     import subprocess
+    import tempfile
     import time
 
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: a child that writes more than a pipe holds would block
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(list(cmd), stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None:
+                err.seek(0)
                 raise AssertionError("the process exited before it was killed: "
-                                     + proc.stderr.read().decode()[-3000:])
+                                     + err.read().decode(errors="replace")[-3000:])
             if time.monotonic() > deadline:
                 raise AssertionError(f"the process was not ready within {timeout} s")
             time.sleep(poll)
@@ -322,7 +326,7 @@ def kill_when(cmd: Sequence[str], ready: Callable[[], bool], *, timeout: float =
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        proc.stderr.close()
+        err.close()
     if proc.returncode != -signal.SIGKILL:
         raise AssertionError(f"the process ended with {proc.returncode}, not by SIGKILL")
 

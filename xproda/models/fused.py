@@ -622,22 +622,19 @@ def thomas_solve(lower, diag, upper, rhs, *, threads=None) -> np.ndarray:
         raise RuntimeError("the compiled solve needs numba; install it or set "
                            "fused_kernels=False")
     arrs = [np.ascontiguousarray(a, dtype=np.float64) for a in (lower, diag, upper, rhs)]
+    if arrs[1].ndim != 2 or any(a.shape != arrs[1].shape for a in arrs):
+        raise ValueError(f"thomas_solve: lower, diag, upper and rhs must all be [L, N]; got "
+                         f"{[a.shape for a in arrs]}")
     out = np.empty(arrs[1].shape)
     run_blocks(_thomas_compiled, out.shape[1], *arrs, out, threads=threads,
-               block=_solve_block(out.shape[1], threads))
+               block=SOLVE_BLOCK)
     return out
 
 
-#: fewest columns per block of the compiled solves (~1 us per column): a smaller call runs
+#: columns per block of the compiled solves (~1 us per column): a call of fewer columns runs
 #: on the calling thread alone -- handing ~0.1 ms of work to another thread costs more than
 #: it saves, and on a busy machine the caller would wait for a descheduled helper
-SOLVE_MIN_BLOCK = 2048
-
-
-def _solve_block(n: int, threads: int | None) -> int:
-    from xproda.models.parallel import block_size, kernel_threads
-
-    return max(SOLVE_MIN_BLOCK, block_size(n, kernel_threads(threads)))
+SOLVE_BLOCK = 2048
 
 
 def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
@@ -651,9 +648,13 @@ def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
                            "fused_kernels=False")
     lo, B, up, R = (np.ascontiguousarray(a, dtype=np.float64)
                     for a in (lower, blocks, upper, rhs))
+    if R.ndim != 3 or R.shape[0] != 3 or lo.shape != R.shape[1:] or up.shape != lo.shape \
+            or B.shape != (3,) + R.shape:
+        raise ValueError(f"block3_solve: expected lower, upper [L, N], blocks [3, 3, L, N], "
+                         f"rhs [3, L, N]; got {lo.shape}, {B.shape}, {up.shape}, {R.shape}")
     out = np.empty(R.shape)
     run_blocks(_block3_compiled, out.shape[2], lo, B, up, R, out, threads=threads,
-               block=_solve_block(out.shape[2], threads))
+               block=SOLVE_BLOCK)
     return out
 
 

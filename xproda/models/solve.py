@@ -148,7 +148,9 @@ class _Thomas(torch.autograd.Function):
     ``d upper_j = -lam_j x_{j+1}``. Two sweeps instead of an autograd graph of the
     elimination's ~6 L operations: a small batch's backward is dominated by per-operation
     overhead, which this removes (MAP fits call it hundreds of times per shard). Every
-    operation is per column, so a column's gradient does not depend on its batch.
+    operation is per column, so a column's gradient does not depend on its batch. First
+    derivatives only (``once_differentiable``): second derivatives through the solve (Hessians,
+    ``create_graph=True``) raise.
     """
 
     @staticmethod

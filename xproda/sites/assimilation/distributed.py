@@ -339,8 +339,8 @@ def _text(ids: np.ndarray) -> np.ndarray:
 
 
 def _variable_values(ds: xr.Dataset, name: str, dtype, width: int | None) -> np.ndarray:
-    if width is not None:
-        ds = pad_draws(ds, width)
+    if width is not None and "draw" in ds[name].dims:  # pad this variable only
+        ds = pad_draws(ds[[name]], width)
     return np.asarray(ds[name].values).astype(dtype, copy=False)
 
 
