@@ -45,7 +45,7 @@ def assert_rows_close(out, ref, y, tol=TOL):
     scale = np.where(scale > 0, scale, 1.0)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
     err = np.nan_to_num(np.abs(out - ref) / scale)
-    assert err.max() <= tol, err.max()
+    assert (err <= tol).all(), (err.max(), (err / tol).max())
 
 
 def profiles(rng, kind, b=40, k=20):
@@ -129,10 +129,20 @@ def test_pchip_matches_scipy_random_knots(k, data):
     y = data.draw(hnp.arrays(np.float64, (2, k), elements=row_values))
     xq = data.draw(hnp.arrays(np.float64, (2, 5), elements=st.floats(-3.0, 30.0)))
     out = pchip(x, y, xq).numpy()
-    assert_rows_close(out, scipy_rows(x, y, xq), y)
+    assert_rows_close(out, scipy_rows(x, y, xq), y, tol=_extrapolation_tol(x, xq))
     # shared knots too
     out1 = pchip(x[0], y, xq).numpy()
-    assert_rows_close(out1, scipy_rows(x[0], y, xq), y)
+    assert_rows_close(out1, scipy_rows(x[0], y, xq), y, tol=_extrapolation_tol(x[[0, 0]], xq))
+
+
+def _extrapolation_tol(x, xq):
+    """TOL inside the knots; outside it grows with the distance in end-interval widths (the
+    end cubic evaluated d / h intervals away amplifies the coefficients' rounding: e.g. knots
+    0.01 apart queried 18 units beyond gave 1.02e-12 against SciPy)."""
+    h_lo = (x[:, 1] - x[:, 0])[:, None]
+    h_hi = (x[:, -1] - x[:, -2])[:, None]
+    d = np.maximum(np.maximum(x[:, :1] - xq, 0) / h_lo, np.maximum(xq - x[:, -1:], 0) / h_hi)
+    return TOL * (1.0 + d)
 
 
 @pytest.mark.parametrize("kind", KINDS)
