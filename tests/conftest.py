@@ -37,6 +37,16 @@ def _torch_defaults():
     yield
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (small batched linear algebra is fastest and least
+    noisy there); the previous count restored."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

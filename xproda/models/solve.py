@@ -95,14 +95,16 @@ def _thomas_sweep(lower, diag, upper, rhs):
     return torch.stack(x, dim=0)
 
 
-def _shift_down(x: torch.Tensor) -> torch.Tensor:
-    """``y[j] = x[j - 1]``, ``y[0] = 0`` along the layer dim (first)."""
-    return torch.cat([torch.zeros_like(x[:1]), x[:-1]], 0)
+def _shift_down(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``y[j] = x[j - 1]``, ``y[0] = 0`` along the layer dim ``dim`` (default first)."""
+    return torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.narrow(dim, 0, x.shape[dim] - 1)],
+                     dim)
 
 
-def _shift_up(x: torch.Tensor) -> torch.Tensor:
-    """``y[j] = x[j + 1]``, ``y[-1] = 0`` along the layer dim (first)."""
-    return torch.cat([x[1:], torch.zeros_like(x[:1])], 0)
+def _shift_up(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``y[j] = x[j + 1]``, ``y[-1] = 0`` along the layer dim ``dim`` (default first)."""
+    return torch.cat([x.narrow(dim, 1, x.shape[dim] - 1), torch.zeros_like(x.narrow(dim, 0, 1))],
+                     dim)
 
 
 def _compiled(*tensors: torch.Tensor) -> bool:
@@ -257,12 +259,12 @@ class _Block3(torch.autograd.Function):
                             g.contiguous())
         need = ctx.needs_input_grad
         d_lower = d_B = d_upper = None
-        if need[0]:  # layer index is dim 1 of X: shift there
-            d_lower = -_pool_dot(lam, torch.cat([torch.zeros_like(X[:, :1]), X[:, :-1]], 1))
+        if need[0]:  # the layer index is dim 1 of X
+            d_lower = -_pool_dot(lam, _shift_down(X, 1))
         if need[1]:
             d_B = -(lam.unsqueeze(1) * X.unsqueeze(0))
         if need[2]:
-            d_upper = -_pool_dot(lam, torch.cat([X[:, 1:], torch.zeros_like(X[:, :1])], 1))
+            d_upper = -_pool_dot(lam, _shift_up(X, 1))
         return d_lower, d_B, d_upper, lam if need[3] else None
 
 
