@@ -29,8 +29,8 @@ def _both(fn):
 def _assert_same(a, b, rtol=5e-12):
     """Same flags and NaN; values to ``rtol`` of each column's largest value.
 
-    The whole-steady-state kernel computes the environmental scalars with the C library's
-    ``exp`` and sums months in order, torch with its own vectorised ``exp`` and reduction
+    The whole-steady-state kernel computes the environmental scalars with
+    :func:`xproda.models.fused.vexp` (within 1 ulp of the C library) and sums months in order, torch with its own vectorised ``exp`` and reduction
     order: inputs to the solve differ in the last bit, which the solve amplifies by the
     system's condition (~1e3-1e4) to ~1e-12 of the column maximum.
     """
@@ -166,3 +166,66 @@ def test_fused_calls_leave_torch_threads_alone():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(prev)
+
+
+# -------------------------------------------------------------------------------------------
+# vexp: the vectorisable exp of the compiled kernels
+# -------------------------------------------------------------------------------------------
+def _vexp_loop(x, out):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        out[i] = _fused.vexp(x[i])
+
+
+if _fused.HAVE_NUMBA:
+    _vexp_loop = _fused.jit_kernel(_vexp_loop, error_model="numpy")
+
+
+def _vexp_array(x):
+    out = np.empty_like(x)
+    _vexp_loop(x, out)
+    return out
+
+
+def _c_exp(v):
+    """The C library's exp (math.exp), inf where it overflows."""
+    import math
+
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
+def _ulps(a, b):
+    """|a - b| in units of the last place of b (finite, positive b)."""
+    return np.abs(a - b) / np.spacing(b)
+
+
+def test_vexp_within_one_ulp_of_the_c_library():
+    rng = np.random.default_rng(0)
+    # the kernels' range (Q10 scalars: |x| < 20) densely, the whole range, and both ends
+    # (overflow from 709.78, subnormal results below -708.4, 0 below -745.13)
+    x = np.concatenate([rng.uniform(-20, 20, 200_000), rng.uniform(-745, 709.7, 200_000),
+                        rng.uniform(-746, -700, 50_000), rng.uniform(700, 711, 50_000)])
+    got = _vexp_array(x)
+    want = np.array([_c_exp(v) for v in x])
+    fin = np.isfinite(want) & (want > 0)
+    assert fin.sum() > 490_000
+    assert _ulps(got[fin], want[fin]).max() <= 1.0
+    np.testing.assert_array_equal(got[~fin], want[~fin])  # inf above 709.78, 0 below -745.13
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300, -1e300, 709.78, -745.13,
+                        -745.14, 5e-324, -5e-324])
+    want = np.array([_c_exp(v) for v in special])
+    np.testing.assert_array_equal(_vexp_array(special), want)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+@settings(max_examples=300, deadline=None)
+def test_vexp_property(v):
+    """Any float: NaN for NaN, the C library's inf/0 outside the range, 1 ulp inside."""
+    got = _vexp_array(np.array([v]))[0]
+    want = _c_exp(v)
+    if not np.isfinite(want) or want == 0.0:
+        np.testing.assert_array_equal(got, want)
+    else:
+        assert _ulps(got, want) <= 1.0

@@ -400,7 +400,9 @@ def resampled_forcing(cases, n: int, seed: int = 0, *, layout: str = "C",
         f[k] = f[k] * scale
     out = {}
     for k, v in f.items():
-        v = np.asarray(v, dtype=dtype)
+        # C: really C-contiguous (the fixtures' [20, 12] cases are transposed views, and
+        # concatenation, indexing and arithmetic keep their strides)
+        v = np.ascontiguousarray(v, dtype=dtype)
         if layout == "transposed" and v.ndim == 3:
             v = np.ascontiguousarray(v.transpose(0, 2, 1)).transpose(0, 2, 1)
         out[k] = v

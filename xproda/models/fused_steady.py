@@ -292,75 +292,88 @@ def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk):  # pragma: n
     """Monthly sums of the environmental scalars of column ``c`` per layer, into ``wk``.
 
     Months outside, layers inside: every statement is per layer, so the loop over the 20
-    layers is free of cross-iteration dependencies (it vectorises) and the sums over the
-    months keep their order (results equal a month-by-month scalar loop bit for bit).
-    ``wk`` ``[17, 20]``: rows 0-3 sums and 4-7 counts of the non-NaN values; for the CLM5
-    model (``product`` False) of ``xi_T xi_W xi_O`` (row 0) and ``... xi_N`` (row 1), for
-    the microbial model of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart; row 8 counts NaN
-    read; rows 9-12 / 13-16 the minimum / maximum (NaN skipped) of the four variables.
+    layers is free of cross-iteration dependencies and the sums over the months keep their
+    order (results equal a month-by-month scalar loop bit for bit). ``wk`` is flat,
+    ``[17 * 20]``, row ``r`` at ``r * 20``: with compile-time offsets LLVM proves the rows
+    apart and vectorises the layer loop (with a 2-D scratch it needed a runtime alias check
+    per row pair and stayed scalar); ``exp`` is :func:`xproda.models.fused.vexp` for the
+    same reason. Rows 0-3 sums and 4-7 counts of the non-NaN values; for the CLM5 model
+    (``product`` False) of ``xi_T xi_W xi_O`` (row 0) and ``... xi_N`` (row 1), for the
+    microbial model of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart; row 8 counts NaN read;
+    rows 9-12 / 13-16 the minimum / maximum (NaN skipped) of the four variables.
     """
+    L = _L
     nm = ts.shape[1]
     off = -(_KELVIN + 25.0) * lq
-    for r in range(9):
-        for j in range(_L):
-            wk[r, j] = 0.0
-    for r in range(4):
-        for j in range(_L):
-            wk[9 + r, j] = math.inf
-            wk[13 + r, j] = -math.inf
+    scale = has_w or product
+    for i in range(9 * L):
+        wk[i] = 0.0
+    for i in range(9 * L, 13 * L):
+        wk[i] = math.inf
+    for i in range(13 * L, 17 * L):
+        wk[i] = -math.inf
     for m in range(nm):
-        for j in range(_L):
+        for j in range(L):
             t = float(ts[c, m, j])
             w = float(ws[c, m, j])
             o = float(os_[c, m, j])
             f = float(fp[c, m, j])
-            wk[8, j] += (t != t) + (w != w) + (o != o) + (f != f)
-            wk[9, j] = t if t < wk[9, j] else wk[9, j]
-            wk[13, j] = t if t > wk[13, j] else wk[13, j]
-            wk[10, j] = w if w < wk[10, j] else wk[10, j]
-            wk[14, j] = w if w > wk[14, j] else wk[14, j]
-            wk[11, j] = o if o < wk[11, j] else wk[11, j]
-            wk[15, j] = o if o > wk[15, j] else wk[15, j]
-            wk[12, j] = f if f < wk[12, j] else wk[12, j]
-            wk[16, j] = f if f > wk[16, j] else wk[16, j]
-            xt = math.exp(t * lq + off)
-            xw = wsc * w if (has_w or product) else w
-            xw = 1.0 if (has_w or product) and xw > 1.0 else xw
+            wk[8 * L + j] += (t != t) + (w != w) + (o != o) + (f != f)
+            lo = wk[9 * L + j]
+            wk[9 * L + j] = t if t < lo else lo
+            hi = wk[13 * L + j]
+            wk[13 * L + j] = t if t > hi else hi
+            lo = wk[10 * L + j]
+            wk[10 * L + j] = w if w < lo else lo
+            hi = wk[14 * L + j]
+            wk[14 * L + j] = w if w > hi else hi
+            lo = wk[11 * L + j]
+            wk[11 * L + j] = o if o < lo else lo
+            hi = wk[15 * L + j]
+            wk[15 * L + j] = o if o > hi else hi
+            lo = wk[12 * L + j]
+            wk[12 * L + j] = f if f < lo else lo
+            hi = wk[16 * L + j]
+            wk[16 * L + j] = f if f > hi else hi
+            xt = vexp(t * lq + off)
+            xw = wsc * w if scale else w
+            xw = 1.0 if scale and xw > 1.0 else xw
             if product:
                 ok = xt == xt
-                wk[0, j] += xt if ok else 0.0
-                wk[4, j] += 1.0 if ok else 0.0
+                wk[j] += xt if ok else 0.0
+                wk[4 * L + j] += 1.0 if ok else 0.0
                 ok = xw == xw
-                wk[1, j] += xw if ok else 0.0
-                wk[5, j] += 1.0 if ok else 0.0
+                wk[L + j] += xw if ok else 0.0
+                wk[5 * L + j] += 1.0 if ok else 0.0
                 ok = o == o
-                wk[2, j] += o if ok else 0.0
-                wk[6, j] += 1.0 if ok else 0.0
+                wk[2 * L + j] += o if ok else 0.0
+                wk[6 * L + j] += 1.0 if ok else 0.0
                 ok = f == f
-                wk[3, j] += f if ok else 0.0
-                wk[7, j] += 1.0 if ok else 0.0
+                wk[3 * L + j] += f if ok else 0.0
+                wk[7 * L + j] += 1.0 if ok else 0.0
             else:
                 two = xt * xw * o
                 lit = two * f
                 ok = two == two
-                wk[0, j] += two if ok else 0.0
-                wk[4, j] += 1.0 if ok else 0.0
+                wk[j] += two if ok else 0.0
+                wk[4 * L + j] += 1.0 if ok else 0.0
                 ok = lit == lit
-                wk[1, j] += lit if ok else 0.0
-                wk[5, j] += 1.0 if ok else 0.0
+                wk[L + j] += lit if ok else 0.0
+                wk[5 * L + j] += 1.0 if ok else 0.0
 
 
 def _scan_stats(wk, stats):  # pragma: no cover - numba
     """Fold the per-layer minimum / maximum of :func:`_scan_layered` into ``stats[v, 0/1]``;
     return whether a NaN was read."""
+    L = _L
     nan = False
-    for j in range(_L):
-        nan = nan or wk[8, j] > 0
+    for j in range(L):
+        nan = nan or wk[8 * L + j] > 0
         for v in range(4):
-            if wk[9 + v, j] < stats[v, 0]:
-                stats[v, 0] = wk[9 + v, j]
-            if wk[13 + v, j] > stats[v, 1]:
-                stats[v, 1] = wk[13 + v, j]
+            if wk[(9 + v) * L + j] < stats[v, 0]:
+                stats[v, 0] = wk[(9 + v) * L + j]
+            if wk[(13 + v) * L + j] > stats[v, 1]:
+                stats[v, 1] = wk[(13 + v) * L + j]
     return nan
 
 
@@ -370,12 +383,13 @@ def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats,
 
     The CLM5 model's mean of monthly products. Also updates ``stats`` (the minimum /
     maximum of the four layered forcing variables, NaN skipped). Returns whether a NaN was
-    read. ``wk``: scratch ``[17, 20]`` (:func:`_scan_layered`).
+    read. ``wk``: scratch ``[17 * 20]`` (:func:`_scan_layered`).
     """
+    L = _L
     _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, False, wk)
-    for j in range(_L):
-        soil[j] = wk[0, j] / wk[4, j] if wk[4, j] > 0 else math.nan
-        litter[j] = wk[1, j] / wk[5, j] if wk[5, j] > 0 else math.nan
+    for j in range(L):
+        soil[j] = wk[j] / wk[4 * L + j] if wk[4 * L + j] > 0 else math.nan
+        litter[j] = wk[L + j] / wk[5 * L + j] if wk[5 * L + j] > 0 else math.nan
     return _scan_stats(wk, stats)
 
 
@@ -383,12 +397,14 @@ def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk):  # pragma: 
     """Annual means (NaN months omitted) of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart.
 
     The microbial model's product of monthly means: ``env[0..3, j]``. Also updates
-    ``stats``. Returns whether a NaN was read. ``wk``: scratch ``[17, 20]``.
+    ``stats``. Returns whether a NaN was read. ``wk``: scratch ``[17 * 20]``.
     """
+    L = _L
     _scan_layered(ts, ws, os_, fp, c, lq, wsc, True, True, wk)
     for r in range(4):
-        for j in range(_L):
-            env[r, j] = wk[r, j] / wk[4 + r, j] if wk[4 + r, j] > 0 else math.nan
+        for j in range(L):
+            n = wk[(4 + r) * L + j]
+            env[r, j] = wk[r * L + j] / n if n > 0 else math.nan
     return _scan_stats(wk, stats)
 
 
@@ -592,7 +608,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     sc = np.empty((8, _NS))
     cnt = np.empty((3, L))
     soil = np.empty(L)
-    wk = np.empty((17, L))
+    wk = np.empty(17 * L)
     litter = np.empty(L)
     xz = np.empty(L)
     kb = np.empty(7)
@@ -714,7 +730,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
     sc = np.empty((8, _NS))
     cnt = np.empty((3, L))
     env = np.empty((4, L))
-    wk = np.empty((17, L))
+    wk = np.empty(17 * L)
     xz = np.empty(L)
     u = np.empty(4)
     col = np.empty((L, 8))
@@ -865,6 +881,7 @@ _fused_G = 8
 if HAVE_NUMBA:
     from xproda.models import fused as _fz
 
+    vexp = _fz.vexp
     _jit = {"nogil": True, "error_model": "numpy"}
     _fused_grp_solve = _fz.group_solve
     _group_scratch = _fz.group_scratch
