@@ -288,8 +288,29 @@ def _annual_input(mon, c, v):  # pragma: no cover - numba
     return s if ok else math.nan
 
 
-def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk):  # pragma: no cover
+def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk, buf):  # pragma: no cover
     """Monthly sums of the environmental scalars of column ``c`` per layer, into ``wk``.
+
+    ``wk``: ``[17 * 20]``, see :func:`_scan_contiguous`. Forcing whose layers are not
+    contiguous (e.g. transposed ``[n, 20, 12]`` arrays) is first copied, column ``c`` of each
+    variable, into ``buf`` ``[4, 1, 12, 20]`` (float64): the vectorised scan then reads it,
+    and every layout gives the same results bit for bit.
+    """
+    if (ts.strides[2] == ts.itemsize and ws.strides[2] == ws.itemsize
+            and os_.strides[2] == os_.itemsize and fp.strides[2] == fp.itemsize):
+        _scan_contiguous(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk)
+        return
+    for m in range(ts.shape[1]):
+        for j in range(_L):
+            buf[0, 0, m, j] = ts[c, m, j]
+            buf[1, 0, m, j] = ws[c, m, j]
+            buf[2, 0, m, j] = os_[c, m, j]
+            buf[3, 0, m, j] = fp[c, m, j]
+    _scan_contiguous(buf[0], buf[1], buf[2], buf[3], 0, lq, wsc, has_w, product, wk)
+
+
+def _scan_contiguous(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk):  # pragma: no cover
+    """:func:`_scan_layered` for forcing whose layers are contiguous (``[n, 12, 20]``).
 
     Months outside, layers inside: every statement is per layer, so the loop over the 20
     layers is free of cross-iteration dependencies and the sums over the months keep their
@@ -377,30 +398,30 @@ def _scan_stats(wk, stats):  # pragma: no cover - numba
     return nan
 
 
-def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats,
-               wk):  # pragma: no cover
+def _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, stats, wk,
+               buf):  # pragma: no cover
     """Annual means (NaN months omitted) of ``xi_T xi_W xi_O`` and ``... xi_N``, ``[20]``.
 
     The CLM5 model's mean of monthly products. Also updates ``stats`` (the minimum /
     maximum of the four layered forcing variables, NaN skipped). Returns whether a NaN was
-    read. ``wk``: scratch ``[17 * 20]`` (:func:`_scan_layered`).
+    read. ``wk``, ``buf``: scratch (:func:`_scan_layered`).
     """
     L = _L
-    _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, False, wk)
+    _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, False, wk, buf)
     for j in range(L):
         soil[j] = wk[j] / wk[4 * L + j] if wk[4 * L + j] > 0 else math.nan
         litter[j] = wk[L + j] / wk[5 * L + j] if wk[5 * L + j] > 0 else math.nan
     return _scan_stats(wk, stats)
 
 
-def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk):  # pragma: no cover
+def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk, buf):  # pragma: no cover
     """Annual means (NaN months omitted) of ``xi_T``, ``xi_W``, ``xi_O``, ``xi_N`` apart.
 
     The microbial model's product of monthly means: ``env[0..3, j]``. Also updates
-    ``stats``. Returns whether a NaN was read. ``wk``: scratch ``[17 * 20]``.
+    ``stats``. Returns whether a NaN was read. ``wk``, ``buf``: scratch (:func:`_scan_layered`).
     """
     L = _L
-    _scan_layered(ts, ws, os_, fp, c, lq, wsc, True, True, wk)
+    _scan_layered(ts, ws, os_, fp, c, lq, wsc, True, True, wk, buf)
     for r in range(4):
         for j in range(L):
             n = wk[(4 + r) * L + j]
@@ -609,6 +630,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     cnt = np.empty((3, L))
     soil = np.empty(L)
     wk = np.empty(17 * L)
+    buf = np.empty((4, 1, 12, L))
     litter = np.empty(L)
     xz = np.empty(L)
     kb = np.empty(7)
@@ -644,7 +666,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
             cryo = phys[ix[20]]
             for j in range(L):
                 xz[j] = math.exp(-geo[6, j] / efold)
-            if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk):
+            if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk, buf):
                 bad = True
             if _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt, u,
                               lo_g, di_g, up_g, rg):
@@ -731,6 +753,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
     cnt = np.empty((3, L))
     env = np.empty((4, L))
     wk = np.empty(17 * L)
+    buf = np.empty((4, 1, 12, L))
     xz = np.empty(L)
     u = np.empty(4)
     col = np.empty((L, 8))
@@ -757,7 +780,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             pg[P, g] = _to_physical(th[c, eti], plo[i_s3], pspan[i_s3], plog[i_s3])
             lq = math.log(phys[ix[0]]) / 10.0
             wsc = phys[ix[1]]
-            if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk):
+            if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk, buf):
                 bad = True
             if _column_inputs(mon, c, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
                               conservative, below, geo, sc, cnt, u, lo_g, di_g, up_g, rg):
@@ -892,6 +915,7 @@ if HAVE_NUMBA:
     _mean_operator = jit_kernel(_mean_operator, **_jit)
     _input_profile = jit_kernel(_input_profile, **_jit)
     _annual_input = jit_kernel(_annual_input, **_jit)
+    _scan_contiguous = jit_kernel(_scan_contiguous, **_jit)
     _scan_layered = jit_kernel(_scan_layered, **_jit)
     _scan_stats = jit_kernel(_scan_stats, **_jit)
     _env_means = jit_kernel(_env_means, **_jit)
