@@ -97,7 +97,9 @@ def test_float32_and_views_are_read_without_copy():
     for name, a in zip(fused_steady.LAYERED_ORDER, layered):
         assert a.dtype == np.float32
         assert np.shares_memory(a, f[name]), name
-    assert monthly.shape == (50, 7, 12) and n == 50
+    assert len(monthly) == 7 and n == 50
+    for name, a in zip(fused_steady.MONTHLY_ORDER, monthly):
+        assert a.shape == (50, 12) and a.dtype == np.float64, name
     assert set(others) == {"NPP", "CELLSAND"}
 
 

@@ -497,6 +497,26 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt
     return nan
 
 
+def _monthly_column(mon, c, out):  # pragma: no cover - numba
+    """Column ``c`` of the seven monthly variables (a tuple of ``[n, 12]`` arrays, any
+    strides, :data:`MONTHLY_ORDER`) into ``out[0, v, m]`` (float64)."""
+    a = mon[0]
+    b = mon[1]
+    d = mon[2]
+    e = mon[3]
+    f = mon[4]
+    g = mon[5]
+    h = mon[6]
+    for m in range(out.shape[2]):
+        out[0, 0, m] = a[c, m]
+        out[0, 1, m] = b[c, m]
+        out[0, 2, m] = d[c, m]
+        out[0, 3, m] = e[c, m]
+        out[0, 4, m] = f[c, m]
+        out[0, 5, m] = g[c, m]
+        out[0, 6, m] = h[c, m]
+
+
 def _clip_negatives(x, clip):  # pragma: no cover - numba
     """Negative pools of one column ``x`` ``[20, P]``, as :meth:`SoilCarbonModel._finish`.
 
@@ -631,6 +651,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     soil = np.empty(L)
     wk = np.empty(17 * L)
     buf = np.empty((4, 1, 12, L))
+    mcol = np.empty((1, len(mon), 12))
     litter = np.empty(L)
     xz = np.empty(L)
     kb = np.empty(7)
@@ -668,8 +689,9 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 xz[j] = math.exp(-geo[6, j] / efold)
             if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk, buf):
                 bad = True
-            if _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, sc, cnt, u,
-                              lo_g, di_g, up_g, rg):
+            _monthly_column(mon, c, mcol)
+            if _column_inputs(mcol, 0, g, bio, cryo, beta, conservative, below, geo, sc, cnt,
+                              u, lo_g, di_g, up_g, rg):
                 bad = True
             nanin[g] = bad
             for j in range(L):
@@ -754,6 +776,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
     env = np.empty((4, L))
     wk = np.empty(17 * L)
     buf = np.empty((4, 1, 12, L))
+    mcol = np.empty((1, len(mon), 12))
     xz = np.empty(L)
     u = np.empty(4)
     col = np.empty((L, 8))
@@ -782,7 +805,8 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             wsc = phys[ix[1]]
             if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk, buf):
                 bad = True
-            if _column_inputs(mon, c, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
+            _monthly_column(mon, c, mcol)
+            if _column_inputs(mcol, 0, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
                               conservative, below, geo, sc, cnt, u, lo_g, di_g, up_g, rg):
                 bad = True
             nanin[g] = bad
@@ -924,6 +948,7 @@ if HAVE_NUMBA:
     _physical = jit_kernel(_physical, **_jit)
     _column_start = jit_kernel(_column_start, **_jit)
     _column_inputs = jit_kernel(_column_inputs, **_jit)
+    _monthly_column = jit_kernel(_monthly_column, **_jit)
     _clip_negatives = jit_kernel(_clip_negatives, **_jit)
     _finite_flags = jit_kernel(_finite_flags, **_jit)
     _solve_error = jit_kernel(_solve_error, **_jit)
@@ -945,8 +970,9 @@ def clm5_steady_state(theta, layered, monthly, space, *, conservative=True,
     layered : sequence of ndarray
         TSOI (K), W_SCALAR, O_SCALAR, FPI_vr (1), each ``[n, 12, 20]`` float32 or float64,
         any strides (:data:`LAYERED_ORDER`).
-    monthly : ndarray
-        ``[n, 7, 12]`` float64 (:data:`MONTHLY_ORDER`; m, m, layer index, g C m-2 month-1).
+    monthly : tuple of ndarray
+        The seven ``[n, 12]`` float64 variables of :data:`MONTHLY_ORDER` (m, m, layer index,
+        g C m-2 month-1), any strides.
     space : ParameterSpace
         The CLM5 parameter space (bounds and transforms).
     conservative, inputs_below_bedrock, clip_negative, detect_ill_conditioning, \
@@ -1194,11 +1220,13 @@ def prepare_arrays(forcing, n: int | None, required: tuple[str, ...]):
         layered.append(np.broadcast_to(a, (n,) + a.shape[1:]) if a.shape[0] != n else a)
     if len({a.dtype for a in layered}) > 1:  # one dtype: fewer compiled variants
         layered = [np.asarray(a, dtype=np.float64) for a in layered]
-    monthly = np.empty((n, len(MONTHLY_ORDER), fmod.N_MONTHS))
-    for v, name in enumerate(MONTHLY_ORDER):
+    monthly = []  # read in place by the kernel (no [n, 7, 12] stack: a copy per call)
+    for name in MONTHLY_ORDER:
         a = arrays[name]
-        monthly[:, v, :] = a
         fmod.check_array_values(name, a)
+        a = np.asarray(a, dtype=np.float64)  # small ([n, 12]); one dtype for the kernel
+        monthly.append(np.broadcast_to(a, (n,) + a.shape[1:]) if a.shape[0] != n else a)
+    monthly = tuple(monthly)
     others = {}
     for name, x in forcing.items():  # variables the kernel does not read: checked all the same
         if name not in fmod.FORCING_SCHEMA or name in arrays:
