@@ -26,13 +26,16 @@ def _both(fn):
     return a, b
 
 
-def _assert_same(a, b, rtol=5e-12):
+def _assert_same(a, b, rtol=1e-11):
     """Same flags and NaN; values to ``rtol`` of each column's largest value.
 
     The whole-steady-state kernel computes the environmental scalars with
-    :func:`xproda.models.fused.vexp` (within 1 ulp of the C library) and sums months in order, torch with its own vectorised ``exp`` and reduction
-    order: inputs to the solve differ in the last bit, which the solve amplifies by the
-    system's condition (~1e3-1e4) to ~1e-12 of the column maximum.
+    :func:`xproda.models.fused.vexp` (within 1 ulp of the C library) and sums months in
+    order, torch with its own vectorised ``exp`` and reduction order: inputs to the solve
+    differ in the last bit, which the solve amplifies by the system's condition (~1e3-1e5)
+    to ~1e-12 of the column maximum, at worst 7.0e-12 in 2,100 random-forcing draws with
+    monthly active layers -- with the C library's ``exp`` and with ``vexp`` alike (the
+    earlier 5e-12 was too tight for both).
     """
     np.testing.assert_array_equal(a["flags"], b["flags"])
     for key in ("pools", "soc", "soc_stock", "respiration", "turnover_time"):

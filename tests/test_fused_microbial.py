@@ -55,8 +55,9 @@ def _perturbed(m, th, f):
 def _assert_same(a, b, bp, rtol=5e-12):
     """Same keys, flags and NaN; values to ``rtol`` of each column's largest magnitude.
 
-    The kernel computes the environmental scalars with the C library's ``exp`` and its own
-    order of sums, torch with a vectorised ``exp``: inputs of the soil part differ in the
+    The kernel computes the environmental scalars with :func:`xproda.models.fused.vexp`
+    (within 1 ulp of the C library's ``exp``) and its own order of sums, torch with a
+    vectorised ``exp``: inputs of the soil part differ in the
     last bit. Near the edge of the physical steady state the closed-form SOC
     ``k_dd xi supply / (v_s xi enz - supply)`` amplifies that by its condition number (up
     to ~1e6), and so does the torch path itself for an input changed by one unit in the last
