@@ -28,7 +28,7 @@ from typing import Any
 
 from xproda import grid
 
-__all__ = ["OUTPUTS", "attrs", "history_line", "layer_coords", "CF_CONVENTIONS",
+__all__ = ["OUTPUTS", "attrs", "history_line", "cf_encoding", "cf_finalize", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
@@ -104,14 +104,18 @@ COORDINATES: dict[str, dict[str, Any]] = {
             "axis": "Y", "bounds": "lat_bnds"},
     "lon": {"standard_name": "longitude", "long_name": "longitude", "units": "degrees_east",
             "axis": "X", "bounds": "lon_bnds"},
-    "lat_bnds": {"long_name": "latitude of the cell edges", "units": "degrees_north"},
-    "lon_bnds": {"long_name": "longitude of the cell edges", "units": "degrees_east"},
+    # bounds variables: CF 7.1 wants no attribute that disagrees with the parent's (units only)
+    "lat_bnds": {"units": "degrees_north"},
+    "lon_bnds": {"units": "degrees_east"},
     "month": {"long_name": "month of the year", "units": "1"},
     "layer": {"long_name": "soil decomposition layer (1 = top)", "units": "1"},
     "depth": {"standard_name": "depth", "long_name": "depth of the layer node", "units": "m",
               "positive": "down", "axis": "Z", "bounds": "depth_bounds"},
-    "depth_bounds": {"long_name": "depth of the layer interfaces", "units": "m"},
+    "depth_bounds": {"units": "m"},
     "pool": {"long_name": "model carbon pool"},
+    # the grid-mapping variable (rioxarray's name); CF 3.3 wants a long_name on every variable
+    "spatial_ref": {"long_name": "coordinate reference system"},
+    "parameter": {"long_name": "model parameter (name)"},
     "depth_top": {"long_name": "top of the depth interval", "units": "m", "positive": "down"},
     "depth_bottom": {"long_name": "bottom of the depth interval", "units": "m",
                      "positive": "down"},
@@ -384,13 +388,15 @@ DEMO: dict[str, dict[str, Any]] = {
 # as a water-depth rate (``water_potential_evaporation_flux`` is a mass flux): none for pet.
 #: monthly climate of xproda.climate (monthly means, 365-day year)
 CLIMATE: dict[str, dict[str, Any]] = {
-    "tas": {"units": "degC", "standard_name": "air_temperature", "cell_methods": "time: mean",
+    # no cell_methods: "time: mean" needs a time dimension (CF 7.3) and these are indexed by
+    # the month of the year; the long names say "monthly mean"
+    "tas": {"units": "degC", "standard_name": "air_temperature",
             "long_name": "monthly mean near-surface air temperature"},
     "pr": {"units": "mm month-1", "standard_name": "lwe_precipitation_rate",
-           "cell_methods": "time: mean",
-           "long_name": "monthly precipitation (liquid water equivalent depth per month)"},
-    "pet": {"units": "mm month-1", "cell_methods": "time: mean",
-            "long_name": "monthly potential evapotranspiration (Thornthwaite 1948)"},
+           "long_name": "monthly mean precipitation (liquid water equivalent depth per "
+                        "month)"},
+    "pet": {"units": "mm month-1",
+            "long_name": "monthly mean potential evapotranspiration (Thornthwaite 1948)"},
 }
 #: outputs of transient runs (:func:`xproda.xr.transient.simulate`) and scenarios that differ
 #: from the steady-state outputs of :data:`OUTPUTS`
@@ -616,3 +622,73 @@ def history_line(action: str) -> str:
 
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{now} xproda {__version__}: {action}"
+
+
+def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
+    """Encoding entries that keep CF's rules on missing values in a written file.
+
+    Coordinate variables, bounds variables and grid-mapping variables must not have a
+    ``_FillValue`` (CF 2.5.1, 7.1), but xarray gives every float variable without one in its
+    encoding a NaN ``_FillValue`` when writing (NetCDF or Zarr): this returns
+    ``{name: {"_FillValue": None}}`` for those variables of ``ds``, to merge into the
+    ``encoding`` of :meth:`xarray.Dataset.to_netcdf` / ``to_zarr``.
+    :func:`xproda.io.write_zarr` and :func:`xproda.xr.transient.write_simulation` apply it,
+    and :func:`xproda.io.open_dataset` sets it on what it opens, so that
+    ``xproda.io.open_dataset(store).to_netcdf(path)`` writes a CF-compliant file.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+
+    Returns
+    -------
+    dict
+    """
+    special: set[str] = {str(d) for d in ds.dims if d in ds.variables}
+    for v in ds.variables.values():
+        for key in ("bounds", "grid_mapping"):
+            ref = v.attrs.get(key, v.encoding.get(key))
+            if isinstance(ref, str):
+                special.update(w.rstrip(":") for w in ref.split() if w.rstrip(":") in ds.variables)
+    special.update(k for k in ("spatial_ref", "crs") if k in ds.variables)
+    return {k: {"_FillValue": None} for k in sorted(special)}
+
+
+def cf_finalize(ds: Any) -> Any:
+    """``ds`` with the attributes CF checks for on a file, as stored (a shallow copy).
+
+    * ``flag_values`` in the data type of their variable as it is stored (the encoding's
+      ``dtype`` if set, else the variable's; CF 3.5: flag values and the flag variable have
+      the same type);
+    * coordinates registered in :data:`COORDINATES` (``spatial_ref``, ``parameter``, ...) get
+      its attributes where they have neither a long nor a standard name (CF 3.3);
+    * with a ``spatial_ref`` grid mapping, every data variable on the horizontal grid
+      (``lat``/``lon``, ``y``/``x`` or ``cell`` dims) names it in ``grid_mapping`` (variables
+      added after the engine's metadata step, e.g. stocks by depth, had none).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    import numpy as np
+
+    out = ds.copy(deep=False)
+    gm = "spatial_ref" if "spatial_ref" in out.variables else None
+    for name, v in out.variables.items():
+        v.attrs = dict(v.attrs)  # not the input's dict (the copy is shallow)
+        if "flag_values" in v.attrs:
+            dtype = np.dtype(v.encoding.get("dtype", v.dtype))
+            v.attrs["flag_values"] = np.asarray(v.attrs["flag_values"]).astype(dtype)
+        if (name in out.coords and name in COORDINATES
+                and not ({"long_name", "standard_name"} & set(v.attrs))):
+            v.attrs.update(attrs(str(name), section="coordinates"))
+        horizontal = {"lat", "lon"} <= set(v.dims) or {"y", "x"} <= set(v.dims) \
+            or "cell" in v.dims
+        if (gm and name in out.data_vars and horizontal and "grid_mapping" not in v.attrs
+                and "grid_mapping" not in v.encoding):
+            v.attrs["grid_mapping"] = gm
+    return out

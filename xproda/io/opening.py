@@ -6,14 +6,17 @@ such as ``s3://bucket/covariates.zarr``), keeping the ``spatial_ref`` grid-mappi
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
+from xproda.conventions import cf_encoding, cf_finalize
 from xproda.io.stores import Target
 from xproda.io.stores import target as make_target
 
@@ -111,12 +114,12 @@ def open_dataset(
     chunks = {} if chunks is None else chunks
     if engine == "zarr":
         kwargs.setdefault("decode_coords", "all")
-        return xr.open_zarr(**target.xr_kwargs(), chunks=chunks, **kwargs)
+        return _cf_ready(xr.open_zarr(**target.xr_kwargs(), chunks=chunks, **kwargs))
     if engine == "rasterio":
         return _open_geotiff(target, fs, path, chunks=chunks, **kwargs)
     kwargs.setdefault("decode_coords", "all")
     if target.is_local:
-        return xr.open_dataset(target.url, engine=engine, chunks=chunks, **kwargs)
+        return _cf_ready(xr.open_dataset(target.url, engine=engine, chunks=chunks, **kwargs))
     engine = engine or "h5netcdf"
     if engine == "h5netcdf":
         try:
@@ -127,7 +130,35 @@ def open_dataset(
                 f"open_dataset: reading NetCDF from the URL {str(source)!r} needs h5netcdf and "
                 "h5py (pip install h5netcdf h5py), or download the file first"
             ) from err
-    return xr.open_dataset(fs.open(path, "rb"), engine=engine, chunks=chunks, **kwargs)
+    return _cf_ready(xr.open_dataset(fs.open(path, "rb"), engine=engine, chunks=chunks,
+                                     **kwargs))
+
+
+def _netcdf_attr(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (str, bytes, int, float, np.number, np.ndarray)):
+        return True
+    return isinstance(v, (list, tuple)) and all(
+        isinstance(x, (str, int, float, np.number)) and not isinstance(x, bool) for x in v)
+
+
+def _cf_ready(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as it opened, ready to be written again CF-compliant with ``to_netcdf``:
+    :func:`xproda.conventions.cf_finalize` attributes, no ``_FillValue`` on coordinates,
+    bounds and grid mappings in the encoding (xarray otherwise gives every float variable a
+    NaN one; see :func:`xproda.conventions.cf_encoding`), and the Dataset's attributes that
+    NetCDF cannot hold (mappings, booleans) as JSON text."""
+    ds = cf_finalize(ds)
+    # NetCDF attributes are strings, numbers or flat arrays of them: a store's JSON-only
+    # values (xproda's bookkeeping such as the inputs' digests, booleans) become JSON text
+    ds.attrs = {k: (v if _netcdf_attr(v) else json.dumps(v, sort_keys=True, default=str))
+                for k, v in ds.attrs.items()}
+    for name, e in cf_encoding(ds).items():
+        var = ds.variables[name]
+        if "_FillValue" not in var.attrs:  # (undecoded: mask_and_scale=False keeps it there)
+            var.encoding.update(e)
+    return ds
 
 
 def _open_geotiff(target: Target, fs: Any, path: str, *, chunks: Any, **kwargs: Any) -> xr.Dataset:

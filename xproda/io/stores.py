@@ -45,6 +45,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 __all__ = [
+    "stable_strings",
     "ATTR_FINGERPRINT",
     "ATTR_COMPLETE",
     "ATTR_REGION_DIMS",
@@ -210,6 +211,38 @@ def target(store: str | os.PathLike, storage_options: Mapping[str, Any] | None) 
 # --------------------------------------------------------------------------------------------
 # objects and the root document
 # --------------------------------------------------------------------------------------------
+
+
+def stable_strings(ds: Any) -> Any:
+    """``ds`` with its fixed-width string variables (numpy ``<U``) as variable-length strings.
+
+    Zarr v3 stores numpy ``<U`` arrays as fixed-length UTF-32, a data type without a Zarr v3
+    specification (zarr-python warns that other readers may not open it and that its layout
+    may change); variable-length strings (object arrays) are stored as the specified
+    ``string`` type. The values are unchanged (they read back as numpy strings). Applied to
+    every store xproda writes.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+
+    Returns
+    -------
+    xarray.Dataset
+        A shallow copy; only string variables are converted.
+    """
+    names = [k for k, v in ds.variables.items() if v.dtype.kind == "U"]
+    if not names:
+        return ds
+    out = ds.copy(deep=False)
+    for k in names:
+        var = out.variables[k]
+        new = var.copy(deep=False, data=var.values.astype(object))
+        if k in out.dims:  # an index coordinate: replace through assign_coords
+            out = out.assign_coords({k: new})
+        else:
+            out[k] = new
+    return out
 
 
 def put_object(fs: Any, path: str, data: bytes) -> None:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from xproda.conventions import cf_encoding, cf_finalize
 from xproda.errors import StoreError
-from xproda.options import check_workers
 from xproda.io.compression import default_compressors
 from xproda.io.digest import digest_inputs, hash_array
 from xproda.io.integrity import (
@@ -70,10 +70,12 @@ from xproda.io.stores import (
     remove_partials,
     remove_store,
     set_root_attrs,
+    stable_strings,
     write_marker,
     write_markers,
 )
 from xproda.io.stores import target as make_target
+from xproda.options import check_workers
 
 __all__ = [
     "write_zarr",
@@ -368,6 +370,9 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
         if name in plan.region_vars and var.dtype.kind == "f" and "_FillValue" not in e:
             e["_FillValue"] = np.nan  # unwritten chunks read back as NaN
         enc[name] = e
+    for name, e in cf_encoding(ds).items():  # coordinates, bounds: no _FillValue (CF)
+        if name not in plan.region_vars:
+            enc[name].update(e)
     return enc
 
 
@@ -707,7 +712,7 @@ def _write_template(plan: _Plan, target: Target, attrs: Mapping[str, Any]) -> No
     import zarr
     from dask import compute as dask_compute
 
-    tmpl = plan.ds.drop_encoding()
+    tmpl = stable_strings(cf_finalize(plan.ds)).drop_encoding()
     static = {n: tmpl[n].variable for n in plan.static_vars if _is_dask(tmpl[n].variable)}
     if static:
         tmpl = tmpl.assign(dict(zip(static, dask_compute(*static.values()))))

@@ -745,11 +745,14 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
         part = part.compute()
         series_names = [str(n) for n in part.data_vars if "time" in part[n].dims]
         if first and fresh:  # metadata, coordinates and the time-less variables
-            tmpl = _template(part, ds, T)
+            tmpl = st.stable_strings(conventions.cf_finalize(_template(part, ds, T)))
             tmpl.attrs.update({st.ATTR_FINGERPRINT: fp, st.ATTR_COMPLETE: 0, **new_attrs})
+            enc = {n: {"compressors": io.default_compressors()}
+                   for n in tmpl.variables if tmpl[n].ndim}
+            for n, e in conventions.cf_encoding(tmpl).items():  # coordinates, bounds: no fill
+                enc.setdefault(n, {}).update(e)
             tmpl.to_zarr(mode="w", compute=False, consolidated=False, zarr_format=3,
-                         encoding={n: {"compressors": io.default_compressors()}
-                                   for n in tmpl.variables if tmpl[n].ndim}, **kw)
+                         encoding=enc, **kw)
             st.mark_template_done(target, {
                 st.ATTR_FINGERPRINT: fp, "manifest_version": iv.MANIFEST_VERSION,
                 "template": iv.template_objects(target, skip=series_names)})
@@ -760,7 +763,7 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
                        region={d: slice(t0, t1) if d == "time" else slice(None)
                                for d in series.dims})
         # the pools at t1, then the chunk's record, then the step count (one atomic write)
-        _data_only(part[["pools", "flags"]]).to_zarr(
+        st.stable_strings(_data_only(part[["pools", "flags"]])).to_zarr(
             mode="w", consolidated=False, zarr_format=3,
             group=f"{st.PROGRESS_GROUP}/{_STATE}{t1}", **kw)
         keys = _series_keys(target, series, k, metas)
