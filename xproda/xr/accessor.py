@@ -6,7 +6,9 @@ Every method is the function of the same name (in :mod:`xproda.xr.api`,
 keyword-only options and docstring (``inspect.signature(ds.proda.steady_state)`` shows the
 real parameters).  The functions' modules, and so torch, are imported on first use: importing
 xproda registers the accessor without loading the kernels.  The accessor holds no state beyond
-the wrapped object; its ``repr`` lists what is available.
+the wrapped object; its ``repr`` says what the object looks like to xproda (:func:`describe`:
+grid and chunks, forcing present and missing, covariates, parameters, outputs) and lists the
+methods.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable
 
 import xarray as xr
 
-__all__ = ["ProdaDatasetAccessor", "ProdaDataArrayAccessor"]
+__all__ = ["ProdaDatasetAccessor", "ProdaDataArrayAccessor", "describe"]
 
 
 class _Mirror:
@@ -58,12 +60,77 @@ class _Accessor:
         return sorted(set(super().__dir__()) | set(self.methods()))
 
     def __repr__(self) -> str:
-        names = list(self.methods())
         dims = ", ".join(f"{d}: {n}" for d, n in self._obj.sizes.items())
         lines = [f"<xproda {self._kind} accessor ({dims})>"]
-        for i in range(0, len(names), 5):
-            lines.append("  " + ", ".join(names[i:i + 5]))
+        lines += [f"{k:<11}{v}" for k, v in describe(self._obj).items()]
+        names = list(self.methods())
+        for i in range(0, len(names), 6):
+            lines.append(f"{'methods' if i == 0 else '':<11}" + ", ".join(names[i:i + 6]))
         return "\n".join(lines)
+
+
+def _names(names: Any, limit: int = 8) -> str:
+    names = [str(n) for n in names]
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def describe(obj: xr.Dataset | xr.DataArray) -> dict[str, str]:
+    """What ``obj`` looks like to xproda, one line per aspect (the accessor's ``repr``).
+
+    ``grid`` (horizontal dims and how they are chunked), ``forcing`` (which CLM5 kernel
+    forcing variables are present, which of those ``steady_state`` needs are missing),
+    ``covariates`` (variables registered as covariates in :mod:`xproda.conventions`),
+    ``parameters`` (``theta`` and its ``parameter`` coordinate) and ``outputs`` (steady-state
+    and transient outputs). Reads names, dims and chunks only: nothing is computed.
+
+    Parameters
+    ----------
+    obj : Dataset or DataArray
+
+    Returns
+    -------
+    dict
+        Aspect -> one line of text; aspects with nothing to say are left out.
+    """
+    from xproda import conventions
+    from xproda.models.base import SoilCarbonModel
+    from xproda.models.forcing import FORCING_SCHEMA
+    from xproda.xr.contract import horizontal_dims
+
+    ds = obj.to_dataset(name=obj.name or "<unnamed>") if isinstance(obj, xr.DataArray) else obj
+    out: dict[str, str] = {}
+    hz = horizontal_dims(ds)
+    if hz:
+        chunks = ds.chunksizes
+        how = ", ".join(f"{d} {max(chunks[d])}" for d in hz if d in chunks)
+        out["grid"] = (f"{' x '.join(f'{d} {ds.sizes[d]}' for d in hz)}; "
+                       + (f"chunks {how} (lazy)" if how else "in memory (not chunked)"))
+    else:
+        out["grid"] = "no horizontal dims found (lat/lon, y/x, or a site/cell dim)"
+    if isinstance(obj, xr.DataArray):
+        return out
+    present = [k for k in FORCING_SCHEMA if k in ds.data_vars]
+    if present:
+        missing = [k for k in SoilCarbonModel.required_forcing if k not in ds.data_vars]
+        state = (f"missing for steady_state: {_names(missing)}" if missing
+                 else "complete for steady_state")
+        out["forcing"] = f"{len(present)} CLM5 variables ({_names(present, 6)}); {state}"
+    cov = [k for k in ds.data_vars if k in conventions.COVARIATES]
+    if cov:
+        out["covariates"] = f"{len(cov)} ({_names(cov, 6)})"
+    if "theta" in ds.data_vars:
+        p = ds["theta"].sizes.get("parameter")
+        out["parameters"] = f"theta ({p} on 'parameter')" if p else "theta"
+    outputs = [k for k in ds.data_vars
+               if k in conventions.OUTPUTS or k in conventions.TRANSIENT or
+               str(k).startswith("soc_stock_")]
+    outputs = [k for k in outputs if k not in FORCING_SCHEMA and k != "theta"]
+    if outputs:
+        out["outputs"] = _names(outputs)
+    if len(out) == 1 and ds.data_vars:
+        out["variables"] = f"none xproda knows: {_names(ds.data_vars, 6)}"
+    return out
 
 
 _API, _TR, _AN = "xproda.xr.api", "xproda.xr.transient", "xproda.analysis"
