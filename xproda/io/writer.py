@@ -140,6 +140,15 @@ class WriteReport:
             f"resumed={self.resumed}; {self.seconds:.2f} s)"
         )
 
+    def _repr_html_(self) -> str:
+        from xproda.reprs import html_report
+
+        return html_report("WriteReport", [
+            ("store", self.store), ("regions", self.regions),
+            ("state", "complete" if self.complete else "incomplete"),
+            ("written", self.written), ("skipped (empty)", self.skipped_empty),
+            ("resumed (done before)", self.resumed), ("time", f"{self.seconds:.2f} s")])
+
 
 # --------------------------------------------------------------------------------------------
 # planning: region grid, variables, fingerprint

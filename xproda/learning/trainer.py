@@ -113,6 +113,28 @@ class TrainingReport:
                 f"{self.wall_seconds:.1f} s, {self.profiles_per_second:,.0f} profiles/s; "
                 f"validation skill: {sk or 'n/a'})")
 
+    __repr__ = __str__  # the dataclass repr printed the whole history DataFrame
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        sk = ", ".join(f"{k} {v:.3g}" for k, v in self.skill.items() if k != "n")
+        epochs = self.history.groupby("member")["epoch"].max().add(1).tolist() \
+            if len(self.history) and "member" in self.history else []
+        return [("method", self.method),
+                ("sites", f"{self.n_sites} used, {len(self.dropped)} dropped"),
+                ("members", len(self.best_epoch)),
+                ("training / validation sites", f"{self.n_train} / {self.n_val}"),
+                ("epochs run / best", f"{epochs} / {self.best_epoch}"),
+                ("stopped early", self.stopped_early),
+                ("validation skill", sk or "n/a"),
+                ("time", f"{self.wall_seconds:.1f} s, {self.profiles_per_second:,.0f} "
+                         "profiles/s")]
+
+    def _repr_html_(self) -> str:
+        from xproda.reprs import html_report
+
+        return html_report("TrainingReport", self._facts(),
+                           {"dropped sites": self.dropped, "history": self.history})
+
     def plot(self, ax: Any = None) -> Any:
         """Loss curves (training and validation) per member; returns the axes."""
         import matplotlib.pyplot as plt

@@ -101,6 +101,16 @@ class CleaningReport:
 
     __repr__ = __str__
 
+    def _repr_html_(self) -> str:
+        from xproda.reprs import html_report
+
+        facts = [("source", self.source),
+                 ("in", f"{self.n_layers_in:,} layers in {self.n_profiles_in:,} profiles"),
+                 ("out", f"{self.n_layers_out:,} layers in {self.n_profiles_out:,} profiles")]
+        facts += [("note", n) for n in self.notes]
+        return html_report("CleaningReport", facts,
+                           {"rules": self.rules, "dropped rows": self.dropped})
+
 
 class Ledger:
     """Applies row filters to a table and records what each removed.
