@@ -122,7 +122,7 @@ def run_demo(
     seed: int = DEMO_DEFAULTS["seed"],
     figures: bool = True,
     overwrite: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run the full demo pipeline on the synthetic world and write its outputs to ``out``.
 
@@ -155,8 +155,9 @@ def run_demo(
     overwrite : bool, default True
         Replace the demo outputs already in ``out`` (other files are left alone). With
         False, existing Zarr stores raise :class:`FileExistsError`.
-    progress : bool, default True
-        Print the stages and show progress bars (tqdm).
+    progress : bool or None, default None
+        Print the stages and show progress bars (tqdm); None: the option ``progress``
+        (:func:`xproda.set_options`).
 
     Returns
     -------
@@ -193,6 +194,9 @@ def run_demo(
     from xproda.learning.network import save_network
     from xproda.learning.training import prepare_training_data, train_network
 
+    from xproda.options import show_progress
+
+    progress = show_progress(progress)
     if not (0.25 <= float(resolution) <= 30):
         raise ValueError(f"resolution must be between 0.25 and 30 degrees, got {resolution}")
     if int(n_sites) < 20:

@@ -18,6 +18,7 @@ from xproda.errors import OptionError
 
 __all__ = ["set_options", "get_options", "use_options", "current", "tune_malloc",
            "passive_openmp", "dask_worker_config", "local_cluster", "check_workers",
+           "progress_bar", "show_progress",
            "DEFAULTS"]
 
 #: the default value of every option (read-only)
@@ -42,6 +43,9 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType({
     # allocator makes xproda slow (dask's MALLOC_TRIM_THRESHOLD_), apply tune_malloc there
     # (client.run); False: only warn (see check_workers)
     "tune_workers": True,
+    # progress bars of long work (write_zarr, write_simulation, assimilation, training, the
+    # demo): the default of every ``progress=None`` argument (see progress_bar)
+    "progress": True,
 })
 
 _VALIDATORS = {
@@ -54,6 +58,7 @@ _VALIDATORS = {
                                               and v >= 1),
     "fused_kernels": lambda v: isinstance(v, bool),
     "tune_workers": lambda v: isinstance(v, bool),
+    "progress": lambda v: isinstance(v, bool),
 }
 _EXPECTED = {
     "device": "None, a device string ('cpu', 'cuda:0') or a torch.device",
@@ -63,6 +68,7 @@ _EXPECTED = {
     "kernel_threads": "None or an int >= 1",
     "fused_kernels": "True or False",
     "tune_workers": "True or False",
+    "progress": "True or False",
 }
 
 #: the options of the current context (thread, asyncio task or dask task): an immutable
@@ -116,6 +122,11 @@ class set_options:
         dask.distributed workers started with dask's default allocator environment, apply
         :func:`tune_malloc` on them (``client.run``; default True); False only warns. See
         :func:`check_workers`. Results do not depend on it.
+    progress : bool
+        Show progress bars for long work (default True): the value of every ``progress=None``
+        argument of xproda's functions (``write_zarr``, ``write_simulation``,
+        ``assimilate``, ``train_network``, ``cross_validate``, the demo). One
+        ``set_options(progress=False)`` silences them all. See :func:`progress_bar`.
 
     Raises
     ------
@@ -170,6 +181,45 @@ class use_options:
 def current(name: str) -> Any:
     """The current value of option ``name`` (what kernels read)."""
     return _CURRENT.get()[name]
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether to show progress: ``progress`` if given, else the option ``progress``."""
+    return current("progress") if progress is None else bool(progress)
+
+
+def progress_bar(progress: bool | None, *, total: int | None, desc: str, unit: str = "it",
+                 initial: int = 0, leave: bool = True) -> Any:
+    """xproda's one progress bar: :mod:`tqdm.auto` (a widget in Jupyter, text elsewhere).
+
+    Parameters
+    ----------
+    progress : bool or None
+        Show the bar; None: the option ``progress`` (:class:`set_options`).
+    total : int or None, keyword-only
+        Steps in all.
+    desc, unit : str, keyword-only
+        Label and unit of the steps.
+    initial : int, keyword-only, default 0
+        Steps already done (a resumed run).
+    leave : bool, keyword-only, default True
+        Keep the finished bar on screen.
+
+    Returns
+    -------
+    tqdm.auto.tqdm
+        Disabled (prints nothing) when progress is off. Without ipywidgets in a notebook,
+        tqdm's text bar is used instead of its widget, without tqdm's "IProgress not found"
+        warning (install the ``notebook`` extra for widgets).
+    """
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    with warnings.catch_warnings():  # tqdm.auto without ipywidgets: a text bar is fine
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave,
+                    disable=not show_progress(progress), dynamic_ncols=True)
 
 
 #: glibc ``mallopt`` parameters (malloc.h)

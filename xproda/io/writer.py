@@ -75,7 +75,7 @@ from xproda.io.stores import (
     write_markers,
 )
 from xproda.io.stores import target as make_target
-from xproda.options import check_workers
+from xproda.options import check_workers, progress_bar
 
 __all__ = [
     "write_zarr",
@@ -751,7 +751,7 @@ def write_zarr(
     skip_empty: bool = True,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     batch_size: int | None = None,
     attrs: Mapping[str, Any] | None = None,
     inputs: Mapping[str, Any] | None = None,
@@ -795,8 +795,9 @@ def write_zarr(
     overwrite : bool, default False
         Replace an existing store. Without ``resume`` and ``overwrite`` an existing store
         raises :class:`FileExistsError`.
-    progress : bool, default True
-        Show a tqdm progress bar over the regions.
+    progress : bool or None, default None
+        Show a progress bar over the regions; None: the option ``progress``
+        (:func:`xproda.set_options`).
     batch_size : int, optional
         Regions computed per :func:`dask.compute` call. Each region writes itself and its
         marker inside the graph, so finished regions hold no memory, and dask's ordering
@@ -1002,15 +1003,8 @@ def write_zarr(
 
         per_call = batch_size if batch_size is not None else 32 * scheduler_threads()
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=n_total,
-            initial=n_total - len(todo),
-            disable=not progress,
-            desc=f"write_zarr {Path(target.url).name}",
-            unit="region",
-        )
+        bar = progress_bar(progress, total=n_total, initial=n_total - len(todo),
+                           desc=f"write_zarr {Path(target.url).name}", unit="region")
 
         # regions of the running batch, counted as they finish (local schedulers only); the
         # batch's statuses replace them in ``counts`` when it returns

@@ -196,7 +196,7 @@ def _fit_member(
     member: int,
 ) -> tuple[list[dict], int, bool, float]:
     """Train one member in place; returns (history rows, best epoch, stopped early, seconds)."""
-    from tqdm import tqdm
+    from xproda.options import progress_bar
 
     # fused: one kernel per step for all weights (the per-tensor loop costs more than the
     # MLP forward at batch 128 on CPU)
@@ -216,8 +216,8 @@ def _fit_member(
                 st["history"], st["best"], st["best_epoch"], st["wait"], st["epoch"],
                 st["seconds"], st["best_state"])
         stopped = False
-        bar = tqdm(total=epochs, initial=start, disable=not progress, desc=desc, unit="epoch",
-                   dynamic_ncols=True, leave=False)
+        bar = progress_bar(progress, total=epochs, initial=start, desc=desc, unit="epoch",
+                           leave=False)
         try:
             for epoch in range(start, epochs):
                 if wait >= patience:
@@ -372,7 +372,7 @@ def train_network(
     ensemble: Literal["repeats", "bootstrap"] = "repeats",
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 10,
     resume: bool = False,
@@ -445,8 +445,9 @@ def train_network(
         Seeds the split, initialisation, shuffling and dropout: CPU runs are bit-reproducible.
     device : str or torch.device, optional
         Default: the ``xproda.set_options`` device or CPU.
-    progress : bool, default True
-        tqdm progress bar per member.
+    progress : bool or None, default None
+        A progress bar per member; None: the option ``progress``
+        (:func:`xproda.set_options`).
     checkpoint : str, optional
         Path of a safetensors training checkpoint, written atomically every
         ``checkpoint_every`` epochs (file mode from the umask); with ``resume=True`` a killed

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from xproda.options import show_progress
 from xproda import conventions
 from xproda.learning import baselines, crossval
 from xproda.learning import random_sampling as rs_mod
@@ -142,7 +143,7 @@ def cross_validate(
     mapping: str = "pchip",
     scheduler: Any = None,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[pd.DataFrame, xr.Dataset]:
     """Held-out SOC skill of default, random-sampling, batch, two-step and end-to-end parameters.
 
@@ -197,8 +198,9 @@ def cross_validate(
         by the workers of a local scheduler (tasks side by side do not oversubscribe the
         cores); the workers' own settings on a distributed cluster; the caller's settings in
         the serial path.
-    progress : bool
+    progress : bool or None, default None
         A line per finished task (fold, method, its run time, the count done).
+        None: the option ``progress`` (:func:`xproda.set_options`).
 
     Returns
     -------
@@ -264,7 +266,7 @@ def cross_validate(
                               (Ref("data"), Ref("model"), train, test, da),
                               dict(method=m, seed=seed, fold=k, **common)))
     out = run_tasks(tasks, {"data": data, "model": mdl}, scheduler=scheduler, threads=threads,
-                    progress=progress, prefix="cross_validate: ",
+                    progress=show_progress(progress), prefix="cross_validate: ",
                     keep=[t.key for t in tasks if not t.key.startswith("da-")])
 
     pred = {m: np.full((S, D), np.nan) for m in methods}

@@ -759,9 +759,7 @@ def _cat_prev(first, series):
     return torch.cat([first.unsqueeze(1), series[:, :-1]], 1)
 
 
-def _bar(progress: bool, total: int, unit: str):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+def _bar(progress: bool | None, total: int, unit: str):
+    from xproda.options import progress_bar
 
-    return tqdm(total=total, desc=unit, leave=False)
+    return progress_bar(progress, total=total, desc=unit, leave=False)

@@ -590,7 +590,7 @@ def write_simulation(
     resume: bool = False,
     overwrite: bool = False,
     storage_options: Mapping[str, Any] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **options: Any,
 ) -> xr.Dataset:
     """Run :func:`simulate` into a Zarr store, one time chunk after another, resumably.
@@ -619,8 +619,9 @@ def write_simulation(
         With both, a store of another run is replaced instead of refused.
     storage_options : mapping, optional
         fsspec options for URLs.
-    progress : bool
+    progress : bool or None, default None
         Progress bar over the time chunks.
+        None: the option ``progress`` (:func:`xproda.set_options`).
 
     Returns
     -------
@@ -727,12 +728,10 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
         st.remove_store(target)
     if not fresh:
         st.remove_partials(target)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from xproda.options import progress_bar
 
-        bar = tqdm(total=len(bounds) - 1, desc="time chunks", initial=sum(
-            1 for b in bounds[1:] if b <= done))
+    bar = progress_bar(progress, total=len(bounds) - 1, desc="time chunks", unit="chunk",
+                       initial=sum(1 for b in bounds[1:] if b <= done))
     first = done == 0
     series_names: list[str] = []
     metas: dict = {}  # array metadata of the series variables, for their chunk keys

@@ -224,10 +224,10 @@ def _compute_shards(specs, *, scheduler, progress: bool) -> list[xr.Dataset]:
     import dask
 
     from xproda.io.writer import distributed_client
-    from xproda.sites.assimilation.samplers.common import progress_bar
+    from xproda.options import progress_bar
 
     tasks = _tasks(specs)
-    bar = progress_bar(progress, len(tasks), 0, "assimilation shards")
+    bar = progress_bar(progress, total=len(tasks), desc="assimilation shards", unit="shard")
     try:
         client = distributed_client() if scheduler is None else None
         if client is not None:
@@ -347,7 +347,7 @@ def _variable_values(ds: xr.Dataset, name: str, dtype, width: int | None) -> np.
 def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | None,
                        store: Any = None, storage_options: Mapping[str, Any] | None = None,
                        resume: bool = False, overwrite: bool = False, scheduler: Any = None,
-                       progress: bool = True) -> xr.Dataset:
+                       progress: bool | None = None) -> xr.Dataset:
     """The sharded run behind :func:`~xproda.sites.assimilation.problem.assimilate` (see there).
 
     Parameters
@@ -363,8 +363,8 @@ def assimilate_sharded(prob, *, kwargs: Mapping[str, Any], shard_size: int | Non
         Zarr output (:func:`xproda.io.write_zarr`); None keeps the result in memory.
     scheduler : str or dask scheduler, optional
         Passed to dask (default: the active one).
-    progress : bool
-        Progress per shard.
+    progress : bool or None, default None
+        Progress per shard. None: the option ``progress`` (:func:`xproda.set_options`).
 
     Returns
     -------

@@ -493,7 +493,7 @@ def assimilate(
     n_iter: int = 20000,
     n_starts: int = 2,
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | None = None,
     resume: bool = False,
     mapping: str = "pchip",
@@ -537,8 +537,8 @@ def assimilate(
         ``"batch"``: one parameter set for all sites (MAP of the summed cost, Tao et al.
         2020).
     seed : int
-    progress : bool
-        Progress bar.
+    progress : bool or None, default None
+        Progress bar. None: the option ``progress`` (:func:`xproda.set_options`).
     checkpoint, resume
         Checkpoint file of the sampler (safetensors + JSON); ``resume=True`` continues.
     sampler_options : mapping, optional

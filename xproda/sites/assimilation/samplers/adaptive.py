@@ -14,6 +14,7 @@ from torch import Tensor
 from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.checkpoint import checkpoint_exists
 from xproda.sites.assimilation.diagnostics import rhat_ess
+from xproda.options import progress_bar
 from xproda.sites.assimilation.samplers.common import (
     State,
     Target,
@@ -24,7 +25,6 @@ from xproda.sites.assimilation.samplers.common import (
     load_state,
     matmul_bt,
     ordered_sum,
-    progress_bar,
     resolve_device,
     save_state,
 )
@@ -85,7 +85,7 @@ def adaptive_metropolis(
     diagnostics: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -169,8 +169,8 @@ def adaptive_metropolis(
         Seed of the random streams (with ``site_ids``).
     device : str or torch.device, optional
         Computation device.
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool or None, default None
+        Show a tqdm progress bar. None: the option ``progress`` (:func:`xproda.set_options`).
     checkpoint : path-like, optional
         Checkpoint file (safetensors + JSON; see :mod:`xproda.sites.assimilation.checkpoint`).
     checkpoint_every : int, optional
@@ -339,7 +339,8 @@ def adaptive_metropolis(
     w_z = torch.empty(B, P, dtype=_F64, device=dev)
     w_th = torch.empty(B, P, dtype=_F64, device=dev) if logit else None
     w_best = torch.empty(B, P, dtype=_F64, device=dev)
-    pbar = progress_bar(progress, n_iter, it, "adaptive Metropolis")
+    pbar = progress_bar(progress, total=n_iter, initial=it, desc="adaptive Metropolis",
+                        leave=False)
     try:
         while it < n_iter:
             k = min(adapt_every, n_iter - it)

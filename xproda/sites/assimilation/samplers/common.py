@@ -35,7 +35,6 @@ __all__ = [
     "hash_ids",
     "ordered_sum",
     "matmul_bt",
-    "progress_bar",
     "State",
     "save_state",
     "load_state",
@@ -311,28 +310,6 @@ def hash_ids(site_ids: Any) -> str | None:
         h.update(str(i).encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()
-
-
-def progress_bar(progress: bool, total: int, initial: int, desc: str):
-    """A tqdm progress bar of ``total`` iterations from ``initial`` (disabled if not ``progress``).
-
-    Parameters
-    ----------
-    progress : bool
-        Show the bar.
-    total, initial : int
-        Iterations in all, and already done (a resumed run).
-    desc : str
-        Label of the bar.
-
-    Returns
-    -------
-    tqdm.tqdm
-    """
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not progress, desc=desc, unit="it",
-                dynamic_ncols=True, leave=False)
 
 
 def _check_resume_settings(meta: Mapping[str, Any], settings: Mapping[str, Any], path: Any):

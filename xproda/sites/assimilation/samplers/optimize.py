@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from xproda.sites.assimilation import streams
+from xproda.options import progress_bar
 from xproda.sites.assimilation.samplers.common import (
     Target,
     init_tensor,
-    progress_bar,
     resolve_device,
 )
 from xproda.sites.assimilation.samplers.results import MapResult
@@ -141,7 +141,7 @@ def map_estimate(
     history: int = 10,
     max_line_search: int = 30,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     param_names: Sequence[str] | None = None,
     site_ids: Sequence[Any] | None = None,
 ) -> MapResult:
@@ -223,8 +223,8 @@ def map_estimate(
         memory is frozen and reported not converged.
     device : str or torch.device, optional
         Computation device.
-    progress : bool
-        Show a tqdm progress bar.
+    progress : bool or None, default None
+        Show a tqdm progress bar. None: the option ``progress`` (:func:`xproda.set_options`).
     param_names : sequence of str, optional
         Names for :meth:`MapResult.to_dataset`.
     site_ids : sequence, optional
@@ -287,7 +287,7 @@ def map_estimate(
     conv = torch.zeros(B, dtype=torch.bool, device=dev)
     frozen = ~fin  # rows that cannot be optimised
     nsteps = torch.zeros(B, dtype=torch.int64, device=dev)
-    pbar = progress_bar(progress, steps, 0, f"MAP ({method})")
+    pbar = progress_bar(progress, total=steps, desc=f"MAP ({method})", leave=False)
     try:
         if method == "adam":
             z, L, conv, nsteps = _adam(evaluate, z, L, g, fin, frozen, steps, lr, min_lr,

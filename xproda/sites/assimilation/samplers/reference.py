@@ -19,6 +19,7 @@ from torch import Tensor
 from xproda.sites.assimilation import streams
 from xproda.sites.assimilation.checkpoint import checkpoint_exists
 from xproda.sites.assimilation.diagnostics import reference_gelman_rubin, rhat_ess
+from xproda.options import progress_bar
 from xproda.sites.assimilation.samplers.common import (
     State,
     Target,
@@ -27,7 +28,6 @@ from xproda.sites.assimilation.samplers.common import (
     load_state,
     matmul_bt,
     ordered_sum,
-    progress_bar,
     resolve_device,
     save_state,
 )
@@ -625,7 +625,7 @@ def reference_sampler(
     gev_mode: bool = False,
     store_dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: bool = False,
@@ -757,8 +757,9 @@ def reference_sampler(
         Dtype of the stored accepted samples (memory ``n_sites * n_chains * N_acc * P``).
     device : str or torch.device, optional
         Computation device.
-    progress : bool
+    progress : bool or None, default None
         Show a tqdm progress bar (total = the minimum number of iterations).
+        None: the option ``progress`` (:func:`xproda.set_options`).
     checkpoint, checkpoint_every, resume
         As in :func:`adaptive_metropolis` (default every ``(nsimu1 + nsimu2) // 10``
         iterations).
@@ -851,7 +852,7 @@ def reference_sampler(
         ref.st = ref.init_state()
         it = 0
     total = (C if chains == "sequential" else 1) * (nsimu1 + nsimu2)
-    pbar = progress_bar(progress, total, it, "PRODA sampler")
+    pbar = progress_bar(progress, total=total, initial=it, desc="PRODA sampler", leave=False)
     active = lambda: bool(((ref.st.phase == 1) | (ref.st.phase == 2)).any())  # noqa: E731
     try:
         while active():
