@@ -662,6 +662,9 @@ def cf_finalize(ds: Any) -> Any:
       the same type);
     * coordinates registered in :data:`COORDINATES` (``spatial_ref``, ``parameter``, ...) get
       its attributes where they have neither a long nor a standard name (CF 3.3);
+    * ``bounds`` and ``grid_mapping`` attributes naming a variable ``ds`` does not have are
+      dropped (a subset such as ``theta`` alone keeps ``lat``'s ``bounds: lat_bnds``; readers
+      then warn, and CF 7.1 wants the variable to exist);
     * with a ``spatial_ref`` grid mapping, every data variable on the horizontal grid
       (``lat``/``lon``, ``y``/``x`` or ``cell`` dims) names it in ``grid_mapping`` (variables
       added after the engine's metadata step, e.g. stocks by depth, had none).
@@ -680,6 +683,10 @@ def cf_finalize(ds: Any) -> Any:
     gm = "spatial_ref" if "spatial_ref" in out.variables else None
     for name, v in out.variables.items():
         v.attrs = dict(v.attrs)  # not the input's dict (the copy is shallow)
+        for ref in ("bounds", "grid_mapping"):  # naming a variable the dataset lacks
+            target = v.attrs.get(ref)
+            if isinstance(target, str) and target.split(":")[0].split()[0] not in out.variables:
+                del v.attrs[ref]
         if "flag_values" in v.attrs:
             dtype = np.dtype(v.encoding.get("dtype", v.dtype))
             v.attrs["flag_values"] = np.asarray(v.attrs["flag_values"]).astype(dtype)

@@ -19,8 +19,12 @@ def bounds_name(obj: xr.DataArray | xr.Dataset, name: str, std: str | None) -> s
     if isinstance(b, str):
         cands.append(b)
     if std is not None:
+        import warnings
+
         try:
-            cands.append(str(obj.cf.get_bounds(std).name))
+            with warnings.catch_warnings():  # cf_xarray warns of bounds named but absent
+                warnings.filterwarnings("ignore", message="Variables .* not found in object")
+                cands.append(str(obj.cf.get_bounds(std).name))
         except Exception:  # absent or ambiguous
             pass
     cands += [f"{name}_bnds", f"{name}_bounds", f"{name}_bnd"]
