@@ -2,7 +2,8 @@
 
 The notebooks live in ``docs/notebooks/`` and are committed with their outputs (the docs
 render them as they are, with mkdocs-jupyter); ``tests/test_notebooks.py`` executes them
-again in CI. Edit the cells here, then run::
+again in CI. Without options this checks the notebooks against the cells here and writes
+nothing. Edit the cells here, then run::
 
     .venv/bin/python examples/build_notebooks.py --execute
 """
@@ -110,18 +111,18 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def build() -> list[Path]:
-    paths = []
+def build() -> dict[Path, nbformat.NotebookNode]:
+    """The notebooks (sources only), by path."""
+    out = {}
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook()
         nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src)
                     for kind, src in cells]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                      "language": "python"}
-        path = HERE / name
-        nbformat.write(nb, path)
-        paths.append(path)
-    return paths
+        nbformat.validate(nb)
+        out[HERE / name] = nb
+    return out
 
 
 def execute(path: Path, timeout: int = 600) -> nbformat.NotebookNode:
@@ -135,12 +136,17 @@ def execute(path: Path, timeout: int = 600) -> nbformat.NotebookNode:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--execute", action="store_true")
+    ap.add_argument("--write", action="store_true", help="write the sources (no outputs)")
+    ap.add_argument("--execute", action="store_true", help="write, execute, store outputs")
     args = ap.parse_args()
-    for path in build():
+    for path, nb in build().items():
+        if args.write or args.execute:
+            nbformat.write(nb, path)
         if args.execute:
             nbformat.write(execute(path), path)
-        print(path)
+        stale = path.exists() and [c.source for c in nbformat.read(path, as_version=4).cells] \
+            != [c.source for c in nb.cells]
+        print(path, "(differs from the cells here: rerun with --execute)" if stale else "")
 
 
 if __name__ == "__main__":

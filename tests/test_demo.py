@@ -125,6 +125,32 @@ def test_map_plot_labels_and_colour_bar():
     plt.close(ax.figure)
 
 
+def test_map_plot_coastlines_and_difference_map():
+    from matplotlib.contour import QuadContourSet
+
+    ax = plotting.map_plot(_field())
+    try:  # the land mask's 0.5 contour, limits unchanged
+        assert any(isinstance(c, QuadContourSet) for c in ax.get_children()) or ax.collections[1:]
+        assert ax.get_xlim() == (-180.0, 180.0)
+    finally:
+        plt.close(ax.figure)
+    ax = plotting.map_plot(_field(), coast=False)
+    assert len(ax.collections) == 1
+    plt.close(ax.figure)
+    ref = _field() * 0 + 5.0
+    ax = plotting.difference_map(_field(), ref, relative=True)
+    try:
+        norm = ax.collections[0].norm
+        assert norm.vcenter == 0.0 and norm.vmin == -norm.vmax  # centred, symmetric
+        d = ((_field() - ref) / ref).values
+        assert np.nanmax(np.abs(d)) >= norm.vmax > 0
+        assert "relative difference" in ax.collections[0].colorbar.ax.get_ylabel()
+    finally:
+        plt.close(ax.figure)
+    with pytest.raises(ValueError, match="exact|indexes|align"):
+        plotting.difference_map(_field(), ref.isel(lat=slice(1, None)))
+
+
 def test_map_plot_errors():
     with pytest.raises(ValueError, match="2-D"):
         plotting.map_plot(_field().expand_dims(month=2))
@@ -158,6 +184,8 @@ def test_depth_profile_and_loss_curve():
     try:
         assert len(axes) == 2 and axes[0].get_ylabel() == "depth (m)"
         assert "SOC" in axes[0].get_xlabel() and axes[0].get_ylim()[0] > 0  # depth downwards
+        assert {a.get_xscale() for a in axes} == {"log"}  # one scale on every panel
+        assert axes[0].get_ylim()[1] < 0  # the top layer's bar is inside the frame
     finally:
         plt.close(axes[0].figure)
     with pytest.raises(KeyError, match="soc"):

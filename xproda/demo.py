@@ -456,6 +456,7 @@ def _figures(figdir: Path, *, res, truth, truth_run, world, model, cue, recovery
     import xarray as xr
 
     from xproda import plotting
+    from xproda.xr import api as xr_api
 
     figdir.mkdir(parents=True, exist_ok=True)
     land = world["landmask"] == 1
@@ -476,34 +477,50 @@ def _figures(figdir: Path, *, res, truth, truth_run, world, model, cue, recovery
                                true.values[np.isfinite(true.values)]])
         vmin, vmax = np.percentile(vals, [2, 98])
         kind = "CUE-like " if p in cue else ""
+        ok = np.isfinite(pred.values) & np.isfinite(true.values)
+        r = float(np.corrcoef(pred.values[ok], true.values[ok])[0, 1])
+        skill = f", R² = {recovery[p]:.2f}, r = {r:.2f}"
+        if recovery[p] < 0:  # the map follows the truth's pattern but not its level/scale
+            skill += "\n(R² < 0: further from the truth than its mean map is; r: the pattern)"
         for col, (da, who) in enumerate(((pred, "network"), (true, "truth"))):
             name = re.sub(r"\s*\([^)]*\)$", "", par.description).replace("->", "→")
             da = da.assign_attrs(long_name=name, units=par.units)
             plotting.map_plot(da, ax=axes[row, col], vmin=vmin, vmax=vmax, cmap="viridis",
                               title=f"{kind}parameter {p} ({who})"
-                                    + (f", R² = {recovery[p]:.2f}" if col == 0 else ""))
+                                    + (skill if col == 0 else ""))
     fig.suptitle("Parameters predicted by the network vs the truth (physical values)")
     fig.savefig(figdir / "parameters.png", dpi=110)
     plt.close(fig)
 
-    # SOC stocks
-    fig, axes = plt.subplots(3, 1, figsize=(8.5, 12), layout="constrained")
-    for ax, (name, (top, bottom)) in zip(axes, DEPTHS.items()):
+    # SOC stocks: the network's map and its relative difference to the truth's, per depth
+    fig, axes = plt.subplots(3, 2, figsize=(16, 12), layout="constrained")
+    for row, (name, (top, bottom)) in enumerate(DEPTHS.items()):
         label = (f"{top * 100:g}-{bottom * 100:g} cm" if bottom <= 1 else
                  f"{top:g}-{bottom:g} m (whole column)")
         da = res[STOCK_VARIABLES[name]].assign_attrs(long_name=f"SOC stock {label}")
-        plotting.map_plot(da, ax=ax, log=True, cmap="YlOrBr", units="kg C m-2",
+        plotting.map_plot(da, ax=axes[row, 0], log=True, cmap="YlOrBr", units="kg C m-2",
                           title=f"SOC stock {label}: "
                                 f"{glob['predicted'][name]:,.0f} Pg C "
                                 f"(truth {glob['truth'][name]:,.0f})")
+        ref = xr_api.soc_stock(truth_run, depth=(top, bottom)) if bottom <= 1 else \
+            truth_run["soc_stock"]
+        plotting.difference_map(da, ref.where(land).assign_attrs(da.attrs), relative=True,
+                                ax=axes[row, 1],
+                                title=f"SOC stock {label}: (network - truth) / truth")
     fig.savefig(figdir / "soc_stock.png", dpi=110)
     plt.close(fig)
 
-    # turnover time
-    fig, ax = plt.subplots(figsize=(8.5, 4.3), layout="constrained")
-    plotting.map_plot(res["turnover_time"].assign_attrs(long_name="SOC turnover time"), ax=ax,
-                      log=True, cmap="viridis",
-                      title="SOC turnover time (0-8.6 m stock / litter input), network")
+    # turnover time: network, truth and their relative difference, on one colour scale
+    fig, axes = plt.subplots(3, 1, figsize=(8.5, 12.5), layout="constrained")
+    tt = res["turnover_time"].assign_attrs(long_name="SOC turnover time")
+    tt_true = truth_run["turnover_time"].where(land).assign_attrs(tt.attrs)
+    both = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in (tt.values, tt_true.values)])
+    lo, hi = np.percentile(both, [2, 98])
+    for ax, (da, who) in zip(axes, ((tt, "network"), (tt_true, "truth"))):
+        plotting.map_plot(da, ax=ax, log=True, cmap="viridis", vmin=lo, vmax=hi,
+                          title=f"SOC turnover time (0-8.6 m stock / litter input), {who}")
+    plotting.difference_map(tt, tt_true, relative=True, ax=axes[2],
+                            title="SOC turnover time: (network - truth) / truth")
     fig.savefig(figdir / "turnover_time.png", dpi=110)
     plt.close(fig)
 

@@ -8,7 +8,9 @@ axes (or array of axes), so figures can be composed and saved with ``fig.savefig
 
 * :func:`map_plot` -- a global latitude/longitude map of a 2-D field with a colour bar
   labelled with the variable's ``long_name`` and ``units``; cells without data (ocean) are
-  left blank on a light-grey background.
+  left blank on a light-grey background; coastlines from the ``global-land-mask`` GLOBE
+  1 km mask (a core dependency: no map package is needed).
+* :func:`difference_map` -- a field minus a reference on a diverging scale centred on 0.
 * :func:`predicted_vs_observed` -- scatter of modelled against observed values with the 1:1
   line and the skill (R^2, RMSE; :func:`xproda.learning.crossval.skill_scores`).
 * :func:`depth_profile` -- observed layers and modelled SOC profiles for a few sites.
@@ -18,13 +20,14 @@ axes (or array of axes), so figures can be composed and saved with ``fig.savefig
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["map_plot", "predicted_vs_observed", "depth_profile", "loss_curve", "pretty_units",
+__all__ = ["map_plot", "difference_map", "coastlines", "predicted_vs_observed", "depth_profile", "loss_curve", "pretty_units",
            "pyplot"]
 
 #: Background of map axes: the colour of cells without data (ocean, ice).
@@ -90,6 +93,48 @@ def _edges(centres: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.concatenate([[first], mid, [last]]), lo, hi)
 
 
+@functools.lru_cache(maxsize=1)
+def _land_grid(step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from global_land_mask import globe
+
+    lat = np.arange(-90 + step / 2, 90, step)
+    lon = np.arange(-180 + step / 2, 180, step)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    return lat, lon, globe.is_land(la, lo).astype(float)
+
+
+def coastlines(ax: Any, *, resolution: float = 0.25, color: str = "0.25",
+               linewidth: float = 0.5) -> Any:
+    """Draw coastlines into a latitude/longitude axes (degrees east from -180 or 0).
+
+    The 0.5 contour of the ``global-land-mask`` land mask (GLOBE, 1 km) sampled every
+    ``resolution`` degrees: no map package or download is needed; the lines are as fine as
+    the sampling. Longitudes 0-360 are drawn too when the axes extend past 180 °E.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+    resolution : float, keyword-only, default 0.25
+        Sampling of the mask (degrees).
+    color : str, keyword-only, default "0.25"
+    linewidth : float, keyword-only, default 0.5
+
+    Returns
+    -------
+    matplotlib.contour.QuadContourSet
+        The last contour set drawn.
+    """
+    lat, lon, land = _land_grid(float(resolution))
+    lim = ax.get_xlim(), ax.get_ylim()
+    out = None
+    for shift in (0.0, 360.0) if max(lim[0]) > 180 else (0.0,):
+        out = ax.contour(lon + shift, lat, land, levels=[0.5], colors=color,
+                         linewidths=linewidth)
+    ax.set_xlim(*lim[0])
+    ax.set_ylim(*lim[1])
+    return out
+
+
 def map_plot(
     da: Any,
     *,
@@ -103,6 +148,8 @@ def map_plot(
     label: str | None = None,
     units: str | None = None,
     colorbar: bool = True,
+    coast: bool = True,
+    norm: Any = None,
 ) -> Any:
     """Global latitude/longitude map of a 2-D field, land only, with a labelled colour bar.
 
@@ -132,6 +179,11 @@ def map_plot(
         for a carbon stock stored as ``kg m-2``).
     colorbar : bool, default True
         Draw the colour bar.
+    coast : bool, default True
+        Draw coastlines (:func:`coastlines`).
+    norm : matplotlib.colors.Normalize, optional
+        Colour normalisation (overrides ``log``, ``vmin``, ``vmax``; e.g. a diverging
+        ``TwoSlopeNorm``, as :func:`difference_map` uses).
 
     Returns
     -------
@@ -166,7 +218,10 @@ def map_plot(
     hi = float(hi if vmax is None else vmax)
     if hi <= lo:
         hi = lo + (abs(lo) * 1e-6 or 1.0)
-    norm = mcolors.LogNorm(lo, hi) if log else mcolors.Normalize(lo, hi)
+    if norm is None:
+        norm = mcolors.LogNorm(lo, hi) if log else mcolors.Normalize(lo, hi)
+    else:
+        lo, hi = float(norm.vmin), float(norm.vmax)
     ax = _new_axes(ax, (8.0, 4.2))
     lat_e = _edges(lat.values, -90.0, 90.0)
     lon_e = _edges(lon.values, -360.0, 360.0)
@@ -182,6 +237,8 @@ def map_plot(
     ax.set_xticks(np.arange(np.ceil(lon_e.min() / step) * step, lon_e.max() + 1e-9, step))
     ax.set_yticks(np.arange(-90, 91, 30)[(np.arange(-90, 91, 30) >= lat_e.min() - 1e-9)
                                          & (np.arange(-90, 91, 30) <= lat_e.max() + 1e-9)])
+    if coast:
+        coastlines(ax)
     name = str(da.attrs.get("long_name") or da.name or "")
     ax.set_title(name if title is None else title)
     if colorbar:
@@ -192,6 +249,56 @@ def map_plot(
             str(da.attrs.get("long_name") or da.name or "value"),
             units if units is not None else da.attrs.get("units")))
     return ax
+
+
+def difference_map(
+    da: Any,
+    reference: Any,
+    *,
+    ax: Any = None,
+    relative: bool = False,
+    cmap: str = "RdBu_r",
+    title: str | None = None,
+    label: str | None = None,
+    units: str | None = None,
+    coast: bool = True,
+) -> Any:
+    """Map of ``da - reference`` (or the relative difference) on a diverging scale centred on 0.
+
+    Parameters
+    ----------
+    da, reference : xarray.DataArray
+        2-D fields on the same latitude/longitude grid (aligned exactly; a mismatch raises).
+    ax : matplotlib.axes.Axes, optional
+    relative : bool, keyword-only, default False
+        Show ``(da - reference) / reference`` (as a fraction, units "1") instead.
+    cmap : str, keyword-only, default "RdBu_r"
+        A diverging colour map (red: ``da`` above the reference).
+    title, label, units : str, optional
+        As for :func:`map_plot` (default label: "difference" with the units of ``da``).
+    coast : bool, keyword-only, default True
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.colors as mcolors
+    import xarray as xr
+
+    a, b = xr.align(da, reference, join="exact")
+    diff = (a - b) / b if relative else a - b
+    values = np.asarray(diff.values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ValueError("difference_map: no cell where both fields are finite")
+    lim = float(np.percentile(np.abs(finite), 98)) or float(np.abs(finite).max()) or 1.0
+    u = "1" if relative else (units if units is not None else da.attrs.get("units"))
+    if label is None:  # a figure label, not metadata: diff keeps no attrs
+        label = _label("relative difference" if relative else "difference", u)
+    name = str(da.attrs.get("long_name") or da.name or "")
+    return map_plot(diff, ax=ax, cmap=cmap, coast=coast, label=label,
+                    title=title if title is not None else f"{name}: difference to reference",
+                    norm=mcolors.TwoSlopeNorm(0.0, -lim, lim))
 
 
 def predicted_vs_observed(
@@ -298,9 +405,9 @@ def depth_profile(
     max_depth : float, optional
         Deepest depth shown (m); default: 1.5 x the deepest observed bottom, at least 1 m.
     log : bool, default True
-        Logarithmic SOC axis where a panel's values span at least a factor of 5 (a linear
-        axis otherwise); SOC below 1e-3 of a modelled profile's maximum (below bedrock) is
-        not drawn.
+        Logarithmic SOC axis on every panel (each spanning at least 0.7 decades, so that the
+        panels read alike and ticks are labelled); SOC below 1e-3 of a modelled profile's
+        maximum (below bedrock) is not drawn. False: linear axes from 0.
 
     Returns
     -------
@@ -364,16 +471,20 @@ def depth_profile(
             top = vals.max()
             vals = vals[vals >= 1e-3 * top] if log else vals
             lo, hi = vals.min(), top
-            if log and np.log10(hi / lo) >= 0.7:
+            if log:  # every panel on a log axis spanning at least 0.7 decades (labelled)
+                span = np.log10(hi / lo)
+                if span < 0.7:
+                    grow = 10 ** ((0.7 - span) / 2)
+                    lo, hi = lo / grow, hi * grow
                 ax.set_xscale("log")
                 ax.set_xlim(lo / 1.3, hi * 1.3)
-                _plain_log_ticks(ax.xaxis, np.log10(hi / lo), mticker)
-            else:  # linear: also for a log request over less than ~5x (no decade to label)
+                _plain_log_ticks(ax.xaxis, max(span, 0.7), mticker)
+            else:
                 pad = 0.08 * (hi - lo or hi)
-                ax.set_xlim(max(0.0, lo - pad) if log else 0.0, hi + pad)
+                ax.set_xlim(0.0, hi + pad)
                 ax.xaxis.set_major_locator(mticker.MaxNLocator(nbins=3))
                 ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
-        ax.set_ylim(zmax, 0.0)
+        ax.set_ylim(zmax, -0.02 * zmax)  # the top layer's bar is not cut by the frame
         ax.set_xlabel(_label("SOC", units))
         where = ""
         if "lat" in p.columns and "lon" in p.columns:
