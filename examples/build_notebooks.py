@@ -107,6 +107,52 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
                  "ax.legend();"),
         ("code", "sens = world.proda.sensitivity(theta)\n"
                  "sens"),
+        ("md", "Component control: how much of the spatial variation of the stock each "
+               "component (input, environment, transport, ...) explains."),
+        ("code", "control = world.proda.component_control(theta)\n"
+                 "control"),
+    ],
+    "04_real_profiles.ipynb": [
+        ("md", "# Real soil profiles: tables, cleaning, training, held-out skill\n\n"
+               "The ISRIC world reference profiles (ISIS; GSIF tables) converted and cleaned with "
+               "a report, covariates and CLM5 forcing from the WorldClim climate grid, then "
+               "spatially blocked cross-validation of the CLM5 defaults, end-to-end "
+               "training and a gradient-boosting baseline. The data are those of "
+               "`../shared/data` beside a checkout (see `examples/real_profiles.py` for the "
+               "whole study)."),
+        ("code", "from pathlib import Path\n"
+                 "import numpy as np\n"
+                 "import xarray as xr\n"
+                 "import xproda\n"
+                 "from xproda.sites.observations import clean_profiles, from_gsif\n\n"
+                 "DATA = Path(xproda.__file__).resolve().parents[2] / 'shared' / 'data'\n"
+                 "sites, horizons = (DATA / 'profiles' / f'gsif_isis_{t}.csv'\n"
+                 "                   for t in ('sites', 'horizons'))\n"
+                 "table, converted = from_gsif(sites, horizons)\n"
+                 "clean, cleaning = clean_profiles(table)\n"
+                 "converted + cleaning  # what went, and why"),
+        ("code", "clean.head()"),
+        ("code", "from xproda.climate import from_climate\n\n"
+                 "with xr.open_dataset(DATA / 'covariates' / 'worldclim_bio_coarse.nc') as src:\n"
+                 "    clim = src[['bio3', 'bio4', 'bio7', 'bio11', 'bio12']].sel(\n"
+                 "        period='current', drop=True).load()\n"
+                 "out = from_climate(clim, temperature_scale=10, include_climate=True)\n"
+                 "forcing = out.drop_vars(['tas', 'pr', 'pet'])\n"
+                 "covariates = clim.assign(maat=out['tas'].mean('month'))\n"
+                 "covariates.proda"),
+        ("code", "from xproda.learning.training import cross_validate, prepare_training_data\n\n"
+                 "data = prepare_training_data(covariates, clean, forcing=forcing,\n"
+                 "                             features=list(covariates.data_vars))\n"
+                 "print(len(data), 'profiles at sites with covariates and forcing;',\n"
+                 "      len(data.dropped), 'dropped')\n"
+                 "table, pred = cross_validate(\n"
+                 "    data, methods=['default', 'end_to_end', 'gbm'], n_folds=2, split='blocked',\n"
+                 "    block_size=10, seed=0, progress=False,\n"
+                 "    train_options=dict(epochs=20, hidden=(32, 32), progress=False))\n"
+                 "table"),
+        ("md", "Held-out skill is low with five coarse climate covariates (a 3.3° grid, no "
+               "soil properties): see the real-profiles guide for the whole study, and issue "
+               "21 for site properties and finer grids."),
     ],
 }
 
