@@ -138,3 +138,16 @@ def test_own_stores_open_without_bounds_warnings(demo):
         warnings.simplefilter("error")
         for store in ("world.zarr", "results.zarr"):
             xio.open_dataset(demo / store)
+
+
+def test_cf_finalize_leaves_odd_flag_values_alone():
+    ds = xr.Dataset({
+        "a": ("x", np.array([0, 1], dtype="int8"), {"flag_values": [0, 1]}),
+        "b": ("x", np.array([0, 1], dtype="int8"), {"flag_values": "0 1"}),  # a string
+        "c": ("x", np.array([0, 1], dtype="int8"), {"flag_values": [0, 300]}),  # no int8
+    })
+    out = conventions.cf_finalize(ds)
+    assert out["a"].attrs["flag_values"].dtype == np.int8
+    assert out["b"].attrs["flag_values"] == "0 1"
+    assert out["c"].attrs["flag_values"] == [0, 300]
+    assert ds["a"].attrs["flag_values"] == [0, 1]  # the input is not changed

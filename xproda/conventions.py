@@ -689,7 +689,10 @@ def cf_finalize(ds: Any) -> Any:
                 del v.attrs[ref]
         if "flag_values" in v.attrs:
             dtype = np.dtype(v.encoding.get("dtype", v.dtype))
-            v.attrs["flag_values"] = np.asarray(v.attrs["flag_values"]).astype(dtype)
+            flags = np.asarray(v.attrs["flag_values"])
+            if flags.dtype.kind in "iuf" and dtype.kind in "iuf" and np.array_equal(
+                    flags.astype(dtype), flags):  # never alter a user's odd flag values
+                v.attrs["flag_values"] = flags.astype(dtype)
         if (name in out.coords and name in COORDINATES
                 and not ({"long_name", "standard_name"} & set(v.attrs))):
             v.attrs.update(attrs(str(name), section="coordinates"))
