@@ -232,3 +232,13 @@ def test_vexp_property(v):
         np.testing.assert_array_equal(got, want)
     else:
         assert _ulps(got, want) <= 1.0
+
+
+def test_compiled_solves_refuse_other_layer_counts():
+    n, L = 3, 10
+    K = np.ones((n, L, 7))
+    bands = [np.zeros((n, L))] * 3
+    with pytest.raises(ValueError, match="need 20 layers .* got 10"):
+        _fused.clm5_pools(K, *bands, np.ones((n, L, 4)), np.full((n, L, 9), 0.5))
+    with pytest.raises(ValueError, match="clm5_shifted_solve: .* got 10"):
+        _fused.clm5_shifted_solve(K, *bands, np.full((n, L, 9), 0.5), np.ones((n, L, 7)), 0.1)

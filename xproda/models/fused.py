@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from xproda.grid import N_LAYERS
 from xproda.models.parallel import run_blocks
 
 try:  # numba is a core dependency, but the torch path works without it
@@ -63,7 +64,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "vexp", "thomas_solve", "block3_solve", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
-           "fused_applicable", "group_scratch", "group_solve", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
+           "fused_applicable", "group_scratch", "group_solve", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -175,6 +176,14 @@ def fused_applicable(*tensors) -> bool:
 
 
 
+def _check_layers(name: str, n_layers: int) -> None:
+    """The compiled group solves are built for :data:`xproda.grid.N_LAYERS` layers."""
+    if n_layers != N_LAYERS:
+        raise ValueError(f"{name}: the compiled CLM5 solves need {N_LAYERS} layers (the "
+                         f"model grid), got {n_layers}; use the torch solve "
+                         "(xproda.set_options(fused_kernels=False)) for other layer counts")
+
+
 def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     """Steady-state pools ``[n, L, 7]`` of the staged CLM5 system (numpy, float32/64).
 
@@ -198,6 +207,7 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     """
     if not HAVE_NUMBA:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
+    _check_layers("clm5_pools", np.shape(K)[1])
     dtype = np.result_type(K, lower, diag, upper, dens, fractions)
     arrs = [np.ascontiguousarray(a, dtype=dtype) for a in (K, lower, diag, upper, fractions)]
     rhs = np.zeros(arrs[0].shape, dtype=dtype)
@@ -214,7 +224,7 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
     """Solve the shifted systems of columns ``b0 <= c < b1`` in groups of :data:`_G`."""
     L = K.shape[1]
     G = _G
-    Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
+    S, Kg, rg, xg, fg, lo_g, di_g, up_g = group_scratch()
     for grp in range((b1 - b0 + G - 1) // G):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
@@ -229,7 +239,7 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
                 lo_g[j, g] = lo[c, j]
                 di_g[j, g] = di[c, j]
                 up_g[j, g] = up[c, j]
-        group_solve(Kg, lo_g, di_g, up_g, fg, rg, r, xg, cp, dp, ginv, y, ng)
+        group_solve(S, r)
         for g in range(ng):
             c = c0 + g
             for j in range(L):
@@ -237,106 +247,146 @@ def _shifted_kernel(b0, b1, K, lo, di, up, fr, rhs, r, out):  # pragma: no cover
                     out[c, j, q] = xg[j, q, g]
 
 
-def _group_scratch(L, G):  # pragma: no cover - compiled by numba
-    """Arrays of one group solve (:func:`_group_solve`) of ``G`` columns and ``L`` layers.
+# the group layout: one flat float64 array per group of _G columns, layer-major; layer j's
+# block holds these rows of _G lanes (one lane per column) at (j * _GW + row) * _G
+_GK = 0     # K, 7 rows: decomposition rates
+_GR = 7     # rhs, 7 rows
+_GX = 14    # x, 7 rows: the solution
+_GF = 21    # fractions, 9 rows (FRACTION_ORDER)
+_GLO = 30   # transport bands: lower,
+_GDI = 31   # diagonal,
+_GUP = 32   # upper
+_GCP = 33   # litter sweep: cp (3 rows),
+_GDP = 36   # dp (3 rows)
+_GINV = 39  # SOM block sweep: inverse pivots (3 x 3 rows),
+_GY = 48    # y (3 rows)
+_GW = 51    # rows per layer
+_GL = N_LAYERS
+#: columns solved together by the group solves (4 measured faster than 8 with this layout)
+GROUP_SIZE = 4
+_G = GROUP_SIZE
 
-    ``(K, rhs, x, fractions, lower, diag, upper, cp, dp, ginv, y)``: the inputs in the
-    group layout (trailing axis ``G``), the solution and the sweeps' work arrays.
+
+def _group_scratch():  # pragma: no cover - compiled by numba
+    """The flat work array of one group solve (:func:`_group_solve`) and views into it.
+
+    ``(S, K, rhs, x, fractions, lower, diag, upper)``: ``S`` ``[L * _GW * _G]`` zeros
+    (``L`` = :data:`xproda.grid.N_LAYERS`, the only layer count of the compiled solves); the
+    views are its rows in the ``[L, rows, _G]`` (``[L, _G]`` for the bands) group layout,
+    for the caller to fill (inputs) and read (``x``). All of a group's work lives in one
+    array at offsets fixed at compile time (a layer's rows side by side): with 4 lanes this
+    ran the steady state 8-15 % faster than eleven separate arrays of 8 lanes (issue 18).
+    LLVM still vectorises little of it (see docs/performance.md).
     """
-    return (np.empty((L, 7, G)), np.empty((L, 7, G)), np.empty((L, 7, G)),
-            np.empty((L, 9, G)), np.empty((L, G)), np.empty((L, G)), np.empty((L, G)),
-            np.empty((L, 3, G)), np.empty((L, 3, G)), np.empty((L, 3, 3, G)),
-            np.empty((L, 3, G)))
+    L = _GL
+    S = np.zeros(L * _GW * _G)
+    v = S.reshape(L, _GW, _G)
+    return (S, v[:, _GK:_GK + 7, :], v[:, _GR:_GR + 7, :], v[:, _GX:_GX + 7, :],
+            v[:, _GF:_GF + 9, :], v[:, _GLO, :], v[:, _GDI, :], v[:, _GUP, :])
 
 
-_G = 8  # columns stepped together (meant for SIMD across them; mostly scalar today, see docs)
+def _group_solve(S, r):  # pragma: no cover - compiled by numba
+    """:func:`_col_shifted_solve` for the ``_G`` columns of a group at once.
 
-
-def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: no cover
-    """:func:`_col_shifted_solve` for ``ng`` columns at once (trailing axis ``G``).
+    ``S``: the group's work array (:func:`_group_scratch`), inputs filled; the solution is
+    written to its ``x`` rows. ``r``: the shift (day-1; 0 for a steady state). Every lane
+    runs; lanes without a column hold the zeros or an earlier column's values, and their
+    results are ignored (no exceptions: IEEE arithmetic).
 
     The same operations in the same order for every column (no reductions across columns),
-    so each column's result is bit-identical to stepping it alone; the loops over the
-    columns are branch-free and vectorise.
+    so each column's result is bit-identical to solving it alone; the loops over the lanes
+    are branch-free.
     """
-    L = K.shape[0]
+    G = _G
+    L = _GL  # a compile-time trip count: LLVM proves every index non-negative and in range
+    W = _GW * _G  # one layer's block
     steady = r == 0.0
     for j in range(L):  # CWD: not transported; zero input gives 0 (not NaN) at a zero rate
-        for g in range(ng):
-            b = rhs[j, 0, g]
-            v = b / (K[j, 0, g] + r)
-            x[j, 0, g] = v if b != 0.0 else 0.0
+        o = j * W
+        for g in range(G):
+            b = S[o + _GR * G + g]
+            v = b / (S[o + _GK * G + g] + r)
+            S[o + _GX * G + g] = v if b != 0.0 else 0.0
     for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
-        for g in range(ng):
+        o = j * W
+        p = o - W  # the layer above (read for j > 0 only)
+        for g in range(G):
             # without a shift the fragmentation flux K x equals the CWD right-hand side:
             # use it exactly (the steady state keeps its historical rounding)
-            flux = rhs[j, 0, g] if steady else K[j, 0, g] * x[j, 0, g]
-            f2 = fr[j, 0, g]
-            lj = lo[j, g]
-            uj = up[j, g]
-            dj = di[j, g]
-            r1 = rhs[j, 1, g]
-            r2 = rhs[j, 2, g] + f2 * flux
-            r3 = rhs[j, 3, g] + (1.0 - f2) * flux
-            p1 = dj + K[j, 1, g] + r
-            p2 = dj + K[j, 2, g] + r
-            p3 = dj + K[j, 3, g] + r
+            flux = S[o + _GR * G + g] if steady else S[o + _GK * G + g] * S[o + _GX * G + g]
+            f2 = S[o + _GF * G + g]
+            lj = S[o + _GLO * G + g]
+            uj = S[o + _GUP * G + g]
+            dj = S[o + _GDI * G + g]
+            r1 = S[o + (_GR + 1) * G + g]
+            r2 = S[o + (_GR + 2) * G + g] + f2 * flux
+            r3 = S[o + (_GR + 3) * G + g] + (1.0 - f2) * flux
+            p1 = dj + S[o + (_GK + 1) * G + g] + r
+            p2 = dj + S[o + (_GK + 2) * G + g] + r
+            p3 = dj + S[o + (_GK + 3) * G + g] + r
             if j > 0:
-                p1 = p1 - lj * cp[j - 1, 0, g]
-                r1 = r1 - lj * dp[j - 1, 0, g]
-                p2 = p2 - lj * cp[j - 1, 1, g]
-                r2 = r2 - lj * dp[j - 1, 1, g]
-                p3 = p3 - lj * cp[j - 1, 2, g]
-                r3 = r3 - lj * dp[j - 1, 2, g]
+                p1 = p1 - lj * S[p + _GCP * G + g]
+                r1 = r1 - lj * S[p + _GDP * G + g]
+                p2 = p2 - lj * S[p + (_GCP + 1) * G + g]
+                r2 = r2 - lj * S[p + (_GDP + 1) * G + g]
+                p3 = p3 - lj * S[p + (_GCP + 2) * G + g]
+                r3 = r3 - lj * S[p + (_GDP + 2) * G + g]
             i1 = 1.0 / p1
             i2 = 1.0 / p2
             i3 = 1.0 / p3
-            cp[j, 0, g] = uj * i1
-            dp[j, 0, g] = r1 * i1
-            cp[j, 1, g] = uj * i2
-            dp[j, 1, g] = r2 * i2
-            cp[j, 2, g] = uj * i3
-            dp[j, 2, g] = r3 * i3
+            S[o + _GCP * G + g] = uj * i1
+            S[o + _GDP * G + g] = r1 * i1
+            S[o + (_GCP + 1) * G + g] = uj * i2
+            S[o + (_GDP + 1) * G + g] = r2 * i2
+            S[o + (_GCP + 2) * G + g] = uj * i3
+            S[o + (_GDP + 2) * G + g] = r3 * i3
     for q in range(3):
-        for g in range(ng):
-            x[L - 1, q + 1, g] = dp[L - 1, q, g]
+        o = (L - 1) * W
+        for g in range(G):
+            S[o + (_GX + q + 1) * G + g] = S[o + (_GDP + q) * G + g]
         for j in range(L - 2, -1, -1):
-            for g in range(ng):
-                x[j, q + 1, g] = dp[j, q, g] - cp[j, q, g] * x[j + 1, q + 1, g]
+            o = j * W
+            for g in range(G):
+                S[o + (_GX + q + 1) * G + g] = S[o + (_GDP + q) * G + g] - \
+                    S[o + (_GCP + q) * G + g] * S[o + W + (_GX + q + 1) * G + g]
     for j in range(L):  # SOM: 3x3 block-tridiagonal sweep
-        for g in range(ng):
-            k1 = K[j, 4, g]
-            k2 = K[j, 5, g]
-            k3 = K[j, 6, g]
-            d = di[j, g] + r
+        o = j * W
+        p = o - W
+        for g in range(G):
+            k1 = S[o + (_GK + 4) * G + g]
+            k2 = S[o + (_GK + 5) * G + g]
+            k3 = S[o + (_GK + 6) * G + g]
+            d = S[o + _GDI * G + g] + r
             b00 = d + k1
-            b01 = -fr[j, 6, g] * k2
-            b02 = -fr[j, 8, g] * k3
-            b10 = -fr[j, 4, g] * k1
+            b01 = -S[o + (_GF + 6) * G + g] * k2
+            b02 = -S[o + (_GF + 8) * G + g] * k3
+            b10 = -S[o + (_GF + 4) * G + g] * k1
             b11 = d + k2
             b12 = 0.0
-            b20 = -fr[j, 5, g] * k1
-            b21 = -fr[j, 7, g] * k2
+            b20 = -S[o + (_GF + 5) * G + g] * k1
+            b21 = -S[o + (_GF + 7) * G + g] * k2
             b22 = d + k3
-            r0 = rhs[j, 4, g] + fr[j, 1, g] * K[j, 1, g] * x[j, 1, g] + \
-                fr[j, 2, g] * K[j, 2, g] * x[j, 2, g]
-            r1 = rhs[j, 5, g] + fr[j, 3, g] * K[j, 3, g] * x[j, 3, g]
-            r2 = rhs[j, 6, g]
+            r0 = S[o + (_GR + 4) * G + g] + \
+                S[o + (_GF + 1) * G + g] * S[o + (_GK + 1) * G + g] * S[o + (_GX + 1) * G + g] + \
+                S[o + (_GF + 2) * G + g] * S[o + (_GK + 2) * G + g] * S[o + (_GX + 2) * G + g]
+            r1 = S[o + (_GR + 5) * G + g] + \
+                S[o + (_GF + 3) * G + g] * S[o + (_GK + 3) * G + g] * S[o + (_GX + 3) * G + g]
+            r2 = S[o + (_GR + 6) * G + g]
             if j > 0:
-                s = lo[j, g] * up[j - 1, g]
-                b00 -= s * ginv[j - 1, 0, 0, g]
-                b01 -= s * ginv[j - 1, 0, 1, g]
-                b02 -= s * ginv[j - 1, 0, 2, g]
-                b10 -= s * ginv[j - 1, 1, 0, g]
-                b11 -= s * ginv[j - 1, 1, 1, g]
-                b12 -= s * ginv[j - 1, 1, 2, g]
-                b20 -= s * ginv[j - 1, 2, 0, g]
-                b21 -= s * ginv[j - 1, 2, 1, g]
-                b22 -= s * ginv[j - 1, 2, 2, g]
-                lj = lo[j, g]
-                r0 -= lj * y[j - 1, 0, g]
-                r1 -= lj * y[j - 1, 1, g]
-                r2 -= lj * y[j - 1, 2, g]
+                s = S[o + _GLO * G + g] * S[p + _GUP * G + g]
+                b00 -= s * S[p + _GINV * G + g]
+                b01 -= s * S[p + (_GINV + 1) * G + g]
+                b02 -= s * S[p + (_GINV + 2) * G + g]
+                b10 -= s * S[p + (_GINV + 3) * G + g]
+                b11 -= s * S[p + (_GINV + 4) * G + g]
+                b12 -= s * S[p + (_GINV + 5) * G + g]
+                b20 -= s * S[p + (_GINV + 6) * G + g]
+                b21 -= s * S[p + (_GINV + 7) * G + g]
+                b22 -= s * S[p + (_GINV + 8) * G + g]
+                lj = S[o + _GLO * G + g]
+                r0 -= lj * S[p + _GY * G + g]
+                r1 -= lj * S[p + (_GY + 1) * G + g]
+                r2 -= lj * S[p + (_GY + 2) * G + g]
             c00 = b11 * b22 - b12 * b21
             c01 = b12 * b20 - b10 * b22
             c02 = b10 * b21 - b11 * b20
@@ -368,30 +418,34 @@ def _group_solve(K, lo, di, up, fr, rhs, r, x, cp, dp, ginv, y, ng):  # pragma: 
                 g20 = c02 * idet
                 g21 = c12 * idet
                 g22 = c22 * idet
-            ginv[j, 0, 0, g] = g00
-            ginv[j, 0, 1, g] = g01
-            ginv[j, 0, 2, g] = g02
-            ginv[j, 1, 0, g] = g10
-            ginv[j, 1, 1, g] = g11
-            ginv[j, 1, 2, g] = g12
-            ginv[j, 2, 0, g] = g20
-            ginv[j, 2, 1, g] = g21
-            ginv[j, 2, 2, g] = g22
-            y[j, 0, g] = g00 * r0 + g01 * r1 + g02 * r2
-            y[j, 1, g] = g10 * r0 + g11 * r1 + g12 * r2
-            y[j, 2, g] = g20 * r0 + g21 * r1 + g22 * r2
+            S[o + _GINV * G + g] = g00
+            S[o + (_GINV + 1) * G + g] = g01
+            S[o + (_GINV + 2) * G + g] = g02
+            S[o + (_GINV + 3) * G + g] = g10
+            S[o + (_GINV + 4) * G + g] = g11
+            S[o + (_GINV + 5) * G + g] = g12
+            S[o + (_GINV + 6) * G + g] = g20
+            S[o + (_GINV + 7) * G + g] = g21
+            S[o + (_GINV + 8) * G + g] = g22
+            S[o + _GY * G + g] = g00 * r0 + g01 * r1 + g02 * r2
+            S[o + (_GY + 1) * G + g] = g10 * r0 + g11 * r1 + g12 * r2
+            S[o + (_GY + 2) * G + g] = g20 * r0 + g21 * r1 + g22 * r2
+    o = (L - 1) * W
     for a in range(3):
-        for g in range(ng):
-            x[L - 1, 4 + a, g] = y[L - 1, a, g]
+        for g in range(G):
+            S[o + (_GX + 4 + a) * G + g] = S[o + (_GY + a) * G + g]
     for j in range(L - 2, -1, -1):
-        for g in range(ng):
-            u = up[j, g]
-            x0 = x[j + 1, 4, g]
-            x1 = x[j + 1, 5, g]
-            x2 = x[j + 1, 6, g]
+        o = j * W
+        n = o + W  # the layer below
+        for g in range(G):
+            u = S[o + _GUP * G + g]
+            x0 = S[n + (_GX + 4) * G + g]
+            x1 = S[n + (_GX + 5) * G + g]
+            x2 = S[n + (_GX + 6) * G + g]
             for a in range(3):
-                x[j, 4 + a, g] = y[j, a, g] - u * (ginv[j, a, 0, g] * x0 + ginv[j, a, 1, g] * x1
-                                                    + ginv[j, a, 2, g] * x2)
+                S[o + (_GX + 4 + a) * G + g] = S[o + (_GY + a) * G + g] - u * (
+                    S[o + (_GINV + 3 * a) * G + g] * x0 + S[o + (_GINV + 3 * a + 1) * G + g] * x1
+                    + S[o + (_GINV + 3 * a + 2) * G + g] * x2)
 
 
 def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
@@ -399,7 +453,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                  ):  # pragma: no cover - compiled by numba
     """Backward Euler through ``T`` steps for columns ``b0 <= c < b1`` (``x`` updated in place).
 
-    Columns are stepped in groups of :data:`_G` (SIMD across the group).  With ``incr``
+    Columns are stepped in groups of :data:`GROUP_SIZE`.  With ``incr``
     each step solves for the increment ``d`` from the residual ``I - (V - A K) x`` (defect
     form) and accumulates ``acc += d``: the period change of a spin-up cycle without the
     cancellation of ``x_end - x_start``.
@@ -409,7 +463,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     G = _G
     ngroups = (b1 - b0 + G - 1) // G
     # work arrays of the block (every group writes what it reads)
-    K, rhs, xn, frg, lo_g, di_g, up_g, cp, dp, ginv, y = group_scratch(L, G)
+    S, K, rhs, xn, frg, lo_g, di_g, up_g = group_scratch()
     xc = np.empty((L, 7, G))
     rfg = np.empty((L, 7, G))
     kbg = np.empty((L, 7, G))
@@ -501,7 +555,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     for q in range(7):
                         for g in range(ng):
                             rhs[j, q, g] += r * xc[j, q, g]
-            group_solve(K, lo_g, di_g, up_g, frg, rhs, r, xn, cp, dp, ginv, y, ng)
+            group_solve(S, r)
             if incr:
                 for g in range(ng):
                     c = c0 + g
@@ -666,9 +720,9 @@ def _vexp(x):  # pragma: no cover - numba
     classic reduction ``x = k ln2 + r`` (Cody-Waite, ``|r| <= ln2 / 2``), a degree-13
     Taylor polynomial for ``exp(r)`` (truncation error < 1e-17 relative) and the scaling by
     ``2**k`` built from the exponent bits, in two halves so that subnormal results and
-    overflow to ``inf`` come out as from the C library. Checked against ``math.exp``: at
-    most 1 ulp over the whole range; NaN, +-inf, overflow and underflow exact
-    (``tests/test_fused.py``).
+    overflow to ``inf`` come out as from the C library. Checked against ``math.exp`` to at
+    most 1 ulp over the whole range, with NaN, +-inf, overflow and underflow exact
+    (``tests/test_fused_steady.py``).
     """
     x = 710.0 if x > 710.0 else x  # exp overflows from 709.78; NaN passes both selects
     x = -746.0 if x < -746.0 else x  # and underflows to 0 below -745.13
@@ -728,6 +782,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
     """
     if not HAVE_NUMBA:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
+    _check_layers("clm5_shifted_solve", np.shape(K)[1])
     arrs = [np.ascontiguousarray(a, dtype=np.float64)
             for a in (K, lower, diag, upper, fractions, rhs)]
     out = np.empty(arrs[0].shape, dtype=np.float64)
@@ -776,6 +831,7 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     """
     if not HAVE_NUMBA:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
+    _check_layers("clm5_steps", np.shape(kb)[1])
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
     n, T = tsoi.shape[0], tsoi.shape[1]

@@ -659,7 +659,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     fr = np.empty(9)
     rf = np.empty(7)
     u = np.empty(4)
-    Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = _group_scratch(L, G)
+    S, Kg, rg, xg, fg, lo_g, di_g, up_g = _group_scratch()
     nanin = np.empty(G, dtype=np.bool_)
     thnan = np.empty(G, dtype=np.bool_)
     for grp in range((b1 - b0 + G - 1) // G):
@@ -707,7 +707,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 Kg[j, 6, g] = kb[6] * e_s
                 for q in range(9):
                     fg[j, q, g] = fr[q]
-        _fused_grp_solve(Kg, lo_g, di_g, up_g, fg, rg, 0.0, xg, cp, dp, ginv, y, ng)
+        _fused_grp_solve(S, 0.0)
         for g in range(ng):
             c = c0 + g
             # respired fraction of each donor's decomposition flux (CWD respires nothing)
@@ -781,7 +781,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
     xz = np.empty(L)
     u = np.empty(4)
     col = np.empty((L, 8))
-    Kg, rg, xg, fg, lo_g, di_g, up_g, cp, dp, ginv, y = _group_scratch(L, G)
+    S, Kg, rg, xg, fg, lo_g, di_g, up_g = _group_scratch()
     fg[:] = 0.0
     xig = np.empty((L, G))
     pg = np.empty((P + 1, G))
@@ -827,7 +827,7 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
                 Kg[j, 5, g] = 1.0
                 Kg[j, 6, g] = 1.0
                 fg[j, 0, g] = f2
-        _fused_grp_solve(Kg, lo_g, di_g, up_g, fg, rg, 0.0, xg, cp, dp, ginv, y, ng)
+        _fused_grp_solve(S, 0.0)
         for g in range(ng):
             c = c0 + g
             # litter: negatives zeroed (clip) or within 1e-9 of the largest finite magnitude
@@ -925,13 +925,13 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             _finish_column(col, c, fl, inp, resp, cond, 4, geo, pools, soc, pool_stocks, scal)
 
 
-_fused_G = 8
 if HAVE_NUMBA:
     from xproda.models import fused as _fz
 
     vexp = _fz.vexp
     _jit = {"nogil": True, "error_model": "numpy"}
     _fused_grp_solve = _fz.group_solve
+    _fused_G = _fz.GROUP_SIZE
     _group_scratch = _fz.group_scratch
     _diffusivity = jit_kernel(_diffusivity, **_jit)
     _patankar = jit_kernel(_patankar, **_jit)
