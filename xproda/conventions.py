@@ -28,7 +28,7 @@ from typing import Any
 
 from xproda import grid
 
-__all__ = ["OUTPUTS", "attrs", "history_line", "cf_encoding", "cf_finalize", "layer_coords", "CF_CONVENTIONS",
+__all__ = ["OUTPUTS", "attrs", "history_line", "cf_encoding", "cf_finalize", "reference_target", "layer_coords", "CF_CONVENTIONS",
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
@@ -624,6 +624,15 @@ def history_line(action: str) -> str:
     return f"{now} xproda {__version__}: {action}"
 
 
+def reference_target(value: Any) -> str:
+    """The variable a ``bounds`` or ``grid_mapping`` attribute names (its first name).
+
+    ``"lat_bnds"`` -> ``"lat_bnds"``; CF's extended grid-mapping form ``"crs: lat lon"`` ->
+    ``"crs"``.
+    """
+    return str(value).split(":")[0].split()[0]
+
+
 def cf_encoding(ds: Any) -> dict[str, dict[str, Any]]:
     """Encoding entries that keep CF's rules on missing values in a written file.
 
@@ -685,7 +694,7 @@ def cf_finalize(ds: Any) -> Any:
         v.attrs = dict(v.attrs)  # not the input's dict (the copy is shallow)
         for ref in ("bounds", "grid_mapping"):  # naming a variable the dataset lacks
             target = v.attrs.get(ref)
-            if isinstance(target, str) and target.split(":")[0].split()[0] not in out.variables:
+            if isinstance(target, str) and reference_target(target) not in out.variables:
                 del v.attrs[ref]
         if "flag_values" in v.attrs:
             dtype = np.dtype(v.encoding.get("dtype", v.dtype))

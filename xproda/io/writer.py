@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from xproda.conventions import cf_encoding, cf_finalize
+from xproda.conventions import cf_encoding, cf_finalize, reference_target
 from xproda.errors import StoreError
 from xproda.io.compression import default_compressors
 from xproda.io.digest import digest_inputs, hash_array
@@ -369,7 +369,7 @@ def _encoding(plan: _Plan) -> dict[Hashable, dict[str, Any]]:
     for name, var in ds.variables.items():
         e = {k: var.encoding[k] for k in _KEEP_ENCODING if k in var.encoding}
         for ref in ("grid_mapping", "bounds"):  # references to variables that are gone
-            if ref in e and str(e[ref]).split(":")[0].split()[0] not in ds.variables:
+            if ref in e and reference_target(e[ref]) not in ds.variables:
                 del e[ref]
         if "dtype" in e and np.dtype(e["dtype"]).kind != var.dtype.kind:
             del e["dtype"]  # no packing: outputs are stored as computed

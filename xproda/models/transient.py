@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from xproda.options import current as _option
+from xproda.options import progress_bar
 from xproda.models import fused as _fused
 from xproda.models import forcing as fmod
 from xproda.models import transport
@@ -534,7 +535,7 @@ def spin_up(
     active = torch.nonzero(~no_data.cpu()).reshape(-1)
     history: list[float] = []
     steps_done = 0
-    bar = _bar(progress, max_cycles, "spin-up cycles")
+    bar = progress_bar(progress, total=max_cycles, desc="spin-up cycles", leave=False)
     work = None  # columns integrated: a superset of the active ones, re-gathered when
     for k in range(1, int(max_cycles) + 1):  # it holds 25% more (gathers cost a cycle)
         if active.numel() == 0:
@@ -570,11 +571,9 @@ def spin_up(
         done = (d[keep] <= tol) | ~torch.isfinite(d[keep])
         history.append(float(d[keep].max()) if keep.any() else 0.0)
         active = upd[~done]
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(active=int(active.numel()), change=f"{history[-1]:.1e}")
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+        bar.set_postfix(active=int(active.numel()), change=f"{history[-1]:.1e}")
+    bar.close()
     converged = (change <= tol) & ~no_data.cpu()
     flags = torch.where(no_data.cpu(), FLAGS["no_data"], 0)
     flags = flags | torch.where(~converged & ~no_data.cpu(), FLAGS["not_converged"], 0)
@@ -676,7 +675,7 @@ def simulate(
     X0 = X
     out_parts: list[dict] = []
     size = _option("kernel_batch_size")
-    bar = _bar(progress, T * n, "column-steps")
+    bar = progress_bar(progress, total=T * n, desc="column-steps", leave=False)
     finals = []
     for c0 in range(0, n, size):
         cols = slice(c0, min(n, c0 + size))
@@ -686,12 +685,10 @@ def simulate(
         # all steps at once: the operators reference the forcing (views, no copies) and
         # store only the distinct transport operators and the stacked inputs
         x, res = integrate(build_operators(model, pc, fc, dts), x, save_soc=save_soc)
-        if bar is not None:
-            bar.update(T * (cols.stop - cols.start))
+        bar.update(T * (cols.stop - cols.start))
         finals.append(x)
         out_parts.append(res)
-    if bar is not None:
-        bar.close()
+    bar.close()
     res = out_parts[0] if len(out_parts) == 1 else {
         k: torch.cat([q[k] for q in out_parts], 0) for k in out_parts[0]}
     X1 = torch.cat(finals, 0)
@@ -758,8 +755,3 @@ def _cat_prev(first, series):
         return np.concatenate([np.asarray(first)[:, None], series[:, :-1]], 1)
     return torch.cat([first.unsqueeze(1), series[:, :-1]], 1)
 
-
-def _bar(progress: bool | None, total: int, unit: str):
-    from xproda.options import progress_bar
-
-    return progress_bar(progress, total=total, desc=unit, leave=False)

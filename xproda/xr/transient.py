@@ -772,10 +772,8 @@ def _write_simulation(ds, params, target, *, x0, spin, digests, time_chunk, resu
         _set_done(target, t1)
         _drop_states(target, keep=t1)
         x0 = part["pools"]
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     # finalize: the last pools and flags, the manifest, the completion flag, cleanup
     last = xr.open_zarr(consolidated=False, group=f"{st.PROGRESS_GROUP}/{_STATE}{T}", **kw)
     state = _data_only(last[["pools", "flags"]]).load()
