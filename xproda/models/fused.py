@@ -63,8 +63,10 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "vexp", "thomas_solve", "block3_solve", "clm5_pools", "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER",
-           "fused_applicable", "group_scratch", "group_solve", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
+__all__ = ["HAVE_NUMBA", "vexp", "thomas_solve", "block3_solve", "clm5_pools",
+           "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
+           "group_scratch", "group_solve", "group_solve_numpy", "group_solve_program",
+           "GROUP_SIZE", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -276,7 +278,7 @@ def _group_scratch():  # pragma: no cover - compiled by numba
     for the caller to fill (inputs) and read (``x``). All of a group's work lives in one
     array at offsets fixed at compile time (a layer's rows side by side): with 4 lanes this
     ran the steady state 8-15 % faster than eleven separate arrays of 8 lanes (issue 18).
-    LLVM still vectorises little of it (see docs/performance.md).
+    The solve itself runs as explicit SIMD code (:func:`group_solve_program`).
     """
     L = _GL
     S = np.zeros(L * _GW * _G)
@@ -285,167 +287,160 @@ def _group_scratch():  # pragma: no cover - compiled by numba
             v[:, _GF:_GF + 9, :], v[:, _GLO, :], v[:, _GDI, :], v[:, _GUP, :])
 
 
-def _group_solve(S, r):  # pragma: no cover - compiled by numba
-    """:func:`_col_shifted_solve` for the ``_G`` columns of a group at once.
+def group_solve_program(ops, steady: bool) -> None:
+    """The group solve, written once against an operation backend ``ops``.
 
-    ``S``: the group's work array (:func:`_group_scratch`), inputs filled; the solution is
-    written to its ``x`` rows. ``r``: the shift (day-1; 0 for a steady state). Every lane
-    runs; lanes without a column hold the zeros or an earlier column's values, and their
-    results are ignored (no exceptions: IEEE arithmetic).
+    The solve of :func:`_col_shifted_solve` for the ``_G`` columns of a group at once, as
+    straight-line code over *lane vectors* (one value per column of the group): ``ops.ld(i)``
+    loads the ``_G`` lanes at flat offset ``i`` of the group's work array
+    (:func:`_group_scratch`), ``ops.st(i, v)`` stores them, ``ops.add/sub/mul/div/neg`` are
+    lane-wise IEEE operations, ``ops.nonzero(v, b)`` is ``v`` where ``b != 0`` (or NaN) and 0
+    elsewhere, ``ops.r`` the shift and ``ops.zero``/``ops.one`` constants. ``steady``: the
+    shift is 0 (a steady state: the CWD fragmentation flux is its right-hand side exactly,
+    and the 3x3 inverse divides by the determinant, as the steady state always did).
 
-    The same operations in the same order for every column (no reductions across columns),
-    so each column's result is bit-identical to solving it alone; the loops over the lanes
-    are branch-free.
+    Two backends run it: :func:`group_solve` emits it as LLVM vector instructions
+    (``<_G x double>``, explicit SIMD, inside the compiled kernels) and
+    :func:`group_solve_numpy` evaluates it with numpy (tests, reading). Every lane goes
+    through the same operations in the same order (no reductions across lanes, no fused
+    multiply-add), so each column's result is bit-identical to solving it alone and equal
+    between the backends. Lanes without a column hold zeros or an earlier column's values;
+    their results are ignored (IEEE arithmetic, no exceptions).
     """
-    G = _G
-    L = _GL  # a compile-time trip count: LLVM proves every index non-negative and in range
-    W = _GW * _G  # one layer's block
-    steady = r == 0.0
+    G, L, W = _G, _GL, _GW * _G
+    r, one, zero = ops.r, ops.one, ops.zero
+    add, sub, mul, div, neg, ld, st = ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.ld, ops.st
+
+    def at(o, row):  # flat offset of a row of the layer block starting at o
+        return o + row * G
+
     for j in range(L):  # CWD: not transported; zero input gives 0 (not NaN) at a zero rate
         o = j * W
-        for g in range(G):
-            b = S[o + _GR * G + g]
-            v = b / (S[o + _GK * G + g] + r)
-            S[o + _GX * G + g] = v if b != 0.0 else 0.0
+        b = ld(at(o, _GR))
+        st(at(o, _GX), ops.nonzero(div(b, add(ld(at(o, _GK)), r)), b))
     for j in range(L):  # litter: three Thomas sweeps, CWD fragmentation feeds L2 / L3
-        o = j * W
-        p = o - W  # the layer above (read for j > 0 only)
-        for g in range(G):
-            # without a shift the fragmentation flux K x equals the CWD right-hand side:
-            # use it exactly (the steady state keeps its historical rounding)
-            flux = S[o + _GR * G + g] if steady else S[o + _GK * G + g] * S[o + _GX * G + g]
-            f2 = S[o + _GF * G + g]
-            lj = S[o + _GLO * G + g]
-            uj = S[o + _GUP * G + g]
-            dj = S[o + _GDI * G + g]
-            r1 = S[o + (_GR + 1) * G + g]
-            r2 = S[o + (_GR + 2) * G + g] + f2 * flux
-            r3 = S[o + (_GR + 3) * G + g] + (1.0 - f2) * flux
-            p1 = dj + S[o + (_GK + 1) * G + g] + r
-            p2 = dj + S[o + (_GK + 2) * G + g] + r
-            p3 = dj + S[o + (_GK + 3) * G + g] + r
+        o, p = j * W, (j - 1) * W
+        # without a shift the fragmentation flux K x equals the CWD right-hand side: use it
+        # exactly (the steady state keeps its historical rounding)
+        flux = ld(at(o, _GR)) if steady else mul(ld(at(o, _GK)), ld(at(o, _GX)))
+        f2, lj, uj, dj = ld(at(o, _GF)), ld(at(o, _GLO)), ld(at(o, _GUP)), ld(at(o, _GDI))
+        rs = [ld(at(o, _GR + 1)),
+              add(ld(at(o, _GR + 2)), mul(f2, flux)),
+              add(ld(at(o, _GR + 3)), mul(sub(one, f2), flux))]
+        ps = [add(add(dj, ld(at(o, _GK + q))), r) for q in (1, 2, 3)]
+        for q in range(3):
             if j > 0:
-                p1 = p1 - lj * S[p + _GCP * G + g]
-                r1 = r1 - lj * S[p + _GDP * G + g]
-                p2 = p2 - lj * S[p + (_GCP + 1) * G + g]
-                r2 = r2 - lj * S[p + (_GDP + 1) * G + g]
-                p3 = p3 - lj * S[p + (_GCP + 2) * G + g]
-                r3 = r3 - lj * S[p + (_GDP + 2) * G + g]
-            i1 = 1.0 / p1
-            i2 = 1.0 / p2
-            i3 = 1.0 / p3
-            S[o + _GCP * G + g] = uj * i1
-            S[o + _GDP * G + g] = r1 * i1
-            S[o + (_GCP + 1) * G + g] = uj * i2
-            S[o + (_GDP + 1) * G + g] = r2 * i2
-            S[o + (_GCP + 2) * G + g] = uj * i3
-            S[o + (_GDP + 2) * G + g] = r3 * i3
-    for q in range(3):
+                ps[q] = sub(ps[q], mul(lj, ld(at(p, _GCP + q))))
+                rs[q] = sub(rs[q], mul(lj, ld(at(p, _GDP + q))))
+            inv = div(one, ps[q])
+            st(at(o, _GCP + q), mul(uj, inv))
+            st(at(o, _GDP + q), mul(rs[q], inv))
+    for q in range(3):  # litter back substitution
         o = (L - 1) * W
-        for g in range(G):
-            S[o + (_GX + q + 1) * G + g] = S[o + (_GDP + q) * G + g]
+        st(at(o, _GX + q + 1), ld(at(o, _GDP + q)))
         for j in range(L - 2, -1, -1):
             o = j * W
-            for g in range(G):
-                S[o + (_GX + q + 1) * G + g] = S[o + (_GDP + q) * G + g] - \
-                    S[o + (_GCP + q) * G + g] * S[o + W + (_GX + q + 1) * G + g]
+            st(at(o, _GX + q + 1), sub(ld(at(o, _GDP + q)),
+                                       mul(ld(at(o, _GCP + q)), ld(at(o + W, _GX + q + 1)))))
     for j in range(L):  # SOM: 3x3 block-tridiagonal sweep
-        o = j * W
-        p = o - W
-        for g in range(G):
-            k1 = S[o + (_GK + 4) * G + g]
-            k2 = S[o + (_GK + 5) * G + g]
-            k3 = S[o + (_GK + 6) * G + g]
-            d = S[o + _GDI * G + g] + r
-            b00 = d + k1
-            b01 = -S[o + (_GF + 6) * G + g] * k2
-            b02 = -S[o + (_GF + 8) * G + g] * k3
-            b10 = -S[o + (_GF + 4) * G + g] * k1
-            b11 = d + k2
-            b12 = 0.0
-            b20 = -S[o + (_GF + 5) * G + g] * k1
-            b21 = -S[o + (_GF + 7) * G + g] * k2
-            b22 = d + k3
-            r0 = S[o + (_GR + 4) * G + g] + \
-                S[o + (_GF + 1) * G + g] * S[o + (_GK + 1) * G + g] * S[o + (_GX + 1) * G + g] + \
-                S[o + (_GF + 2) * G + g] * S[o + (_GK + 2) * G + g] * S[o + (_GX + 2) * G + g]
-            r1 = S[o + (_GR + 5) * G + g] + \
-                S[o + (_GF + 3) * G + g] * S[o + (_GK + 3) * G + g] * S[o + (_GX + 3) * G + g]
-            r2 = S[o + (_GR + 6) * G + g]
-            if j > 0:
-                s = S[o + _GLO * G + g] * S[p + _GUP * G + g]
-                b00 -= s * S[p + _GINV * G + g]
-                b01 -= s * S[p + (_GINV + 1) * G + g]
-                b02 -= s * S[p + (_GINV + 2) * G + g]
-                b10 -= s * S[p + (_GINV + 3) * G + g]
-                b11 -= s * S[p + (_GINV + 4) * G + g]
-                b12 -= s * S[p + (_GINV + 5) * G + g]
-                b20 -= s * S[p + (_GINV + 6) * G + g]
-                b21 -= s * S[p + (_GINV + 7) * G + g]
-                b22 -= s * S[p + (_GINV + 8) * G + g]
-                lj = S[o + _GLO * G + g]
-                r0 -= lj * S[p + _GY * G + g]
-                r1 -= lj * S[p + (_GY + 1) * G + g]
-                r2 -= lj * S[p + (_GY + 2) * G + g]
-            c00 = b11 * b22 - b12 * b21
-            c01 = b12 * b20 - b10 * b22
-            c02 = b10 * b21 - b11 * b20
-            c10 = b21 * b02 - b22 * b01
-            c11 = b22 * b00 - b20 * b02
-            c12 = b20 * b01 - b21 * b00
-            c20 = b01 * b12 - b02 * b11
-            c21 = b02 * b10 - b00 * b12
-            c22 = b00 * b11 - b01 * b10
-            det = b00 * c00 + b01 * c01 + b02 * c02
-            if steady:  # divisions, as the steady state always did (bit-stable results)
-                g00 = c00 / det
-                g01 = c10 / det
-                g02 = c20 / det
-                g10 = c01 / det
-                g11 = c11 / det
-                g12 = c21 / det
-                g20 = c02 / det
-                g21 = c12 / det
-                g22 = c22 / det
-            else:  # one division per layer in the time steps
-                idet = 1.0 / det
-                g00 = c00 * idet
-                g01 = c10 * idet
-                g02 = c20 * idet
-                g10 = c01 * idet
-                g11 = c11 * idet
-                g12 = c21 * idet
-                g20 = c02 * idet
-                g21 = c12 * idet
-                g22 = c22 * idet
-            S[o + _GINV * G + g] = g00
-            S[o + (_GINV + 1) * G + g] = g01
-            S[o + (_GINV + 2) * G + g] = g02
-            S[o + (_GINV + 3) * G + g] = g10
-            S[o + (_GINV + 4) * G + g] = g11
-            S[o + (_GINV + 5) * G + g] = g12
-            S[o + (_GINV + 6) * G + g] = g20
-            S[o + (_GINV + 7) * G + g] = g21
-            S[o + (_GINV + 8) * G + g] = g22
-            S[o + _GY * G + g] = g00 * r0 + g01 * r1 + g02 * r2
-            S[o + (_GY + 1) * G + g] = g10 * r0 + g11 * r1 + g12 * r2
-            S[o + (_GY + 2) * G + g] = g20 * r0 + g21 * r1 + g22 * r2
-    o = (L - 1) * W
+        o, p = j * W, (j - 1) * W
+        k1, k2, k3 = ld(at(o, _GK + 4)), ld(at(o, _GK + 5)), ld(at(o, _GK + 6))
+        d = add(ld(at(o, _GDI)), r)
+        B = [add(d, k1), mul(neg(ld(at(o, _GF + 6))), k2), mul(neg(ld(at(o, _GF + 8))), k3),
+             mul(neg(ld(at(o, _GF + 4))), k1), add(d, k2), zero,
+             mul(neg(ld(at(o, _GF + 5))), k1), mul(neg(ld(at(o, _GF + 7))), k2), add(d, k3)]
+        flow = [mul(mul(ld(at(o, _GF + q)), ld(at(o, _GK + q))), ld(at(o, _GX + q)))
+                for q in (1, 2, 3)]  # litter -> SOM fluxes
+        R = [add(add(ld(at(o, _GR + 4)), flow[0]), flow[1]),
+             add(ld(at(o, _GR + 5)), flow[2]),
+             ld(at(o, _GR + 6))]
+        if j > 0:
+            s = mul(ld(at(o, _GLO)), ld(at(p, _GUP)))
+            B = [sub(B[i], mul(s, ld(at(p, _GINV + i)))) for i in range(9)]
+            lj = ld(at(o, _GLO))
+            R = [sub(R[a], mul(lj, ld(at(p, _GY + a)))) for a in range(3)]
+        b00, b01, b02, b10, b11, b12, b20, b21, b22 = B
+        c00 = sub(mul(b11, b22), mul(b12, b21))
+        c01 = sub(mul(b12, b20), mul(b10, b22))
+        c02 = sub(mul(b10, b21), mul(b11, b20))
+        c10 = sub(mul(b21, b02), mul(b22, b01))
+        c11 = sub(mul(b22, b00), mul(b20, b02))
+        c12 = sub(mul(b20, b01), mul(b21, b00))
+        c20 = sub(mul(b01, b12), mul(b02, b11))
+        c21 = sub(mul(b02, b10), mul(b00, b12))
+        c22 = sub(mul(b00, b11), mul(b01, b10))
+        det = add(add(mul(b00, c00), mul(b01, c01)), mul(b02, c02))
+        adj = (c00, c10, c20, c01, c11, c21, c02, c12, c22)  # the inverse, row-major, x det
+        if steady:  # divisions, as the steady state always did (bit-stable results)
+            inv = [div(c, det) for c in adj]
+        else:  # one division per layer in the time steps
+            idet = div(one, det)
+            inv = [mul(c, idet) for c in adj]
+        for i in range(9):
+            st(at(o, _GINV + i), inv[i])
+        for a in range(3):
+            st(at(o, _GY + a), add(add(mul(inv[3 * a], R[0]), mul(inv[3 * a + 1], R[1])),
+                                   mul(inv[3 * a + 2], R[2])))
+    o = (L - 1) * W  # SOM back substitution
     for a in range(3):
-        for g in range(G):
-            S[o + (_GX + 4 + a) * G + g] = S[o + (_GY + a) * G + g]
+        st(at(o, _GX + 4 + a), ld(at(o, _GY + a)))
     for j in range(L - 2, -1, -1):
-        o = j * W
-        n = o + W  # the layer below
-        for g in range(G):
-            u = S[o + _GUP * G + g]
-            x0 = S[n + (_GX + 4) * G + g]
-            x1 = S[n + (_GX + 5) * G + g]
-            x2 = S[n + (_GX + 6) * G + g]
-            for a in range(3):
-                S[o + (_GX + 4 + a) * G + g] = S[o + (_GY + a) * G + g] - u * (
-                    S[o + (_GINV + 3 * a) * G + g] * x0 + S[o + (_GINV + 3 * a + 1) * G + g] * x1
-                    + S[o + (_GINV + 3 * a + 2) * G + g] * x2)
+        o, n = j * W, (j + 1) * W  # n: the layer below
+        u = ld(at(o, _GUP))
+        xs = [ld(at(n, _GX + 4 + a)) for a in range(3)]
+        for a in range(3):
+            t = add(add(mul(ld(at(o, _GINV + 3 * a)), xs[0]),
+                        mul(ld(at(o, _GINV + 3 * a + 1)), xs[1])),
+                    mul(ld(at(o, _GINV + 3 * a + 2)), xs[2]))
+            st(at(o, _GX + 4 + a), sub(ld(at(o, _GY + a)), mul(u, t)))
+
+
+class _NumpyLanes:
+    """The numpy backend of :func:`group_solve_program` (lanes are float64 arrays)."""
+
+    def __init__(self, S: np.ndarray, r: float) -> None:
+        self.S = S
+        self.r = np.full(_G, r)
+        self.zero = np.zeros(_G)
+        self.one = np.ones(_G)
+        self.add, self.sub, self.mul = np.add, np.subtract, np.multiply
+        self.div, self.neg = np.divide, np.negative
+
+    def ld(self, i):
+        return self.S[i:i + _G].copy()
+
+    def st(self, i, v):
+        self.S[i:i + _G] = v
+
+    def nonzero(self, v, b):
+        return np.where(b != 0.0, v, 0.0)
+
+
+def group_solve_numpy(S: np.ndarray, r: float) -> None:
+    """:func:`group_solve` evaluated with numpy (slow; the same bits, for tests and reading).
+
+    Parameters
+    ----------
+    S : ndarray
+        A group's float64 work array (:func:`group_scratch`'s first item, or one of the
+        same size), inputs filled; the solution is written to its ``x`` rows in place.
+    r : float
+        The shift (day-1): the reciprocal time step of an implicit step, 0 for a steady state.
+    """
+    if S.dtype != np.float64 or S.shape != (_GL * _GW * _G,):
+        raise ValueError(f"group_solve_numpy: S must be float64 of shape ({_GL * _GW * _G},) "
+                         f"(group_scratch); got {S.dtype} {S.shape}")
+    with np.errstate(all="ignore"):
+        group_solve_program(_NumpyLanes(S, float(r)), r == 0.0)
+
+
+def _group_solve(S, r):  # pragma: no cover - compiled by numba
+    """The group solve in the compiled kernels: :func:`group_solve_program` as SIMD code.
+
+    ``S``: the group's work array (:func:`_group_scratch`), inputs filled; the solution is
+    written to its ``x`` rows. ``r``: the shift (day-1; 0 for a steady state).
+    """
+    _group_solve_simd(S, r)
 
 
 def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
@@ -759,6 +754,66 @@ if HAVE_NUMBA:
             return builder.bitcast(args[0], _llvm_ir.DoubleType())
         return numba.types.float64(numba.types.int64), codegen
 
+    _DOUBLE = _llvm_ir.DoubleType()
+    _LANES = _llvm_ir.VectorType(_DOUBLE, _G)
+
+    class _LLVMLanes:
+        """The LLVM backend of :func:`group_solve_program`: emits ``<_G x double>`` code.
+
+        Unaligned vector loads and stores at constant offsets from the work array's data
+        pointer; IEEE operations without fast-math flags (no contraction into FMA), so the
+        results are those of the scalar operations lane by lane.
+        """
+
+        def __init__(self, builder, base, r):
+            self.b, self.base = builder, base
+            i32 = _llvm_ir.IntType(32)
+            undef = _llvm_ir.Constant(_LANES, _llvm_ir.Undefined)
+            first = builder.insert_element(undef, r, _llvm_ir.Constant(i32, 0))
+            self.r = builder.shuffle_vector(
+                first, undef, _llvm_ir.Constant(_llvm_ir.VectorType(i32, _G), [0] * _G))
+            self.zero = _llvm_ir.Constant(_LANES, [_llvm_ir.Constant(_DOUBLE, 0.0)] * _G)
+            self.one = _llvm_ir.Constant(_LANES, [_llvm_ir.Constant(_DOUBLE, 1.0)] * _G)
+            self.add, self.sub = builder.fadd, builder.fsub
+            self.mul, self.div, self.neg = builder.fmul, builder.fdiv, builder.fneg
+
+        def _at(self, i):
+            ptr = self.b.gep(self.base, [_llvm_ir.Constant(_llvm_ir.IntType(64), i)],
+                             inbounds=True)
+            return self.b.bitcast(ptr, _LANES.as_pointer())
+
+        def ld(self, i):
+            return self.b.load(self._at(i), align=8)
+
+        def st(self, i, v):
+            self.b.store(v, self._at(i), align=8)
+
+        def nonzero(self, v, b):  # b != 0 is unordered: a NaN b keeps v (NaN)
+            return self.b.select(self.b.fcmp_unordered("!=", b, self.zero), v, self.zero)
+
+    @_intrinsic
+    def _group_solve_simd(typingctx, S, r):  # pragma: no cover - compiled
+        """:func:`group_solve_program` for work array ``S`` and shift ``r``, as SIMD code.
+
+        Both variants (steady: ``r == 0``; shifted) are emitted, straight-line, and one is
+        branched to at run time.
+        """
+        if not (isinstance(S, numba.types.Array) and S.dtype == numba.types.float64
+                and S.ndim == 1 and isinstance(r, numba.types.Float)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            base = context.make_array(signature.args[0])(context, builder, args[0]).data
+            rv = context.cast(builder, args[1], signature.args[1], numba.types.float64)
+            zero = _llvm_ir.Constant(_DOUBLE, 0.0)
+            with builder.if_else(builder.fcmp_ordered("==", rv, zero)) as (steady, shifted):
+                with steady:
+                    group_solve_program(_LLVMLanes(builder, base, rv), True)
+                with shifted:
+                    group_solve_program(_LLVMLanes(builder, base, rv), False)
+            return context.get_dummy_value()
+        return numba.types.void(S, r), codegen
+
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
     _jit = {"nogil": True, "error_model": "numpy"}
@@ -766,7 +821,8 @@ if HAVE_NUMBA:
     vexp = jit_kernel(_vexp, inline="always", **_jit)
     _thomas_compiled = jit_kernel(_thomas_kernel, **_jit)
     _block3_compiled = jit_kernel(_block3_kernel, **_jit)
-    #: the compiled group solve (callable from other compiled kernels)
+    #: the compiled group solve (callable from other compiled kernels): explicit SIMD code
+    #: of :func:`group_solve_program`
     group_solve = jit_kernel(_group_solve, **_jit)
     #: the work arrays of one group solve (callable from compiled kernels)
     group_scratch = jit_kernel(_group_scratch, **_jit)
