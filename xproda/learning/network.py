@@ -202,8 +202,10 @@ class _NetBase(torch.nn.Module):
         return save_network(self, path)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(model={self.model_name!r}, {self.n_features} features "
-                f"-> {self.n_parameters} parameters{self._repr_extra()})")
+        site = getattr(self, "site_features", ())
+        at = f" ({len(site)} measured at sites)" if site else ""
+        return (f"{type(self).__name__}(model={self.model_name!r}, {self.n_features} features"
+                f"{at} -> {self.n_parameters} parameters{self._repr_extra()})")
 
     def _repr_extra(self) -> str:
         return ""
@@ -239,6 +241,12 @@ class ParameterNet(_NetBase):
         Units of each covariate during training (saved with the network):
         :func:`xproda.xr.api.predict_parameters` converts covariates given in other units
         (``degC``/``K``, ``mm``/``m``...) and refuses inconvertible ones.
+    site_features : sequence of str, optional
+        The features (a subset of ``features``) that were measured at the training sites
+        (site covariates, e.g. topsoil clay from the profile table) rather than sampled from
+        a grid (saved with the network): :func:`xproda.xr.api.predict_parameters` refuses a
+        grid that lacks them, with a message that says so; a grid that has a variable of the
+        same name (e.g. a mapped clay fraction in the same units) is used.
     init : {"glorot", "torch"}, default "glorot"
         Weight initialisation: Keras' default (Glorot-uniform weights, zero biases) as in the
         original, or torch's default.
@@ -268,6 +276,7 @@ class ParameterNet(_NetBase):
         x_max: Any = None,
         clip_inputs: bool = False,
         feature_units: Sequence[str | None] | None = None,
+        site_features: Sequence[str] = (),
         init: Literal["glorot", "torch"] = "glorot",
         seed: int | None = None,
         dtype: Any = None,
@@ -280,6 +289,11 @@ class ParameterNet(_NetBase):
             raise ValueError(f"feature_units must have one entry per feature "
                              f"({len(self.feature_names)}), got {len(units)}")
         self.feature_units = tuple(units)
+        self.site_features = tuple(str(f) for f in site_features)
+        unknown = [f for f in self.site_features if f not in self.feature_names]
+        if unknown:
+            raise ValueError(f"site_features must be among the features {self.feature_names}; "
+                             f"found {unknown}")
         self.parameter_names = _names(parameter_names, "parameter_names")
         self.model_name = str(model)
         self.hidden = tuple(int(h) for h in hidden)
@@ -371,6 +385,7 @@ class ParameterNet(_NetBase):
             # only when known: files written before units were recorded keep their hash
             **({"feature_units": list(self.feature_units)}
                if any(u is not None for u in self.feature_units) else {}),
+            **({"site_features": list(self.site_features)} if self.site_features else {}),
         }
 
     @classmethod
@@ -413,7 +428,8 @@ class ParameterNetEnsemble(_NetBase):
                             f"{sorted({type(m).__name__ for m in members})}")
         ref = members[0]
         for k, m in enumerate(members[1:], 1):
-            for attr in ("feature_names", "feature_units", "parameter_names", "model_name"):
+            for attr in ("feature_names", "feature_units", "site_features", "parameter_names",
+                         "model_name"):
                 if getattr(m, attr) != getattr(ref, attr):
                     raise ValueError(f"member {k} has {attr} {getattr(m, attr)!r}; member 0 has "
                                      f"{getattr(ref, attr)!r}")
@@ -421,6 +437,7 @@ class ParameterNetEnsemble(_NetBase):
         self.kind = str(kind)
         self.feature_names = ref.feature_names
         self.feature_units = ref.feature_units
+        self.site_features = ref.site_features
         self.parameter_names = ref.parameter_names
         self.model_name = ref.model_name
 

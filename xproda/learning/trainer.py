@@ -346,6 +346,7 @@ def train_network(
     model: str | SoilCarbonModel = "clm5",
     method: Literal["end_to_end", "two_step"] = "end_to_end",
     features: Sequence[str] | None = None,
+    site_covariates: pd.DataFrame | None = None,
     assimilation: xr.Dataset | None = None,
     da_method: str = "map",
     da_options: Mapping[str, Any] | None = None,
@@ -394,7 +395,13 @@ def train_network(
     method : {"end_to_end", "two_step"}, default "end_to_end"
         See the module docstring.
     features : sequence of str, optional
-        Covariates (default :func:`~xproda.learning.data.default_features`).
+        Gridded covariates (default :func:`~xproda.learning.data.default_features`; ``[]``
+        with ``site_covariates`` for those only).
+    site_covariates : DataFrame, optional
+        Covariates measured at the sites, indexed by profile id (e.g.
+        :func:`xproda.sites.observations.site_properties`); see
+        :func:`~xproda.learning.data.prepare_training_data`. The network records them
+        (``net.site_features``, saved with it) and refuses a grid that lacks them.
     assimilation : Dataset, optional
         Two-step only: a result of :func:`xproda.sites.assimilation.problem.assimilate` for
         these profiles (site ids matched); default: run ``assimilate(..., method=da_method)``.
@@ -475,7 +482,8 @@ def train_network(
     if not 0.0 <= validation < 1.0:
         raise ValueError(f"validation must be in [0, 1), got {validation}")
     data = covariates if isinstance(covariates, TrainingData) else prepare_training_data(
-        covariates, profiles, forcing=forcing, model=mdl, features=features)
+        covariates, profiles, forcing=forcing, model=mdl, features=features,
+        site_covariates=site_covariates)
     dev = torch.device(device if device is not None else (_option("device") or "cpu"))
     ndt = {"float32": torch.float32, "float64": torch.float64}[str(net_dtype)]
     names = list(mdl.parameters.names)
@@ -499,10 +507,12 @@ def train_network(
         return ParameterNet(data.features, names, model=mdl.name, hidden=hidden, dropout=drop,
                             output=output, x_min=data.x_min, x_max=data.x_max,
                             feature_units=data.feature_units or None,
+                            site_features=data.site_features,
                             seed=seed + 7919 * k, dtype=ndt).to(dev)
 
     settings = {
         "method": method, "model": mdl.name, "features": list(data.features), "n_sites": S,
+        **({"site_features": list(data.site_features)} if data.site_features else {}),
         "hidden": list(hidden), "dropout": drop, "output": output, "net_dtype": str(net_dtype),
         "epochs": int(epochs), "batch_size": int(batch_size), "lr": lr,
         "weight_decay": weight_decay, "patience": int(patience), "min_delta": min_delta,

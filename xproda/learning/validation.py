@@ -132,6 +132,7 @@ def cross_validate(
     model: str | SoilCarbonModel = "clm5",
     methods: Sequence[str] = CV_METHODS,
     features: Sequence[str] | None = None,
+    site_covariates: pd.DataFrame | None = None,
     n_folds: int = 5,
     split: Literal["random", "blocked"] = "blocked",
     block_size: float = 10.0,
@@ -154,8 +155,10 @@ def cross_validate(
 
     Parameters
     ----------
-    covariates, profiles, forcing, model, features
-        As for :func:`~xproda.learning.trainer.train_network`.
+    covariates, profiles, forcing, model, features, site_covariates
+        As for :func:`~xproda.learning.trainer.train_network`: every method that uses
+        covariates (two-step, end to end, the tree baselines) gets the same ones, site
+        covariates included.
     methods : sequence of str
         Distinct names among :data:`CV_METHODS`: ``"default"`` (CLM5 default parameters, no
         fitting), ``"random_sampling"`` (one parameter set drawn from the training sites'
@@ -243,7 +246,8 @@ def cross_validate(
                          f"found {rs_opts['select']!r}")
     mdl = model if isinstance(model, SoilCarbonModel) else get_model(model)
     data = covariates if isinstance(covariates, TrainingData) else prepare_training_data(
-        covariates, profiles, forcing=forcing, model=mdl, features=features)
+        covariates, profiles, forcing=forcing, model=mdl, features=features,
+        site_covariates=site_covariates)
     folds = crossval.kfold_sites(data.batch.lat, data.batch.lon, n_folds=n_folds,
                                  method=split, block_size=block_size, seed=seed)
     S, D = data.batch.soc.shape

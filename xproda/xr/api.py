@@ -276,7 +276,9 @@ def predict_parameters(
     Raises
     ------
     KeyError
-        Listing every feature the network needs that ``covariates`` lacks.
+        Listing every feature the network needs that ``covariates`` lacks; for features the
+        network learnt from values measured at the sites (``net.site_features``) the message
+        says so.
     xproda.errors.UnitsError
         A covariate whose ``units`` cannot be converted to the units the network was trained
         with (``net.feature_units``); convertible ones (``K``/``degC``, ``m``/``mm``...) are
@@ -289,6 +291,14 @@ def predict_parameters(
     if not feats:
         raise ValueError("features are unknown: pass features=[...] or use a net with "
                          "a feature_names attribute")
+    site = [f for f in getattr(net, "site_features", ()) if f in feats
+            and f not in covariates.variables]
+    if site:
+        raise KeyError(
+            f"the network was trained with site covariate(s) {site}, measured at the training "
+            f"profiles, and the covariates grid lacks them: a map of the same quantity under "
+            f"the same name and units (e.g. a gridded clay fraction) is needed to apply it to "
+            f"a grid; found {sorted(map(str, covariates.data_vars))}")
     require_features(covariates, feats, needed_by=" needed by the network")
     names = parameter_names or getattr(net, "parameter_names", None)
     if names is None:

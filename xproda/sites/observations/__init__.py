@@ -35,6 +35,8 @@ The package keeps one concept per module:
 - :mod:`~xproda.sites.observations.weights`: the layer weights of the cen cost;
 - :mod:`~xproda.sites.observations.packing`: :class:`ProfileBatch`, :func:`pack_profiles`;
 - :mod:`~xproda.sites.observations.pedotransfer`: bulk density and SOC density;
+- :mod:`~xproda.sites.observations.properties`: measured properties per site
+  (:func:`site_properties`, e.g. topsoil clay as a covariate);
 - :mod:`~xproda.sites.observations.harmonise`: the converter steps shared by every source;
 - :mod:`~xproda.sites.observations.gsif`, :mod:`~xproda.sites.observations.aqp`,
   :mod:`~xproda.sites.observations.table`: one converter per kind of source table.
@@ -65,6 +67,7 @@ from xproda.sites.observations.pedotransfer import (
     bulk_density_adams,
     soc_density,
 )
+from xproda.sites.observations.properties import GSIF_PROPERTY_UNITS, site_properties
 from xproda.sites.observations.report import CleaningReport
 from xproda.sites.observations.schema import (
     DEPTH_UNITS_ATTR,
@@ -106,6 +109,8 @@ __all__ = [
     "ProfileValidationError",
     "CleaningReport",
     "ProfileBatch",
+    "GSIF_PROPERTY_UNITS",
+    "site_properties",
     "validate_profiles",
     "clean_profiles",
     "layer_weights",
