@@ -228,3 +228,34 @@ def test_cross_validate_with_site_covariates(world, profiles, measured):
     assert list(table.index) == ["default", "gbm", "end_to_end"]
     assert (table["n"] == table["n"].iloc[0]).all() and table["n"].iloc[0] > 300
     assert np.isfinite(table["r2"]).all()
+
+
+# -------------------------------------------------------------------------------------
+# pedotransfer skill against measured bulk density, and its calibration
+# -------------------------------------------------------------------------------------
+def test_pedotransfer_skill_and_calibration():
+    from xproda.sites.observations.pedotransfer import (
+        bulk_density_adams,
+        fit_mineral_bd,
+        pedotransfer_skill,
+    )
+
+    rng = np.random.default_rng(0)
+    oc = rng.uniform(1.0, 60.0, 400)
+    bd = bulk_density_adams(oc, mineral_bd=1.45) * (1 + 0.03 * rng.standard_normal(400))
+    bd[:5] = np.nan  # unmeasured: left out
+    s = pedotransfer_skill(oc, bd)
+    assert s["n"] == 395 and s["bias"] > 0.05  # 1.64 overestimates a 1.45 mineral soil
+    want = bulk_density_adams(oc[5:]) - bd[5:]
+    assert s["bias"] == pytest.approx(want.mean()) and s["rmse"] == pytest.approx(
+        np.sqrt((want ** 2).mean()))
+    m = fit_mineral_bd(oc, bd)
+    assert m == pytest.approx(1.45, abs=0.01)
+    cal = pedotransfer_skill(oc, bd, mineral_bd=m)
+    assert abs(cal["bias"]) < 0.005 and cal["rmse"] < s["rmse"] and cal["r2"] > s["r2"]
+    with pytest.raises(ValueError, match="must be in g cm-3 .* divide kg m-3 by 1000"):
+        pedotransfer_skill(oc, bd * 1000)
+    with pytest.raises(ValueError, match="at least 10 horizons .* found 3"):
+        fit_mineral_bd(oc[5:8], bd[5:8])
+    with pytest.raises(ValueError, match="no horizon with both"):
+        pedotransfer_skill([np.nan], [1.2])

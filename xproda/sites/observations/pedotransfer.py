@@ -13,6 +13,8 @@ __all__ = [
     "bulk_density_adams",
     "soc_density",
     "resolve_pedotransfer",
+    "pedotransfer_skill",
+    "fit_mineral_bd",
 ]
 
 #: Van Bemmelen factor: organic matter / organic carbon (mass ratio)
@@ -58,6 +60,100 @@ def bulk_density_adams(oc: Any, *, mineral_bd: float = 1.64) -> np.ndarray:
 PEDOTRANSFER_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "adams1973": bulk_density_adams,
 }
+
+
+def _paired(oc: Any, measured_bd: Any) -> tuple[np.ndarray, np.ndarray]:
+    oc = np.asarray(oc, dtype=float).ravel()
+    bd = np.asarray(measured_bd, dtype=float).ravel()
+    if oc.shape != bd.shape:
+        raise ValueError(f"oc and measured_bd must have the same length, found {oc.size} and "
+                         f"{bd.size}")
+    ok = np.isfinite(oc) & np.isfinite(bd) & (oc >= 0) & (bd > 0)
+    if np.any(bd[ok] > 3.0):
+        raise ValueError(f"measured_bd must be in g cm-3 (0 < BD < 3), found values up to "
+                         f"{np.nanmax(bd):g}: divide kg m-3 by 1000")
+    return oc[ok], bd[ok]
+
+
+def pedotransfer_skill(oc: Any, measured_bd: Any, *, pedotransfer: Any = "adams1973",
+                       mineral_bd: float = 1.64) -> dict[str, float]:
+    """How well a pedotransfer function reproduces measured bulk densities.
+
+    Parameters
+    ----------
+    oc : array_like
+        Organic carbon of the fine earth (g kg-1) of horizons with a measured bulk density.
+    measured_bd : array_like
+        Their measured bulk density (g cm-3). Pairs with a NaN are left out.
+    pedotransfer, mineral_bd : keyword-only
+        The function, as the converters' ``pedotransfer=`` option
+        (:func:`resolve_pedotransfer`).
+
+    Returns
+    -------
+    dict
+        ``n`` (pairs), ``bias`` (mean predicted - measured, g cm-3), ``relative_bias``
+        (bias / mean measured), ``rmse`` (g cm-3), ``r2`` (1 - SSE / SST of the measured),
+        ``mean_measured`` (g cm-3).
+
+    Raises
+    ------
+    ValueError
+        Without a usable pair, or for bulk densities that are not in g cm-3.
+    """
+    o, b = _paired(oc, measured_bd)
+    if o.size == 0:
+        raise ValueError("pedotransfer_skill: no horizon with both organic carbon and a "
+                         "measured bulk density")
+    fn, _ = resolve_pedotransfer(pedotransfer, mineral_bd)
+    if fn is None:
+        raise ValueError("pedotransfer_skill: pedotransfer=None has nothing to score")
+    err = np.asarray(fn(o), dtype=float) - b
+    sst = float(((b - b.mean()) ** 2).sum())
+    return {"n": int(o.size), "bias": float(err.mean()),
+            "relative_bias": float(err.mean() / b.mean()),
+            "rmse": float(np.sqrt((err ** 2).mean())),
+            "r2": float(1.0 - (err ** 2).sum() / sst) if sst > 0 else float("nan"),
+            "mean_measured": float(b.mean())}
+
+
+def fit_mineral_bd(oc: Any, measured_bd: Any, *, bounds: tuple[float, float] = (0.8, 2.2)
+                   ) -> float:
+    """The mineral bulk density of the Adams (1973) function that fits measured densities.
+
+    Least squares over the pairs (:func:`bulk_density_adams` is monotonic in ``mineral_bd``,
+    so the minimum is found by a bounded scalar search): a regional calibration of the one
+    free constant of the pedotransfer function, for tables where some horizons have a
+    measured bulk density and the others need the function.
+
+    Parameters
+    ----------
+    oc, measured_bd : array_like
+        As :func:`pedotransfer_skill` (g kg-1, g cm-3).
+    bounds : (float, float), keyword-only
+        Search interval (g cm-3).
+
+    Returns
+    -------
+    float
+        ``mineral_bd`` (g cm-3), for :func:`bulk_density_adams` or a converter's
+        ``mineral_bd=``.
+
+    Raises
+    ------
+    ValueError
+        With fewer than 10 usable pairs (too few to calibrate).
+    """
+    from scipy.optimize import minimize_scalar
+
+    o, b = _paired(oc, measured_bd)
+    if o.size < 10:
+        raise ValueError(f"fit_mineral_bd: expected at least 10 horizons with organic carbon "
+                         f"and a measured bulk density, found {o.size}")
+    res = minimize_scalar(lambda m: float(((bulk_density_adams(o, mineral_bd=m) - b) ** 2)
+                                          .sum()), bounds=bounds, method="bounded",
+                          options={"xatol": 1e-6})
+    return float(res.x)
 
 
 def soc_density(oc: Any, bulk_density: Any, coarse_fragments: Any = 0.0) -> np.ndarray:
