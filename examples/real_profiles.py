@@ -1,49 +1,82 @@
 #!/usr/bin/env python
-"""Real soil profiles end to end: AfSP + ISIS + Edgeroi, forcing from climate, honest CV skill.
+"""Real soil profiles end to end: AfSP, ISIS, Edgeroi, FEBR; forcing from climate; CV skill.
 
 The pipeline, with xproda's public API only:
 
-1. **Profiles.** The GSIF tables of the Africa Soil Profiles database (AfSP), the ISRIC world
-   reference profiles (ISIS) and Edgeroi (NSW, Australia) are converted with
-   :func:`xproda.sites.observations.from_gsif` (SOC density = ORCDRC x BLD x (1 - CRFVOL/100), the
-   Adams (1973) pedotransfer function where BLD is missing) and cleaned with
-   :func:`~xproda.sites.observations.clean_profiles` (spec §5.2). Profile ids get the source as a
-   prefix (``afsp/...``). Every dropped layer and profile is printed by rule and written to
-   ``dropped_layers.csv``; the profiles left out later (no covariates or forcing at the site,
-   not in the subsample) go to ``dropped_profiles.csv`` with the reason. The example checks
-   that the counts add up.
+1. **Profiles.** Four collections of GSIF-style site and horizon tables (``--sources``,
+   default all four; file names in :data:`SOURCE_FILES`): the Africa Soil Profiles database
+   (AfSP), the ISRIC world reference profiles (ISIS), Edgeroi (NSW, Australia) and the
+   Brazilian Soil Dataset (FEBR, the CC BY 4.0 part). Each is converted with
+   :func:`xproda.sites.observations.from_gsif` (SOC density = ORCDRC x BLD x (1 - CRFVOL/100),
+   the Adams (1973) pedotransfer function where BLD is missing) and cleaned with
+   :func:`~xproda.sites.observations.clean_profiles` (spec §5.2: the same rules for every
+   source, so profiles keep >= 2 layers). Profile ids get the source as a prefix
+   (``afsp/...``, ``febr/...``). Every dropped layer and profile is printed by rule and
+   written to ``dropped_layers.csv``; the profiles left out later (no covariates or forcing
+   at the site, not in the subsample) go to ``dropped_profiles.csv`` with the reason. The
+   example checks that the counts add up. The measured horizon columns (:data:`MEASURED`:
+   ``CLYPPT``, ``SNDPPT``, ``SLTPPT``, ``PHIHOX``, ``CEC``, ``BLD``; NaN where a source lacks
+   one) stay in the profile table passed on.
+
+   FEBR has two steps of its own, both reported: the leading O/H layers of a profile (< 40 cm,
+   a forest floor; the source counts depths from their top) are put back above the mineral
+   surface and dropped like the organic layers of AfSP/ISIS (rule ``above_surface``;
+   :func:`febr_organic_layers`), and profiles published in two datasets are kept once (rule
+   ``duplicate_profile``; :func:`febr_duplicate_profiles`). What it keeps (profiles starting
+   below 0 cm, gaps, shared coordinates, 2-layer profiles, measured bulk density) is counted
+   in the notes (:func:`febr_notes`). FEBR has no coarse fragments (CRFVOL): 0 % is used.
+
+   | source | profiles in | layers in | profiles out | layers out | BLD measured (layers) |
+   |---|---:|---:|---:|---:|---:|
+   | AfSP | 26,270 | 87,693 | 20,055 | 59,907 | 6,810 |
+   | ISIS | 785 | 5,602 | 653 | 3,666 | 11 |
+   | Edgeroi | 359 | 2,338 | 325 | 2,089 | 0 |
+   | FEBR | 1,823 | 5,456 | 1,043 | 4,369 | 805 |
+
+   FEBR losses: 719 single-layer profiles (most are topsoil samples), 47 duplicate copies
+   (43 ctb0702/ctb0800, 3 ctb0807/ctb0808, 1 ctb0640/ctb0670), 13 profiles with overlapping
+   layers, 1 with layers without depths; 33 forest-floor layers of 21 profiles.
 2. **Covariates** on the WorldClim coarse grid (~3.33 deg, period "current"; 2,154 cells
    where every covariate is defined: the 2,209 cells with temperature variables minus 55 ice
    cells whose Thornthwaite PET is 0, so their aridity is undefined; covariates and forcing
    are masked to them): ``bio3``, ``bio4``, ``bio7``, ``bio11``, ``bio12`` and what follows
    from them through :func:`xproda.climate.from_climate`: annual mean air temperature
-   ``maat`` (degC), Thornthwaite PET ``pet`` (mm yr-1), the aridity index ``aridity`` = bio12 / PET, and the
-   annual litter input ``litter_input`` (g C m-2 yr-1, Miami-model NPP). Soil texture and depth
-   to bedrock are known at the profiles only, not on a grid, so they are *not* covariates (a
-   network could not be applied to the map) and the forcing uses the defaults of
-   ``from_climate`` (40 % sand, no bedrock in the 8.6 m column).
+   ``maat`` (degC), Thornthwaite PET ``pet`` (mm yr-1), the aridity index ``aridity`` =
+   bio12 / PET, and the annual litter input ``litter_input`` (g C m-2 yr-1, Miami-model NPP).
+   Soil texture and depth to bedrock are known at the profiles only, not on a grid, so they
+   are *not* covariates (a network could not be applied to the map) and the forcing uses the
+   defaults of ``from_climate`` (40 % sand, no bedrock in the 8.6 m column).
 3. **Forcing** of the CLM5 model from the same climate grid with ``from_climate``.
-4. **Cross-validation** (:func:`xproda.learning.training.cross_validate`) on spatially blocked folds
-   (``--block-size`` degrees; whole blocks per fold, so held-out profiles are away from the
-   training profiles): CLM5 default parameters, batch mode, two-step PRODA, end-to-end
-   training, and the gradient-boosting and random-forest baselines (same covariates + depth).
-   Held-out R2 / RMSE / bias of SOC density by depth interval (0-30, 30-100, > 100 cm) and
-   overall are printed and saved (``skill_by_depth.csv`` / ``.md``; by source in
-   ``skill_by_source.csv``).
+4. **Cross-validation** (:func:`xproda.learning.training.cross_validate`) on spatially
+   blocked folds (``--block-size`` degrees; whole blocks per fold, so held-out profiles are
+   away from the training profiles): CLM5 default parameters, batch mode, two-step PRODA,
+   end-to-end training, and the gradient-boosting and random-forest baselines (same
+   covariates + depth). Held-out R2 / RMSE / bias of SOC density by depth interval (0-30,
+   30-100, > 100 cm) and overall are printed and saved (``skill_by_depth.csv`` / ``.md``;
+   by source and pooled in ``skill_by_source.csv`` / ``.md``).
 5. **Maps**: an end-to-end network trained on all the (subsampled) profiles predicts the
    parameters on the covariate grid; the model's steady state gives the SOC stock of 0-30 cm
    and 0-100 cm (``soc_stock_0-30cm.png``, ``soc_stock_0-100cm.png``, ``soc_stock.nc``).
 
 Subsampling (``--max-profiles``, default 8,000, to stay within 30 min on 2 cores): each source
 gets an equal share of the budget, capped at its size, and the rest goes to the larger sources
-(8,000 = all 653 ISIS, all 325 Edgeroi and 7,022 of the 20,055 AfSP profiles).
+(8,000 = all 325 Edgeroi, all 653 ISIS, all 1,043 FEBR and 5,979 of the 20,055 AfSP profiles;
+``--sources afsp,isis,edgeroi``, the configuration before FEBR: 325, 653 and 7,022 AfSP).
 ``--max-profiles 0`` uses every profile.
+
+Licences: AfSP is for non-commercial research use (ISRIC / AfSIS, via the R package GSIF);
+ISIS (ISRIC) and Edgeroi (CSIRO NatSoil) come via GSIF; FEBR (Samuel-Rosa et al., Brazilian
+Soil Dataset, GitHub Laboratorio-de-Pedometria/SoilData-integration) is used for its datasets
+under CC BY 4.0 only, which must be credited: ``profiles/febr_brazil_datasets.csv`` lists the
+39 contributing datasets (title, authors, organisation, version). See ``../shared/data``'s
+README.
 
 Run (from the repository root; the data are in ``../shared/data``)::
 
     .venv/bin/python examples/real_profiles.py                     # the benchmark configuration
     .venv/bin/python examples/real_profiles.py --max-profiles 300 --epochs 20 --methods \\
         default,end_to_end,gbm --no-maps                            # a quick look
+    .venv/bin/python examples/real_profiles.py --sources afsp,isis,edgeroi   # without FEBR
 
 ``benchmarks/bench_real_profiles.py`` runs this pipeline and times it.
 """
@@ -63,11 +96,33 @@ import xarray as xr
 
 import xproda
 from xproda.analysis.skill import skill_by_group
-from xproda.sites.observations import clean_profiles, from_gsif
-from xproda.learning.training import BASELINE_METHODS, CV_METHODS, cross_validate, prepare_training_data
+from xproda.sites.observations import CleaningReport, clean_profiles, from_gsif
+from xproda.learning.training import (
+    BASELINE_METHODS,
+    CV_METHODS,
+    cross_validate,
+    prepare_training_data,
+)
 
-#: GSIF profile sources used (file stems ``gsif_<name>_sites.csv`` / ``_horizons.csv``).
-SOURCES = ("afsp", "isis", "edgeroi")
+#: Profile sources: name -> (sites table, horizons table) in ``<data>/profiles/``.
+SOURCE_FILES = {
+    "afsp": ("gsif_afsp_sites.csv", "gsif_afsp_horizons.csv"),
+    "isis": ("gsif_isis_sites.csv", "gsif_isis_horizons.csv"),
+    "edgeroi": ("gsif_edgeroi_sites.csv", "gsif_edgeroi_horizons.csv"),
+    "febr": ("febr_brazil_sites.csv", "febr_brazil_horizons.csv"),
+}
+#: Sources used by default (``--sources``).
+SOURCES = tuple(SOURCE_FILES)
+#: Measured horizon properties kept in the profile table for site covariates (GSIF units:
+#: texture %, pH in water, CEC cmol kg-1; BLD the measured bulk density in kg m-3 for every
+#: source, NaN where the pedotransfer function was used; NaN where a source lacks a column).
+MEASURED = ("CLYPPT", "SNDPPT", "SLTPPT", "PHIHOX", "CEC", "BLD")
+#: FEBR: leading O/H layers at least this thick (cm) are organic soil (Histosol-like), whose
+#: depths keep counting from the top of the organic layer; thinner ones are a forest floor.
+FEBR_ORGANIC_SOIL_CM = 40.0
+#: FEBR: same sampling date and coordinates equal to this many decimals (about 11 m) or the
+#: same observation id (punctuation and case ignored) in two datasets: a duplicate candidate.
+FEBR_COORD_DECIMALS = 4
 #: Depth intervals of the skill table (m) and their labels.
 DEPTH_BANDS = ((0.0, 0.3), (0.3, 1.0), (1.0, np.inf))
 BAND_LABELS = {"0-0.3 m": "0-30 cm", "0.3-1 m": "30-100 cm", "1-inf m": "> 100 cm",
@@ -84,14 +139,161 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 # ----------------------------------------------------------------------------- profiles
+def febr_organic_layers(horizons: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Put FEBR forest-floor layers back above the mineral surface (negative depths).
+
+    The FEBR processing re-based organic layers recorded above the mineral surface so that
+    the top of the O/H layer is 0 cm; AfSP and ISIS (WoSIS convention) keep them at negative
+    depths and :func:`from_gsif` drops them (rule ``above_surface``). Rule, per profile: the
+    leading layers whose designation (``camada_nome``) starts with O or H, when mineral
+    layers follow and they are less than :data:`FEBR_ORGANIC_SOIL_CM` thick, are a forest
+    floor: the whole profile is shifted up by their thickness (the mineral surface at 0 cm),
+    so they lie above it. Thicker or wholly organic sequences are organic soil (peat): left
+    as they are, depths from the top of the organic layer. Returns the table and a note.
+    """
+    h = horizons.copy()
+    name = h["camada_nome"].astype("string").str.strip()
+    organic = name.str.match(r"^[OH]").fillna(False).to_numpy(bool)
+    top = pd.to_numeric(h["UHDICM"], errors="coerce").to_numpy(float)
+    bot = pd.to_numeric(h["LHDICM"], errors="coerce").to_numpy(float)
+    order = np.lexsort((bot, top, pd.factorize(h["SOURCEID"])[0]))
+    shift = pd.Series(0.0, index=h.index)
+    moved, kept, n_layers, thick = [], [], 0, []
+    for pid, rows in pd.Series(order).groupby(h["SOURCEID"].to_numpy()[order], sort=False):
+        rows = rows.to_numpy()
+        lead = 0
+        while lead < len(rows) and organic[rows[lead]]:
+            lead += 1
+        if lead == 0:
+            continue
+        surface = bot[rows[lead - 1]]
+        if lead < len(rows) and np.isfinite(surface) and surface < FEBR_ORGANIC_SOIL_CM:
+            shift.iloc[rows] = surface
+            moved.append(pid)
+            n_layers += lead
+            thick.append(surface)
+        else:
+            kept.append(pid)
+    h["UHDICM"] = top - shift.to_numpy()
+    h["LHDICM"] = bot - shift.to_numpy()
+    note = (f"FEBR organic layers: in {len(moved)} profile(s) the leading O/H layers ("
+            f"{n_layers} layers, {min(thick, default=0):g}-{max(thick, default=0):g} cm, a forest "
+            "floor) were put back above the mineral surface (profile shifted up by their "
+            "thickness; the source counts depths from the top of the O/H layer) and are dropped "
+            f"by rule above_surface, as in AfSP/ISIS; {len(kept)} profile(s) with >= "
+            f"{FEBR_ORGANIC_SOIL_CM:g} cm of leading O/H layers or no mineral layer below "
+            f"(organic soils: {', '.join(map(str, kept))}) keep depths from the top of the "
+            "organic layer")
+    return h, note
+
+
+def febr_duplicate_profiles(prof: pd.DataFrame) -> tuple[pd.DataFrame, CleaningReport]:
+    """Drop FEBR profiles published in two datasets (keep one copy), with a report.
+
+    Rule ``duplicate_profile``: two profiles of different datasets at the same coordinates
+    (to :data:`FEBR_COORD_DECIMALS` decimals), or with the same sampling date and the same
+    observation id ignoring punctuation and case (``P-10`` / ``P10``), that share at least
+    two organic-carbon values (g kg-1, to 0.1) and at least half of those of the shorter one
+    are one profile (one equal value of two topsoil samples is weak evidence; such
+    single-layer profiles go by rule ``single_layer`` anyway).
+    Of each such group the copy with the most layers is kept (ties: the lower dataset id);
+    the others are dropped. (ctb0003 and ctb0029 share locations and dates mostly with
+    *different* values: different samples, kept.)
+    """
+    first = prof.groupby("profile_id", sort=False).first()
+    site = pd.DataFrame({
+        "dataset": first["dataset_id"].astype(str), "date": first["date"],
+        "lat": first["lat"].round(FEBR_COORD_DECIMALS),
+        "lon": first["lon"].round(FEBR_COORD_DECIMALS),
+        "key": first["observacao_id"].astype(str).str.replace(r"[^0-9A-Za-z]", "", regex=True)
+        .str.upper()}).reset_index()
+    values = prof.groupby("profile_id", sort=False)["ORCDRC"].agg(
+        lambda v: frozenset(np.round(v.to_numpy(float), 1)))
+    n_layers = prof.groupby("profile_id", sort=False).size()
+    dated = site.dropna(subset=["date"])  # (merge would pair missing dates)
+    cand = pd.concat([site.merge(site, on=["lat", "lon"], suffixes=("_a", "_b")),
+                      dated.merge(dated, on=["date", "key"], suffixes=("_a", "_b"))],
+                     ignore_index=True)
+    cand = cand[cand["dataset_a"] < cand["dataset_b"]]
+    pairs = {(a, b) for a, b in zip(cand["profile_id_a"], cand["profile_id_b"])
+             if len(values[a] & values[b]) >= max(2, 0.5 * min(n_layers[a], n_layers[b]))}
+    parent: dict[Any, Any] = {}  # union-find: groups of copies
+
+    def root(x: Any) -> Any:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in sorted(pairs):
+        parent[root(b)] = root(a)
+    groups: dict[Any, list] = {}
+    for p in {p for pair in pairs for p in pair}:
+        groups.setdefault(root(p), []).append(p)
+    dataset = first["dataset_id"].astype(str)
+    drop, by_pair = set(), {}
+    for members in groups.values():
+        members.sort(key=lambda p: (-n_layers[p], dataset[p], str(p)))
+        drop.update(members[1:])
+        label = "/".join(sorted({dataset[p] for p in members}))
+        by_pair[label] = by_pair.get(label, 0) + len(members) - 1
+    keep = ~prof["profile_id"].isin(drop).to_numpy()
+    removed = prof.loc[~keep, ["profile_id", "top", "bottom", "soc"]].copy()
+    removed.insert(0, "row", removed.index)
+    removed["rule"] = "duplicate_profile"
+    rules = pd.DataFrame([{
+        "rule": "duplicate_profile", "description": "FEBR profiles published in two datasets "
+        "(same coordinates, or same date and id; >= 2 and >= half the carbon values equal): "
+        "the copy with the most layers kept", "layers_dropped": int((~keep).sum()),
+        "profiles_dropped": len(drop)}])
+    out = prof.loc[keep]
+    rep = CleaningReport(
+        "febr_duplicate_profiles (example)", len(prof), prof["profile_id"].nunique(), len(out),
+        out["profile_id"].nunique(), rules,
+        [f"duplicate_profile: {len(drop)} copies dropped by datasets: "
+         + ", ".join(f"{k} {v}" for k, v in sorted(by_pair.items()))],
+        removed.reset_index(drop=True))
+    return out, rep
+
+
+def febr_notes(clean: pd.DataFrame) -> list[str]:
+    """What the clean FEBR table still holds that other sources may not (reported, kept)."""
+    first = clean.groupby("profile_id", sort=False).agg(
+        top=("top", "min"), lat=("lat", "first"), lon=("lon", "first"))
+    srt = clean.sort_values(["profile_id", "top"])
+    gap = (srt["top"].to_numpy()[1:] > srt["bottom"].to_numpy()[:-1] + 1e-9) & (
+        srt["profile_id"].to_numpy()[1:] == srt["profile_id"].to_numpy()[:-1])
+    n_gap = srt["profile_id"].iloc[1:][gap].nunique()
+    loc = first[["lat", "lon"]].round(6)
+    shared = loc.duplicated(keep=False)
+    n_loc = loc[shared].drop_duplicates().shape[0]
+    n2 = int((clean.groupby("profile_id").size() == 2).sum())
+    measured = int((~clean["bd_from_ptf"]).sum())
+    return [
+        f"FEBR (kept as they are): {int((first['top'] > 0).sum())} profile(s) start below 0 cm; "
+        f"{n_gap} have gaps between layers; {int((clean['bottom'] > 3).sum())} layer(s) reach "
+        f"below 3 m (deepest {clean['bottom'].max():g} m); {int(shared.sum())} profile(s) share "
+        f"exact coordinates with another ({n_loc} points; different samples, one CV block); "
+        f"{n2} profile(s) have 2 layers (the spec's rule drops single layers only)",
+        f"FEBR bulk density: measured (BLD) on {measured:,} of {len(clean):,} clean layers "
+        f"({clean.loc[~clean['bd_from_ptf'], 'profile_id'].nunique():,} profiles), the Adams "
+        "pedotransfer function for the rest; no CRFVOL in FEBR (terrafina = 1000 g/kg also "
+        "means 'not measured'), so coarse fragments are 0 %; dates (TIMESTRR) are year-precise",
+    ]
+
+
 def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES,
                   verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Convert and clean the GSIF sources; report every dropped layer and profile.
+    """Convert and clean the profile sources; report every dropped layer and profile.
+
+    FEBR gets two steps of its own, both reported: :func:`febr_organic_layers` before the
+    conversion and :func:`febr_duplicate_profiles` between conversion and cleaning; and the
+    quirks it keeps are noted (:func:`febr_notes`).
 
     Returns
     -------
     table : DataFrame
-        Clean profile table (ids prefixed ``<source>/``), with a ``source`` column.
+        Clean profile table (ids prefixed ``<source>/``), with a ``source`` column and the
+        measured horizon columns :data:`MEASURED` (NaN where a source lacks one).
     dropped_layers : DataFrame
         Every removed row: ``source``, ``profile_id``, ``top``, ``bottom``, ``soc``, ``rule``.
     counts : DataFrame
@@ -99,16 +301,27 @@ def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES,
     """
     tables, dropped, counts = [], [], []
     for name in sources:
-        sites = data_dir / "profiles" / f"gsif_{name}_sites.csv"
-        hz = data_dir / "profiles" / f"gsif_{name}_horizons.csv"
+        if name not in SOURCE_FILES:
+            raise ValueError(f"unknown profile source {name!r}; known: {list(SOURCE_FILES)}")
+        sites, hz = (data_dir / "profiles" / f for f in SOURCE_FILES[name])
         if not (sites.exists() and hz.exists()):
             raise FileNotFoundError(f"profiles of source {name!r}: expected {sites} and {hz}, "
                                     "not found (pass --data)")
-        prof, conv = from_gsif(sites, hz)
+        if name == "febr":
+            h, note = febr_organic_layers(pd.read_csv(hz))
+            prof, conv = from_gsif(sites, h)
+            conv.notes.insert(0, note)
+            prof, dup = febr_duplicate_profiles(prof)
+            conv = conv + dup
+        else:
+            prof, conv = from_gsif(sites, hz)
         clean, crep = clean_profiles(prof)
         total = conv + crep
+        if name == "febr":
+            total.notes.extend(febr_notes(clean))
         assert total.n_profiles_in == total.n_profiles_out + total.profiles_dropped
         assert total.n_layers_in == total.n_layers_out + total.layers_dropped
+        assert len(total.dropped) == total.layers_dropped
         if verbose:
             print(f"--- {name} ---\n{total}\n")
         d = total.dropped.copy()
@@ -117,11 +330,18 @@ def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES,
         clean = clean.copy()
         clean["profile_id"] = f"{name}/" + clean["profile_id"].astype(str)
         clean["source"] = name
+        for c in MEASURED:
+            if c not in clean.columns:
+                clean[c] = np.nan
+        # BLD as measured in kg m-3 for every source: AfSP and ISIS store g cm-3 (from_gsif
+        # detects it; bulk_density is in kg m-3), FEBR kg m-3; NaN where the PTF was used
+        clean["BLD"] = clean["bulk_density"].where(~clean["bd_from_ptf"].astype(bool))
         tables.append(clean)
         counts.append({"source": name, "profiles_in": total.n_profiles_in,
                        "layers_in": total.n_layers_in, "profiles_dropped":
                        total.profiles_dropped, "layers_dropped": total.layers_dropped,
-                       "profiles_out": total.n_profiles_out, "layers_out": total.n_layers_out})
+                       "profiles_out": total.n_profiles_out, "layers_out": total.n_layers_out,
+                       "layers_bd_measured": int((~clean["bd_from_ptf"]).sum())})
     table = pd.concat(tables, ignore_index=True)
     return table, pd.concat(dropped, ignore_index=True), pd.DataFrame(counts)
 
@@ -209,6 +429,19 @@ def markdown_table(tab: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def markdown_source_table(by_source: pd.DataFrame) -> str:
+    """All-depth skill per method and source, and pooled ("all"), as markdown."""
+    tab = by_source[by_source["depth_band"] == "all depths"]
+    lines = ["| method | source | n | R2 (NSE) | RMSE g C m-3 | bias g C m-3 | R2 of log SOC |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in tab.iterrows():
+        src = "pooled" if r["region"] == "all" else r["region"]
+        lines.append(f"| {METHOD_LABELS.get(r['method'], r['method'])} | {src} | "
+                     f"{int(r['n']):,} | {r['r2']:.3f} | {r['rmse']:,.0f} | {r['bias']:,.0f} | "
+                     f"{r['r2_log']:.3f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- maps
 def stock_maps(data: Any, cov: xr.Dataset, forcing: xr.Dataset, out: Path, *,
                train_options: dict, seed: int) -> xr.Dataset:
@@ -240,12 +473,25 @@ def stock_maps(data: Any, cov: xr.Dataset, forcing: xr.Dataset, out: Path, *,
 
 
 # ------------------------------------------------------------------------------- main
+def source_list(text: str) -> list[str]:
+    """``--sources``: comma-separated names of :data:`SOURCE_FILES`, in that order."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SOURCE_FILES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown profile source(s) {unknown or text!r}; "
+                                         f"choose from {', '.join(SOURCE_FILES)}")
+    return list(dict.fromkeys(names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options (also used by ``benchmarks/bench_real_profiles.py``)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                     help="folder with profiles/ and covariates/ (default ../shared/data)")
     ap.add_argument("--out", type=Path, default=Path("real_profiles_output"))
+    ap.add_argument("--sources", type=source_list, default=",".join(SOURCES),
+                    help=f"comma-separated profile sources, of {', '.join(SOURCE_FILES)} "
+                    "(default: all; 'afsp,isis,edgeroi' is the configuration before FEBR)")
     ap.add_argument("--max-profiles", type=int, default=8000,
                     help="subsample size (0: all profiles)")
     ap.add_argument("--methods", default=",".join(CV_METHODS + BASELINE_METHODS),
@@ -278,10 +524,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
 def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    sources = a.sources if isinstance(a.sources, list) else source_list(a.sources)
     a.out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    table, dropped_layers, counts = load_profiles(a.data)
+    table, dropped_layers, counts = load_profiles(a.data, sources=sources)
     sub, left_out = subsample(table, max_profiles=a.max_profiles, seed=a.seed)
     timing["load"] = time.perf_counter() - t0
 
@@ -299,6 +546,7 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
         pd.DataFrame({"profile_id": left_out,
                       "reason": f"not in the subsample (--max-profiles {a.max_profiles})"})],
         ignore_index=True)
+    dropped_profiles.insert(0, "source", dropped_profiles["profile_id"].str.split("/").str[0])
     dropped_layers.to_csv(a.out / "dropped_layers.csv", index=False)
     dropped_profiles.to_csv(a.out / "dropped_profiles.csv", index=False)
     src_of = sub.groupby("profile_id", sort=False)["source"].first()
@@ -332,8 +580,10 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     by_source.to_csv(a.out / "skill_by_source.csv", index=False)
     md = markdown_table(by_depth)
     (a.out / "skill_by_depth.md").write_text(md + "\n")
+    md_src = markdown_source_table(by_source)
+    (a.out / "skill_by_source.md").write_text(md_src + "\n")
     pred.assign_coords(source=("site", source)).to_netcdf(a.out / "cv_predictions.nc")
-    print(md, flush=True)
+    print(md + "\n\nAll depths, by source and pooled:\n" + md_src, flush=True)
 
     stocks = None
     if not a.no_maps:

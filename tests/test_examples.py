@@ -16,8 +16,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 ARGS: dict[str, list[str]] = {
     "global_run.py": ["--resolution", "6"],
     "distributed_run.py": ["--resolution", "6"],
-    # 45 real profiles (15 per source), 2 folds, 2 epochs: the whole pipeline, small
-    "real_profiles.py": ["--data", str(SHARED_DATA), "--max-profiles", "45", "--folds", "2",
+    # 48 real profiles (12 per source: AfSP, ISIS, Edgeroi, FEBR), 2 folds, 2 epochs: the
+    # whole pipeline, small
+    "real_profiles.py": ["--data", str(SHARED_DATA), "--max-profiles", "48", "--folds", "2",
                          "--epochs", "2", "--methods", "default,end_to_end,gbm",
                          "--threads", "1"],
 }
@@ -37,8 +38,15 @@ def _check_real_profiles(out: str, tmp_path: Path) -> None:
     assert skill.loc[skill.depth_band == "all depths", "n"].nunique() == 1  # same obs
     layers = pd.read_csv(res / "dropped_layers.csv")
     assert {"source", "profile_id", "rule"} <= set(layers.columns) and len(layers)
+    assert set(layers["source"]) == {"afsp", "isis", "edgeroi", "febr"}
+    assert {"duplicate_profile", "above_surface"} <= set(layers.loc[layers.source == "febr",
+                                                                    "rule"])
     profiles = pd.read_csv(res / "dropped_profiles.csv")
     assert profiles["reason"].str.startswith("not in the subsample").any()
+    assert set(profiles["source"]) == {"afsp", "isis", "edgeroi", "febr"}
+    by_source = pd.read_csv(res / "skill_by_source.csv")
+    assert set(by_source["region"]) == {"afsp", "isis", "edgeroi", "febr", "all"}  # + pooled
+    assert (res / "skill_by_source.md").exists()
     assert (res / "soc_stock_0-30cm.png").exists() and (res / "soc_stock_0-100cm.png").exists()
     assert "overlapping_layers" in out and "| CLM5 default parameters | 0-30 cm |" in out
 
@@ -69,3 +77,23 @@ def test_every_example_is_documented():
     readme = (ROOT / "examples" / "README.md").read_text()
     missing = [p.name for p in SCRIPTS if p.name not in readme]
     assert not missing, f"examples/README.md does not describe {missing}"
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (SHARED_DATA / "profiles").is_dir(), reason="../shared/data absent")
+def test_real_profiles_sources_option():
+    """``--sources`` picks the profile collections (default all four; the pre-FEBR three)."""
+    ex = runpy.run_path(str(ROOT / "examples" / "real_profiles.py"))  # not as __main__
+    ap = ex["build_parser"]()
+    assert ap.parse_args([]).sources == ["afsp", "isis", "edgeroi", "febr"]
+    assert ap.parse_args(["--sources", "afsp, isis,edgeroi"]).sources == ["afsp", "isis",
+                                                                         "edgeroi"]
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--sources", "afsp,wosis"])
+    table, dropped, counts = ex["load_profiles"](SHARED_DATA, sources=["isis", "edgeroi"],
+                                                 verbose=False)
+    assert list(counts["source"]) == ["isis", "edgeroi"]
+    assert set(table["source"]) == set(dropped["source"]) == {"isis", "edgeroi"}
+    assert list(counts["profiles_out"]) == [653, 325]  # as before FEBR was added
+    for c in ex["MEASURED"]:  # kept for site covariates (NaN where a source lacks one)
+        assert c in table.columns

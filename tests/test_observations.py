@@ -556,3 +556,77 @@ def test_real_profiles_pipeline():
     assert out["sierra"] == (7,) and out["edgeroi"] == (325,)
     assert loaded["afsp"][1].to_frame().set_index("rule").loc["duplicate_layers",
                                                                "layers_dropped"] > 0
+
+
+def _real_profiles_example():
+    """The module of ``examples/real_profiles.py`` (its FEBR steps: organic layers, copies)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "real_profiles.py"
+    spec = importlib.util.spec_from_file_location("real_profiles_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.shared
+def test_febr_profiles():
+    """FEBR (Brazil, CC BY 4.0 part): from_gsif + clean_profiles, and the example's steps."""
+    sites, hz = PROFILES / "febr_brazil_sites.csv", PROFILES / "febr_brazil_horizons.csv"
+    if not (sites.exists() and hz.exists()):
+        pytest.skip(f"{sites} not available (../shared absent)")
+    prof, conv = from_gsif(sites, hz)
+    assert_counts_add_up(conv)
+    # the README's counts: 1,823 sites, 5,456 horizons with SOC, BLD on 1,394 horizons
+    assert (conv.n_layers_in, conv.n_profiles_in) == (5456, 1823)
+    tab = conv.to_frame().set_index("rule")
+    assert tab.loc["bad_depths", "layers_dropped"] == 6  # 4 without depths, 2 zero-thickness
+    assert tab.loc["overlapping_layers", "profiles_dropped"] == 13
+    assert any("for 4,056 of 5,450 layers" in n for n in conv.notes)  # 1,394 measured
+    assert any("no CRFVOL" in n for n in conv.notes) and (prof["coarse_fragments"] == 0).all()
+    assert not validate_profiles(prof).errors
+    clean, crep = clean_profiles(prof)
+    assert_counts_add_up(crep)
+    assert (crep.n_profiles_out, crep.n_layers_out) == (1090, 4660)
+    assert crep.to_frame().set_index("rule").loc["single_layer", "profiles_dropped"] == 719
+    # depths in m, SOC density in g C m-3 (positive), measured columns kept
+    assert clean.attrs["depth_units"] == "m"
+    assert clean["top"].min() >= 0 and 3 < clean["bottom"].max() < 20
+    assert (clean["soc"] > 0).all() and 1e3 < clean["soc"].median() < 1e5
+    for c in ("CLYPPT", "SNDPPT", "SLTPPT", "PHIHOX", "CEC", "BLD"):
+        assert clean[c].notna().any(), c
+
+    # the example: forest-floor layers above the surface, one copy per duplicated profile
+    ex = _real_profiles_example()
+    table, dropped, counts = ex.load_profiles(SHARED / "data", sources=["febr"], verbose=False)
+    row = counts.iloc[0]
+    assert (row.profiles_in, row.layers_in) == (1823, 5456)
+    assert (row.profiles_out, row.layers_out) == (1043, 4369)
+    assert row.profiles_in == row.profiles_out + row.profiles_dropped
+    assert row.layers_in == row.layers_out + row.layers_dropped == row.layers_out + len(dropped)
+    assert table["profile_id"].str.startswith("febr/").all()
+    assert (table["soc"] > 0).all() and table["top"].min() >= 0
+    assert table.groupby("profile_id").size().min() >= 2
+    assert dropped["rule"].value_counts()["above_surface"] == 33
+    gone = set(dropped.loc[dropped["rule"] == "duplicate_profile", "profile_id"])
+    assert len(gone) == 47
+    # ctb0702 P-10 and ctb0800 P10 (43 pairs, same values): one of each pair kept
+    ids = table["profile_id"].str.removeprefix("febr/")
+    both = pd.Series(ids[ids.str.match(r"ctb0(702|800)-")].unique())
+    pair = both.str.replace(r"^ctb0\d+-P-?0*", "", regex=True)  # ctb0702-P-8, ctb0800-P08: 8
+    assert sum(p.startswith(("ctb0702-", "ctb0800-")) for p in gone) == 43
+    assert not pair.duplicated().any()
+    h, note = ex.febr_organic_layers(pd.read_csv(hz))
+    assert note.startswith("FEBR organic layers: in 21 profile(s)")
+    _, rep = ex.febr_duplicate_profiles(from_gsif(sites, h)[0])
+    assert_counts_add_up(rep)
+    assert rep.notes == ["duplicate_profile: 47 copies dropped by datasets: ctb0640/ctb0670 1, "
+                         "ctb0702/ctb0800 43, ctb0807/ctb0808 3"]
+    # no copies left: the rule finds none in its own output
+    again, rep = ex.febr_duplicate_profiles(table.assign(profile_id=ids))
+    assert rep.profiles_dropped == 0 and len(again) == len(table)
+    # BLD: measured, in kg m-3; the rest from the pedotransfer function
+    measured = table["BLD"].notna()
+    assert measured.sum() == row.layers_bd_measured == 805
+    assert table.loc[measured, "BLD"].between(200, 2500).all()
+    assert (table.loc[~measured, "bd_from_ptf"]).all()

@@ -22,10 +22,11 @@ __all__ = ["GSIF_PROPERTY_UNITS", "site_properties"]
 #: Units of the measured-property columns of GSIF / WoSIS / FEBR horizon tables (after
 #: :func:`~xproda.sites.observations.from_gsif`, which keeps them as they are): mass
 #: percentages of the fine earth for texture, pH in water (dimensionless), cation exchange
-#: capacity in cmol(+) kg-1, bulk density in kg m-3 (``bulk_density``: as used for SOC).
+#: capacity in cmol(+) kg-1; ``bulk_density`` (kg m-3, as used for SOC by the converter).
+#: The raw ``BLD`` column is absent on purpose: sources store it in g cm-3 or in kg m-3.
 GSIF_PROPERTY_UNITS: dict[str, str] = {
     "CLYPPT": "%", "SLTPPT": "%", "SNDPPT": "%", "PHIHOX": "1", "PHIKCL": "1",
-    "CEC": "cmol kg-1", "CECSUM": "cmol kg-1", "BLD": "kg m-3", "bulk_density": "kg m-3",
+    "CEC": "cmol kg-1", "CECSUM": "cmol kg-1", "bulk_density": "kg m-3",
     "ORCDRC": "g kg-1", "CRFVOL": "%",
 }
 
