@@ -40,7 +40,7 @@ def measured(world, profiles):
                      lon=sites["lon"].to_numpy()).compute()
     table = pd.DataFrame({m: np.asarray(s[m].values, float) for m in MEASURED},
                          index=sites.index)
-    table.attrs["units"] = {m: world[m].attrs.get("units") for m in MEASURED}
+    table.attrs["column_units"] = {m: world[m].attrs.get("units") for m in MEASURED}
     assert np.isfinite(table.to_numpy()).all() and len(table) == 120
     return table
 
@@ -63,7 +63,7 @@ def test_site_properties_thickness_weighted_over_the_interval():
     assert np.isnan(out.loc["b", "CLYPPT_0-30cm"])
     assert out.loc["b", "PHIHOX_0-30cm"] == pytest.approx(6.5)
     assert np.isnan(out.loc["c", "CLYPPT_0-30cm"])  # 0.1 m of 0.3 m
-    assert out.attrs["units"] == {"CLYPPT_0-30cm": "%", "PHIHOX_0-30cm": "1"}
+    assert out.attrs["column_units"] == {"CLYPPT_0-30cm": "%", "PHIHOX_0-30cm": "1"}
     loose = site_properties(df, {"CLYPPT": "clay"}, min_coverage=0.3, units={"CLYPPT": "%"})
     assert loose.loc["b", "clay"] == pytest.approx(30.0)
     assert loose.loc["c", "clay"] == pytest.approx(5.0)

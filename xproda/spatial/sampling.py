@@ -22,7 +22,7 @@ from xproda.spatial.discovery import (
 from xproda.spatial.longitude import wrap_longitude
 from xproda.spatial.sphere import unit_vectors
 
-__all__ = ["sample_sites"]
+__all__ = ["sample_sites", "axis_locate", "is_global_lon"]
 
 
 def _site_table(
@@ -83,7 +83,7 @@ def _site_table(
     return la, lo, ids
 
 
-def _axis_locate(
+def axis_locate(
     c: np.ndarray, v: np.ndarray, edges: tuple[float, float], *, periodic: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Bracketing indices ``i0, i1``, weight ``w`` of ``i1`` and validity for positions ``v``.
@@ -110,7 +110,8 @@ def _axis_locate(
     return order[j], order[j + 1], w, valid
 
 
-def _is_global_lon(c: np.ndarray) -> bool:
+def is_global_lon(c: np.ndarray) -> bool:
+    """Whether longitude centres ``c`` (degrees) go all the way round (no gap > 1.5 steps)."""
     if c.size < 2:
         return False
     u = np.sort(wrap_longitude(c, "0..360"))
@@ -198,7 +199,7 @@ def sample_sites(
         if g.kind == "latlon":
             cy = np.asarray(coord_degrees(obj, g.lat).values, float)
             cx = np.asarray(coord_degrees(obj, g.lon).values, float)
-            periodic = _is_global_lon(cx)
+            periodic = is_global_lon(cx)
             if periodic:  # sites into [min, min + 360); the search wraps around
                 low = float(np.nanmin(cx))
             else:  # unwrap a regional grid across the seam, sites around its middle
@@ -214,8 +215,8 @@ def sample_sites(
             vx, vy = from_lonlat(g.crs, lo, la)
             ey = edges_1d(cy, g.y)[[0, -1]] if cy.size > 1 else cy[[0, 0]]
         ex = cx[[0, 0]] if periodic or cx.size < 2 else edges_1d(cx, xdim)[[0, -1]]
-        iy0, iy1, wy, oky = _axis_locate(cy, vy, tuple(ey), periodic=False)
-        ix0, ix1, wx, okx = _axis_locate(cx, vx, tuple(ex), periodic=periodic)
+        iy0, iy1, wy, oky = axis_locate(cy, vy, tuple(ey), periodic=False)
+        ix0, ix1, wx, okx = axis_locate(cx, vx, tuple(ex), periodic=periodic)
         valid = oky & okx
         iy = np.where(wy > 0.5, iy1, iy0)
         ix = np.where(wx > 0.5, ix1, ix0)

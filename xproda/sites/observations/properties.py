@@ -69,7 +69,7 @@ def site_properties(
     DataFrame
         Indexed by ``profile_id`` (every profile of the table, in table order), one column
         per property, NaN where the interval is not covered enough. ``attrs``:
-        ``"units"`` (output name -> units or None) and ``"depth_interval_m"`` ``(top,
+        ``"column_units"`` (output name -> units or None) and ``"depth_interval_m"`` ``(top,
         bottom)``.
 
     Raises
@@ -122,6 +122,6 @@ def site_properties(
             out[name] = np.where(ok, num / np.where(den > 0, den, 1.0), np.nan)
     res = pd.DataFrame(out, index=ids)
     known = dict(GSIF_PROPERTY_UNITS) if units is None else dict(units)
-    res.attrs["units"] = {name: known.get(c) for c, name in mapping.items()}
+    res.attrs["column_units"] = {name: known.get(c) for c, name in mapping.items()}
     res.attrs["depth_interval_m"] = (float(top), float(bottom))
     return res
