@@ -304,9 +304,13 @@ def febr_notes(clean: pd.DataFrame) -> list[str]:
     ]
 
 
-def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES,
-                  verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES, verbose: bool = True,
+                  mineral_bd: float = 1.64
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Convert and clean the profile sources; report every dropped layer and profile.
+
+    ``mineral_bd``: the mineral bulk density (g cm-3) of the Adams (1973) pedotransfer
+    function used where bulk density was not measured (:func:`pedotransfer_table`).
 
     FEBR gets two steps of its own, both reported: :func:`febr_organic_layers` before the
     conversion and :func:`febr_duplicate_profiles` between conversion and cleaning; and the
@@ -332,12 +336,12 @@ def load_profiles(data_dir: Path, *, sources: Sequence[str] = SOURCES,
                                     "not found (pass --data)")
         if name == "febr":
             h, note = febr_organic_layers(pd.read_csv(hz))
-            prof, conv = from_gsif(sites, h)
+            prof, conv = from_gsif(sites, h, mineral_bd=mineral_bd)
             conv.notes.insert(0, note)
             prof, dup = febr_duplicate_profiles(prof)
             conv = conv + dup
         else:
-            prof, conv = from_gsif(sites, hz)
+            prof, conv = from_gsif(sites, hz, mineral_bd=mineral_bd)
         clean, crep = clean_profiles(prof)
         total = conv + crep
         if name == "febr":
@@ -485,6 +489,33 @@ def open_covariates_on_grid(cov: xr.Dataset) -> xr.Dataset:
     return stack[["elevation", "slope"]].assign(share)
 
 
+def pedotransfer_table(table: pd.DataFrame, *, mineral_bd: float = 1.64) -> pd.DataFrame:
+    """The Adams (1973) pedotransfer function against measured bulk density, by source.
+
+    On the clean layers with a measured bulk density (``BLD``, kg m-3) and organic carbon
+    (``ORCDRC``, g kg-1): bias, relative bias, RMSE (g cm-3) and R2
+    (:func:`xproda.sites.observations.pedotransfer.pedotransfer_skill`), with ``mineral_bd``
+    and with the value fitted to all measured layers
+    (:func:`~xproda.sites.observations.pedotransfer.fit_mineral_bd`). Rows: each source
+    with at least 10 measured layers, and ``all``.
+    """
+    from xproda.sites.observations.pedotransfer import fit_mineral_bd, pedotransfer_skill
+
+    has = table["BLD"].notna() & table["ORCDRC"].notna()
+    oc, bd = table.loc[has, "ORCDRC"], table.loc[has, "BLD"] / 1000.0
+    fitted = fit_mineral_bd(oc, bd)
+    rows = []
+    groups = [(s, table.loc[has, "source"] == s) for s in table["source"].unique()]
+    for name, sel in groups + [("all", slice(None))]:
+        o, b = oc[sel], bd[sel]
+        if len(o) < 10:
+            continue
+        for label, m in (("default", mineral_bd), ("fitted", fitted)):
+            rows.append({"source": name, "mineral_bd": round(m, 4), "ptf": label,
+                         **pedotransfer_skill(o, b, mineral_bd=m)})
+    return pd.DataFrame(rows)
+
+
 def measured_site_properties(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Measured 0-30 cm properties per profile (``names`` of :data:`SITE_PROPERTIES`)."""
     from xproda.sites.observations import site_properties
@@ -606,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--same-sites", action="store_true",
                     help="keep only profiles with every --site-properties value, whatever the "
                          "covariate set (to compare covariate sets on the same profiles)")
+    ap.add_argument("--mineral-bd", default="1.64",
+                    help="mineral bulk density (g cm-3) of the Adams pedotransfer function "
+                         "where bulk density was not measured, or 'fit' (least squares on "
+                         "the measured layers of the chosen sources)")
     ap.add_argument("--no-maps", action="store_true", help="skip the stock maps")
     ap.add_argument("--seed", type=int, default=0)
     return ap
@@ -635,6 +670,19 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--site-properties: unknown {unknown or a.site_properties!r}; choose "
                          f"among {', '.join(SITE_PROPERTIES)}")
     table, dropped_layers, counts = load_profiles(a.data, sources=sources)
+    ptf = pedotransfer_table(table)
+    if a.mineral_bd == "fit":
+        mbd = float(ptf["mineral_bd"][ptf["ptf"] == "fitted"].iloc[0])
+        print(f"pedotransfer: mineral bulk density fitted to the measured layers: {mbd:.3f} "
+              "g cm-3; converting again", flush=True)
+        table, dropped_layers, counts = load_profiles(a.data, sources=sources, verbose=False,
+                                                      mineral_bd=mbd)
+    elif float(a.mineral_bd) != 1.64:
+        table, dropped_layers, counts = load_profiles(a.data, sources=sources, verbose=False,
+                                                      mineral_bd=float(a.mineral_bd))
+    ptf.to_csv(a.out / "pedotransfer_skill.csv", index=False)
+    print("pedotransfer function (Adams 1973) vs measured bulk density (g cm-3):\n"
+          + ptf.round(3).to_string(index=False) + "\n", flush=True)
     n_clean = table["profile_id"].nunique()
     measured = measured_site_properties(table, props)
     lacking = measured.index[measured.isna().any(axis=1)].to_numpy()
@@ -733,6 +781,7 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
             "n_layers": int(data.batch.mask.sum()), "n_left_out": len(left_out),
             "n_dropped_sites": len(data.dropped), "used_by_source": used.to_dict(),
             "features": list(data.features), "n_same_sites_left_out": len(same_sites),
+            "pedotransfer": ptf,
             "stocks": stocks, "folds": pred["fold"].values, "fitted_sites": fitted}
 
 
