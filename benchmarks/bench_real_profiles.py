@@ -3,7 +3,7 @@
 
 What it measures
 ----------------
-The pipeline of ``examples/real_profiles.py`` (AfSP + ISIS + Edgeroi from ``../shared/data``,
+The pipeline of ``examples/real_profiles.py`` (AfSP + ISIS + Edgeroi + FEBR from ``../shared/data``,
 harmonised and cleaned with a drop report; WorldClim coarse covariates and forcing from
 ``xproda.climate.from_climate``; spatially blocked cross-validation of CLM5 defaults, batch mode,
 two-step PRODA, end to end, gradient boosting and random forest; SOC stock maps of the
@@ -16,9 +16,16 @@ end-to-end network), with the example's options (``--max-profiles``, ``--methods
 
 Target (issue 9): the default configuration runs in <= 30 min on 2 cores.
 
+Covariate sets (issue 21): ``--covariates grid|grid+open|grid+site|grid+open+site`` with
+``--same-sites`` compares them on the same profiles (those with measured 0-30 cm clay and
+sand).
+
 Run::
 
     .venv/bin/python benchmarks/bench_real_profiles.py                     # default config
+    for c in grid grid+open grid+open+site; do .venv/bin/python benchmarks/bench_real_profiles.py \
+        --same-sites --covariates $c --max-profiles 4000 --out /tmp/rp_$c \
+        --results benchmarks/results/real_profiles_$c.md; done
     .venv/bin/python benchmarks/bench_real_profiles.py --max-profiles 1000 --methods \\
         default,end_to_end,gbm
 
@@ -44,6 +51,13 @@ def _example():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _markdown(df) -> str:
+    """A DataFrame as a markdown table (no tabulate dependency)."""
+    rows = [list(map(str, df.columns))] + [list(map(str, r)) for r in df.to_numpy()]
+    return "\n".join(["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+                     + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- profiles used: {res['n_profiles']:,} ({res['n_layers']:,} layers; "
         + ", ".join(f"{k} {v:,}" for k, v in res["used_by_source"].items())
         + f"); {res['n_left_out']:,} clean profiles not in the subsample; "
-        f"{res['n_dropped_sites']} dropped at the sites (no covariates/forcing)",
+        f"{res['n_dropped_sites']} dropped at the sites (no covariates/forcing)"
+        + (f"; {res['n_same_sites_left_out']:,} without measured "
+           f"{a.site_properties} (--same-sites)" if a.same_sites else ""),
+        f"- covariates `{a.covariates}`: {', '.join(res['features'])}",
         f"- {a.folds} spatially blocked folds ({a.block_size:g} degree blocks); networks "
         f"(128-128) at most {a.epochs} epochs, patience {a.patience}; two-step MAP 2 x "
         f"{a.da_steps} steps; batch mode 1 x {a.batch_steps} steps", "",
@@ -99,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                      "per fold")
     lines += [f"| **total** | **{wall:.0f}** ({wall / 60:.1f} min) |", "",
               "Held-out SOC density (g C m-3) by depth interval:", "",
-              ex.markdown_table(res["skill_by_depth"])]
+              ex.markdown_table(res["skill_by_depth"]), "",
+              "All depths, by source and pooled:", "",
+              ex.markdown_source_table(res["skill_by_source"]), "",
+              "Adams (1973) pedotransfer function vs measured bulk density (g cm-3):", "",
+              _markdown(res["pedotransfer"].round(3))]
     text = "\n".join(lines)
     print("\n" + text)
     a.results.parent.mkdir(parents=True, exist_ok=True)
