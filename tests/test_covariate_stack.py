@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from xproda import conventions
 from xproda.spatial import EARTH_RADIUS, sample_sites, stack_covariates
+from xproda.testing import raise_if_dask_computes
 
 rioxarray = pytest.importorskip("rioxarray")
 # rioxarray uses affine's deprecated `*` composition
@@ -28,15 +29,6 @@ LAND_COVER = {"flag_values": [1, 2, 5], "flag_meanings": "forest grassland deser
 # -------------------------------------------------------------------------------------------
 # helpers
 # -------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def raise_if_dask_computes():
-    """Fail if anything asks dask to compute inside the block."""
-
-    def scheduler(dsk, keys, **kwargs):
-        raise RuntimeError("dask computed while building the graph")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def centres(res, lo, hi):

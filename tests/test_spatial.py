@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import dask
 import numpy as np
 import pandas as pd
@@ -13,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xproda import spatial
+from xproda.testing import raise_if_dask_computes
 from xproda.spatial import (
     EARTH_RADIUS,
     align_grids,
@@ -40,15 +39,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecatio
 SPHERE = 4 * np.pi * EARTH_RADIUS**2
 
 
-@contextlib.contextmanager
-def raise_if_dask_computes():
-    """Fail if anything asks dask to compute inside the block."""
-
-    def scheduler(dsk, keys, **kwargs):
-        raise RuntimeError("dask computed while building the graph")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def global_grid(
