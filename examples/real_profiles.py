@@ -497,7 +497,8 @@ def pedotransfer_table(table: pd.DataFrame, *, mineral_bd: float = 1.64) -> pd.D
     (:func:`xproda.sites.observations.pedotransfer.pedotransfer_skill`), with ``mineral_bd``
     and with the value fitted to all measured layers
     (:func:`~xproda.sites.observations.pedotransfer.fit_mineral_bd`). Rows: each source
-    with at least 10 measured layers, and ``all``.
+    with at least 10 measured layers, and ``all``; ``attrs["fitted_mineral_bd"]`` the fitted
+    value (g cm-3, not rounded).
     """
     from xproda.sites.observations.pedotransfer import fit_mineral_bd, pedotransfer_skill
 
@@ -513,7 +514,9 @@ def pedotransfer_table(table: pd.DataFrame, *, mineral_bd: float = 1.64) -> pd.D
         for label, m in (("default", mineral_bd), ("fitted", fitted)):
             rows.append({"source": name, "mineral_bd": round(m, 4), "ptf": label,
                          **pedotransfer_skill(o, b, mineral_bd=m)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["fitted_mineral_bd"] = fitted
+    return out
 
 
 def measured_site_properties(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -669,17 +672,16 @@ def _pipeline(a: argparse.Namespace) -> dict[str, Any]:
     if unknown or not props:
         raise ValueError(f"--site-properties: unknown {unknown or a.site_properties!r}; choose "
                          f"among {', '.join(SITE_PROPERTIES)}")
-    table, dropped_layers, counts = load_profiles(a.data, sources=sources)
-    ptf = pedotransfer_table(table)
-    if a.mineral_bd == "fit":
-        mbd = float(ptf["mineral_bd"][ptf["ptf"] == "fitted"].iloc[0])
+    fit = a.mineral_bd == "fit"
+    mbd = 1.64 if fit else float(a.mineral_bd)
+    table, dropped_layers, counts = load_profiles(a.data, sources=sources, mineral_bd=mbd)
+    ptf = pedotransfer_table(table, mineral_bd=mbd)
+    if fit:  # the measured layers (the fit's data) do not depend on the value converted with
+        mbd = ptf.attrs["fitted_mineral_bd"]
         print(f"pedotransfer: mineral bulk density fitted to the measured layers: {mbd:.3f} "
               "g cm-3; converting again", flush=True)
         table, dropped_layers, counts = load_profiles(a.data, sources=sources, verbose=False,
                                                       mineral_bd=mbd)
-    elif float(a.mineral_bd) != 1.64:
-        table, dropped_layers, counts = load_profiles(a.data, sources=sources, verbose=False,
-                                                      mineral_bd=float(a.mineral_bd))
     ptf.to_csv(a.out / "pedotransfer_skill.csv", index=False)
     print("pedotransfer function (Adams 1973) vs measured bulk density (g cm-3):\n"
           + ptf.round(3).to_string(index=False) + "\n", flush=True)

@@ -182,10 +182,10 @@ def prepare_training_data(
         per site indexed by site id (the profile table's ``profile_id``), one numeric column
         per covariate, e.g. :func:`xproda.sites.observations.site_properties` (topsoil clay,
         sand, pH...). Units from ``site_covariates.attrs["column_units"]`` (a dict by
-        column) when present. They follow the gridded features in ``x``; their min-max scaling comes from
-        the sites (there is no grid); sites absent from the table or with a NaN value are
-        dropped and reported like NaN gridded covariates. A network trained on them records
-        them (``site_features``) and refuses a grid that lacks them.
+        column) when present. They follow the gridded features in ``x``; their min-max
+        scaling comes from the sites (there is no grid); sites absent from the table or with
+        a NaN value are dropped and reported like NaN gridded covariates. A network trained
+        on them records them (``site_features``) and refuses a grid that lacks them.
     scaling : {"grid", "sites"}, default "grid"
         Min-max constants of the gridded covariates from the whole grid (spec §7.2) or from
         the sites only.
