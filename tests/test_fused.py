@@ -305,3 +305,29 @@ def test_group_solve_lanes_are_independent(shift):
 def test_group_solve_numpy_checks_the_work_array():
     with pytest.raises(ValueError, match=r"S must be float64 of shape \(4080,\)"):
         _fused.group_solve_numpy(np.zeros(10), 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_view_reads_a_column_block_in_place(dtype):
+    """``column_view(a, c, size)`` is ``a[c]`` flattened, read in place, whatever the numba
+    layout of ``a`` (C arrays, and strided views whose column blocks are contiguous)."""
+    numba = pytest.importorskip("numba")
+    view = _fused.column_view
+
+    @numba.njit
+    def first_values(a, c, size):
+        v = view(a, c, size)
+        out = np.empty(size)
+        for i in range(size):
+            out[i] = v[i]
+        v[0] = -1.0  # a view: writes reach a
+        return out
+
+    base = np.arange(6 * 12 * 20, dtype=dtype).reshape(6, 12, 20)
+    for a in (base, base[::2], base[1:]):  # C layout, then two 'A' / strided ones
+        a = a.copy() if a is base else a
+        for c in range(a.shape[0]):
+            want = a[c].ravel().astype(np.float64)
+            got = first_values(a, c, 240)
+            np.testing.assert_array_equal(got, want)
+            assert a[c, 0, 0] == -1.0

@@ -92,12 +92,21 @@ def test_every_layout_gives_the_same_bits(model):
     t = resampled_forcing(cases, n, 5, layout="transposed")
     assert c["TSOI"].flags.c_contiguous and not t["TSOI"].flags.c_contiguous
     mixed = {**c, "W_SCALAR": t["W_SCALAR"]}  # one strided variable: the copy path
+    # every other column of a larger array: strided, but each column's [12, 20] block is
+    # contiguous (read in place through fused.column_view)
+    sparse = {k: (np.repeat(v, 2, axis=0)[::2] if v.ndim == 3 else v) for k, v in c.items()}
+    assert not sparse["TSOI"].flags.c_contiguous and sparse["TSOI"].strides[1:] == (160, 8)
+    # layers contiguous, months padded to 24 values: the copy path
+    padded = {k: (np.pad(v, ((0, 0), (0, 0), (0, 4)))[..., :20] if v.ndim == 3 else v)
+              for k, v in c.items()}
+    assert padded["TSOI"].strides[1:] == (192, 8)
     c32 = resampled_forcing(cases, n, 5, layout="C", dtype=np.float32)
     w64 = {k: (v.astype(np.float64) if v.ndim == 3 else v) for k, v in c32.items()}
     ref = m.steady_state(th, c)
     assert np.isfinite(ref["soc_stock"]).sum() > n // 2  # the subject is not empty
     assert ref["valid"].sum() > 0
-    for other, base in ((t, ref), (mixed, ref), (c32, m.steady_state(th, w64))):
+    for other, base in ((t, ref), (mixed, ref), (sparse, ref), (padded, ref),
+                        (c32, m.steady_state(th, w64))):
         out = m.steady_state(th, other)
         for k in ("pools", "soc", "soc_stock", "respiration", "turnover_time", "flags"):
             np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(base[k]), err_msg=k)

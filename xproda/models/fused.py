@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "vexp", "thomas_solve", "block3_solve", "clm5_pools",
+__all__ = ["HAVE_NUMBA", "vexp", "column_view", "thomas_solve", "block3_solve", "clm5_pools",
            "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
            "group_scratch", "group_solve", "group_solve_numpy", "group_solve_program",
            "GROUP_SIZE", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
@@ -754,6 +754,32 @@ if HAVE_NUMBA:
             return builder.bitcast(args[0], _llvm_ir.DoubleType())
         return numba.types.float64(numba.types.int64), codegen
 
+    @_intrinsic
+    def _row_pointer(typingctx, a, c):  # pragma: no cover - compiled
+        """Pointer to the first value of ``a[c]`` (``a``: an array of any layout)."""
+        if not (isinstance(a, numba.types.Array) and isinstance(c, numba.types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            stride = builder.extract_value(ary.strides, 0)
+            c = context.cast(builder, args[1], signature.args[1], numba.types.intp)
+            raw = builder.bitcast(ary.data, _llvm_ir.IntType(8).as_pointer())
+            p = builder.gep(raw, [builder.mul(c, stride)])
+            return builder.bitcast(p, ary.data.type)
+        return numba.types.CPointer(a.dtype)(a, c), codegen
+
+    def _column_view(a, c, size):  # pragma: no cover - numba
+        """The ``size`` values from ``a[c, 0, ...]`` on, as a 1-D C-contiguous view.
+
+        For compiled kernels that read one column's block of a ``[n, ...]`` array as one
+        flat vector (LLVM vectorises and interleaves a flat loop better than nested short
+        ones). The caller checks that ``a[c]`` is C-contiguous (``a.strides[1:]``) and holds
+        ``size`` values; this works for arrays of any layout (a transposed view's numba
+        type is ``'A'`` even where a column block is contiguous).
+        """
+        return numba.carray(_row_pointer(a, c), size)
+
     _DOUBLE = _llvm_ir.DoubleType()
     _LANES = _llvm_ir.VectorType(_DOUBLE, _G)
 
@@ -819,6 +845,8 @@ if HAVE_NUMBA:
     _jit = {"nogil": True, "error_model": "numpy"}
     #: ``exp`` for compiled kernels, vectorisable (:func:`_vexp`)
     vexp = jit_kernel(_vexp, inline="always", **_jit)
+    #: a flat view of one column block of an array (:func:`_column_view`)
+    column_view = jit_kernel(_column_view, inline="always", **_jit)
     _thomas_compiled = jit_kernel(_thomas_kernel, **_jit)
     _block3_compiled = jit_kernel(_block3_kernel, **_jit)
     #: the compiled group solve (callable from other compiled kernels): explicit SIMD code
