@@ -174,6 +174,13 @@ def test_no_data_columns_and_partial_months():
     ("nbedrock", lambda f: np.minimum(f["nbedrock"], 19) + 0.5, "integer"),
     ("ALTMAX", lambda f: f["ALTMAX"][:, :6], r"shape \[n, 12\]"),
     ("NPP", lambda f: f["NPP"] * -1.0, "negative"),
+    # monthly variables are checked from the kernel's statistics: same messages
+    ("CWD_INPUT", lambda f: np.where(np.arange(12) == 4, 1e36, f["CWD_INPUT"]), "fill value"),
+    ("ALTMAX_LASTYEAR", lambda f: np.where(np.arange(12) == 0, -np.inf, f["ALTMAX_LASTYEAR"]),
+     "infinite"),
+    ("nbedrock", lambda f: np.where(np.arange(12) == 7, 21.0, f["nbedrock"]), "nbedrock"),
+    ("nbedrock", lambda f: np.where(np.arange(12) == 7, np.nan,
+                                    np.minimum(f["nbedrock"], 19) + 0.25), "integer"),
 ])
 def test_bad_forcing_same_errors_as_torch_path(name, edit, match):
     f = random_forcing(10, 5)
@@ -181,6 +188,30 @@ def test_bad_forcing_same_errors_as_torch_path(name, edit, match):
     th = np.full((10, 21), 0.5)
     m = xproda.get_model("clm5")
     with pytest.raises(ValueError, match=match) as fast:
+        m.steady_state(th, f)
+    with xproda.set_options(fused_kernels=False), pytest.raises(ValueError) as slow:
+        m.steady_state(th, f)
+    assert str(fast.value) == str(slow.value)
+
+
+@pytest.mark.parametrize("bad", [("theta", "LITR2_INPUT"), ("LITR2_INPUT", "TSOI"),
+                                 ("NPP", "nbedrock"), ("CWD_INPUT", "NPP")])
+def test_several_bad_inputs_same_first_error(bad):
+    """Several bad inputs at once: the fused path (values checked after the kernel, from
+    its statistics) reports the one the torch path reports first."""
+    f = random_forcing(6, 8)
+    th = np.full((6, 21), 0.5)
+    for what in bad:
+        if what == "theta":
+            th[1, 4] = 1.5
+        elif what == "TSOI":
+            f["TSOI"] = f["TSOI"] - 273.15
+        elif what == "nbedrock":
+            f["nbedrock"] = np.minimum(f["nbedrock"], 19) + 0.5
+        else:
+            f[what] = -f[what]
+    m = xproda.get_model("clm5")
+    with pytest.raises(ValueError) as fast:
         m.steady_state(th, f)
     with xproda.set_options(fused_kernels=False), pytest.raises(ValueError) as slow:
         m.steady_state(th, f)

@@ -48,7 +48,7 @@ from xproda.models.parallel import run_blocks
 
 __all__ = ["clm5_steady_state", "microbial_steady_state", "steady_state_fused",
            "CLM5_PARAMETER_SLOTS", "MICROBIAL_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
-           "geometry", "steady_state_applicable", "prepare_arrays", "check_layered", "as_array"]
+           "geometry", "steady_state_applicable", "prepare_arrays", "check_values", "as_array"]
 
 #: the [n, 12] forcing variables, stacked in this order into one [n, 7, 12] array
 MONTHLY_ORDER = ("ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "CWD_INPUT", "LITR1_INPUT",
@@ -490,7 +490,7 @@ def _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, stats, wk, buf,
 def _column_start(th, c, plo, pspan, plog, phys, st, flags):  # pragma: no cover - numba
     """Start column ``c``: reset its statistics ``st``, map its parameters into ``phys``,
     set its flags (bit 128 for theta outside (0, 1)); return whether theta has a NaN."""
-    for v in range(4):
+    for v in range(st.shape[0]):
         st[v, 0] = math.inf
         st[v, 1] = -math.inf
     fl, bad = _physical(th, c, plo, pspan, plog, phys)
@@ -553,9 +553,15 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, ow, pro
     return nan
 
 
-def _monthly_column(mon, c, out):  # pragma: no cover - numba
+def _monthly_column(mon, c, out, st):  # pragma: no cover - numba
     """Column ``c`` of the seven monthly variables (a tuple of ``[n, 12]`` arrays, any
-    strides, :data:`MONTHLY_ORDER`) into ``out[0, v, m]`` (float64)."""
+    strides, :data:`MONTHLY_ORDER`) into ``out[0, v, m]`` (float64).
+
+    Also their minimum / maximum (NaN skipped) into ``st[4 + v, 0/1]``; returns whether
+    nbedrock holds a value that is not an integer (the checks of
+    :func:`xproda.models.forcing.check_array_values`, made on the way instead of in passes
+    over the arrays before the kernel).
+    """
     a = mon[0]
     b = mon[1]
     d = mon[2]
@@ -571,6 +577,21 @@ def _monthly_column(mon, c, out):  # pragma: no cover - numba
         out[0, 4, m] = f[c, m]
         out[0, 5, m] = g[c, m]
         out[0, 6, m] = h[c, m]
+    non_integer = False
+    for v in range(7):
+        lo = st[4 + v, 0]
+        hi = st[4 + v, 1]
+        for m in range(out.shape[2]):
+            x = out[0, v, m]
+            lo = x if x < lo else lo
+            hi = x if x > hi else hi
+        st[4 + v, 0] = lo
+        st[4 + v, 1] = hi
+    for m in range(out.shape[2]):
+        x = out[0, 2, m]
+        if x == x and not math.isinf(x) and x != math.floor(x):
+            non_integer = True
+    return non_integer
 
 
 def _clip_negatives(x, clip):  # pragma: no cover - numba
@@ -690,7 +711,8 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
     conditioning_tolerance, has_w_scaling]. ``scal[c]``: input, respiration, turnover_time,
     soc_stock, solve_error_estimate. ``flags[c]``: model flags; bit 64: non-finite and no
     NaN input seen (the caller checks other forcing variables); bit 128: theta out of
-    range. ``stats[c, v, 0/1]``: min/max of the layered variables (NaN skipped).
+    range; bit 256: nbedrock not an integer. ``stats[c, v, 0/1]``: min/max of the layered
+    (``v < 4``), then the monthly variables (NaN skipped).
     """
     L = _L
     G = _fused_G
@@ -746,7 +768,8 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 xz[j] = math.exp(-geo[6, j] / efold)
             if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk, buf, ex):
                 bad = True
-            _monthly_column(mon, c, mcol)
+            if _monthly_column(mon, c, mcol, st):
+                flags[c] |= 256
             if _column_inputs(mcol, 0, g, bio, cryo, beta, conservative, below, geo, ow, prof,
                               u, lo_g, di_g, up_g, rg):
                 bad = True
@@ -863,7 +886,8 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             wsc = phys[ix[1]]
             if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk, buf, ex):
                 bad = True
-            _monthly_column(mon, c, mcol)
+            if _monthly_column(mon, c, mcol, st):
+                flags[c] |= 256
             if _column_inputs(mcol, 0, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
                               conservative, below, geo, ow, prof, u, lo_g, di_g, up_g, rg):
                 bad = True
@@ -1048,8 +1072,9 @@ conditioning_tolerance
         ``pools`` ``[n, 20, 7]``, ``soc`` ``[n, 20]``, ``pool_stocks`` ``[n, 7]``,
         ``input``, ``respiration``, ``turnover_time``, ``soc_stock``,
         ``solve_error_estimate`` ``[n]``, ``flags`` ``[n]`` int64 (bit 64: non-finite
-        without NaN input seen; bit 128: theta outside (0, 1)) and ``stats`` ``[n, 4, 2]``
-        (per-column min / max of the layered variables, NaN skipped).
+        without NaN input seen; bit 128: theta outside (0, 1); bit 256: a non-integer
+        nbedrock) and ``stats`` ``[n, 11, 2]`` (per-column min / max of the layered, then
+        the monthly variables, NaN skipped).
     """
     opts = np.array([conservative, inputs_below_bedrock, clip_negative,
                      detect_ill_conditioning, conditioning_tolerance, w_scaling], dtype=float)
@@ -1120,7 +1145,7 @@ def _run_kernel(kernel, theta, layered, monthly, space, slots, opts, npools, thr
     }
     scal = np.empty((n, 5))
     flags = np.empty(n, dtype=np.int64)
-    stats = np.empty((n, 4, 2))
+    stats = np.empty((n, 4 + len(MONTHLY_ORDER), 2))
     run_blocks(kernel, n, theta, plo, pspan, plog, ix, *layered, monthly, geometry(), opts,
                out["pools"], out["soc"], out["pool_stocks"], scal, flags, stats,
                threads=threads)
@@ -1139,7 +1164,7 @@ def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict
     """``model.steady_state(theta, forcing)`` by a fused kernel driver (no gradients, CPU).
 
     Checks theta and the forcing as the torch path does (same errors; see
-    :func:`prepare_arrays`, :func:`check_layered`), runs ``solve(th, layered, monthly)``
+    :func:`prepare_arrays`, :func:`check_values`), runs ``solve(th, layered, monthly)``
     (e.g. :func:`clm5_steady_state` with the model's options bound) and builds the
     :class:`~xproda.models.base.SteadyState`: numpy in gives numpy out, torch in torch out.
     Call it where :func:`steady_state_applicable` holds.
@@ -1178,9 +1203,11 @@ def steady_state_fused(model, theta, forcing: Mapping, solve: Callable[..., dict
     th = np.ascontiguousarray(th)
     res = solve(th, layered, monthly)
     flags = res.pop("flags")
-    if (flags & 128).any():  # theta outside (0, 1): the torch check's message
+    stats = res.pop("stats")
+    # the torch path's order: theta outside (0, 1) (its message), then the forcing values
+    if (flags & 128).any():
         model.check_theta(torch.from_numpy(th), torch.float64, cpu)
-    check_layered(res.pop("stats"))
+    check_values(stats, flags, others)
     suspect = (flags & 64) != 0
     if suspect.any() and others:  # non-finite: no data where any other variable is NaN
         idx = np.nonzero(suspect)[0]
@@ -1256,11 +1283,10 @@ def steady_state_applicable(theta, forcing) -> bool:
 def prepare_arrays(forcing, n: int | None, required: tuple[str, ...]):
     """Checked numpy views of the kernel's forcing: ``(layered, monthly, n, others)``.
 
-    Shapes, batch sizes and the values of the monthly variables are checked here (same
-    rules and messages as :func:`xproda.models.forcing.validate_forcing`); the values of the
-    layered variables are checked from the kernel's per-column statistics by
-    :func:`check_layered`. ``others``: the forcing variables the kernel does not read
-    (validated by the caller).
+    Shapes and batch sizes are checked here (same rules and messages as
+    :func:`xproda.models.forcing.validate_forcing`); values are checked after the kernel by
+    :func:`check_values` (those the kernel reads from its per-column statistics: no passes
+    over the arrays before it). ``others``: the forcing variables the kernel does not read.
     """
     from xproda.models import forcing as fmod
 
@@ -1281,9 +1307,7 @@ def prepare_arrays(forcing, n: int | None, required: tuple[str, ...]):
         layered = [np.asarray(a, dtype=np.float64) for a in layered]
     monthly = []  # read in place by the kernel (no [n, 7, 12] stack: a copy per call)
     for name in MONTHLY_ORDER:
-        a = arrays[name]
-        fmod.check_array_values(name, a)
-        a = np.asarray(a, dtype=np.float64)  # small ([n, 12]); one dtype for the kernel
+        a = np.asarray(arrays[name], dtype=np.float64)  # small; one dtype for the kernel
         monthly.append(np.broadcast_to(a, (n,) + a.shape[1:]) if a.shape[0] != n else a)
     monthly = tuple(monthly)
     others = {}
@@ -1293,20 +1317,52 @@ def prepare_arrays(forcing, n: int | None, required: tuple[str, ...]):
         a = as_array(x, name)
         fmod.check_shape(name, a.shape, fmod.FORCING_SCHEMA[name].shape)
         fmod.batch_size({**sizes, name: a.shape[0]}, n)
-        fmod.check_array_values(name, a)
         others[name] = a
     return layered, monthly, n, others
 
 
-def check_layered(stats: np.ndarray) -> None:
-    """Check the layered variables' values from the kernel's ``stats`` ``[n, 4, 2]``."""
+def _stats_range(stats):  # pragma: no cover - numba
+    """Minimum / maximum over the columns of per-column statistics ``[n, V, 2]`` (one pass;
+    numpy's reductions over the first axis of such an array took ~8 ms per 1e5 columns)."""
+    V = stats.shape[1]
+    lo = np.full(V, np.inf)
+    hi = np.full(V, -np.inf)
+    for c in range(stats.shape[0]):
+        for v in range(V):
+            a = stats[c, v, 0]
+            b = stats[c, v, 1]
+            lo[v] = a if a < lo[v] else lo[v]
+            hi[v] = b if b > hi[v] else hi[v]
+    return lo, hi
+
+
+if HAVE_NUMBA:
+    _stats_range = jit_kernel(_stats_range, nogil=True, error_model="numpy")
+
+
+def check_values(stats: np.ndarray, flags: np.ndarray, others: Mapping) -> None:
+    """Check the forcing values after a kernel ran, in the torch path's order.
+
+    Variables in :data:`xproda.models.forcing.FORCING_SCHEMA` order (the order in which
+    :func:`~xproda.models.forcing.validate_forcing` raises): the layered and monthly ones
+    the kernel read from its per-column statistics (``stats[:, v]`` minimum / maximum,
+    :data:`LAYERED_ORDER` then :data:`MONTHLY_ORDER`; ``flags`` bit 256: an nbedrock that
+    is not an integer), ``others`` (see :func:`prepare_arrays`) from their arrays. Same
+    messages as :func:`~xproda.models.forcing.check_array_values` on every array.
+    """
     from xproda.models import forcing as fmod
 
-    if stats.shape[0] == 0:
-        return
-    lo = stats[:, :, 0].min(0)
-    hi = stats[:, :, 1].max(0)
-    for v, name in enumerate(LAYERED_ORDER):
-        fmod.check_range(name, float(lo[v]), float(hi[v]),
-                         has_inf=bool(math.isinf(lo[v]) and lo[v] < 0
-                                      or math.isinf(hi[v]) and hi[v] > 0))
+    rows = {name: v for v, name in enumerate(LAYERED_ORDER + MONTHLY_ORDER)}
+    if stats.shape[0]:
+        lo, hi = _stats_range(stats)
+    non_integer = bool((flags & 256).any())
+    for name, spec in fmod.FORCING_SCHEMA.items():
+        if name in others:
+            fmod.check_array_values(name, others[name])
+        elif name in rows and stats.shape[0]:
+            v = rows[name]
+            inf = bool(math.isinf(lo[v]) and lo[v] < 0 or math.isinf(hi[v]) and hi[v] > 0)
+            fmod.check_range(name, float(lo[v]), float(hi[v]), has_inf=inf,
+                             non_integer=spec.integer and not inf and non_integer)
+
+
