@@ -332,3 +332,20 @@ def test_block_size_bounds():
     assert parallel.block_size(10, 2) == parallel.MIN_BLOCK
     assert parallel.block_size(10**7, 2) == parallel.MAX_BLOCK
     assert parallel.block_size(10**4, 2) % 8 == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300_000), threads=st.integers(1, 16))
+def test_guided_block_bounds(n, threads):
+    """Guided blocks cover every column once, in order; full-size blocks first, then
+    shrinking ones (multiples of 8, at least MIN_BLOCK but for the last), never above the
+    block size."""
+    b = parallel.block_bounds(n, threads)
+    sizes = np.diff(b)
+    assert b[0] == 0 and b[-1] == n and (sizes > 0).all()
+    full = parallel.block_size(n, threads)
+    assert (sizes <= full).all()
+    assert (sizes[:-1] % 8 == 0).all() and (sizes[:-1] >= min(parallel.MIN_BLOCK, n)).all()
+    assert (np.diff(sizes[:-1]) <= 0).all()  # non-increasing
+    fixed = parallel.block_bounds(n, threads, block=100)
+    assert fixed == list(range(0, n, 100)) + [n]

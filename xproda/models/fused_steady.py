@@ -677,20 +677,23 @@ def _finish_column(x, c, fl, inp, resp, cond, nsoil, geo, pools, soc, pool_stock
     """
     valid = (fl & 0x3F) == 0
     npool = x.shape[1]
-    stock = 0.0
-    for q in range(npool):
-        pool_stocks[c, q] = 0.0
     for j in range(_L):
-        dzj = geo[3, j]
         for q in range(npool):
-            v = x[j, q] if valid else math.nan
-            pools[c, j, q] = v
-            pool_stocks[c, q] += v * dzj
+            pools[c, j, q] = x[j, q] if valid else math.nan
+    # the stock sums in registers (a sum per pool, over the layers in order), not through
+    # memory: the same additions in the same order, without a store-to-load chain
+    for q in range(npool):
+        acc = 0.0
+        for j in range(_L):
+            acc += pools[c, j, q] * geo[3, j]
+        pool_stocks[c, q] = acc
+    stock = 0.0
+    for j in range(_L):
         s = pools[c, j, npool - nsoil]
         for q in range(npool - nsoil + 1, npool):
             s = s + pools[c, j, q]
         soc[c, j] = s
-        stock += s * dzj
+        stock += s * geo[3, j]
     inp = inp * 365.0 if valid else math.nan
     resp = resp * 365.0 if valid else math.nan
     scal[c, 0] = inp
