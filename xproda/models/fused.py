@@ -471,7 +471,10 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
             c = c0 + g
             for j in range(L):
                 for q in range(7):
+                    # plain steps keep the state in the solve's own x rows (the solve only
+                    # writes them): no copy per step
                     xc[j, q, g] = x[c, j, q]
+                    xn[j, q, g] = x[c, j, q]
                     kbg[j, q, g] = kb[c, j, q]
                 for q in range(9):
                     frg[j, q, g] = fr[c, j, q]
@@ -490,6 +493,10 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                 lqc = lq[c]
                 wc = wsc[c]
                 ip = 0.0
+                u0 = u[c, t, 0]
+                u1 = u[c, t, 1]
+                u2 = u[c, t, 2]
+                u3 = u[c, t, 3]
                 for j in range(L):
                     # environmental scalars as forcing.temperature_scalar / water_scalar
                     # (Q10 frozen = Q10, reference 25 degC) times the O and N scalars
@@ -504,12 +511,29 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     K[j, 5, g] = kbg[j, 5, g] * es
                     K[j, 6, g] = kbg[j, 6, g] * es
                     pj = prof[c, b, j]
-                    for q in range(4):
-                        dq = u[c, t, q] * pj
-                        rhs[j, q, g] = dq
-                        ip += dz[j] * dq
-                    for q in range(4, 7):
-                        rhs[j, q, g] = 0.0
+                    dzj = dz[j]
+                    d0 = u0 * pj
+                    d1 = u1 * pj
+                    d2 = u2 * pj
+                    d3 = u3 * pj
+                    ip += dzj * d0
+                    ip += dzj * d1
+                    ip += dzj * d2
+                    ip += dzj * d3
+                    if incr:
+                        rhs[j, 0, g] = d0
+                        rhs[j, 1, g] = d1
+                        rhs[j, 2, g] = d2
+                        rhs[j, 3, g] = d3
+                        for q in range(4, 7):
+                            rhs[j, q, g] = 0.0
+                    else:  # backward Euler: inputs + x / dt (x: the last solution)
+                        rhs[j, 0, g] = d0 + r * xn[j, 0, g]
+                        rhs[j, 1, g] = d1 + r * xn[j, 1, g]
+                        rhs[j, 2, g] = d2 + r * xn[j, 2, g]
+                        rhs[j, 3, g] = d3 + r * xn[j, 3, g]
+                        for q in range(4, 7):
+                            rhs[j, q, g] = 0.0 + r * xn[j, q, g]
                     lo_g[j, g] = lo[c, b, j]
                     di_g[j, g] = di[c, b, j]
                     up_g[j, g] = up[c, b, j]
@@ -545,11 +569,6 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                             ap[q] += v
                         for q in range(7):
                             rhs[j, q, g] -= ap[q]
-            else:
-                for j in range(L):
-                    for q in range(7):
-                        for g in range(ng):
-                            rhs[j, q, g] += r * xc[j, q, g]
             group_solve(S, r)
             if incr:
                 for g in range(ng):
@@ -579,15 +598,16 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                 total[c, t] = tc
                 soc_stock[c, t] = sc
                 resp[c, t] = rs * 365.0
-            for j in range(L):
-                for q in range(7):
-                    for g in range(ng):
-                        xc[j, q, g] = xn[j, q, g]
+            if incr:
+                for j in range(L):
+                    for q in range(7):
+                        for g in range(ng):
+                            xc[j, q, g] = xn[j, q, g]
         for g in range(ng):
             c = c0 + g
             for j in range(L):
                 for q in range(7):
-                    x[c, j, q] = xc[j, q, g]
+                    x[c, j, q] = xn[j, q, g]
 
 
 # -------------------------------------------------------------------------------------------
