@@ -331,3 +331,15 @@ def test_column_view_reads_a_column_block_in_place(dtype):
             got = first_values(a, c, 240)
             np.testing.assert_array_equal(got, want)
             assert a[c, 0, 0] == -1.0
+
+
+@pytest.mark.parametrize("shift", [0.0, 1.0 / 30.0])
+def test_group_solve_never_writes_its_inputs(shift):
+    """The solve reads K, the right-hand side, the fractions and the bands and writes only
+    its own rows: the steady kernels fill the SOM inputs' zeros once per call and rely on
+    them staying 0."""
+    S, inputs, _ = _group_inputs(11)
+    before = [a.copy() for a in inputs]
+    _fused.group_solve(S, shift)
+    for a, b in zip(inputs, before):
+        np.testing.assert_array_equal(a, b)

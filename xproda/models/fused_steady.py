@@ -528,8 +528,9 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, ow, pro
     """Transport bands and litter inputs of column ``c`` into slot ``g`` of the group arrays.
 
     ``lo_g``/``di_g``/``up_g[:, g]``: :func:`_mean_operator`; ``rg[:, 0:4, g]``: litter
-    inputs per layer (g C m-3 day-1, :func:`_input_profile` and :func:`_annual_input`), the
-    other pools 0. ``ow`` ``[_OW_ROWS * _OW]``, ``prof`` ``[20]``, ``u`` ``[4]``: scratch.
+    inputs per layer (g C m-3 day-1, :func:`_input_profile` and :func:`_annual_input`); the
+    other pools' inputs stay 0 (the group scratch starts zeroed and the solve only reads
+    them). ``ow`` ``[_OW_ROWS * _OW]``, ``prof`` ``[20]``, ``u`` ``[4]``: scratch.
     Returns whether a monthly variable has a NaN.
     """
     _mean_operator(mon, c, bio, cryo, conservative, geo, ow)
@@ -548,8 +549,6 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, ow, pro
         pj = prof[j] / (geo[3, j] * 365.0)
         for q in range(4):
             rg[j, q, g] = u[q] * pj
-        for q in range(4, rg.shape[1]):
-            rg[j, q, g] = 0.0
     return nan
 
 
@@ -677,23 +676,20 @@ def _finish_column(x, c, fl, inp, resp, cond, nsoil, geo, pools, soc, pool_stock
     """
     valid = (fl & 0x3F) == 0
     npool = x.shape[1]
-    for j in range(_L):
-        for q in range(npool):
-            pools[c, j, q] = x[j, q] if valid else math.nan
-    # the stock sums in registers (a sum per pool, over the layers in order), not through
-    # memory: the same additions in the same order, without a store-to-load chain
-    for q in range(npool):
-        acc = 0.0
-        for j in range(_L):
-            acc += pools[c, j, q] * geo[3, j]
-        pool_stocks[c, q] = acc
     stock = 0.0
+    for q in range(npool):
+        pool_stocks[c, q] = 0.0
     for j in range(_L):
+        dzj = geo[3, j]
+        for q in range(npool):
+            v = x[j, q] if valid else math.nan
+            pools[c, j, q] = v
+            pool_stocks[c, q] += v * dzj
         s = pools[c, j, npool - nsoil]
         for q in range(npool - nsoil + 1, npool):
             s = s + pools[c, j, q]
         soc[c, j] = s
-        stock += s * geo[3, j]
+        stock += s * dzj
     inp = inp * 365.0 if valid else math.nan
     resp = resp * 365.0 if valid else math.nan
     scal[c, 0] = inp
