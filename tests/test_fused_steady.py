@@ -349,3 +349,34 @@ def test_guided_block_bounds(n, threads):
     assert (np.diff(sizes[:-1]) <= 0).all()  # non-increasing
     fixed = parallel.block_bounds(n, threads, block=100)
     assert fixed == list(range(0, n, 100)) + [n]
+
+
+@pytest.mark.parametrize("conservative", [True, False])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_compiled_transport_bands_equal_torch_bits(conservative, seed):
+    """``transport_bands`` (the transient runs' compiled operators) gives the torch
+    operators bit for bit: cryoturbation ramps, the 2 m and 3 m limits, bedrock at 1 and 20,
+    zero and NaN active layers, NaN bedrock."""
+    from xproda.models import transport
+
+    rng = np.random.default_rng(seed)
+    n, B = 64, 12
+    alt = rng.choice([0.0, 0.3, 1.0, 2.0, 2.5, 5.0, np.nan], (n, B)) * rng.uniform(0.5, 1.5,
+                                                                                (n, B))
+    alt[rng.random((n, B)) < 0.2] = 2.0  # exactly at the cryoturbation limit
+    ly = np.where(rng.random((n, B)) < 0.5, alt, rng.uniform(0, 4, (n, B)))
+    nb = rng.integers(1, 21, (n, B)).astype(float)
+    nb[rng.random((n, B)) < 0.05] = np.nan
+    bio = rng.uniform(1e-5, 1e-3, n)
+    cryo = rng.uniform(1e-5, 1e-3, n)
+    got = fused_steady.transport_bands(bio, cryo, alt, ly, nb, conservative=conservative)
+    T = torch.from_numpy
+    d = transport.diffusivity(T(bio), T(cryo), T(alt), T(ly), T(nb))
+    want = transport.monthly_operator(d, T(nb), conservative=conservative)
+    assert np.isfinite(got[1]).sum() > n * B  # the subject is not empty
+    for g, w in zip(got, want):
+        w = w.numpy()
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(w))  # NaN signs may differ
+        ok = ~np.isnan(w)
+        np.testing.assert_array_equal(g[ok].view(np.uint64), w[ok].view(np.uint64))

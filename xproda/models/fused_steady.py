@@ -48,7 +48,8 @@ from xproda.models.parallel import run_blocks
 
 __all__ = ["clm5_steady_state", "microbial_steady_state", "steady_state_fused",
            "CLM5_PARAMETER_SLOTS", "MICROBIAL_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
-           "geometry", "steady_state_applicable", "prepare_arrays", "check_values", "as_array"]
+           "geometry", "steady_state_applicable", "prepare_arrays", "check_values", "as_array",
+           "transport_bands"]
 
 #: the [n, 12] forcing variables, stacked in this order into one [n, 7, 12] array
 MONTHLY_ORDER = ("ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "CWD_INPUT", "LITR1_INPUT",
@@ -280,6 +281,61 @@ def _mean_operator(mon, c, bio, cryo, conservative, geo, ow):  # pragma: no cove
         ow[_R_LO * _OW + j] = ow[_R_LO * _OW + j] / n0 if n0 > 0 else math.nan
         ow[_R_DI * _OW + j] = ow[_R_DI * _OW + j] / n1 if n1 > 0 else math.nan
         ow[_R_UP * _OW + j] = ow[_R_UP * _OW + j] / n2 if n2 > 0 else math.nan
+
+
+def _bands_kernel(b0, b1, bio, cryo, alt, alt_ly, nb, conservative, geo, lo, di,
+                  up):  # pragma: no cover - numba
+    """Monthly transport bands of columns ``b0 <= c < b1`` (see :func:`transport_bands`)."""
+    ow = np.empty(_OW_ROWS * _OW)
+    for c in range(b0, b1):
+        d_bio = bio[c] / 365.0
+        d_cryo = cryo[c] / 365.0
+        for m in range(alt.shape[1]):
+            _diffusivity(alt[c, m], alt_ly[c, m], nb[c, m], d_bio, d_cryo, geo, ow)
+            _operator(nb[c, m], conservative, geo, ow)
+            for j in range(_L):
+                lo[c, m, j] = ow[_R_LOM * _OW + j]
+                di[c, m, j] = ow[_R_DIM * _OW + j]
+                up[c, m, j] = ow[_R_UPM * _OW + j]
+
+
+def transport_bands(bio: np.ndarray, cryo: np.ndarray, altmax: np.ndarray,
+                    altmax_lastyear: np.ndarray, nbedrock: np.ndarray, *,
+                    conservative: bool = True, threads: int | None = None):
+    """Transport bands of every column and month, compiled: ``(lower, diag, upper)``.
+
+    :func:`xproda.models.transport.monthly_operator` of
+    :func:`~xproda.models.transport.diffusivity` (the same operations, value by value, so
+    the same bits) without autograd, for the transient runs' CPU path.
+
+    Parameters
+    ----------
+    bio, cryo : ndarray
+        ``[n]`` bioturbation and cryoturbation diffusivity (m2 yr-1).
+    altmax, altmax_lastyear, nbedrock : ndarray
+        ``[n, B]`` active-layer thickness this and last year (m) and 1-based bedrock layer.
+    conservative : bool, keyword-only
+        The flux-consistent stencil below bedrock.
+    threads : int, optional
+        Threads (:func:`xproda.models.parallel.kernel_threads`).
+
+    Returns
+    -------
+    tuple of ndarray
+        ``[n, B, 20]`` float64 each (day-1).
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("transport_bands needs numba")
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    alt = f64(altmax)
+    n, B = alt.shape
+    out = tuple(np.empty((n, B, _L)) for _ in range(3))
+    bio, cryo = (f64(np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1), (n,)))
+                 for v in (bio, cryo))
+    ly, nb = (f64(np.broadcast_to(v, (n, B))) for v in (altmax_lastyear, nbedrock))
+    run_blocks(_bands_compiled, n, bio, cryo, alt, ly, nb, bool(conservative), geometry(),
+               *out, threads=threads)
+    return out
 
 
 def _input_profile(mon, c, beta, below_bedrock, geo, prof):  # pragma: no cover - numba
@@ -1036,6 +1092,7 @@ if HAVE_NUMBA:
     _solve_error = jit_kernel(_solve_error, **_jit)
     _finish_column = jit_kernel(_finish_column, inline="always", **_jit)
     _clm5_compiled = jit_kernel(_clm5_kernel, **_jit)
+    _bands_compiled = jit_kernel(_bands_kernel, **_jit)
     _microbial_compiled = jit_kernel(_microbial_kernel, **_jit)
 
 

@@ -57,6 +57,7 @@ import torch
 from xproda.options import current as _option
 from xproda.options import progress_bar
 from xproda.models import fused as _fused
+from xproda.models import fused_steady as _fused_steady
 from xproda.models import forcing as fmod
 from xproda.models import transport
 from xproda.models.base import FLAGS, layer_thickness, lf
@@ -301,9 +302,14 @@ def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOper
     sel = sel.to(alt.device)
     alt, alt_ly, nb = alt[:, sel], alt_ly[:, sel], nb[:, sel]
     bio, cryo = (p[k] for k in model.transport_parameters)
-    d = transport.diffusivity(bio, cryo, alt, alt_ly, nb)
-    lower, diag, upper = transport.monthly_operator(
-        d, nb, conservative=model.options.conservative_transport)
+    if _fused.fused_applicable(bio, cryo, alt, alt_ly, nb):  # compiled, the same bits
+        lower, diag, upper = (torch.from_numpy(a) for a in _fused_steady.transport_bands(
+            bio.numpy(), cryo.numpy(), alt.numpy(), alt_ly.numpy(), nb.numpy(),
+            conservative=model.options.conservative_transport))
+    else:
+        d = transport.diffusivity(bio, cryo, alt, alt_ly, nb)
+        lower, diag, upper = transport.monthly_operator(
+            d, nb, conservative=model.options.conservative_transport)
     g = fmod.jackson_weights(p["beta"]).unsqueeze(1)  # [n, 1, L]
     nbk = None if model.options.inputs_below_bedrock else nb.unsqueeze(-1)
     prof = fmod.profile_from_weights(g, (alt_ly > 0).unsqueeze(-1), nbk)  # [n, B, L]
