@@ -343,3 +343,29 @@ def test_group_solve_never_writes_its_inputs(shift):
     _fused.group_solve(S, shift)
     for a, b in zip(inputs, before):
         np.testing.assert_array_equal(a, b)
+
+
+@given(seed=st.integers(0, 2**31), hostile=st.lists(
+    st.tuples(st.integers(0, 5), st.integers(0, 10**6),
+              st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300, -1.0])),
+    max_size=4))
+@settings(max_examples=25, deadline=None)
+def test_uniform_fraction_solve(seed, hostile):
+    """``group_solve_uniform`` (the steady kernels' solve: every layer takes layer 0's
+    transfer fractions) equals its numpy program bit for bit, and equals the per-layer solve
+    of the same system (fractions copied to every layer) bit for bit."""
+    S, inputs, _ = _group_inputs(seed)
+    for which, i, val in hostile:
+        a = inputs[which].reshape(-1)
+        a[i % a.size] = val
+    fr = inputs[2]
+    got, want = S.copy(), S.copy()
+    _fused.group_solve_numpy(want, 0.0, uniform_fractions=True)
+    _fused.group_solve_uniform(got)
+    np.testing.assert_array_equal(got, want)
+    fr[:] = fr[:1]  # layer 0's fractions in every layer: the general solve gives the same
+    layered = S.copy()
+    _fused.group_solve(layered, 0.0)
+    uni = S.copy()
+    _fused.group_solve_uniform(uni)
+    np.testing.assert_array_equal(uni, layered)

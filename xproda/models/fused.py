@@ -65,8 +65,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 __all__ = ["HAVE_NUMBA", "vexp", "column_view", "thomas_solve", "block3_solve", "clm5_pools",
            "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
-           "group_scratch", "group_solve", "group_solve_numpy", "group_solve_program",
-           "GROUP_SIZE", "jit_kernel", "fallback_cache_dir", "KERNEL_CACHE"]
+           "group_scratch", "group_solve", "group_solve_uniform", "group_solve_numpy",
+           "group_solve_program", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir",
+           "KERNEL_CACHE"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -287,7 +288,7 @@ def _group_scratch():  # pragma: no cover - compiled by numba
             v[:, _GF:_GF + 9, :], v[:, _GLO, :], v[:, _GDI, :], v[:, _GUP, :])
 
 
-def group_solve_program(ops, steady: bool) -> None:
+def group_solve_program(ops, steady: bool, uniform_fractions: bool = False) -> None:
     """The group solve, written once against an operation backend ``ops``.
 
     The solve of :func:`_col_shifted_solve` for the ``_G`` columns of a group at once, as
@@ -306,6 +307,10 @@ def group_solve_program(ops, steady: bool) -> None:
     multiply-add), so each column's result is bit-identical to solving it alone and equal
     between the backends. Lanes without a column hold zeros or an earlier column's values;
     their results are ignored (IEEE arithmetic, no exceptions).
+
+    ``uniform_fractions``: every layer has the transfer fractions of the first (the steady
+    kernels' per-column parameters), read from layer 0's rows only: the caller fills 9
+    values per column instead of 180, and the solve loads them once.
     """
     G, L, W = _G, _GL, _GW * _G
     r, one, zero = ops.r, ops.one, ops.zero
@@ -313,6 +318,9 @@ def group_solve_program(ops, steady: bool) -> None:
 
     def at(o, row):  # flat offset of a row of the layer block starting at o
         return o + row * G
+
+    def fr(o, q):  # a transfer fraction of the layer block starting at o
+        return ld(at(0 if uniform_fractions else o, _GF + q))
 
     for j in range(L):  # CWD: not transported; zero input gives 0 (not NaN) at a zero rate
         o = j * W
@@ -323,7 +331,7 @@ def group_solve_program(ops, steady: bool) -> None:
         # without a shift the fragmentation flux K x equals the CWD right-hand side: use it
         # exactly (the steady state keeps its historical rounding)
         flux = ld(at(o, _GR)) if steady else mul(ld(at(o, _GK)), ld(at(o, _GX)))
-        f2, lj, uj, dj = ld(at(o, _GF)), ld(at(o, _GLO)), ld(at(o, _GUP)), ld(at(o, _GDI))
+        f2, lj, uj, dj = fr(o, 0), ld(at(o, _GLO)), ld(at(o, _GUP)), ld(at(o, _GDI))
         rs = [ld(at(o, _GR + 1)),
               add(ld(at(o, _GR + 2)), mul(f2, flux)),
               add(ld(at(o, _GR + 3)), mul(sub(one, f2), flux))]
@@ -346,10 +354,10 @@ def group_solve_program(ops, steady: bool) -> None:
         o, p = j * W, (j - 1) * W
         k1, k2, k3 = ld(at(o, _GK + 4)), ld(at(o, _GK + 5)), ld(at(o, _GK + 6))
         d = add(ld(at(o, _GDI)), r)
-        B = [add(d, k1), mul(neg(ld(at(o, _GF + 6))), k2), mul(neg(ld(at(o, _GF + 8))), k3),
-             mul(neg(ld(at(o, _GF + 4))), k1), add(d, k2), zero,
-             mul(neg(ld(at(o, _GF + 5))), k1), mul(neg(ld(at(o, _GF + 7))), k2), add(d, k3)]
-        flow = [mul(mul(ld(at(o, _GF + q)), ld(at(o, _GK + q))), ld(at(o, _GX + q)))
+        B = [add(d, k1), mul(neg(fr(o, 6)), k2), mul(neg(fr(o, 8)), k3),
+             mul(neg(fr(o, 4)), k1), add(d, k2), zero,
+             mul(neg(fr(o, 5)), k1), mul(neg(fr(o, 7)), k2), add(d, k3)]
+        flow = [mul(mul(fr(o, q), ld(at(o, _GK + q))), ld(at(o, _GX + q)))
                 for q in (1, 2, 3)]  # litter -> SOM fluxes
         R = [add(add(ld(at(o, _GR + 4)), flow[0]), flow[1]),
              add(ld(at(o, _GR + 5)), flow[2]),
@@ -416,7 +424,7 @@ class _NumpyLanes:
         return np.where(b != 0.0, v, 0.0)
 
 
-def group_solve_numpy(S: np.ndarray, r: float) -> None:
+def group_solve_numpy(S: np.ndarray, r: float, *, uniform_fractions: bool = False) -> None:
     """:func:`group_solve` evaluated with numpy (slow; the same bits, for tests and reading).
 
     Parameters
@@ -426,12 +434,21 @@ def group_solve_numpy(S: np.ndarray, r: float) -> None:
         same size), inputs filled; the solution is written to its ``x`` rows in place.
     r : float
         The shift (day-1): the reciprocal time step of an implicit step, 0 for a steady state.
+    uniform_fractions : bool, keyword-only
+        Every layer takes layer 0's transfer fractions (:func:`group_solve_program`; the
+        compiled counterpart is :func:`group_solve_uniform`, steady state only).
     """
     if S.dtype != np.float64 or S.shape != (_GL * _GW * _G,):
         raise ValueError(f"group_solve_numpy: S must be float64 of shape ({_GL * _GW * _G},) "
                          f"(group_scratch); got {S.dtype} {S.shape}")
     with np.errstate(all="ignore"):
-        group_solve_program(_NumpyLanes(S, float(r)), r == 0.0)
+        group_solve_program(_NumpyLanes(S, float(r)), r == 0.0, uniform_fractions)
+
+
+def _group_solve_uniform(S):  # pragma: no cover - compiled by numba
+    """The steady group solve (shift 0) with every layer taking layer 0's transfer
+    fractions (:func:`group_solve_program` ``uniform_fractions``), as SIMD code."""
+    _group_solve_uniform_simd(S)
 
 
 def _group_solve(S, r):  # pragma: no cover - compiled by numba
@@ -860,6 +877,20 @@ if HAVE_NUMBA:
             return context.get_dummy_value()
         return numba.types.void(S, r), codegen
 
+    @_intrinsic
+    def _group_solve_uniform_simd(typingctx, S):  # pragma: no cover - compiled
+        """:func:`group_solve_program` (steady, ``uniform_fractions``) for work array ``S``."""
+        if not (isinstance(S, numba.types.Array) and S.dtype == numba.types.float64
+                and S.ndim == 1):
+            return None
+
+        def codegen(context, builder, signature, args):
+            base = context.make_array(signature.args[0])(context, builder, args[0]).data
+            zero = _llvm_ir.Constant(_DOUBLE, 0.0)
+            group_solve_program(_LLVMLanes(builder, base, zero), True, True)
+            return context.get_dummy_value()
+        return numba.types.void(S), codegen
+
     # error_model="numpy": IEEE division (inf/NaN) instead of a ZeroDivisionError check on
     # every division; results are unchanged where no pivot is zero
     _jit = {"nogil": True, "error_model": "numpy"}
@@ -872,6 +903,8 @@ if HAVE_NUMBA:
     #: the compiled group solve (callable from other compiled kernels): explicit SIMD code
     #: of :func:`group_solve_program`
     group_solve = jit_kernel(_group_solve, **_jit)
+    #: the steady group solve with column-constant transfer fractions (layer 0's rows)
+    group_solve_uniform = jit_kernel(_group_solve_uniform, **_jit)
     #: the work arrays of one group solve (callable from compiled kernels)
     group_scratch = jit_kernel(_group_scratch, **_jit)
     _groups = jit_kernel(_shifted_kernel, **_jit)

@@ -829,6 +829,8 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                               u, lo_g, di_g, up_g, rg):
                 bad = True
             nanin[g] = bad
+            for q in range(9):  # column-constant: layer 0's rows (group_solve_uniform)
+                fg[0, q, g] = fr[q]
             for j in range(L):
                 e_s = xz[j] * soil[j]
                 e_l = xz[j] * litter[j]
@@ -839,9 +841,7 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 Kg[j, 4, g] = kb[4] * e_s
                 Kg[j, 5, g] = kb[5] * e_s
                 Kg[j, 6, g] = kb[6] * e_s
-                for q in range(9):
-                    fg[j, q, g] = fr[q]
-        _fused_grp_solve(S, 0.0)
+        _fused_grp_solve_uniform(S)
         for g in range(ng):
             c = c0 + g
             # respired fraction of each donor's decomposition flux (CWD respires nothing)
@@ -962,8 +962,8 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
                 Kg[j, 4, g] = 1.0
                 Kg[j, 5, g] = 1.0
                 Kg[j, 6, g] = 1.0
-                fg[j, 0, g] = f2
-        _fused_grp_solve(S, 0.0)
+            fg[0, 0, g] = f2  # column-constant: layer 0's row (group_solve_uniform)
+        _fused_grp_solve_uniform(S)
         for g in range(ng):
             c = c0 + g
             # litter: negatives zeroed (clip) or within 1e-9 of the largest finite magnitude
@@ -1067,7 +1067,7 @@ if HAVE_NUMBA:
     vexp = _fz.vexp
     column_view = _fz.column_view
     _jit = {"nogil": True, "error_model": "numpy"}
-    _fused_grp_solve = _fz.group_solve
+    _fused_grp_solve_uniform = _fz.group_solve_uniform
     _fused_G = _fz.GROUP_SIZE
     _group_scratch = _fz.group_scratch
     _diffusivity = jit_kernel(_diffusivity, **_jit)
