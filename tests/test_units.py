@@ -84,3 +84,30 @@ def test_rate_without_month_lengths_refused():
 def test_missing_units_refused():
     with pytest.raises(UnitsError, match="ALTMAX: no units attribute; expected 'm'"):
         units.convert(xr.DataArray(np.ones(2)), "m", name="ALTMAX")
+
+
+def test_expected_units_do_not_load_the_registry():
+    """Data already in the expected spellings is checked and conformed without building the
+    units registry (cf_xarray's pint registry: ~0.5 s at the start of every run; xarray
+    itself may import pint, to recognise its arrays)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, xproda\n"
+        "from xproda.testing import forcing_dataset\n"
+        "from xproda.xr import contract\n"
+        "from xproda.models.forcing import FORCING_SCHEMA\n"
+        "ds = forcing_dataset(4, seed=1)\n"
+        "names = [k for k in ds.data_vars if k in FORCING_SCHEMA]\n"
+        "assert names and all(ds[k].attrs['units'] == FORCING_SCHEMA[k].units for k in names)\n"
+        "assert not contract.forcing_problems(ds, names)\n"
+        "contract.conform_forcing(ds, names)\n"
+        "assert 'cf_xarray.units' not in sys.modules, 'the units registry was built'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert units.conversion("g m-2 month-1", "g m-2 month-1") == (1.0, 0.0)
+    assert not units.needs_month_lengths("g m-2 s-1", "g m-2 s-1")
+    assert units.is_dimensionless("unitless") and not units.is_dimensionless("m")
