@@ -98,7 +98,10 @@ finite = st.floats(1e-3, 1e5, allow_nan=False, allow_infinity=False)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(0.0, 8.0), finite), min_size=1, max_size=12))
+# no subnormal depths: the mean of [0, 5e-324] underflows to 0 while that of its double
+# does not, so the scaling property below is false there (found by hypothesis)
+@given(st.lists(st.tuples(st.floats(0.0, 8.0, allow_subnormal=False), finite), min_size=1,
+                max_size=12))
 def test_weights_properties(layers):
     d = np.array([x[0] for x in layers])
     y = np.array([x[1] for x in layers])
