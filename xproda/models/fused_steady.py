@@ -13,12 +13,15 @@ Here one serial kernel per model does all of it for a block of columns: a column
 is read once (float32 or float64, C-contiguous or any strided view such as a transposed
 ``[n, 20, 12]`` array; computed in float64 inside), nothing ``[n, 12, 20]``-sized is
 materialised, and the value checks of :func:`xproda.models.forcing.validate_forcing` are
-computed on the way (per-column minimum and maximum, reduced afterwards and checked with
-the same messages). The blocks run on :func:`xproda.models.parallel.run_blocks`.
+computed on the way (per-column minimum and maximum of every variable read, reduced
+afterwards and checked with the same messages in the same order, :func:`check_values`).
+The blocks run on :func:`xproda.models.parallel.run_blocks`. :func:`transport_bands`
+serves the transient runs' compiled path with the same transport stage.
 
-The two kernels share their stages (compiled functions below): parameters
-(:func:`_physical`), transport bands and litter inputs (:func:`_column_inputs`), the
-staged litter/SOM solve (:func:`xproda.models.fused.group_solve`), the negatives rule,
+The two kernels share their stages (compiled functions below, inlined into the kernels):
+parameters (:func:`_physical`), transport bands and litter inputs (:func:`_column_inputs`),
+the staged litter/SOM solve (:func:`xproda.models.fused.group_solve_uniform`: the
+parameters' transfer fractions are the same in every layer), the negatives rule,
 flags, solve-error estimate and outputs of ``SoilCarbonModel._finish``. They differ in the
 environmental scalars (CLM5: mean of monthly products, :func:`_env_means`; microbial:
 product of monthly means, :func:`_env_product_means`) and in what follows the litter
