@@ -489,8 +489,9 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
             for j in range(L):
                 for q in range(7):
                     # plain steps keep the state in the solve's own x rows (the solve only
-                    # writes them): no copy per step
-                    xc[j, q, g] = x[c, j, q]
+                    # writes them): no copy per step; the defect form also needs it in xc
+                    if incr:
+                        xc[j, q, g] = x[c, j, q]
                     xn[j, q, g] = x[c, j, q]
                     kbg[j, q, g] = kb[c, j, q]
                 for q in range(9):

@@ -389,6 +389,11 @@ def _annual_input(mon, c, v):  # pragma: no cover - numba
     return s if ok else math.nan
 
 
+def _flat_block(a):  # pragma: no cover - numba
+    """Whether each column's ``[12, 20]`` block of ``a`` is contiguous, C order."""
+    return a.strides[2] == a.itemsize and a.strides[1] == _L * a.itemsize
+
+
 def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk, buf, ex):  # pragma: no cover
     """Monthly sums of the environmental scalars of column ``c`` per layer, into ``wk``.
 
@@ -401,10 +406,7 @@ def _scan_layered(ts, ws, os_, fp, c, lq, wsc, has_w, product, wk, buf, ex):  # 
     """
     nm = ts.shape[1]
     size = nm * _L
-    if (ts.strides[2] == ts.itemsize and ws.strides[2] == ws.itemsize
-            and os_.strides[2] == os_.itemsize and fp.strides[2] == fp.itemsize
-            and ts.strides[1] == _L * ts.itemsize and ws.strides[1] == _L * ws.itemsize
-            and os_.strides[1] == _L * os_.itemsize and fp.strides[1] == _L * fp.itemsize):
+    if _flat_block(ts) and _flat_block(ws) and _flat_block(os_) and _flat_block(fp):
         _scan_flat(column_view(ts, c, size), column_view(ws, c, size),
                    column_view(os_, c, size), column_view(fp, c, size), nm, lq, wsc, has_w,
                    product, wk, ex)
@@ -589,18 +591,13 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, ow, pro
     ``lo_g``/``di_g``/``up_g[:, g]``: :func:`_mean_operator`; ``rg[:, 0:4, g]``: litter
     inputs per layer (g C m-3 day-1, :func:`_input_profile` and :func:`_annual_input`); the
     other pools' inputs stay 0 (the group scratch starts zeroed and the solve only reads
-    them). ``ow`` ``[_OW_ROWS * _OW]``, ``prof`` ``[20]``, ``u`` ``[4]``: scratch.
-    Returns whether a monthly variable has a NaN.
+    them). ``ow`` ``[_OW_ROWS * _OW]``, ``prof`` ``[20]``, ``u`` ``[4]``: scratch. (NaN in
+    the monthly variables: :func:`_monthly_column`.)
     """
     _mean_operator(mon, c, bio, cryo, conservative, geo, ow)
     _input_profile(mon, c, beta, below, geo, prof)
     for q in range(4):
         u[q] = _annual_input(mon, c, 3 + q)
-    nan = False
-    for v in range(mon.shape[1]):
-        for m in range(mon.shape[2]):
-            if mon[c, v, m] != mon[c, v, m]:
-                nan = True
     for j in range(_L):
         lo_g[j, g] = ow[_R_LO * _OW + j]
         di_g[j, g] = ow[_R_DI * _OW + j]
@@ -608,15 +605,15 @@ def _column_inputs(mon, c, g, bio, cryo, beta, conservative, below, geo, ow, pro
         pj = prof[j] / (geo[3, j] * 365.0)
         for q in range(4):
             rg[j, q, g] = u[q] * pj
-    return nan
 
 
 def _monthly_column(mon, c, out, st):  # pragma: no cover - numba
     """Column ``c`` of the seven monthly variables (a tuple of ``[n, 12]`` arrays, any
     strides, :data:`MONTHLY_ORDER`) into ``out[0, v, m]`` (float64).
 
-    Also their minimum / maximum (NaN skipped) into ``st[4 + v, 0/1]``; returns whether
-    nbedrock holds a value that is not an integer (the checks of
+    Also their minimum / maximum (NaN skipped) into ``st[4 + v, 0/1]``; returns
+    ``(nan, non_integer)``: whether a value is NaN (no data), and whether nbedrock holds a
+    value that is not an integer (the checks of
     :func:`xproda.models.forcing.check_array_values`, made on the way instead of in passes
     over the arrays before the kernel).
     """
@@ -635,12 +632,14 @@ def _monthly_column(mon, c, out, st):  # pragma: no cover - numba
         out[0, 4, m] = f[c, m]
         out[0, 5, m] = g[c, m]
         out[0, 6, m] = h[c, m]
+    nan = False
     non_integer = False
     for v in range(7):
         lo = st[4 + v, 0]
         hi = st[4 + v, 1]
         for m in range(out.shape[2]):
             x = out[0, v, m]
+            nan = nan | (x != x)
             lo = x if x < lo else lo
             hi = x if x > hi else hi
         st[4 + v, 0] = lo
@@ -649,7 +648,7 @@ def _monthly_column(mon, c, out, st):  # pragma: no cover - numba
         x = out[0, 2, m]
         if x == x and not math.isinf(x) and x != math.floor(x):
             non_integer = True
-    return non_integer
+    return nan, non_integer
 
 
 def _clip_negatives(x, clip):  # pragma: no cover - numba
@@ -826,12 +825,12 @@ def _clm5_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, geo, op
                 xz[j] = math.exp(-geo[6, j] / efold)
             if _env_means(ts, ws, os_, fp, c, lq, wsc, has_w, soil, litter, st, wk, buf, ex):
                 bad = True
-            if _monthly_column(mon, c, mcol, st):
+            nan_m, non_integer = _monthly_column(mon, c, mcol, st)
+            if non_integer:
                 flags[c] |= 256
-            if _column_inputs(mcol, 0, g, bio, cryo, beta, conservative, below, geo, ow, prof,
-                              u, lo_g, di_g, up_g, rg):
-                bad = True
-            nanin[g] = bad
+            nanin[g] = bad or nan_m
+            _column_inputs(mcol, 0, g, bio, cryo, beta, conservative, below, geo, ow, prof, u,
+                           lo_g, di_g, up_g, rg)
             for q in range(9):  # column-constant: layer 0's rows (group_solve_uniform)
                 fg[0, q, g] = fr[q]
             for j in range(L):
@@ -944,12 +943,12 @@ def _microbial_kernel(b0, b1, th, plo, pspan, plog, ix, ts, ws, os_, fp, mon, ge
             wsc = phys[ix[1]]
             if _env_product_means(ts, ws, os_, fp, c, lq, wsc, env, st, wk, buf, ex):
                 bad = True
-            if _monthly_column(mon, c, mcol, st):
+            nan_m, non_integer = _monthly_column(mon, c, mcol, st)
+            if non_integer:
                 flags[c] |= 256
-            if _column_inputs(mcol, 0, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
-                              conservative, below, geo, ow, prof, u, lo_g, di_g, up_g, rg):
-                bad = True
-            nanin[g] = bad
+            nanin[g] = bad or nan_m
+            _column_inputs(mcol, 0, g, phys[ix[21]], phys[ix[22]], phys[ix[20]],
+                           conservative, below, geo, ow, prof, u, lo_g, di_g, up_g, rg)
             t_cwd = day * phys[ix[2]]
             t_l1 = day * phys[ix[3]]
             t_l2 = day * phys[ix[4]]
@@ -1080,6 +1079,7 @@ if HAVE_NUMBA:
     _mean_operator = jit_kernel(_mean_operator, **_jit)
     _input_profile = jit_kernel(_input_profile, **_jit)
     _annual_input = jit_kernel(_annual_input, **_jit)
+    _flat_block = jit_kernel(_flat_block, inline="always", **_jit)
     _scan_flat = jit_kernel(_scan_flat, **_jit)
     _scan_layered = jit_kernel(_scan_layered, **_jit)
     _scan_stats = jit_kernel(_scan_stats, **_jit)
