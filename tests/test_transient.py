@@ -156,6 +156,30 @@ def test_fused_and_torch_paths_agree(reference):
     assert a["soc"].shape == (n, 24, 20)
 
 
+@pytest.mark.parametrize("steps", [1, 7, 13, 25])
+def test_fused_steps_across_scalar_blocks(steps):
+    """The step kernel computes its environmental scalars in blocks of 12 steps per column:
+    runs whose length is not a multiple of the block, float32 forcing and a no-data column
+    agree with the torch path."""
+    n = 9
+    f = _warming(random_forcing(n, seed=23, regime="mixed"), years=3, dT=2.0)
+    f = {k: (v[:, :steps] if v.ndim >= 2 and v.shape[1] == 36 else v) for k, v in f.items()}
+    for k in ("TSOI", "W_SCALAR", "O_SCALAR", "FPI_vr"):
+        f[k] = np.ascontiguousarray(f[k], dtype=np.float32)
+    f["TSOI"][4, steps // 2, 3] = np.nan
+    th = _theta(n, 8)
+    x0 = M.steady_state(th, random_forcing(n, seed=23, regime="mixed"))["pools"]
+    a = M.simulate(th, f, x0=x0, save_soc=True)
+    with xproda.set_options(fused_kernels=False):
+        b = M.simulate(th, f, x0=x0, save_soc=True)
+    assert a["soc"].shape == (n, steps, 20)
+    assert np.isnan(a["soc_stock"][4, steps // 2:]).all() and a["flags"][4] != 0
+    keep = np.arange(n) != 4
+    assert np.isfinite(a["soc"][keep]).all()
+    for k in ("soc_stock", "total_carbon", "respiration", "input", "soc", "pools"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-11, atol=0, equal_nan=True, err_msg=k)
+
+
 def test_numpy_and_torch_io_and_spin_up_default():
     n = 4
     f = tr.repeat_forcing(random_forcing(n, seed=19), years=2)

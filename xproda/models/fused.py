@@ -460,6 +460,9 @@ def _group_solve(S, r):  # pragma: no cover - compiled by numba
     _group_solve_simd(S, r)
 
 
+_TB = 12  # steps per block of the step kernel's environmental scalars (L1-sized buffers)
+
+
 def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
                  dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc
                  ):  # pragma: no cover - compiled by numba
@@ -468,7 +471,10 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     Columns are stepped in groups of :data:`GROUP_SIZE`.  With ``incr``
     each step solves for the increment ``d`` from the residual ``I - (V - A K) x`` (defect
     form) and accumulates ``acc += d``: the period change of a spin-up cycle without the
-    cancellation of ``x_end - x_start``.
+    cancellation of ``x_end - x_start``. The environmental scalars of :data:`_TB` steps
+    of a column come from one flat loop over its contiguous forcing block (``tsoi`` etc.
+    C-contiguous, as :func:`clm5_steps` passes them), with :func:`vexp` in place of the C
+    library's ``exp`` (within 1 ulp; per value in the step loop it kept that loop scalar).
     """
     L = kb.shape[1]
     T = tsoi.shape[1]
@@ -481,6 +487,9 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     kbg = np.empty((L, 7, G))
     one = np.empty((7, L))
     ap = np.empty(7)
+    # the environmental scalars of a block of _TB steps per column, from one flat pass
+    esb = np.empty((G, _TB * L))
+    elb = np.empty((G, _TB * L))
     for grp in range(ngroups):
         c0 = b0 + grp * G
         ng = min(G, b1 - c0)
@@ -506,21 +515,37 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
         for t in range(T):
             r = rdt[t]
             b = bidx[t]
+            tb = t % _TB
+            if tb == 0:
+                # environmental scalars as forcing.temperature_scalar / water_scalar (Q10
+                # frozen = Q10, reference 25 degC) times the O and N scalars, for the next
+                # _TB steps of each column: one flat loop that LLVM vectorises (vexp is
+                # within 1 ulp of exp, whose library call kept the step loop scalar)
+                nv = min(_TB, T - t) * L
+                for g in range(ng):
+                    c = c0 + g
+                    lqc = lq[c]
+                    wc = wsc[c]
+                    b0v = t * L
+                    ts = column_view(tsoi, c, T * L)
+                    ws = column_view(wsca, c, T * L)
+                    os_ = column_view(osca, c, T * L)
+                    fp = column_view(fpi, c, T * L)
+                    for i in range(nv):
+                        e = vexp(lqc * (ts[b0v + i] - 298.15)) * min(1.0, wc * ws[b0v + i])
+                        e = e * os_[b0v + i]
+                        esb[g, i] = e
+                        elb[g, i] = e * fp[b0v + i]
             for g in range(ng):
                 c = c0 + g
-                lqc = lq[c]
-                wc = wsc[c]
                 ip = 0.0
                 u0 = u[c, t, 0]
                 u1 = u[c, t, 1]
                 u2 = u[c, t, 2]
                 u3 = u[c, t, 3]
                 for j in range(L):
-                    # environmental scalars as forcing.temperature_scalar / water_scalar
-                    # (Q10 frozen = Q10, reference 25 degC) times the O and N scalars
-                    es = math.exp(lqc * (tsoi[c, t, j] - 298.15)) * min(1.0, wc * wsca[c, t, j])
-                    es = es * osca[c, t, j]
-                    el = es * fpi[c, t, j]
+                    es = esb[g, tb * L + j]
+                    el = elb[g, tb * L + j]
                     K[j, 0, g] = kbg[j, 0, g] * es
                     K[j, 1, g] = kbg[j, 1, g] * el
                     K[j, 2, g] = kbg[j, 2, g] * el
