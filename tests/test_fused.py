@@ -369,3 +369,71 @@ def test_uniform_fraction_solve(seed, hostile):
     uni = S.copy()
     _fused.group_solve_uniform(uni)
     np.testing.assert_array_equal(uni, layered)
+
+
+_finite = st.floats(-1e300, 1e300, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+_value = st.one_of(_finite, st.just(np.nan), st.just(np.inf), st.just(-np.inf))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_value, min_size=0, max_size=60), st.integers(1, 7),
+       st.sampled_from([np.float64, np.float32]))
+def test_value_range_equals_numpy(values, width, dtype):
+    """The compiled range (NaN skipped, infinities seen) equals the numpy reference."""
+    from xproda.models import forcing as fmod
+
+    with np.errstate(over="ignore"):
+        a = np.array(values + [np.nan] * (-len(values) % width), dtype=dtype)
+    a = a.reshape(-1, width) if a.size else a.reshape(0, width)
+    lo, hi, inf, _ = _fused.value_range(a)
+    want = fmod.value_range(a)
+    assert (lo, hi, inf) == want or (np.isinf(lo) and np.isinf(hi) and want[0] > want[1]
+                                     and lo > hi)
+
+
+def test_value_range_non_integer_and_threads():
+    rng = np.random.default_rng(3)
+    a = np.round(rng.uniform(1, 20, (5000, 13)))
+    a[rng.random(a.shape) < 0.05] = np.nan
+    assert _fused.value_range(a, integer=True)[3] is False
+    a[4321, 7] = 3.25
+    for threads in (1, 2, 5):
+        lo, hi, inf, frac = _fused.value_range(a, integer=True, threads=threads)
+        assert (lo, hi, inf, frac) == (1.0, 20.0, False, True)
+    assert _fused.value_range(a, integer=False)[3] is False
+    assert _fused.value_range(np.full((4, 3), np.nan)) == (np.inf, -np.inf, False, False)
+    assert _fused.value_range(np.empty((0, 3))) == (np.inf, -np.inf, False, False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 40), st.integers(0, 13), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_repeats_equals_the_definition(n, T, lag, seed, spoil):
+    rng = np.random.default_rng(seed)
+    period = max(lag, 1)
+    base = rng.uniform(0, 3, (n, period))
+    base[rng.random(base.shape) < 0.2] = np.nan
+    a = np.tile(base, (1, T // period + 1))[:, :T] if lag else np.repeat(base[:, :1], T, 1)
+    if spoil and T > period:
+        a[rng.integers(n), rng.integers(period, T)] = 7.5
+    a = np.asfortranarray(a) if seed % 2 else a  # any strides
+    ref = a[:, :1] if lag == 0 else a[:, :-lag]
+    cur = a if lag == 0 else a[:, lag:]
+    want = bool(((cur == ref) | (np.isnan(cur) & np.isnan(ref))).all())
+    assert _fused.repeats(a, lag) is want
+
+
+def test_clm5_steps_out_arrays_checked():
+    n, T, L = 3, 5, 20
+    z = np.zeros
+    args = (z((n, L, 7)), z(n), z(n), *(z((n, T, L)) for _ in range(4)),
+            *(z((n, 1, L)) for _ in range(4)), np.zeros(T, np.int64), z((n, T, 4)),
+            z((n, L, 9)), np.ones(T), np.ones(L), z((n, L, 7)))
+    with pytest.raises(ValueError, match=r"out\['soc_stock'\] must be a writeable C-contiguous"):
+        _fused.clm5_steps(*args, out={"soc_stock": np.zeros((n, T + 1))})
+    with pytest.raises(ValueError, match=r"out\['pools'\]"):
+        _fused.clm5_steps(*args, out={"pools": np.zeros((n, T))})
+    big = np.full((n + 2, T), -1.0)
+    res = _fused.clm5_steps(*args, out={"input": big[1:n + 1]})
+    assert res["input"].base is big or np.shares_memory(res["input"], big)
+    assert (big[1:n + 1] == 0).all() and (big[0] == -1).all() and (big[-1] == -1).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
@@ -312,11 +313,22 @@ def test_run_blocks_raises_the_first_error():
         parallel.run_blocks(kernel, 1000, threads=2, block=64)
 
 
-def test_kernel_threads_rules():
+def test_kernel_threads_rules(monkeypatch):
     assert parallel.kernel_threads(3) == 3
     with pytest.raises(ValueError, match="threads"):
         parallel.kernel_threads(0)
+    monkeypatch.setattr(parallel, "other_runnable", lambda: 0)  # a quiet machine
     assert parallel.kernel_threads() == torch.get_num_threads()
+    monkeypatch.setattr(parallel, "other_runnable", lambda: None)  # unknown (not Linux)
+    assert parallel.kernel_threads() == torch.get_num_threads()
+    # a full machine: as many other runnable threads as cores -> twice the threads
+    monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count())
+    assert parallel.kernel_threads() == 2 * torch.get_num_threads()
+    monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count() - 1)
+    assert parallel.kernel_threads() == torch.get_num_threads()
+    with xproda.set_options(kernel_threads=3):  # an explicit count wins
+        monkeypatch.setattr(parallel, "other_runnable", lambda: 10 * os.cpu_count())
+        assert parallel.kernel_threads() == 3
     with xproda.set_options(kernel_threads=5):
         assert parallel.kernel_threads() == 5
     seen = []
@@ -326,6 +338,46 @@ def test_kernel_threads_rules():
     assert seen == [1]  # a worker thread takes its share, not every core
     with pytest.raises(ValueError, match="kernel_threads"):
         xproda.set_options(kernel_threads=0)
+
+
+def test_other_runnable_reads_the_run_queue():
+    r = parallel.other_runnable()
+    if not os.path.exists("/proc/loadavg"):
+        assert r is None
+        return
+    assert isinstance(r, int) and r >= 0
+    # a busy process beside us is seen as (at least) one other runnable thread
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", "print('go', flush=True)\nwhile True: pass"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        p.stdout.readline()
+        seen = []
+        for _ in range(40):
+            seen.append(parallel.other_runnable())
+            time.sleep(0.005)
+    finally:
+        p.kill()
+        p.wait()
+    assert max(seen) >= 1, seen
+
+
+def test_oversubscribed_threads_give_the_same_bits():
+    """More threads than cores (rule 4 on a full machine, or an explicit count): the pool
+    starts the helpers and every column is computed alike."""
+    n = 700
+    f = random_forcing(n, seed=31, regime="mixed")
+    th = np.random.default_rng(2).uniform(0.05, 0.95, (n, 21))
+    m = xproda.get_model("clm5")
+    with xproda.set_options(kernel_threads=1):
+        ref = m.steady_state(th, f)
+    with xproda.set_options(kernel_threads=4 * (os.cpu_count() or 1)):
+        many = m.steady_state(th, f)
+    for k in ("pools", "soc_stock", "flags"):
+        np.testing.assert_array_equal(many[k], ref[k], err_msg=k)
 
 
 def test_block_size_bounds():

@@ -282,3 +282,31 @@ def test_errors():
         xproda.get_model("microbial").simulate(th, f)
     with pytest.raises(ValueError, match="years must be"):
         tr.repeat_forcing(f, years=0)
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_step_profiles_equal_the_torch_profiles(below):
+    """The compiled per-step input profiles equal forcing.profile_from_weights (times the
+    per-day scale) to the last bits of the normalising sum."""
+    from xproda.models import forcing as fmod
+    from xproda.models import fused_steady
+
+    rng = np.random.default_rng(5)
+    n, B = 50, 12
+    beta = torch.as_tensor(rng.uniform(0.9, 0.99, n))
+    g = fmod.jackson_weights(beta)
+    alt_ly = rng.uniform(-0.5, 3.0, (n, B))
+    alt_ly[3, 4] = np.nan
+    nb = rng.integers(1, 21, (n, B)).astype(float)
+    nb[6, 2] = np.nan
+    scale = rng.uniform(1, 3, 20)
+    got = fused_steady.step_profiles(g.numpy(), alt_ly, None if below else nb, scale)
+    want = fmod.profile_from_weights(
+        g.unsqueeze(1), torch.as_tensor(alt_ly > 0).unsqueeze(-1),
+        None if below else torch.as_tensor(nb).unsqueeze(-1)) * torch.as_tensor(scale)
+    want = want.numpy()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=4e-16 * 20, atol=0)
+    assert (got[alt_ly <= 0][:, 1:] == 0).all()  # frozen: all input into layer 1
+    if not below:
+        assert np.isnan(got[6, 2]).all() or alt_ly[6, 2] <= 0

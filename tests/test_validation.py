@@ -210,3 +210,56 @@ def test_prepared_forcing_is_reused_and_equal():
     assert out32["soc"].dtype == torch.float32
     cm = fmod.prepare_forcing(f, repeat=3, layout="chain-major")
     np.testing.assert_array_equal(cm["TSOI"][10:20].numpy(), f["TSOI"])
+
+
+_BAD_CASES = [
+    ("TSOI", lambda a: a - 273.15, "degrees Celsius"),
+    ("W_SCALAR", lambda a: np.where(a > 0.5, 1e20, a), "above 1"),
+    ("FPI_vr", lambda a: np.where(a > 0.9, np.inf, a), "infinite"),
+    ("O_SCALAR", lambda a: -a, "negative"),
+    ("nbedrock", lambda a: a - 0.5, "integer"),
+    ("LITR2_INPUT", lambda a: np.where(a > 0, -9999.0, a), "negative"),
+]
+
+
+@pytest.mark.parametrize("case", _BAD_CASES, ids=[c[0] for c in _BAD_CASES])
+@pytest.mark.parametrize("steps", [12, 48])
+def test_large_inputs_checked_by_the_compiled_range_with_the_same_message(case, steps):
+    """Arrays from ``COMPILED_CHECK_MIN`` values on are checked by the compiled range kernel
+    (no OpenMP region): same errors as the torch reductions, on the steady (torch path) and
+    transient entry points."""
+    from xproda.models import forcing as fmod
+    from xproda.models.transient import repeat_forcing
+
+    name, spoil, words = case
+    n = 800
+    f = repeat_forcing(random_forcing(n, seed=4), years=steps // 12)
+    f[name] = spoil(np.array(f[name]))
+    if steps == 48:  # the compiled path is exercised for every variable
+        assert f[name].size >= fmod.COMPILED_CHECK_MIN
+    messages = []
+    for fused in (True, False):
+        with xproda.set_options(fused_kernels=fused):
+            with pytest.raises(ValueError) as err:
+                fmod.validate_forcing({k: torch.as_tensor(v) for k, v in f.items()}, n,
+                                      steps=steps)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert words in messages[0] and repr(name) in messages[0]
+
+
+def test_compiled_theta_check_same_message():
+    from xproda.models import forcing as fmod
+
+    m = xproda.get_model("clm5")
+    n = fmod.COMPILED_CHECK_MIN // 21 + 50
+    th = np.full((n, 21), 0.5)
+    th[7, 3] = np.nan  # no data: allowed
+    assert m.check_theta(th, torch.float64, "cpu").shape == (n, 21)
+    th[n - 1, 5] = 1.0
+    messages = []
+    for fused in (True, False):
+        with xproda.set_options(fused_kernels=fused), pytest.raises(ValueError) as err:
+            m.check_theta(th, torch.float64, "cpu")
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and m.parameters.names[5] in messages[0]

@@ -186,6 +186,12 @@ class SoilCarbonModel:
                 f"order {self.parameters.names}), got {tuple(th.shape)}"
             )
         v = th.detach()
+        if fmod.compiled_check(v):  # one compiled pass where all is well (no OpenMP region)
+            from xproda.models.fused import value_range
+
+            lo, hi, _, _ = value_range(v.numpy())
+            if lo > 0.0 and hi < 1.0 or lo > hi:  # inside (0, 1), or all NaN
+                return th
         bad = torch.isfinite(v) & ((v <= 0) | (v >= 1))
         if torch.isinf(v).any() or bad.any():
             cols = sorted(set(torch.nonzero(bad | torch.isinf(v))[:, 1].tolist()))

@@ -38,6 +38,8 @@ __all__ = [
     "nansum_months",
     "DAYS_PER_YEAR",
     "KELVIN",
+    "compiled_check",
+    "COMPILED_CHECK_MIN",
 ]
 
 DAYS_PER_YEAR = 365.0
@@ -338,10 +340,35 @@ def batch_size(sizes: Mapping[str, int], n: int | None = None) -> int:
     return batch.pop() if batch else 1
 
 
+#: tensors from this size on are checked by the compiled range kernel (torch's own
+#: reductions split such tensors over OpenMP threads, whose barriers collapse on a shared
+#: machine; below it they run on one thread anyway)
+COMPILED_CHECK_MIN = 32768
+
+
+def compiled_check(td: torch.Tensor) -> bool:
+    """Whether value checks of tensor ``td`` use the compiled range kernel
+    (:func:`xproda.models.fused.value_range`): a contiguous float CPU tensor of at least
+    :data:`COMPILED_CHECK_MIN` values, numba present and the option ``fused_kernels`` on."""
+    if td.device.type != "cpu" or td.numel() < COMPILED_CHECK_MIN or not td.is_contiguous() \
+            or td.dtype not in (torch.float32, torch.float64):
+        return False
+    from xproda.models import fused
+
+    return fused.HAVE_NUMBA and bool(_option("fused_kernels"))
+
+
 def _check_values(name: str, spec: ForcingVariable, t: torch.Tensor) -> None:
     if t.numel() == 0:
         return
     td = t.detach()
+    if compiled_check(td):  # one pass over column blocks, no OpenMP region
+        from xproda.models.fused import value_range as compiled_value_range
+
+        vmin, vmax, has_inf, non_integer = compiled_value_range(td.numpy(), integer=spec.integer)
+        check_range(name, vmin, vmax, has_inf=has_inf,
+                    non_integer=spec.integer and not has_inf and non_integer)
+        return
     lo, hi = torch.aminmax(td)  # one pass; NaN or inf show up in the result
     vmin, vmax = float(lo), float(hi)
     has_inf = False

@@ -63,7 +63,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "vexp", "column_view", "thomas_solve", "block3_solve", "clm5_pools",
+__all__ = ["HAVE_NUMBA", "vexp", "column_view", "value_range", "repeats", "thomas_solve",
+           "block3_solve", "clm5_pools",
            "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
            "group_scratch", "group_solve", "group_solve_uniform", "group_solve_numpy",
            "group_solve_program", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir",
@@ -460,6 +461,9 @@ def _group_solve(S, r):  # pragma: no cover - compiled by numba
     _group_solve_simd(S, r)
 
 
+#: outputs of :func:`clm5_steps` that ``out=`` may provide
+_STEP_KEYS = ("total_carbon", "soc_stock", "respiration", "input", "soc")
+
 _TB = 12  # steps per block of the step kernel's environmental scalars (L1-sized buffers)
 
 
@@ -770,6 +774,104 @@ def block3_solve(lower, blocks, upper, rhs, *, threads=None) -> np.ndarray:
     return out
 
 
+def _range_kernel(b0, b1, a, integer, out):  # pragma: no cover - compiled by numba
+    """Rows ``b0 <= r < b1`` of ``a [rows, m]``: ``out[r]`` = (min, max) of the row's values
+    with NaN skipped (``inf, -inf`` where all are NaN), and 1.0 in ``out[r, 2]`` where
+    ``integer`` and a finite value is not an integer (0.0 otherwise).
+
+    Four independent accumulators per statistic: the compare-and-select chains overlap
+    (without fast-math flags LLVM keeps a NaN-skipping reduction scalar).
+    """
+    m = a.shape[1]
+    m4 = m - m % 4
+    for r in range(b0, b1):
+        lo0 = lo1 = lo2 = lo3 = math.inf
+        hi0 = hi1 = hi2 = hi3 = -math.inf
+        frac = 0.0
+        for i in range(0, m4, 4):
+            v0 = float(a[r, i])
+            v1 = float(a[r, i + 1])
+            v2 = float(a[r, i + 2])
+            v3 = float(a[r, i + 3])
+            lo0 = v0 if v0 < lo0 else lo0
+            lo1 = v1 if v1 < lo1 else lo1
+            lo2 = v2 if v2 < lo2 else lo2
+            lo3 = v3 if v3 < lo3 else lo3
+            hi0 = v0 if v0 > hi0 else hi0
+            hi1 = v1 if v1 > hi1 else hi1
+            hi2 = v2 if v2 > hi2 else hi2
+            hi3 = v3 if v3 > hi3 else hi3
+        for i in range(m4, m):
+            v0 = float(a[r, i])
+            lo0 = v0 if v0 < lo0 else lo0
+            hi0 = v0 if v0 > hi0 else hi0
+        if integer:
+            for i in range(m):
+                v0 = float(a[r, i])
+                if math.isfinite(v0) and v0 != math.floor(v0):
+                    frac = 1.0
+                    break
+        out[r, 0] = min(min(lo0, lo1), min(lo2, lo3))
+        out[r, 1] = max(max(hi0, hi1), max(hi2, hi3))
+        out[r, 2] = frac
+
+
+def value_range(a: np.ndarray, *, integer: bool = False, threads: int | None = None
+                ) -> tuple[float, float, bool, bool]:
+    """``(min, max, has_inf, non_integer)`` of the values of ``a`` with NaN skipped.
+
+    The compiled counterpart of :func:`xproda.models.forcing.value_range` for large arrays
+    (one pass, column blocks on :func:`~xproda.models.parallel.run_blocks`' threads: no
+    OpenMP region, so no spin-waiting barrier on a shared machine). ``a``: float32 or float64,
+    C-contiguous, at least 1-D (rows: the first axis). ``(inf, -inf, False, False)`` where
+    every value is NaN or ``a`` is empty; ``non_integer`` only with ``integer`` (a finite
+    value that is not a whole number).
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("value_range needs numba")
+    a = np.ascontiguousarray(a)
+    if a.size == 0:
+        return math.inf, -math.inf, False, False
+    a2 = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1)
+    out = np.empty((a2.shape[0], 3))
+    run_blocks(_range_compiled, a2.shape[0], a2, bool(integer), out, threads=threads)
+    lo, hi = float(out[:, 0].min()), float(out[:, 1].max())
+    return lo, hi, math.isinf(lo) and lo < 0 or math.isinf(hi) and hi > 0, bool(out[:, 2].any())
+
+
+def _repeat_kernel(b0, b1, a, lag, out):  # pragma: no cover - compiled by numba
+    """``out[r]`` = 1 where row ``r`` of ``a [rows, T]`` repeats with ``lag`` (0: constant)."""
+    T = a.shape[1]
+    for r in range(b0, b1):
+        same = 1
+        for t in range(max(lag, 1), T):
+            v = a[r, t]
+            w = a[r, t - lag] if lag > 0 else a[r, 0]
+            if v != w and not (v != v and w != w):
+                same = 0
+                break
+        out[r] = same
+
+
+def repeats(a: np.ndarray, lag: int = 0, *, threads: int | None = None) -> bool:
+    """Whether ``a[:, t] == a[:, t - lag]`` for every ``t >= lag`` (NaN equal to NaN).
+
+    ``lag`` 0: every step equals the first. ``a``: ``[n, T]`` float32/float64 (any
+    strides). One compiled pass over row blocks that stops at a row's first difference
+    (numpy's ``array_equal(..., equal_nan=True)`` made five temporaries; torch's comparisons
+    OpenMP regions).
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("repeats needs numba")
+    if a.ndim != 2 or lag < 0:
+        raise ValueError(f"repeats: expected a [n, T] array and lag >= 0, got {a.shape}, {lag}")
+    if a.shape[0] == 0 or a.shape[1] <= max(lag, 1):
+        return True
+    out = np.empty(a.shape[0], dtype=np.uint8)
+    run_blocks(_repeat_compiled, a.shape[0], a, int(lag), out, threads=threads)
+    return bool(out.all())
+
+
 def _vexp(x):  # pragma: no cover - numba
     """``exp(x)`` that LLVM can vectorise (branch-free, no library call), within 1 ulp.
 
@@ -935,6 +1037,8 @@ if HAVE_NUMBA:
     group_scratch = jit_kernel(_group_scratch, **_jit)
     _groups = jit_kernel(_shifted_kernel, **_jit)
     _step_compiled = jit_kernel(_step_kernel, **_jit)
+    _range_compiled = jit_kernel(_range_kernel, **_jit)
+    _repeat_compiled = jit_kernel(_repeat_kernel, **_jit)
 
 
 def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=None):
@@ -955,7 +1059,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
 
 def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
                profile, band_index, inputs, fractions, rdt, dz, x, *, save_soc=False,
-               increments=False, threads=None):
+               increments=False, out=None, threads=None):
     """Backward Euler steps of the CLM5 matrix model (numpy; ``x`` updated in place).
 
     Parameters
@@ -984,6 +1088,9 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     increments : bool
         Solve each step in defect form and also return ``change`` ``[n, L, 7]``, the sum of
         the step increments (accurate where ``x`` is huge and changes little).
+    out : mapping, optional
+        Arrays to write outputs into instead of new ones (any of the keys below except
+        ``change``; float64, C-contiguous rows, e.g. a row slice of a larger array).
 
     Returns
     -------
@@ -999,15 +1106,25 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
     n, T = tsoi.shape[0], tsoi.shape[1]
     L = kb.shape[1]
-    outs = [np.empty((n, T)) for _ in range(4)]
-    soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
+    given = dict(out or {})
+    for k, a in given.items():
+        shape = (n, T, L) if k == "soc" else (n, T)
+        if k not in _STEP_KEYS or a.shape != shape or a.dtype != np.float64 \
+                or not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"clm5_steps: out[{k!r}] must be a writeable C-contiguous float64 "
+                             f"array of shape {shape} (keys {_STEP_KEYS}); got "
+                             f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
+    outs = [given[k] if k in given else np.empty((n, T)) for k in _STEP_KEYS[:4]]
+    soc = given.get("soc") if save_soc else None
+    if soc is None:
+        soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
     acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
     run_blocks(_step_compiled, n, f64(kb), f64(log_q10), f64(w_scaling), same(tsoi),
                same(w_scalar), same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
                f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
                f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,
                bool(save_soc), threads=threads)
-    res = dict(zip(("total_carbon", "soc_stock", "respiration", "input"), outs))
+    res = dict(zip(_STEP_KEYS[:4], outs))
     if save_soc:
         res["soc"] = soc
     if increments:

@@ -52,7 +52,7 @@ from xproda.models.parallel import run_blocks
 __all__ = ["clm5_steady_state", "microbial_steady_state", "steady_state_fused",
            "CLM5_PARAMETER_SLOTS", "MICROBIAL_PARAMETER_SLOTS", "MONTHLY_ORDER", "LAYERED_ORDER",
            "geometry", "steady_state_applicable", "prepare_arrays", "check_values", "as_array",
-           "transport_bands"]
+           "transport_bands", "step_profiles"]
 
 #: the [n, 12] forcing variables, stacked in this order into one [n, 7, 12] array
 MONTHLY_ORDER = ("ALTMAX", "ALTMAX_LASTYEAR", "nbedrock", "CWD_INPUT", "LITR1_INPUT",
@@ -338,6 +338,55 @@ def transport_bands(bio: np.ndarray, cryo: np.ndarray, altmax: np.ndarray,
     ly, nb = (f64(np.broadcast_to(v, (n, B))) for v in (altmax_lastyear, nbedrock))
     run_blocks(_bands_compiled, n, bio, cryo, alt, ly, nb, bool(conservative), geometry(),
                *out, threads=threads)
+    return out
+
+
+def _profiles_kernel(b0, b1, g, alt_ly, nb, truncate, scale, out):  # pragma: no cover
+    """Input profiles of columns ``b0 <= c < b1`` (see :func:`step_profiles`)."""
+    B = alt_ly.shape[1]
+    for c in range(b0, b1):
+        for b in range(B):
+            if not (alt_ly[c, b] > 0.0):  # frozen (or no data): all input into layer 1
+                out[c, b, 0] = 1.0 * scale[0]
+                for j in range(1, _L):
+                    out[c, b, j] = 0.0 * scale[j]
+                continue
+            nbc = nb[c, b]
+            s = 0.0
+            for j in range(_L):
+                v = g[c, j]
+                if truncate:
+                    if nbc != nbc:
+                        v = math.nan
+                    elif not (j + 1.0 <= nbc):
+                        v = 0.0
+                out[c, b, j] = v
+                s += v
+            for j in range(_L):
+                out[c, b, j] = out[c, b, j] / s * scale[j]
+
+
+def step_profiles(weights: np.ndarray, altmax_lastyear: np.ndarray, nbedrock: np.ndarray | None,
+                  scale: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """Input profiles of every column and stored step, compiled: ``[n, B, 20]``.
+
+    :func:`xproda.models.forcing.profile_from_weights` of the Jackson weights ``weights``
+    ``[n, 20]`` for each step's thaw state (``altmax_lastyear [n, B] > 0``) and bedrock
+    layer (``nbedrock [n, B]``; None: inputs below bedrock too), times ``scale`` ``[20]``
+    (e.g. per day and per metre of layer). The same operations value by value except the
+    normalising sum, taken in layer order (torch's reduction may round its last bit
+    differently). For the transient runs' CPU path: no OpenMP regions.
+    """
+    if not HAVE_NUMBA:  # pragma: no cover
+        raise RuntimeError("step_profiles needs numba")
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    ly = f64(altmax_lastyear)
+    n, B = ly.shape
+    g = f64(np.broadcast_to(weights, (n, _L)))
+    nb = f64(np.broadcast_to(np.nan if nbedrock is None else nbedrock, (n, B)))
+    out = np.empty((n, B, _L))
+    run_blocks(_profiles_compiled, n, g, ly, nb, nbedrock is not None, f64(scale), out,
+               threads=threads)
     return out
 
 
@@ -1096,6 +1145,7 @@ if HAVE_NUMBA:
     _finish_column = jit_kernel(_finish_column, inline="always", **_jit)
     _clm5_compiled = jit_kernel(_clm5_kernel, **_jit)
     _bands_compiled = jit_kernel(_bands_kernel, **_jit)
+    _profiles_compiled = jit_kernel(_profiles_kernel, **_jit)
     _microbial_compiled = jit_kernel(_microbial_kernel, **_jit)
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -274,33 +274,61 @@ def step_lengths(dt: Any, steps: int, *, dtype: torch.dtype = torch.float64,
     return arr
 
 
-def _distinct(keys: Sequence[torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
-    """Steps whose (ALT, ALT last year, bedrock) differ: ``(stored steps, band_index)``."""
+def distinct_steps(f: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, np.ndarray]:
+    """Steps whose (ALT, ALT last year, bedrock) differ: ``(stored steps, band_index)``.
+
+    ``f``: validated forcing ``[n, T]``. All steps alike give one stored step; an annual
+    cycle (the same values 12 steps later) its 12; otherwise every step is stored. The
+    stored steps are always the first ``B`` (``arange(B)``).
+    """
+    keys = (f["ALTMAX"], f["ALTMAX_LASTYEAR"], f["nbedrock"])
     T = keys[0].shape[1]
 
-    def same(a, b):
+    compiled = _fused.fused_applicable(*keys)  # one pass per variable, no OpenMP region
+
+    def repeats(k, lag):
+        if compiled:
+            return _fused.repeats(k.detach().numpy(), lag)
+        a, b = (k[:, lag:], k[:, :-lag]) if lag else (k, k[:, :1])
         return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
-    if all(same(k, k[:, :1]) for k in keys):
+    if all(repeats(k, 0) for k in keys):
         return torch.zeros(1, dtype=torch.long), np.zeros(T, dtype=np.int64)
     for period in (fmod.N_MONTHS,):  # annual cycles (climatologies, most scenarios)
-        if T > period and all(same(k[:, period:], k[:, :-period]) for k in keys):
+        if T > period and all(repeats(k, period) for k in keys):
             return torch.arange(period), np.arange(T, dtype=np.int64) % period
     return torch.arange(T), np.arange(T, dtype=np.int64)
 
 
-def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOperators:
-    """Per-step operators of a CLM5 model for physical parameters ``p`` and forcing ``f``.
+def column_terms(model, p: Mapping) -> dict[str, torch.Tensor]:
+    """The terms of :func:`build_operators` that depend on the parameters alone.
 
-    ``f`` holds validated tensors with a time axis of ``T`` steps; ``dt`` ``[T]`` (days).
+    ``kb`` ``[n, L, 7]`` base rates times the depth scalar (day-1), ``weights`` ``[n, 1, L]``
+    the input profile's Jackson weights, ``fractions`` ``[n, L, 9]``.
     """
     xz = fmod.depth_scalar(p["efolding"])
     kb = model.turnover_rates(p).unsqueeze(1) * xz.unsqueeze(-1)  # [n, L, 7]
     n, L = kb.shape[0], kb.shape[1]
+    return {"kb": kb, "weights": fmod.jackson_weights(p["beta"]).unsqueeze(1),
+            "fractions": model.fraction_array(p, n, L)}
+
+
+def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor, *,
+                    steps: tuple[torch.Tensor, np.ndarray] | None = None,
+                    terms: Mapping[str, torch.Tensor] | None = None) -> StepOperators:
+    """Per-step operators of a CLM5 model for physical parameters ``p`` and forcing ``f``.
+
+    ``f`` holds validated tensors with a time axis of ``T`` steps; ``dt`` ``[T]`` (days);
+    ``steps``: :func:`distinct_steps` of ``f``, ``terms``: :func:`column_terms` of ``p``
+    where already known (e.g. for a whole run split into chunks of columns).
+    """
+    if terms is None:
+        terms = column_terms(model, p)
+    kb = terms["kb"]
     alt, alt_ly, nb = f["ALTMAX"], f["ALTMAX_LASTYEAR"], f["nbedrock"]
-    sel, band_index = _distinct((alt, alt_ly, nb))
-    sel = sel.to(alt.device)
-    alt, alt_ly, nb = alt[:, sel], alt_ly[:, sel], nb[:, sel]
+    sel, band_index = distinct_steps(f) if steps is None else steps
+    B = len(sel)  # the stored steps are always the first B (see distinct_steps): views
+    alt, alt_ly, nb = alt[:, :B], alt_ly[:, :B], nb[:, :B]
     bio, cryo = (p[k] for k in model.transport_parameters)
     if _fused.fused_applicable(bio, cryo, alt, alt_ly, nb):  # compiled, the same bits
         lower, diag, upper = (torch.from_numpy(a) for a in _fused_steady.transport_bands(
@@ -310,12 +338,22 @@ def build_operators(model, p: Mapping, f: Mapping, dt: torch.Tensor) -> StepOper
         d = transport.diffusivity(bio, cryo, alt, alt_ly, nb)
         lower, diag, upper = transport.monthly_operator(
             d, nb, conservative=model.options.conservative_transport)
-    g = fmod.jackson_weights(p["beta"]).unsqueeze(1)  # [n, 1, L]
-    nbk = None if model.options.inputs_below_bedrock else nb.unsqueeze(-1)
-    prof = fmod.profile_from_weights(g, (alt_ly > 0).unsqueeze(-1), nbk)  # [n, B, L]
-    profile = prof * (_PER_DAY / layer_thickness(prof))
-    inputs = torch.stack([f[k] for k in fmod.LITTER_INPUTS], -1)  # [n, T, 4]
-    fractions = model.fraction_array(p, n, L)
+    g = terms["weights"]  # [n, 1, L]
+    below = model.options.inputs_below_bedrock
+    if _fused.fused_applicable(g, alt_ly, nb):  # compiled (no OpenMP regions)
+        profile = torch.from_numpy(_fused_steady.step_profiles(
+            g.numpy()[:, 0], alt_ly.numpy(), None if below else nb.numpy(),
+            _PER_DAY / layer_thickness(g).numpy()))
+    else:
+        nbk = None if below else nb.unsqueeze(-1)
+        prof = fmod.profile_from_weights(g, (alt_ly > 0).unsqueeze(-1), nbk)  # [n, B, L]
+        profile = prof * (_PER_DAY / layer_thickness(prof))
+    inputs = [f[k] for k in fmod.LITTER_INPUTS]
+    if _fused.fused_applicable(*inputs):  # numpy: no OpenMP region (same values)
+        inputs = torch.from_numpy(np.stack([t.numpy() for t in inputs], -1))
+    else:
+        inputs = torch.stack(inputs, -1)  # [n, T, 4]
+    fractions = terms["fractions"]
     return StepOperators(
         kb, p["q10"], p["w-scaling"], {k: f[k] for k in _RATE_FORCING}, lower, diag, upper,
         profile, band_index, inputs, fractions, dt)
@@ -375,28 +413,40 @@ def _shifted_solve_torch(K, bands, fractions, rhs, shift):
 
 
 def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
-              increments: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              increments: bool = False, out: Mapping[str, np.ndarray] | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Backward Euler through the steps of ``ops`` from state ``x`` ``[n, L, 7]``.
 
     Returns the final state and per-step outputs (see :func:`xproda.models.fused.clm5_steps`
     for keys and units; ``increments`` adds ``change``, the summed step increments computed
     in defect form).  The fused CPU kernel runs where applicable; the torch path is
-    differentiable and runs on any device.
+    differentiable and runs on any device. ``out``: float64 arrays to hold results (keys
+    of the outputs, ``pools`` for the final state; e.g. rows of a whole run's arrays, so
+    that chunks need no concatenation), filled on either path.
     """
     fv = [ops.forcing[k] for k in _RATE_FORCING]
     tensors = (ops.kb, ops.q10, ops.w_scaling, *fv, ops.lower, ops.diag, ops.upper,
                ops.profile, ops.inputs, ops.fractions, x)
     dz = layer_thickness(x)
+    out = dict(out or {})
     if _fused.fused_applicable(*tensors):
         np_ = lambda t: t.detach().numpy()  # noqa: E731
-        state = np.array(np_(x), dtype=np.float64, order="C", copy=True)
+        state = out.pop("pools", None)
+        if state is None:
+            state = np.array(np_(x), dtype=np.float64, order="C", copy=True)
+        else:
+            state[...] = np_(x)
         res = _fused.clm5_steps(
             np_(ops.kb), np_(torch.log(ops.q10) / 10.0), np_(ops.w_scaling),
             *(np_(t) for t in fv), np_(ops.lower), np_(ops.diag), np_(ops.upper),
             np_(ops.profile), ops.band_index, np_(ops.inputs), np_(ops.fractions),
-            np_(1.0 / ops.dt), dz.numpy(), state, save_soc=save_soc, increments=increments)
+            np_(1.0 / ops.dt), dz.numpy(), state, save_soc=save_soc, increments=increments,
+            out=out)
         return torch.from_numpy(state), {k: torch.from_numpy(v) for k, v in res.items()}
-    return _integrate_torch(ops, x, dz, save_soc, increments)
+    x, res = _integrate_torch(ops, x, dz, save_soc, increments)
+    for k, a in out.items():
+        a[...] = (x if k == "pools" else res[k]).detach().cpu().numpy()
+    return x, res
 
 
 def _apply_torch(K, bands, fractions, x):
@@ -683,29 +733,56 @@ def simulate(
     size = _option("kernel_batch_size")
     bar = progress_bar(progress, total=T * n, desc="column-steps", leave=False)
     finals = []
+    whole = None
+    if _fused.fused_applicable(th, X, *f.values()):  # the chunks fill rows of these arrays
+        L = X.shape[1]
+        whole = {k: np.empty((n, T)) for k in _STEP_OUTPUTS}
+        whole["pools"] = np.empty((n, L, 7))
+        if save_soc:
+            whole["soc"] = np.empty((n, T, L))
+    # all steps at once: the operators reference the forcing (views, no copies) and store
+    # only the distinct transport operators and the stacked inputs
+    # the steps' distinct operators and the parameters' terms once, the operators per chunk
+    # (bounded temporaries that the allocator reuses; one torch operation per term and
+    # run, not per chunk: each is an OpenMP region, slow on a shared machine)
+    steps = distinct_steps(f)
+    terms = column_terms(model, p)
     for c0 in range(0, n, size):
         cols = slice(c0, min(n, c0 + size))
         fc = {k: v[cols] for k, v in f.items()}
         pc = {k: (v[cols] if v.ndim >= 1 and v.shape[0] == n else v) for k, v in p.items()}
+        ops = build_operators(model, pc, fc, dts, steps=steps,
+                              terms={k: v[cols] for k, v in terms.items()})
         x = X[cols]
-        # all steps at once: the operators reference the forcing (views, no copies) and
-        # store only the distinct transport operators and the stacked inputs
-        x, res = integrate(build_operators(model, pc, fc, dts), x, save_soc=save_soc)
+        x, res = integrate(ops, x, save_soc=save_soc,
+                           out=None if whole is None else {k: a[cols] for k, a in whole.items()})
         bar.update(T * (cols.stop - cols.start))
         finals.append(x)
         out_parts.append(res)
     bar.close()
-    res = out_parts[0] if len(out_parts) == 1 else {
-        k: torch.cat([q[k] for q in out_parts], 0) for k in out_parts[0]}
-    X1 = torch.cat(finals, 0)
+    if whole is not None:
+        X1 = torch.from_numpy(whole.pop("pools"))
+        res = {k: torch.from_numpy(a) for k, a in whole.items()}
+    else:
+        res = out_parts[0] if len(out_parts) == 1 else {
+            k: torch.cat([q[k] for q in out_parts], 0) for k in out_parts[0]}
+        X1 = torch.cat(finals, 0)
     dz = layer_thickness(X1)
     out = Simulation(pools=X1, initial_pools=X0)
     out.update(res)
-    out["net_flux"] = res["input"] - res["respiration"]
-    out["initial_total_carbon"] = (X0.sum(-1) * dz).sum(-1)
-    out["initial_soc_stock"] = (X0[..., 4:].sum(-1) * dz).sum(-1)
+    if whole is not None:  # the same sums in numpy: no OpenMP regions
+        x0, dzn = X0.detach().numpy(), dz.numpy()
+        out["net_flux"] = torch.from_numpy(res["input"].numpy() - res["respiration"].numpy())
+        out["initial_total_carbon"] = torch.from_numpy((x0.sum(-1) * dzn).sum(-1))
+        out["initial_soc_stock"] = torch.from_numpy((x0[..., 4:].sum(-1) * dzn).sum(-1))
+        no_data = torch.from_numpy(~np.isfinite(X1.numpy()).all((-1, -2))
+                                   | np.isnan(th.detach().numpy()).any(-1))
+    else:
+        out["net_flux"] = res["input"] - res["respiration"]
+        out["initial_total_carbon"] = (X0.sum(-1) * dz).sum(-1)
+        out["initial_soc_stock"] = (X0[..., 4:].sum(-1) * dz).sum(-1)
+        no_data = ~torch.isfinite(X1.detach()).all(-1).all(-1) | torch.isnan(th.detach()).any(-1)
     out["dt"] = dts
-    no_data = ~torch.isfinite(X1.detach()).all(-1).all(-1) | torch.isnan(th.detach()).any(-1)
     flags = torch.where(no_data, FLAGS["no_data"], 0)
     if spun is not None:
         sf = torch.as_tensor(spun["flags"], device=flags.device)
@@ -736,6 +813,9 @@ def repeat_forcing(forcing: Mapping, *, years: int) -> dict:
             out[k] = v
     return out
 
+
+#: per-step outputs of :func:`integrate` (``[n, T]``; ``soc`` ``[n, T, L]`` on request)
+_STEP_OUTPUTS = ("total_carbon", "soc_stock", "respiration", "input")
 
 #: forcing variables with a time axis (second dimension)
 _TIMED = frozenset(k for k, v in fmod.FORCING_SCHEMA.items() if v.shape[:1] == (fmod.N_MONTHS,))
