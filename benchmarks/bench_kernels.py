@@ -90,7 +90,9 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> di
     import numpy as np
     import torch
 
-    import xproda  # first, as in a user's script: it sets OMP_WAIT_POLICY before torch loads
+    # torch before xproda, as an isort-ordered script imports them: the harder case, where
+    # xproda can no longer make torch's OpenMP threads wait passively (docs/performance.md)
+    import xproda
 
     sys.path.insert(0, str(HERE))
     from _load import load_average, omp_load

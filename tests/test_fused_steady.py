@@ -326,6 +326,9 @@ def test_kernel_threads_rules(monkeypatch):
     assert parallel.kernel_threads() == 2 * torch.get_num_threads()
     monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count() - 1)
     assert parallel.kernel_threads() == torch.get_num_threads()
+    spike = iter([os.cpu_count(), 0, 0])  # runnable for an instant only: not a full machine
+    monkeypatch.setattr(parallel, "other_runnable", lambda: next(spike))
+    assert parallel.kernel_threads() == torch.get_num_threads()
     with xproda.set_options(kernel_threads=3):  # an explicit count wins
         monkeypatch.setattr(parallel, "other_runnable", lambda: 10 * os.cpu_count())
         assert parallel.kernel_threads() == 3

@@ -112,8 +112,9 @@ class set_options:
     kernel_threads : int or None
         Threads of each compiled CPU kernel call (column blocks on a shared pool that never
         spin-waits; see :mod:`xproda.models.parallel`). None (default): torch's thread
-        count when called from the main thread, 1 from any other thread (dask workers).
-        Results do not depend on it.
+        count when called from the main thread (twice that when other runnable threads
+        fill the machine's cores), 1 from any other thread (dask workers). Results do not
+        depend on it.
     fused_kernels : bool
         Use the fused numba CPU kernels (structured solve, PCHIP mapping) when no gradient is
         needed (default True); results equal the torch paths to rounding.

@@ -29,8 +29,9 @@ Threads per call (:func:`kernel_threads`):
    processes set ``OMP_NUM_THREADS=1`` by default, so torch and the kernels use one core each
    there too.
 4. on a full machine, twice that (main thread only, rule 3): when other threads that are
-   runnable at the call's start (:func:`other_runnable`, Linux) are at least as many as the
-   machine's cores. The OS shares a core among its runnable threads, not among processes: two
+   runnable at the call's start (:func:`other_runnable`, Linux; in three readings, so that
+   a thread runnable for an instant does not count) are at least as many as the machine's
+   cores. The OS shares a core among its runnable threads, not among processes: two
    kernel threads beside two processes with two busy threads each got a third of the
    machine (30 % of the quiet throughput), four get half (46-50 % measured for the steady
    state, 40-43 % for transient runs). On a quiet machine extra threads would only switch
@@ -121,8 +122,12 @@ def kernel_threads(threads: int | None = None) -> int:
     import torch
 
     base = max(1, int(torch.get_num_threads()))
+    cores = os.cpu_count() or 1
     others = other_runnable()
-    if others is not None and others >= (os.cpu_count() or 1):  # a full machine: rule 4
+    # a full machine (rule 4): seen three times in a row (~30 us), so that a thread that
+    # was runnable for an instant (a shell command, a short-lived helper) does not count
+    if others is not None and others >= cores and all(
+            (other_runnable() or 0) >= cores for _ in range(2)):
         return 2 * base
     return base
 
@@ -198,6 +203,11 @@ def run_blocks(kernel: Callable[..., Any], n: int, *args: Any, threads: int | No
         The first exception raised by a block (the remaining blocks are skipped).
     """
     if n <= 0:
+        return
+    if n <= (block if block is not None else MIN_BLOCK):  # one block: no thread to choose
+        if threads is not None:
+            kernel_threads(threads)  # still validated
+        kernel(0, n, *args)
         return
     t = kernel_threads(threads)
     bounds = block_bounds(n, t, block=block)
