@@ -16,6 +16,10 @@ It is used by :class:`~xproda.models.clm5.CLM5Model` only when
 
 Otherwise the torch path runs; results do not depend on which path ran.
 
+Besides the solves: the transient step kernel (:func:`clm5_steps`), and two compiled passes
+that spare the CPU paths torch's parallel regions (:func:`value_range`, the forcing value
+checks of large arrays; :func:`repeats`, which steps of a transient forcing repeat).
+
 Parallelism: the kernels are serial over a range of columns and release the GIL;
 :func:`xproda.models.parallel.run_blocks` runs them over column blocks on a shared thread
 pool that never spin-waits (robust when the machine is shared), with the calling thread as
@@ -68,7 +72,7 @@ __all__ = ["HAVE_NUMBA", "vexp", "column_view", "value_range", "repeats", "thoma
            "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
            "group_scratch", "group_solve", "group_solve_uniform", "group_solve_numpy",
            "group_solve_program", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir",
-           "KERNEL_CACHE"]
+           "KERNEL_CACHE", "STEP_OUTPUTS"]
 
 #: order of the transfer fractions in the ``fractions`` argument of :func:`clm5_pools`
 FRACTION_ORDER = ("fcwdl2", "fl1s1", "fl2s1", "fl3s2", "fs1s2", "fs1s3", "fs2s1", "fs2s3", "fs3s1")
@@ -461,8 +465,8 @@ def _group_solve(S, r):  # pragma: no cover - compiled by numba
     _group_solve_simd(S, r)
 
 
-#: outputs of :func:`clm5_steps` that ``out=`` may provide
-_STEP_KEYS = ("total_carbon", "soc_stock", "respiration", "input", "soc")
+#: per-step outputs of :func:`clm5_steps` (``[n, T]``; ``soc`` ``[n, T, L]`` on request)
+STEP_OUTPUTS = ("total_carbon", "soc_stock", "respiration", "input")
 
 _TB = 12  # steps per block of the step kernel's environmental scalars (L1-sized buffers)
 
@@ -1107,14 +1111,15 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     n, T = tsoi.shape[0], tsoi.shape[1]
     L = kb.shape[1]
     given = dict(out or {})
+    keys = STEP_OUTPUTS + ("soc",)
     for k, a in given.items():
         shape = (n, T, L) if k == "soc" else (n, T)
-        if k not in _STEP_KEYS or a.shape != shape or a.dtype != np.float64 \
+        if k not in keys or a.shape != shape or a.dtype != np.float64 \
                 or not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError(f"clm5_steps: out[{k!r}] must be a writeable C-contiguous float64 "
-                             f"array of shape {shape} (keys {_STEP_KEYS}); got "
+                             f"array of shape {shape} (keys {keys}); got "
                              f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
-    outs = [given[k] if k in given else np.empty((n, T)) for k in _STEP_KEYS[:4]]
+    outs = [given[k] if k in given else np.empty((n, T)) for k in STEP_OUTPUTS]
     soc = given.get("soc") if save_soc else None
     if soc is None:
         soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
@@ -1124,7 +1129,7 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
                f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
                f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,
                bool(save_soc), threads=threads)
-    res = dict(zip(_STEP_KEYS[:4], outs))
+    res = dict(zip(STEP_OUTPUTS, outs))
     if save_soc:
         res["soc"] = soc
     if increments:

@@ -16,7 +16,8 @@ materialised, and the value checks of :func:`xproda.models.forcing.validate_forc
 computed on the way (per-column minimum and maximum of every variable read, reduced
 afterwards and checked with the same messages in the same order, :func:`check_values`).
 The blocks run on :func:`xproda.models.parallel.run_blocks`. :func:`transport_bands`
-serves the transient runs' compiled path with the same transport stage.
+and :func:`step_profiles` serve the transient runs' compiled path with the same transport
+and input-profile stages.
 
 The two kernels share their stages (compiled functions below, inlined into the kernels):
 parameters (:func:`_physical`), transport bands and litter inputs (:func:`_column_inputs`),

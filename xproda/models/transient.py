@@ -736,15 +736,15 @@ def simulate(
     whole = None
     if _fused.fused_applicable(th, X, *f.values()):  # the chunks fill rows of these arrays
         L = X.shape[1]
-        whole = {k: np.empty((n, T)) for k in _STEP_OUTPUTS}
+        whole = {k: np.empty((n, T)) for k in _fused.STEP_OUTPUTS}
         whole["pools"] = np.empty((n, L, 7))
         if save_soc:
             whole["soc"] = np.empty((n, T, L))
     # all steps at once: the operators reference the forcing (views, no copies) and store
-    # only the distinct transport operators and the stacked inputs
-    # the steps' distinct operators and the parameters' terms once, the operators per chunk
-    # (bounded temporaries that the allocator reuses; one torch operation per term and
-    # run, not per chunk: each is an OpenMP region, slow on a shared machine)
+    # only the distinct transport operators and the stacked inputs. The distinct steps and
+    # the parameters' terms once per run, the operators per chunk (bounded temporaries that
+    # the allocator reuses; one torch operation per term and run, not per chunk: each is an
+    # OpenMP region, slow on a shared machine)
     steps = distinct_steps(f)
     terms = column_terms(model, p)
     for c0 in range(0, n, size):
@@ -757,8 +757,9 @@ def simulate(
         x, res = integrate(ops, x, save_soc=save_soc,
                            out=None if whole is None else {k: a[cols] for k, a in whole.items()})
         bar.update(T * (cols.stop - cols.start))
-        finals.append(x)
-        out_parts.append(res)
+        if whole is None:
+            finals.append(x)
+            out_parts.append(res)
     bar.close()
     if whole is not None:
         X1 = torch.from_numpy(whole.pop("pools"))
@@ -813,9 +814,6 @@ def repeat_forcing(forcing: Mapping, *, years: int) -> dict:
             out[k] = v
     return out
 
-
-#: per-step outputs of :func:`integrate` (``[n, T]``; ``soc`` ``[n, T, L]`` on request)
-_STEP_OUTPUTS = ("total_carbon", "soc_stock", "respiration", "input")
 
 #: forcing variables with a time axis (second dimension)
 _TIMED = frozenset(k for k, v in fmod.FORCING_SCHEMA.items() if v.shape[:1] == (fmod.N_MONTHS,))
