@@ -35,7 +35,7 @@ Threads per call (:func:`kernel_threads`):
    kernel threads beside two processes with two busy threads each got a third of the
    machine (30 % of the quiet throughput), four get half (46-50 % measured for the steady
    state, 40-43 % for transient runs). On a quiet machine extra threads would only switch
-   against each other (5-8 % slower), so they are not used there.
+   against each other (3-8 % slower), so they are not used there.
 
 Concurrent calls from several threads are safe and need no lock (the old ``prange`` kernels
 were serialised by one, since numba's threading layers may not be launched from two threads
