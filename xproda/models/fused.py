@@ -493,8 +493,6 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     xc = np.empty((L, 7, G))
     rfg = np.empty((L, 7, G))
     kbg = np.empty((L, 7, G))
-    one = np.empty((7, L))
-    ap = np.empty(7)
     # the environmental scalars of a block of _TB steps per column, from one flat pass
     esb = np.empty((G, _TB * L))
     elb = np.empty((G, _TB * L))
@@ -590,36 +588,54 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     up_g[j, g] = up[c, b, j]
                 inp[c, t] = ip * 365.0
             if incr:
-                for g in range(ng):
-                    for j in range(L):
-                        for q in range(7):
-                            one[q, j] = xc[j, q, g]
-                    # (V - A K) x per column (small; not on the hot path of plain runs)
-                    for j in range(L):
-                        f0 = K[j, 0, g] * one[0, j]
-                        f1 = K[j, 1, g] * one[1, j]
-                        f2 = K[j, 2, g] * one[2, j]
-                        f3 = K[j, 3, g] * one[3, j]
-                        f4 = K[j, 4, g] * one[4, j]
-                        f5 = K[j, 5, g] * one[5, j]
-                        f6 = K[j, 6, g] * one[6, j]
-                        ap[0] = f0
-                        ap[1] = f1
-                        ap[2] = f2 - frg[j, 0, g] * f0
-                        ap[3] = f3 - (1.0 - frg[j, 0, g]) * f0
-                        ap[4] = f4 - frg[j, 1, g] * f1 - frg[j, 2, g] * f2 \
+                # the residual's (V - A K) x, lanes innermost (G is a compile-time constant:
+                # LLVM packs the lanes; a short group's idle lanes compute what is not used)
+                for j in range(L):
+                    for g in range(G):
+                        f0 = K[j, 0, g] * xc[j, 0, g]
+                        f1 = K[j, 1, g] * xc[j, 1, g]
+                        f2 = K[j, 2, g] * xc[j, 2, g]
+                        f3 = K[j, 3, g] * xc[j, 3, g]
+                        f4 = K[j, 4, g] * xc[j, 4, g]
+                        f5 = K[j, 5, g] * xc[j, 5, g]
+                        f6 = K[j, 6, g] * xc[j, 6, g]
+                        a1 = f1
+                        a2 = f2 - frg[j, 0, g] * f0
+                        a3 = f3 - (1.0 - frg[j, 0, g]) * f0
+                        a4 = f4 - frg[j, 1, g] * f1 - frg[j, 2, g] * f2 \
                             - frg[j, 6, g] * f5 - frg[j, 8, g] * f6
-                        ap[5] = f5 - frg[j, 3, g] * f3 - frg[j, 4, g] * f4
-                        ap[6] = f6 - frg[j, 5, g] * f4 - frg[j, 7, g] * f5
-                        for q in range(1, 7):
-                            v = di_g[j, g] * one[q, j]
-                            if j > 0:
-                                v += lo_g[j, g] * one[q, j - 1]
-                            if j < L - 1:
-                                v += up_g[j, g] * one[q, j + 1]
-                            ap[q] += v
-                        for q in range(7):
-                            rhs[j, q, g] -= ap[q]
+                        a5 = f5 - frg[j, 3, g] * f3 - frg[j, 4, g] * f4
+                        a6 = f6 - frg[j, 5, g] * f4 - frg[j, 7, g] * f5
+                        d = di_g[j, g]
+                        t1 = d * xc[j, 1, g]
+                        t2 = d * xc[j, 2, g]
+                        t3 = d * xc[j, 3, g]
+                        t4 = d * xc[j, 4, g]
+                        t5 = d * xc[j, 5, g]
+                        t6 = d * xc[j, 6, g]
+                        if j > 0:
+                            lw = lo_g[j, g]
+                            t1 += lw * xc[j - 1, 1, g]
+                            t2 += lw * xc[j - 1, 2, g]
+                            t3 += lw * xc[j - 1, 3, g]
+                            t4 += lw * xc[j - 1, 4, g]
+                            t5 += lw * xc[j - 1, 5, g]
+                            t6 += lw * xc[j - 1, 6, g]
+                        if j < L - 1:
+                            uw = up_g[j, g]
+                            t1 += uw * xc[j + 1, 1, g]
+                            t2 += uw * xc[j + 1, 2, g]
+                            t3 += uw * xc[j + 1, 3, g]
+                            t4 += uw * xc[j + 1, 4, g]
+                            t5 += uw * xc[j + 1, 5, g]
+                            t6 += uw * xc[j + 1, 6, g]
+                        rhs[j, 0, g] -= f0
+                        rhs[j, 1, g] -= a1 + t1
+                        rhs[j, 2, g] -= a2 + t2
+                        rhs[j, 3, g] -= a3 + t3
+                        rhs[j, 4, g] -= a4 + t4
+                        rhs[j, 5, g] -= a5 + t5
+                        rhs[j, 6, g] -= a6 + t6
             group_solve(S, r)
             if incr:
                 for g in range(ng):

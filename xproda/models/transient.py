@@ -719,8 +719,10 @@ def simulate(
         if x0 not in ("spin_up", "steady_state"):
             raise ValueError(f"x0 must be 'spin_up', 'steady_state' or an array, got {x0!r}")
         period = min(int(spin_up_steps), T)
-        fp = {k: (v[:, :period] if v.ndim >= 2 and v.shape[1] == T and k in _TIMED else v)
-              for k, v in f.items()}
+        # contiguous once: the spin-up's every cycle reads these (as strided views of the
+        # run's forcing the step kernel copied them on each call, ~1 s of a 20,000-column run)
+        fp = {k: (v[:, :period].contiguous() if v.ndim >= 2 and v.shape[1] == T
+                  and k in _TIMED else v) for k, v in f.items()}
         if x0 == "spin_up":
             spun = spin_up(model, th, fp, dt=dts[:period], **dict(spin_up_options or {}))
             X = spun["pools"]
