@@ -28,7 +28,7 @@ Threads per call (:func:`kernel_threads`):
    takes its share instead of every call spreading over all cores. ``distributed``'s worker
    processes set ``OMP_NUM_THREADS=1`` by default, so torch and the kernels use one core each
    there too.
-4. on a full machine, twice that (main thread only, rule 3): when other threads that are
+4. on a full machine, twice rule 3's count (from the main thread): when other threads that are
    runnable at the call's start (:func:`other_runnable`, Linux; in three readings, so that
    a thread runnable for an instant does not count) are at least as many as the machine's
    cores. The OS shares a core among its runnable threads, not among processes: two
@@ -48,7 +48,11 @@ torch has not been imported yet, i.e. before the OpenMP runtime reads it: waitin
 sleep at once. With the machine to itself this costs nothing measurable (a 300-site MAP fit:
 26 vs 24 sites/s); beside two 2-thread OpenMP loops it keeps 36 % of the quiet rate instead
 of 10 %. Set ``OMP_WAIT_POLICY`` yourself (e.g. ``ACTIVE``) to opt out; import torch
-after xproda, or set the variable before starting Python, for it to apply.
+after xproda, or set the variable before starting Python, for it to apply. Where torch was
+imported first (an isort-ordered script) it cannot apply, which is why the compiled CPU
+paths avoid torch's parallel regions altogether: the steady states, and the transient runs'
+checks, operators and sums (:func:`xproda.models.fused.value_range`,
+:func:`~xproda.models.fused.repeats`, :func:`~xproda.models.fused_steady.step_profiles`).
 """
 
 from __future__ import annotations
@@ -193,7 +197,8 @@ def run_blocks(kernel: Callable[..., Any], n: int, *args: Any, threads: int | No
     *args
         Passed to every call.
     threads : int, optional
-        Threads (default :func:`kernel_threads`); the calling thread is one of them.
+        Threads (default :func:`kernel_threads`); the calling thread is one of them. At most
+        ``4 x available_cores()`` run at once (the pool's size), and no more than blocks.
     block : int, optional
         Columns per block (default: guided blocks, :func:`block_bounds`).
 
