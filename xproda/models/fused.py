@@ -491,6 +491,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     # work arrays of the block (every group writes what it reads)
     S, K, rhs, xn, frg, lo_g, di_g, up_g = group_scratch()
     xc = np.empty((L, 7, G))
+    accg = np.empty((L, 7, G))  # defect form: the group's sums of increments (acc)
     rfg = np.empty((L, 7, G))
     kbg = np.empty((L, 7, G))
     # the environmental scalars of a block of _TB steps per column, from one flat pass
@@ -507,6 +508,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     # writes them): no copy per step; the defect form also needs it in xc
                     if incr:
                         xc[j, q, g] = x[c, j, q]
+                        accg[j, q, g] = acc[c, j, q]
                     xn[j, q, g] = x[c, j, q]
                     kbg[j, q, g] = kb[c, j, q]
                 for q in range(9):
@@ -637,12 +639,11 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                         rhs[j, 5, g] -= a5 + t5
                         rhs[j, 6, g] -= a6 + t6
             group_solve(S, r)
-            if incr:
-                for g in range(ng):
-                    c = c0 + g
-                    for j in range(L):
-                        for q in range(7):
-                            acc[c, j, q] += xn[j, q, g]
+            if incr:  # lanes innermost; the sums go to acc when the group is done
+                for j in range(L):
+                    for q in range(7):
+                        for g in range(G):
+                            accg[j, q, g] += xn[j, q, g]
                             xn[j, q, g] += xc[j, q, g]
             for g in range(ng):
                 c = c0 + g
@@ -668,13 +669,15 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
             if incr:
                 for j in range(L):
                     for q in range(7):
-                        for g in range(ng):
+                        for g in range(G):
                             xc[j, q, g] = xn[j, q, g]
         for g in range(ng):
             c = c0 + g
             for j in range(L):
                 for q in range(7):
                     x[c, j, q] = xn[j, q, g]
+                    if incr:
+                        acc[c, j, q] = accg[j, q, g]
 
 
 # -------------------------------------------------------------------------------------------
