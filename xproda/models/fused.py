@@ -844,7 +844,7 @@ def value_range(a: np.ndarray, *, integer: bool = False, threads: int | None = N
     """``(min, max, has_inf, non_integer)`` of the values of ``a`` with NaN skipped.
 
     The compiled counterpart of :func:`xproda.models.forcing.value_range` for large arrays
-    (one pass, column blocks on :func:`~xproda.models.parallel.run_blocks`' threads: no
+    (one pass, row blocks on :func:`~xproda.models.parallel.run_blocks`' threads: no
     OpenMP region, so no spin-waiting barrier on a shared machine). ``a``: float32 or float64,
     C-contiguous, at least 1-D (rows: the first axis). ``(inf, -inf, False, False)`` where
     every value is NaN or ``a`` is empty; ``non_integer`` only with ``integer`` (a finite

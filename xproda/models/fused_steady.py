@@ -352,19 +352,12 @@ def _profiles_kernel(b0, b1, g, alt_ly, nb, truncate, scale, out):  # pragma: no
                 for j in range(1, _L):
                     out[c, b, j] = 0.0 * scale[j]
                 continue
-            nbc = nb[c, b]
-            s = 0.0
+            prof = out[c, b]
             for j in range(_L):
-                v = g[c, j]
-                if truncate:
-                    if nbc != nbc:
-                        v = math.nan
-                    elif not (j + 1.0 <= nbc):
-                        v = 0.0
-                out[c, b, j] = v
-                s += v
+                prof[j] = g[c, j]
+            _truncate_normalise(prof, nb[c, b], truncate)
             for j in range(_L):
-                out[c, b, j] = out[c, b, j] / s * scale[j]
+                prof[j] = prof[j] * scale[j]
 
 
 def step_profiles(weights: np.ndarray, altmax_lastyear: np.ndarray, nbedrock: np.ndarray | None,
@@ -409,20 +402,29 @@ def _input_profile(mon, c, beta, below_bedrock, geo, prof):  # pragma: no cover 
         return
     if math.isinf(nbmin):
         nbmin = math.nan
-    s = 0.0
     top = beta ** (100.0 * geo[4, 0])
     for j in range(_L):
         # a layer's top is the bottom of the one above (the same number): one power each
         bottom = beta ** (100.0 * geo[0, j])
-        g = top - bottom
+        prof[j] = top - bottom
         top = bottom if geo[4, j + 1] == geo[0, j] else beta ** (100.0 * geo[4, j + 1])
-        if not below_bedrock:
-            if nbmin != nbmin:
-                g = math.nan
-            elif not (j + 1.0 <= nbmin):
-                g = 0.0
-        prof[j] = g
-        s += g
+    _truncate_normalise(prof, nbmin, not below_bedrock)
+
+
+def _truncate_normalise(prof, nb, truncate):  # pragma: no cover - numba
+    """Jackson weights ``prof[20]`` into an input profile, in place: with ``truncate``
+    zero below bedrock layer ``nb`` (1-based; NaN: no data, all NaN), then divided by their
+    sum taken in layer order (:func:`xproda.models.forcing.profile_from_weights`)."""
+    s = 0.0
+    for j in range(_L):
+        v = prof[j]
+        if truncate:
+            if nb != nb:
+                v = math.nan
+            elif not (j + 1.0 <= nb):
+                v = 0.0
+        prof[j] = v
+        s += v
     for j in range(_L):
         prof[j] = prof[j] / s
 
@@ -1127,6 +1129,7 @@ if HAVE_NUMBA:
     _operator = jit_kernel(_operator, **_jit)
     _same_operator = jit_kernel(_same_operator, **_jit)
     _mean_operator = jit_kernel(_mean_operator, **_jit)
+    _truncate_normalise = jit_kernel(_truncate_normalise, inline="always", **_jit)
     _input_profile = jit_kernel(_input_profile, **_jit)
     _annual_input = jit_kernel(_annual_input, **_jit)
     _flat_block = jit_kernel(_flat_block, inline="always", **_jit)
