@@ -284,12 +284,11 @@ def _plan(ds: xr.Dataset, region_dims: Sequence[Hashable] | Mapping[Hashable, in
                 new_vars[name] = var.variable.chunk({d: chunk[d] for d in rd})
         else:
             static_vars.append(name)  # computed when the template is written
-    lazy = {k: v.variable for k, v in ds.coords.items() if _is_dask(v.variable)}
-    if lazy:  # one compute: the coordinates' chunks are read side by side
+    coords = {k: v.variable for k, v in ds.coords.items() if _is_dask(v.variable)}
+    if coords:  # one compute: the coordinates' chunks are read side by side
         from dask import compute as dask_compute
 
-        lazy = dict(zip(lazy, dask_compute(*lazy.values())))
-    coords = lazy
+        coords = dict(zip(coords, dask_compute(*coords.values())))
     if new_vars:
         ds = ds.assign(new_vars)
     if coords:
@@ -723,10 +722,9 @@ def _batched(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
 
 
 def _write_template(plan: _Plan, target: Target, attrs: Mapping[str, Any]) -> None:
+    import dask.array as dsa
     import zarr
     from dask import compute as dask_compute
-
-    import dask.array as dsa
 
     tmpl = stable_strings(cf_finalize(plan.ds)).drop_encoding()
     static = {n: tmpl[n].variable for n in plan.static_vars if _is_dask(tmpl[n].variable)}
