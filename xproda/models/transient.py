@@ -57,6 +57,7 @@ import torch
 from xproda.options import current as _option
 from xproda.options import progress_bar
 from xproda.models import fused as _fused
+from xproda.models import fused_spinup as _fused_spinup
 from xproda.models import fused_steady as _fused_steady
 from xproda.models import forcing as fmod
 from xproda.models import transport
@@ -216,10 +217,12 @@ class StepOperators:
     def columns(self, idx: torch.Tensor) -> "StepOperators":
         """The operators of columns ``idx``."""
         return replace(
-            self, kb=self.kb[idx], q10=self.q10[idx], w_scaling=self.w_scaling[idx],
-            forcing={k: v[idx] for k, v in self.forcing.items()}, lower=self.lower[idx],
-            diag=self.diag[idx], upper=self.upper[idx], profile=self.profile[idx],
-            inputs=self.inputs[idx], fractions=self.fractions[idx],
+            self, kb=_take_rows(self.kb, idx), q10=_take_rows(self.q10, idx),
+            w_scaling=_take_rows(self.w_scaling, idx),
+            forcing={k: _take_rows(v, idx) for k, v in self.forcing.items()},
+            lower=_take_rows(self.lower, idx), diag=_take_rows(self.diag, idx),
+            upper=_take_rows(self.upper, idx), profile=_take_rows(self.profile, idx),
+            inputs=_take_rows(self.inputs, idx), fractions=_take_rows(self.fractions, idx),
         )
 
     def environment(self, t0: int = 0, t1: int | None = None):
@@ -238,14 +241,31 @@ class StepOperators:
         # a column's rounding depend on how many columns share the call (chunk invariance)
         w = self.dt / self.dt.sum()  # [T]
         env_s, env_l = self.environment()
+        idx = torch.as_tensor(self.band_index, device=w.device)
+        wb = torch.zeros(self.lower.shape[1], dtype=w.dtype, device=w.device).index_add_(0, idx, w)
+        tensors = (w, wb, env_s, env_l, self.kb, self.lower, self.diag, self.upper,
+                   self.inputs, self.profile)
+        if _fused.fused_applicable(*tensors):  # the same sums compiled: no OpenMP regions
+            K, bands, dens = _fused_spinup.mean_operator(
+                w.numpy(), env_s.numpy(), env_l.numpy(), self.kb.numpy(), wb.numpy(),
+                self.lower.numpy(), self.diag.numpy(), self.upper.numpy(), self.inputs.numpy(),
+                self.profile.numpy(), self.band_index)
+            return (torch.from_numpy(K), tuple(torch.from_numpy(b) for b in bands),
+                    torch.from_numpy(dens))
         es = _weighted_sum(w, env_s)
         el = _weighted_sum(w, env_l)
         K = self.kb * torch.stack([es, el, el, el, es, es, es], -1)
-        idx = torch.as_tensor(self.band_index, device=w.device)
-        wb = torch.zeros(self.lower.shape[1], dtype=w.dtype, device=w.device).index_add_(0, idx, w)
         bands = tuple(_weighted_sum(wb, x) for x in (self.lower, self.diag, self.upper))
         dens = _weighted_sum(w, self.inputs.unsqueeze(2) * self.profile[:, idx].unsqueeze(-1))
         return K, bands, dens
+
+
+def _take_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` along the first axis: compiled row copies where the fused kernels apply
+    (:func:`xproda.models.fused_spinup.take_rows`, no OpenMP region), torch indexing else."""
+    if _fused.fused_applicable(t, idx):
+        return torch.from_numpy(_fused_spinup.take_rows(t.numpy(), idx.numpy()))
+    return t[idx]
 
 
 def _weighted_sum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -503,9 +523,12 @@ def _integrate_torch(ops, x, dz, save_soc, increments=False):
     return x, res
 
 
-def mean_state(ops: StepOperators) -> torch.Tensor:
-    """Steady state of the dt-weighted mean operator, ``[n, L, 7]`` (g C m-3)."""
-    K, bands, dens = ops.mean()
+def mean_state(ops: StepOperators, *, mean: tuple | None = None) -> torch.Tensor:
+    """Steady state of the dt-weighted mean operator, ``[n, L, 7]`` (g C m-3).
+
+    ``mean``: ``ops.mean()`` where already computed.
+    """
+    K, bands, dens = ops.mean() if mean is None else mean
     rhs = torch.cat([dens, torch.zeros_like(dens[..., :3])], -1)
     return shifted_solve(K, bands, ops.fractions, rhs, 0.0)
 
@@ -577,11 +600,12 @@ def spin_up(
     semi = method == "semi_analytic"
     tau = float(dts.sum())
     if semi:
-        Kbar, bbar, _ = ops.mean()
+        mean = ops.mean()
+        Kbar, bbar = mean[0], mean[1]
     if x0 is not None:
         X = _state(x0, n, th)
     elif semi:
-        X = mean_state(ops)
+        X = mean_state(ops, mean=mean)
     else:
         X = torch.zeros((n, layer_thickness(th).shape[0], 7), dtype=th.dtype, device=th.device)
     X = X.to(th.dtype)
@@ -592,6 +616,7 @@ def spin_up(
     history: list[float] = []
     steps_done = 0
     bar = progress_bar(progress, total=max_cycles, desc="spin-up cycles", leave=False)
+    owned = False  # whether X is this function's own contiguous array (compiled updates)
     work = None  # columns integrated: a superset of the active ones, re-gathered when
     for k in range(1, int(max_cycles) + 1):  # it holds 25% more (gathers cost a cycle)
         if active.numel() == 0:
@@ -602,25 +627,37 @@ def spin_up(
             sub = ops if work.numel() == n else ops.columns(widx)
             if semi:
                 Kw, bw = (Kbar, bbar) if work.numel() == n else (
-                    Kbar[widx], tuple(b[widx] for b in bbar))
-        Xa = X[widx]
+                    _take_rows(Kbar, widx), tuple(_take_rows(b, widx) for b in bbar))
+        Xa = _take_rows(X, widx)
         Xp, res = integrate(sub, Xa, increments=semi)
         steps_done += int(work.numel()) * ops.steps
+        live = torch.zeros(n, dtype=torch.bool)
+        live[active] = True
+        keep = live[work]  # converged columns in the work set stay frozen
         if semi:
             # defect form: the period change D is summed from the step increments, so the
             # mean-operator correction does not amplify the rounding of x_end - x_start in
             # nearly inert layers (rates ~1e-20 day-1 below bedrock or in deep permafrost)
             D = res["change"].to(Xa.dtype)
-            delta = D + shifted_solve(Kw, bw, sub.fractions, D / tau, 0.0)
+            compiled = _fused.fused_applicable(X, Xa, D)
+            Dt = torch.from_numpy(D.numpy() / tau) if compiled else D / tau
+            a, b = D, shifted_solve(Kw, bw, sub.fractions, Dt, 0.0)
         else:
-            delta = Xp - Xa
-        Xn = Xa + delta
-        d = delta.detach().abs().amax((1, 2)) / Xn.detach().abs().amax((1, 2))
+            compiled = _fused.fused_applicable(X, Xa, Xp)
+            a, b = Xa, Xp
+        if compiled:  # the same arithmetic in one compiled pass; X updated in place
+            if not owned:  # X may be the caller's x0 or a view of it: copy once
+                X = torch.from_numpy(np.array(X.numpy(), dtype=np.float64, order="C"))
+                owned = True
+            d = torch.from_numpy(_fused_spinup.cycle_update(
+                Xa.numpy(), a.numpy(), b.numpy(), plain=not semi, state=X.numpy(),
+                rows=widx.numpy(), keep=keep.numpy()))
+        else:
+            delta = a + b if semi else b - a
+            Xn = Xa + delta
+            d = delta.detach().abs().amax((1, 2)) / Xn.detach().abs().amax((1, 2))
+            X = X.index_copy(0, widx[keep.to(widx.device)], Xn[keep.to(Xn.device)].to(X.dtype))
         d = d.cpu().to(change.dtype)
-        live = torch.zeros(n, dtype=torch.bool)
-        live[active] = True
-        keep = live[work]  # converged columns in the work set stay frozen
-        X = X.index_copy(0, widx[keep.to(widx.device)], Xn[keep.to(Xn.device)].to(X.dtype))
         upd = work[keep]
         cycles[upd] = k
         change[upd] = d[keep]
