@@ -472,7 +472,7 @@ _TB = 12  # steps per block of the step kernel's environmental scalars (L1-sized
 
 
 def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
-                 dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc
+                 dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc, outputs
                  ):  # pragma: no cover - compiled by numba
     """Backward Euler through ``T`` steps for columns ``b0 <= c < b1`` (``x`` updated in place).
 
@@ -483,6 +483,8 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
     of a column come from one flat loop over its contiguous forcing block (``tsoi`` etc.
     C-contiguous, as :func:`clm5_steps` passes them), with :func:`vexp` in place of the C
     library's ``exp`` (within 1 ulp; per value in the step loop it kept that loop scalar).
+    Without ``outputs`` the per-step sums (``total`` ... ``inp``, ``soc``) are skipped: a
+    spin-up cycle needs only the state and ``acc`` (~10 % of a defect-form step).
     """
     L = kb.shape[1]
     T = tsoi.shape[1]
@@ -567,10 +569,11 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     d1 = u1 * pj
                     d2 = u2 * pj
                     d3 = u3 * pj
-                    ip += dzj * d0
-                    ip += dzj * d1
-                    ip += dzj * d2
-                    ip += dzj * d3
+                    if outputs:
+                        ip += dzj * d0
+                        ip += dzj * d1
+                        ip += dzj * d2
+                        ip += dzj * d3
                     if incr:
                         rhs[j, 0, g] = d0
                         rhs[j, 1, g] = d1
@@ -588,7 +591,8 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     lo_g[j, g] = lo[c, b, j]
                     di_g[j, g] = di[c, b, j]
                     up_g[j, g] = up[c, b, j]
-                inp[c, t] = ip * 365.0
+                if outputs:
+                    inp[c, t] = ip * 365.0
             if incr:
                 # the residual's (V - A K) x, lanes innermost (G is a compile-time constant:
                 # LLVM packs the lanes; a short group's idle lanes compute what is not used)
@@ -645,7 +649,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                         for g in range(G):
                             accg[j, q, g] += xn[j, q, g]
                             xn[j, q, g] += xc[j, q, g]
-            for g in range(ng):
+            for g in range(ng if outputs else 0):
                 c = c0 + g
                 tc = 0.0
                 sc = 0.0
@@ -1082,7 +1086,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
 
 def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
                profile, band_index, inputs, fractions, rdt, dz, x, *, save_soc=False,
-               increments=False, out=None, threads=None):
+               increments=False, outputs=True, out=None, threads=None):
     """Backward Euler steps of the CLM5 matrix model (numpy; ``x`` updated in place).
 
     Parameters
@@ -1111,6 +1115,9 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     increments : bool
         Solve each step in defect form and also return ``change`` ``[n, L, 7]``, the sum of
         the step increments (accurate where ``x`` is huge and changes little).
+    outputs : bool, default True
+        Compute the per-step outputs below; ``False`` returns only ``change`` (with
+        ``increments``; else nothing): the state alone, as a spin-up cycle needs it.
     out : mapping, optional
         Arrays to write outputs into instead of new ones (any of the keys below except
         ``change``; float64, C-contiguous rows, e.g. a row slice of a larger array).
@@ -1130,6 +1137,8 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     n, T = tsoi.shape[0], tsoi.shape[1]
     L = kb.shape[1]
     given = dict(out or {})
+    if not outputs and (save_soc or given):
+        raise ValueError("clm5_steps: save_soc and out need outputs=True")
     keys = STEP_OUTPUTS + ("soc",)
     for k, a in given.items():
         shape = (n, T, L) if k == "soc" else (n, T)
@@ -1138,7 +1147,8 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
             raise ValueError(f"clm5_steps: out[{k!r}] must be a writeable C-contiguous float64 "
                              f"array of shape {shape} (keys {keys}); got "
                              f"{getattr(a, 'dtype', None)} {getattr(a, 'shape', None)}")
-    outs = [given[k] if k in given else np.empty((n, T)) for k in STEP_OUTPUTS]
+    shape = (n, T) if outputs else (0, 0)
+    outs = [given[k] if k in given else np.empty(shape) for k in STEP_OUTPUTS]
     soc = given.get("soc") if save_soc else None
     if soc is None:
         soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
@@ -1147,8 +1157,8 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
                same(w_scalar), same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
                f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
                f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,
-               bool(save_soc), threads=threads)
-    res = dict(zip(STEP_OUTPUTS, outs))
+               bool(save_soc), bool(outputs), threads=threads)
+    res = dict(zip(STEP_OUTPUTS, outs)) if outputs else {}
     if save_soc:
         res["soc"] = soc
     if increments:

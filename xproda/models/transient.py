@@ -433,13 +433,16 @@ def _shifted_solve_torch(K, bands, fractions, rhs, shift):
 
 
 def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
-              increments: bool = False, out: Mapping[str, np.ndarray] | None = None
+              increments: bool = False, outputs: bool = True,
+              out: Mapping[str, np.ndarray] | None = None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Backward Euler through the steps of ``ops`` from state ``x`` ``[n, L, 7]``.
 
     Returns the final state and per-step outputs (see :func:`xproda.models.fused.clm5_steps`
     for keys and units; ``increments`` adds ``change``, the summed step increments computed
-    in defect form).  The fused CPU kernel runs where applicable; the torch path is
+    in defect form; ``outputs=False`` leaves out the per-step outputs: the final state and
+    ``change`` alone, as a spin-up cycle needs them).  The fused CPU kernel runs where
+    applicable; the torch path is
     differentiable and runs on any device. ``out``: float64 arrays to hold results (keys
     of the outputs, ``pools`` for the final state; e.g. rows of a whole run's arrays, so
     that chunks need no concatenation), filled on either path.
@@ -449,6 +452,9 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
                ops.profile, ops.inputs, ops.fractions, x)
     dz = layer_thickness(x)
     out = dict(out or {})
+    if not outputs and (save_soc or set(out) - {"pools"}):
+        raise ValueError("integrate: save_soc and out arrays other than 'pools' need "
+                         f"outputs=True; got save_soc={save_soc}, out keys {sorted(out)}")
     if _fused.fused_applicable(*tensors):
         np_ = lambda t: t.detach().numpy()  # noqa: E731
         state = out.pop("pools", None)
@@ -461,9 +467,11 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
             *(np_(t) for t in fv), np_(ops.lower), np_(ops.diag), np_(ops.upper),
             np_(ops.profile), ops.band_index, np_(ops.inputs), np_(ops.fractions),
             np_(1.0 / ops.dt), dz.numpy(), state, save_soc=save_soc, increments=increments,
-            out=out)
+            outputs=outputs, out=out)
         return torch.from_numpy(state), {k: torch.from_numpy(v) for k, v in res.items()}
     x, res = _integrate_torch(ops, x, dz, save_soc, increments)
+    if not outputs:
+        res = {k: v for k, v in res.items() if k == "change"}
     for k, a in out.items():
         a[...] = (x if k == "pools" else res[k]).detach().cpu().numpy()
     return x, res
@@ -629,7 +637,7 @@ def spin_up(
                 Kw, bw = (Kbar, bbar) if work.numel() == n else (
                     _take_rows(Kbar, widx), tuple(_take_rows(b, widx) for b in bbar))
         Xa = _take_rows(X, widx)
-        Xp, res = integrate(sub, Xa, increments=semi)
+        Xp, res = integrate(sub, Xa, increments=semi, outputs=False)
         steps_done += int(work.numel()) * ops.steps
         live = torch.zeros(n, dtype=torch.bool)
         live[active] = True
