@@ -343,6 +343,50 @@ def test_kernel_threads_rules(monkeypatch):
         xproda.set_options(kernel_threads=0)
 
 
+def test_torch_threads_scope_rules(monkeypatch):
+    """One torch thread for the block on a full machine without a passive wait policy;
+    unchanged otherwise; the count restored afterwards, also after an error."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count())  # full
+        with parallel.torch_threads_scope() as k:
+            assert k == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with parallel.torch_threads_scope():
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_WAIT_POLICY", "passive")  # threads sleep: kept
+        with parallel.torch_threads_scope() as k:
+            assert k == 2 and torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+        with xproda.set_options(torch_threads=2):  # the user's count: kept
+            with parallel.torch_threads_scope() as k:
+                assert k == 2
+        seen = []
+
+        def worker():
+            with parallel.torch_threads_scope() as k:
+                seen.append(k)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        assert seen == [2]  # not from a worker thread (the setting is process-wide)
+        spike = iter([os.cpu_count(), 0, 0])
+        monkeypatch.setattr(parallel, "other_runnable", lambda: next(spike))
+        with parallel.torch_threads_scope() as k:
+            assert k == 2  # runnable for an instant: not full
+        monkeypatch.setattr(parallel, "other_runnable", lambda: 0)
+        with parallel.torch_threads_scope() as k:
+            assert k == 2
+        assert parallel.machine_full() is False
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_other_runnable_reads_the_run_queue():
     r = parallel.other_runnable()
     if not os.path.exists("/proc/loadavg"):

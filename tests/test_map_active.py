@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -248,3 +249,35 @@ def test_assimilate_map_reports_r2_log(twin):
         assert ds["r2_log"].values[s] == pytest.approx(want, rel=1e-10)
     assert prob.fit_space == "log"
     assert _problem(twin, likelihood="cen").fit_space == "linear"
+
+
+def test_assimilate_map_takes_one_torch_thread_on_a_full_machine(twin, monkeypatch):
+    """The MAP fit runs in parallel.torch_threads_scope: one torch thread while other work
+    fills the machine (no spinning OpenMP barriers), torch's count restored afterwards."""
+    from xproda.models import parallel
+    from xproda.sites.assimilation import samplers
+
+    f, truth, df = twin
+    seen = []
+    fit = samplers.map_estimate
+
+    def spy(*args, **kw):
+        seen.append(torch.get_num_threads())
+        return fit(*args, **kw)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr(samplers, "map_estimate", spy)
+        opts = dict(method="map", likelihood="gaussian", sigma_rel=SIGMA, log_space=True,
+                    free=list(FREE), fixed=truth, progress=False, n_starts=1,
+                    sampler_options=dict(method="lbfgs", steps=5))
+        monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count())
+        a = assimilate(df, f, **opts)
+        monkeypatch.setattr(parallel, "other_runnable", lambda: 0)
+        b = assimilate(df, f, **opts)
+        assert seen == [1, 2] and torch.get_num_threads() == 2
+        np.testing.assert_allclose(a["map"].values, b["map"].values, rtol=1e-10)
+    finally:
+        torch.set_num_threads(before)

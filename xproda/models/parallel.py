@@ -43,29 +43,33 @@ at once).
 
 torch's own parallel regions (training, MAP fits, the differentiable kernels) use OpenMP,
 whose threads by default spin for a while before they sleep. ``import xproda`` therefore
-sets ``OMP_WAIT_POLICY=PASSIVE`` (:func:`xproda.options.passive_openmp`) when the variable is unset and
-torch has not been imported yet, i.e. before the OpenMP runtime reads it: waiting threads
-sleep at once. With the machine to itself this costs nothing measurable (a 300-site MAP fit:
+sets ``OMP_WAIT_POLICY=PASSIVE`` (:func:`xproda.options.passive_openmp`) when the variable
+is unset and torch has not been imported yet, i.e. before the OpenMP runtime reads it:
+waiting threads sleep at once. With the machine to itself this costs nothing measurable (a 300-site MAP fit:
 26 vs 24 sites/s); beside two 2-thread OpenMP loops it keeps 36 % of the quiet rate instead
 of 10 %. Set ``OMP_WAIT_POLICY`` yourself (e.g. ``ACTIVE``) to opt out; import torch
 after xproda, or set the variable before starting Python, for it to apply. Where torch was
 imported first (an isort-ordered script) it cannot apply, which is why the compiled CPU
 paths avoid torch's parallel regions altogether: the steady states, and the transient runs'
 checks, operators and sums (:func:`xproda.models.fused.value_range`,
-:func:`~xproda.models.fused.repeats`, :func:`~xproda.models.fused_steady.step_profiles`).
+:func:`~xproda.models.fused.repeats`, :func:`~xproda.models.fused_steady.step_profiles`)
+and their spin-ups (:mod:`xproda.models.fused_spinup`). Where the work is torch's own (a MAP
+fit), :func:`torch_threads_scope` gives it one torch thread on a full machine instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
+from collections.abc import Iterator
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 __all__ = ["run_blocks", "kernel_threads", "block_size", "block_bounds", "available_cores",
-           "other_runnable"]
+           "other_runnable", "machine_full", "torch_threads_scope"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -126,14 +130,59 @@ def kernel_threads(threads: int | None = None) -> int:
     import torch
 
     base = max(1, int(torch.get_num_threads()))
+    return 2 * base if machine_full() else base
+
+
+def machine_full() -> bool:
+    """Whether other runnable threads occupy every core of the machine (Linux; else False).
+
+    :func:`other_runnable` at least ``os.cpu_count()`` in three readings in a row (~30 us),
+    so that a thread runnable for an instant (a shell command, a short-lived helper) does
+    not count. Rule 4 of :func:`kernel_threads` and :func:`torch_threads_scope` use it.
+    """
     cores = os.cpu_count() or 1
     others = other_runnable()
-    # a full machine (rule 4): seen three times in a row (~30 us), so that a thread that
-    # was runnable for an instant (a shell command, a short-lived helper) does not count
-    if others is not None and others >= cores and all(
-            (other_runnable() or 0) >= cores for _ in range(2)):
-        return 2 * base
-    return base
+    return others is not None and others >= cores and all(
+        (other_runnable() or 0) >= cores for _ in range(2))
+
+
+@contextlib.contextmanager
+def torch_threads_scope() -> Iterator[int]:
+    """Run the enclosed torch work on one thread where its OpenMP threads would spin.
+
+    torch's parallel regions end at OpenMP barriers. Unless ``OMP_WAIT_POLICY=PASSIVE``
+    reached the OpenMP runtime (``import xproda`` before torch sets it; where torch came
+    first it cannot), the waiting thread spins while its partner is descheduled: beside
+    two processes with two busy OpenMP threads each, a 300-site MAP fit on torch's 2
+    threads keeps ~10 % of its quiet rate, on one thread ~33 % (its quiet rate is the same
+    on one thread: small tensors, per-operation overhead). So, for the block, torch gets
+    one thread when all of these hold, and its count is restored afterwards:
+
+    * the option ``torch_threads`` is unset (a count you set is kept),
+    * the caller is the main thread (``torch.set_num_threads`` is process-wide; worker
+      threads -- dask's, a ``distributed`` worker's -- are left alone),
+    * ``OMP_WAIT_POLICY`` is not ``PASSIVE`` in the environment,
+    * torch has more than one thread and the machine is full (:func:`machine_full`).
+
+    Yields the torch thread count in effect. Used by the MAP fits of
+    :func:`xproda.sites.assimilation.assimilate`.
+    """
+    import torch
+
+    from xproda.options import current
+
+    n = int(torch.get_num_threads())
+    if (n > 1 and current("torch_threads") is None
+            and threading.current_thread() is threading.main_thread()
+            and os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
+            and machine_full()):
+        torch.set_num_threads(1)
+        try:
+            yield 1
+        finally:
+            torch.set_num_threads(n)
+    else:
+        yield n
 
 
 def block_size(n: int, threads: int, *, multiple: int = 8) -> int:

@@ -35,6 +35,7 @@ from xproda.models import get_model
 from xproda.models.base import FLAGS, SoilCarbonModel
 from xproda.models.forcing import prepare_forcing
 from xproda.models.interp import ModelToObs
+from xproda.models.parallel import torch_threads_scope
 from xproda.sites.assimilation import costs
 from xproda.sites.observations import ProfileBatch, as_profile_batch
 
@@ -633,9 +634,10 @@ def assimilate(
                 checkpoint=checkpoint, resume=resume, param_names=prob.free,
                 site_ids=prob.batch.site_ids, **opts)
     elif method == "map":
-        res = samplers.map_estimate(prob.cost, n_sites=S, n_params=P, n_starts=n_starts,
-                                    seed=seed, progress=progress, param_names=prob.free,
-                                    site_ids=prob.batch.site_ids, **opts)
+        with torch_threads_scope():  # one torch thread on a full machine (OpenMP spinning)
+            res = samplers.map_estimate(prob.cost, n_sites=S, n_params=P, n_starts=n_starts,
+                                        seed=seed, progress=progress, param_names=prob.free,
+                                        site_ids=prob.batch.site_ids, **opts)
     elif method == "batch":
         res = samplers.batch_mode(prob.cost, n_sites=S, n_params=P, seed=seed,
                                   progress=progress, param_names=prob.free, **opts)
