@@ -161,6 +161,48 @@ def test_end_to_end_deterministic(data, e2e):
     assert net3.content_hash != net4.content_hash
 
 
+def test_training_on_a_full_machine_takes_one_torch_thread_same_result(data, monkeypatch):
+    """Each epoch runs in parallel.torch_threads_scope: one torch thread while other work
+    fills the machine (decided per epoch), torch's count restored, the same network."""
+    import os
+
+    from xproda.models import parallel
+
+    seen = []
+    scope = parallel.torch_threads_scope
+    busy = {"runnable": 0}
+
+    def spy():
+        cm = scope()
+
+        class Recording:
+            def __enter__(self):
+                # full for the first three epochs, then quiet
+                busy["runnable"] = os.cpu_count() if len(seen) < 3 else 0
+                k = cm.__enter__()
+                seen.append((k, torch.get_num_threads()))
+                return k
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+
+        return Recording()
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr("xproda.learning.trainer.torch_threads_scope", spy)
+        monkeypatch.setattr(parallel, "other_runnable", lambda: busy["runnable"])
+        a, _ = train_network(data, epochs=5, patience=50, seed=4, **SMALL)
+        assert seen == [(1, 1)] * 3 + [(2, 2)] * 2 and torch.get_num_threads() == 2
+        monkeypatch.setattr(parallel, "other_runnable", lambda: 0)
+        b, _ = train_network(data, epochs=5, patience=50, seed=4, **SMALL)
+        assert a.content_hash == b.content_hash
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_early_stopping_restores_best(data):
     net, rep = train_network(data, epochs=60, patience=2, lr=5e-2, seed=0, **SMALL)
     h = rep.history
