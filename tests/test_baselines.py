@@ -135,3 +135,27 @@ def test_cross_validate_rejects_unknown_methods_and_options(data):
         cross_validate(data, methods=["xgboost"], progress=False)
     with pytest.raises(ValueError, match="baseline_options"):
         cross_validate(data, methods=["gbm"], baseline_options={"rf": {}}, progress=False)
+
+
+def test_baseline_threads_default_to_one_on_a_full_machine(data, monkeypatch):
+    import os
+
+    import torch
+
+    import xproda
+    from xproda.models import parallel
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        opts = {"max_iter": 5}
+        monkeypatch.setattr(parallel, "other_runnable", lambda: os.cpu_count())  # full
+        busy = baselines.fit_baseline("gbm", data, options=opts)
+        with xproda.set_options(torch_threads=2):  # the user's count wins
+            assert baselines.fit_baseline("gbm", data, options=opts).threads == 2
+        monkeypatch.setattr(parallel, "other_runnable", lambda: 0)
+        quiet = baselines.fit_baseline("gbm", data, options=opts)
+        assert (busy.threads, quiet.threads) == (1, 2)
+        np.testing.assert_array_equal(busy.predict(data), quiet.predict(data))
+    finally:
+        torch.set_num_threads(before)

@@ -25,10 +25,11 @@ The baseline
   :class:`~sklearn.ensemble.RandomForestRegressor` (``n_estimators=200``,
   ``min_samples_leaf=5``, ``max_features=1/3``). ``options`` overrides any of them.
 - **Threads**: ``threads`` (default: torch's intra-op thread count, which
-  ``xproda.set_options(torch_threads=...)`` sets) bounds the OpenMP threads of gradient
-  boosting and the jobs of the forest. On a busy machine one thread can be much faster than
-  two: OpenMP threads spin at barriers, and a descheduled thread stalls the others (measured
-  ~35x on a loaded 2-core machine, ``docs/performance.md``).
+  ``xproda.set_options(torch_threads=...)`` sets; 1 when that option is unset and other work
+  fills the machine, :func:`xproda.models.parallel.machine_full`) bounds the OpenMP threads of
+  gradient boosting and the jobs of the forest. On a busy machine one thread can be much
+  faster than two: OpenMP threads spin at barriers, and a descheduled thread stalls the others
+  (measured ~35x on a loaded 2-core machine, ``docs/performance.md``).
 
 scikit-learn is an optional dependency: ``pip install "xproda[ml]"``.
 """
@@ -170,7 +171,8 @@ def fit_baseline(
     options : mapping, keyword-only, optional
         Constructor arguments of the estimator, overriding the xproda defaults.
     threads : int, keyword-only, optional
-        Threads of fit and prediction (default ``torch.get_num_threads()``).
+        Threads of fit and prediction (default ``torch.get_num_threads()``, or 1 on a full
+        machine while the option ``torch_threads`` is unset; see the module docstring).
 
     Returns
     -------
@@ -195,7 +197,12 @@ def fit_baseline(
     if threads is None:
         import torch
 
+        from xproda.models.parallel import machine_full
+        from xproda.options import current
+
         threads = torch.get_num_threads()
+        if threads > 1 and current("torch_threads") is None and machine_full():
+            threads = 1  # OpenMP barriers spin beside other work (module docstring)
     if int(threads) < 1:
         raise ValueError(f"threads: expected an integer >= 1, found {threads!r}")
     kwargs = {**BASELINES[method][1], "random_state": int(seed)}
