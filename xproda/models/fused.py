@@ -471,10 +471,14 @@ STEP_OUTPUTS = ("total_carbon", "soc_stock", "respiration", "input")
 _TB = 12  # steps per block of the step kernel's environmental scalars (L1-sized buffers)
 
 
-def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr, rdt,
-                 dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc, outputs
+def _step_kernel(b0, b1, rows, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u,
+                 fr, rdt, dz, x, incr, acc, total, soc_stock, resp, inp, soc, save_soc, outputs
                  ):  # pragma: no cover - compiled by numba
     """Backward Euler through ``T`` steps for columns ``b0 <= c < b1`` (``x`` updated in place).
+
+    Column ``c`` of the state and the outputs is row ``rows[c]`` of the inputs (the
+    parameter terms, forcing, operators and inputs): a subset of a run's columns is stepped
+    without copying its inputs (a spin-up's columns still cycling).
 
     Columns are stepped in groups of :data:`GROUP_SIZE`.  With ``incr``
     each step solves for the increment ``d`` from the residual ``I - (V - A K) x`` (defect
@@ -504,6 +508,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
         ng = min(G, b1 - c0)
         for g in range(ng):
             c = c0 + g
+            ci = rows[c]
             for j in range(L):
                 for q in range(7):
                     # plain steps keep the state in the solve's own x rows (the solve only
@@ -512,16 +517,16 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                         xc[j, q, g] = x[c, j, q]
                         accg[j, q, g] = acc[c, j, q]
                     xn[j, q, g] = x[c, j, q]
-                    kbg[j, q, g] = kb[c, j, q]
+                    kbg[j, q, g] = kb[ci, j, q]
                 for q in range(9):
-                    frg[j, q, g] = fr[c, j, q]
+                    frg[j, q, g] = fr[ci, j, q]
                 rfg[j, 0, g] = 0.0
-                rfg[j, 1, g] = 1.0 - fr[c, j, 1]
-                rfg[j, 2, g] = 1.0 - fr[c, j, 2]
-                rfg[j, 3, g] = 1.0 - fr[c, j, 3]
-                rfg[j, 4, g] = 1.0 - fr[c, j, 4] - fr[c, j, 5]
-                rfg[j, 5, g] = 1.0 - fr[c, j, 6] - fr[c, j, 7]
-                rfg[j, 6, g] = 1.0 - fr[c, j, 8]
+                rfg[j, 1, g] = 1.0 - fr[ci, j, 1]
+                rfg[j, 2, g] = 1.0 - fr[ci, j, 2]
+                rfg[j, 3, g] = 1.0 - fr[ci, j, 3]
+                rfg[j, 4, g] = 1.0 - fr[ci, j, 4] - fr[ci, j, 5]
+                rfg[j, 5, g] = 1.0 - fr[ci, j, 6] - fr[ci, j, 7]
+                rfg[j, 6, g] = 1.0 - fr[ci, j, 8]
         for t in range(T):
             r = rdt[t]
             b = bidx[t]
@@ -533,14 +538,14 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                 # within 1 ulp of exp, whose library call kept the step loop scalar)
                 nv = min(_TB, T - t) * L
                 for g in range(ng):
-                    c = c0 + g
-                    lqc = lq[c]
-                    wc = wsc[c]
+                    ci = rows[c0 + g]
+                    lqc = lq[ci]
+                    wc = wsc[ci]
                     b0v = t * L
-                    ts = column_view(tsoi, c, T * L)
-                    ws = column_view(wsca, c, T * L)
-                    os_ = column_view(osca, c, T * L)
-                    fp = column_view(fpi, c, T * L)
+                    ts = column_view(tsoi, ci, T * L)
+                    ws = column_view(wsca, ci, T * L)
+                    os_ = column_view(osca, ci, T * L)
+                    fp = column_view(fpi, ci, T * L)
                     for i in range(nv):
                         e = vexp(lqc * (ts[b0v + i] - 298.15)) * min(1.0, wc * ws[b0v + i])
                         e = e * os_[b0v + i]
@@ -548,11 +553,12 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                         elb[g, i] = e * fp[b0v + i]
             for g in range(ng):
                 c = c0 + g
+                ci = rows[c]
                 ip = 0.0
-                u0 = u[c, t, 0]
-                u1 = u[c, t, 1]
-                u2 = u[c, t, 2]
-                u3 = u[c, t, 3]
+                u0 = u[ci, t, 0]
+                u1 = u[ci, t, 1]
+                u2 = u[ci, t, 2]
+                u3 = u[ci, t, 3]
                 for j in range(L):
                     es = esb[g, tb * L + j]
                     el = elb[g, tb * L + j]
@@ -563,7 +569,7 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                     K[j, 4, g] = kbg[j, 4, g] * es
                     K[j, 5, g] = kbg[j, 5, g] * es
                     K[j, 6, g] = kbg[j, 6, g] * es
-                    pj = prof[c, b, j]
+                    pj = prof[ci, b, j]
                     dzj = dz[j]
                     d0 = u0 * pj
                     d1 = u1 * pj
@@ -588,9 +594,9 @@ def _step_kernel(b0, b1, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, b
                         rhs[j, 3, g] = d3 + r * xn[j, 3, g]
                         for q in range(4, 7):
                             rhs[j, q, g] = 0.0 + r * xn[j, q, g]
-                    lo_g[j, g] = lo[c, b, j]
-                    di_g[j, g] = di[c, b, j]
-                    up_g[j, g] = up[c, b, j]
+                    lo_g[j, g] = lo[ci, b, j]
+                    di_g[j, g] = di[ci, b, j]
+                    up_g[j, g] = up[ci, b, j]
                 if outputs:
                     inp[c, t] = ip * 365.0
             if incr:
@@ -1086,7 +1092,7 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
 
 def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
                profile, band_index, inputs, fractions, rdt, dz, x, *, save_soc=False,
-               increments=False, outputs=True, out=None, threads=None):
+               increments=False, outputs=True, rows=None, out=None, threads=None):
     """Backward Euler steps of the CLM5 matrix model (numpy; ``x`` updated in place).
 
     Parameters
@@ -1111,13 +1117,18 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     dz : ndarray
         ``[L]`` layer thickness (m).
     x : ndarray
-        ``[n, L, 7]`` float64 state (g C m-3), advanced in place to the end of the last step.
+        ``[n, L, 7]`` float64 state (g C m-3), advanced in place to the end of the last step
+        (``[m, L, 7]`` with ``rows``).
     increments : bool
         Solve each step in defect form and also return ``change`` ``[n, L, 7]``, the sum of
         the step increments (accurate where ``x`` is huge and changes little).
     outputs : bool, default True
         Compute the per-step outputs below; ``False`` returns only ``change`` (with
         ``increments``; else nothing): the state alone, as a spin-up cycle needs it.
+    rows : ndarray, optional
+        ``[m]`` int: step only these rows of the inputs (every argument above but ``x``,
+        ``band_index``, ``rdt`` and ``dz``); ``x``, the outputs and ``change`` then have
+        ``m`` rows, in this order. The inputs are read in place, not gathered.
     out : mapping, optional
         Arrays to write outputs into instead of new ones (any of the keys below except
         ``change``; float64, C-contiguous rows, e.g. a row slice of a larger array).
@@ -1134,8 +1145,20 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     _check_layers("clm5_steps", np.shape(kb)[1])
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
-    n, T = tsoi.shape[0], tsoi.shape[1]
+    T = tsoi.shape[1]
     L = kb.shape[1]
+    n_in = tsoi.shape[0]
+    if rows is None:
+        rows = np.arange(n_in, dtype=np.int64)
+    else:
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n_in):
+            raise IndexError(f"clm5_steps: rows must lie in [0, {n_in}), got "
+                             f"[{int(rows.min())}, {int(rows.max())}]")
+    n = rows.size
+    if x.shape != (n, L, 7) or x.dtype != np.float64 or not x.flags.c_contiguous:
+        raise ValueError(f"clm5_steps: x must be a C-contiguous float64 array of shape "
+                         f"{(n, L, 7)}; got {x.dtype} {x.shape}")
     given = dict(out or {})
     if not outputs and (save_soc or given):
         raise ValueError("clm5_steps: save_soc and out need outputs=True")
@@ -1153,7 +1176,7 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     if soc is None:
         soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
     acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
-    run_blocks(_step_compiled, n, f64(kb), f64(log_q10), f64(w_scaling), same(tsoi),
+    run_blocks(_step_compiled, n, rows, f64(kb), f64(log_q10), f64(w_scaling), same(tsoi),
                same(w_scalar), same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
                f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
                f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,

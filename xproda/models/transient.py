@@ -214,6 +214,12 @@ class StepOperators:
     def steps(self) -> int:
         return self.inputs.shape[1]
 
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """Every tensor of the operators (for device, dtype and autograd checks)."""
+        return (self.kb, self.q10, self.w_scaling, *(self.forcing[k] for k in _RATE_FORCING),
+                self.lower, self.diag, self.upper, self.profile, self.inputs, self.fractions)
+
     def columns(self, idx: torch.Tensor) -> "StepOperators":
         """The operators of columns ``idx``."""
         return replace(
@@ -434,28 +440,27 @@ def _shifted_solve_torch(K, bands, fractions, rhs, shift):
 
 def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
               increments: bool = False, outputs: bool = True,
-              out: Mapping[str, np.ndarray] | None = None
+              rows: torch.Tensor | None = None, out: Mapping[str, np.ndarray] | None = None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Backward Euler through the steps of ``ops`` from state ``x`` ``[n, L, 7]``.
 
     Returns the final state and per-step outputs (see :func:`xproda.models.fused.clm5_steps`
     for keys and units; ``increments`` adds ``change``, the summed step increments computed
     in defect form; ``outputs=False`` leaves out the per-step outputs: the final state and
-    ``change`` alone, as a spin-up cycle needs them).  The fused CPU kernel runs where
-    applicable; the torch path is
+    ``change`` alone, as a spin-up cycle needs them; ``rows``: step only these columns of
+    ``ops``, ``x`` holding their states -- the compiled kernel reads them in place, the
+    torch path gathers them).  The fused CPU kernel runs where applicable; the torch path is
     differentiable and runs on any device. ``out``: float64 arrays to hold results (keys
     of the outputs, ``pools`` for the final state; e.g. rows of a whole run's arrays, so
     that chunks need no concatenation), filled on either path.
     """
     fv = [ops.forcing[k] for k in _RATE_FORCING]
-    tensors = (ops.kb, ops.q10, ops.w_scaling, *fv, ops.lower, ops.diag, ops.upper,
-               ops.profile, ops.inputs, ops.fractions, x)
     dz = layer_thickness(x)
     out = dict(out or {})
     if not outputs and (save_soc or set(out) - {"pools"}):
         raise ValueError("integrate: save_soc and out arrays other than 'pools' need "
                          f"outputs=True; got save_soc={save_soc}, out keys {sorted(out)}")
-    if _fused.fused_applicable(*tensors):
+    if _fused.fused_applicable(*ops.tensors, x):
         np_ = lambda t: t.detach().numpy()  # noqa: E731
         state = out.pop("pools", None)
         if state is None:
@@ -467,9 +472,10 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
             *(np_(t) for t in fv), np_(ops.lower), np_(ops.diag), np_(ops.upper),
             np_(ops.profile), ops.band_index, np_(ops.inputs), np_(ops.fractions),
             np_(1.0 / ops.dt), dz.numpy(), state, save_soc=save_soc, increments=increments,
-            outputs=outputs, out=out)
+            outputs=outputs, rows=None if rows is None else rows.numpy(), out=out)
         return torch.from_numpy(state), {k: torch.from_numpy(v) for k, v in res.items()}
-    x, res = _integrate_torch(ops, x, dz, save_soc, increments)
+    x, res = _integrate_torch(ops if rows is None else ops.columns(rows), x, dz, save_soc,
+                              increments)
     if not outputs:
         res = {k: v for k, v in res.items() if k == "change"}
     for k, a in out.items():
@@ -632,12 +638,19 @@ def spin_up(
         if work is None or active.numel() < 0.75 * work.numel():
             work = active
             widx = work.to(th.device)
-            sub = ops if work.numel() == n else ops.columns(widx)
+            whole = work.numel() == n
+            # the compiled steps read the columns still cycling in place (rows=); the torch
+            # path steps a gathered copy of their operators
+            if _fused.fused_applicable(*ops.tensors, X):
+                sub, rows = ops, (None if whole else widx)
+            else:
+                sub, rows = (ops if whole else ops.columns(widx)), None
+            fr_w = sub.fractions if rows is None else _take_rows(ops.fractions, widx)
             if semi:
-                Kw, bw = (Kbar, bbar) if work.numel() == n else (
+                Kw, bw = (Kbar, bbar) if whole else (
                     _take_rows(Kbar, widx), tuple(_take_rows(b, widx) for b in bbar))
         Xa = _take_rows(X, widx)
-        Xp, res = integrate(sub, Xa, increments=semi, outputs=False)
+        Xp, res = integrate(sub, Xa, increments=semi, outputs=False, rows=rows)
         steps_done += int(work.numel()) * ops.steps
         live = torch.zeros(n, dtype=torch.bool)
         live[active] = True
@@ -649,7 +662,7 @@ def spin_up(
             D = res["change"].to(Xa.dtype)
             compiled = _fused.fused_applicable(X, Xa, D)
             Dt = torch.from_numpy(D.numpy() / tau) if compiled else D / tau
-            a, b = D, shifted_solve(Kw, bw, sub.fractions, Dt, 0.0)
+            a, b = D, shifted_solve(Kw, bw, fr_w, Dt, 0.0)
         else:
             compiled = _fused.fused_applicable(X, Xa, Xp)
             a, b = Xa, Xp
