@@ -24,6 +24,9 @@ a small batch), with ``--threads`` kernel threads (default: all cores):
   per second, spin-up included (about three quarters of the time).
 * ``MAP`` -- ``assimilate(method="map")`` on a 300-site twin problem (two free
   parameters, L-BFGS, 40 steps): sites per second (torch autograd, not the fused kernels).
+* ``train`` -- ``train_network`` (end to end, float32 spec network, batch 128) on
+  ``--train-sites`` profiles of the 2-degree twin world for 4 epochs: profile-epochs per
+  second (torch autograd through the model).
 
 Every row is timed quiet and then **shared**: beside two processes that each run a
 2-thread OpenMP loop (``torch.mm`` of 256x256 matrices, :mod:`_load`), started and stopped
@@ -61,7 +64,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE.parent.parent / "shared" / "fixtures" / "reference_clm5_cen.json"
-ROWS = ("steady", "microbial", "dense", "transient", "spin-up", "map")
+ROWS = ("steady", "microbial", "dense", "transient", "spin-up", "map", "train")
 
 
 # -------------------------------------------------------------------------------------------
@@ -167,6 +170,22 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> di
                        sampler_options={"steps": 40, "method": "lbfgs"})
 
         work = n
+    elif row == "train":
+        from xproda.datasets import synthetic_profiles, synthetic_world, truth_parameters
+        from xproda.learning.training import prepare_training_data, train_network
+
+        world = synthetic_world(2.0, seed=0)
+        truth = truth_parameters(world, kind="cue")
+        prof = synthetic_profiles(world, n_sites=n, truth=truth, noise=0.1, seed=1)
+        data = prepare_training_data(world, prof)
+        opts = dict(mapping="layer_mean", epochs=4, patience=100, batch_size=128, seed=0,
+                    progress=False, net_dtype="float32")
+        train_network(data.subset(np.arange(64)), **{**opts, "epochs": 2})
+
+        def call():
+            train_network(data, **opts)
+
+        work = n * 4
     else:  # pragma: no cover
         raise SystemExit(f"unknown row {row}")
     quiet = _best(call, repeats)
@@ -199,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--transient-n", type=int, default=20_000)
     ap.add_argument("--map-sites", type=int, default=300)
+    ap.add_argument("--train-sites", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quick", action="store_true")
@@ -228,6 +248,8 @@ def main(argv=None) -> int:
             plan.append((r, "fixture C" if fixtures else "random", tn, "column-months/s"))
     if "map" in rows:
         plan.append(("map", "twin", args.map_sites, "sites/s"))
+    if "train" in rows:
+        plan.append(("train", "twin world", args.train_sites, "profile-epochs/s"))
     print(f"# bench_kernels: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load before {os.getloadavg()[0]:.2f}")
     head = "| row | input | n | unit | quiet | shared | shared/quiet | load | peak MB |"
