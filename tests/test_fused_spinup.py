@@ -197,3 +197,51 @@ def test_steps_of_a_subset_of_rows_read_in_place():
     with pytest.raises(ValueError, match=r"x must be a C-contiguous float64 array of shape "
                                          r"\(257, 20, 7\)"):
         tr.integrate(ops, x[:5], rows=rows)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_spin_cycle_is_the_separate_calls(plain):
+    """One compiled pass per block (gather, steps, correction, update) gives the bits of the
+    separate calls it replaces; rows outside ``keep`` and outside the cycle stay untouched."""
+    from xproda.models import fused
+
+    n = 500
+    ops = _operators(n, 12, seed=8)
+    K, bands, _ = ops.mean()
+    X0 = np.nan_to_num(M.steady_state(_theta(n, 8), random_forcing(
+        n, seed=8, regime="mixed"))["pools"]) * 1.05
+    rows = np.sort(np.random.default_rng(1).permutation(n)[:321])
+    keep = np.random.default_rng(2).random(rows.size) < 0.8
+    tau = float(ops.dt.sum())
+    # the separate calls
+    xa = torch.from_numpy(X0[rows].copy())
+    xp, res = tr.integrate(ops, xa, increments=not plain, outputs=False,
+                           rows=torch.from_numpy(rows))
+    t = torch.from_numpy(rows)
+    if plain:
+        a, b = xa.numpy(), xp.numpy()
+    else:
+        D = res["change"].numpy()
+        b = tr.shifted_solve(tr._take_rows(K, t), tuple(tr._take_rows(x, t) for x in bands),
+                             tr._take_rows(ops.fractions, t), torch.from_numpy(D / tau),
+                             0.0).numpy()
+        a = D
+    want = X0.copy()
+    d_want = fsp.cycle_update(xa.numpy(), a, b, plain=plain, state=want, rows=rows, keep=keep)
+    # one pass
+    state = X0.copy()
+    args = fused.step_arguments(*tr._step_inputs(ops, tr.layer_thickness(torch.from_numpy(X0))))
+    mean = None if plain else (K.numpy()[rows], *(x.numpy()[rows] for x in bands),
+                               ops.fractions.numpy()[rows])
+    d = fsp.spin_cycle(args, state, rows, keep, plain=plain, tau=tau, mean=mean,
+                       workspace=fsp.cycle_workspace(n), threads=3)
+    np.testing.assert_array_equal(d, d_want)
+    np.testing.assert_array_equal(state, want)
+    untouched = np.setdiff1d(np.arange(n), rows[keep])
+    np.testing.assert_array_equal(state[untouched], X0[untouched])
+    assert np.isfinite(d).all() and (d > 0).any()
+    if not plain:
+        with pytest.raises(ValueError, match="needs mean="):
+            fsp.spin_cycle(args, state, rows, keep, plain=False, tau=tau)
+    with pytest.raises(IndexError, match=r"rows must lie in \[0, 500\)"):
+        fsp.spin_cycle(args, state, np.array([500]), np.array([True]), plain=True, tau=tau)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Mapping
 
+import numpy as np
 import torch
 
 from xproda.models import forcing as fmod
@@ -275,10 +276,11 @@ class CLM5Model(SoilCarbonModel):
     @staticmethod
     def fraction_array(p: Mapping, n: int, n_layers: int) -> torch.Tensor:
         """Transfer fractions ``[n, L, 9]`` in :data:`~xproda.models.fused.FRACTION_ORDER`."""
-        return torch.stack(
-            [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, n_layers)
-             for k in _fused.FRACTION_ORDER], dim=-1,
-        )
+        cols = [(p[k].unsqueeze(-1) if p[k].ndim == 1 else p[k]).expand(n, n_layers)
+                for k in _fused.FRACTION_ORDER]
+        if _fused.fused_applicable(*cols):  # the same copies in numpy: no OpenMP region
+            return torch.from_numpy(np.stack([c.numpy() for c in cols], -1))
+        return torch.stack(cols, dim=-1)
 
     @staticmethod
     def respired_fractions(fr: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,9 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 __all__ = ["HAVE_NUMBA", "vexp", "column_view", "value_range", "repeats", "thomas_solve",
            "block3_solve", "clm5_pools",
-           "clm5_shifted_solve", "clm5_steps", "FRACTION_ORDER", "fused_applicable",
+           "clm5_shifted_solve", "clm5_steps", "step_arguments", "step_kernel",
+           "shifted_kernel", "FRACTION_ORDER",
+           "fused_applicable",
            "group_scratch", "group_solve", "group_solve_uniform", "group_solve_numpy",
            "group_solve_program", "GROUP_SIZE", "jit_kernel", "fallback_cache_dir",
            "KERNEL_CACHE", "STEP_OUTPUTS"]
@@ -221,7 +223,7 @@ def clm5_pools(K, lower, diag, upper, dens, fractions, *, threads=None):
     rhs = np.zeros(arrs[0].shape, dtype=dtype)
     rhs[:, :, :4] = dens
     out = np.empty(arrs[0].shape, dtype=dtype)
-    run_blocks(_groups, out.shape[0], *arrs, rhs, 0.0, out, threads=threads)
+    run_blocks(shifted_kernel, out.shape[0], *arrs, rhs, 0.0, out, threads=threads)
     return out
 
 
@@ -1068,8 +1070,12 @@ if HAVE_NUMBA:
     group_solve_uniform = jit_kernel(_group_solve_uniform, **_jit)
     #: the work arrays of one group solve (callable from compiled kernels)
     group_scratch = jit_kernel(_group_scratch, **_jit)
-    _groups = jit_kernel(_shifted_kernel, **_jit)
-    _step_compiled = jit_kernel(_step_kernel, **_jit)
+    #: the compiled shifted solves of columns ``[b0, b1)`` (:func:`_shifted_kernel`), also
+    #: callable from other compiled kernels
+    shifted_kernel = jit_kernel(_shifted_kernel, **_jit)
+    #: the compiled backward-Euler steps of columns ``[b0, b1)`` (:func:`_step_kernel`), also
+    #: callable from other compiled kernels
+    step_kernel = jit_kernel(_step_kernel, **_jit)
     _range_compiled = jit_kernel(_range_kernel, **_jit)
     _repeat_compiled = jit_kernel(_repeat_kernel, **_jit)
 
@@ -1086,8 +1092,27 @@ def clm5_shifted_solve(K, lower, diag, upper, fractions, rhs, shift, *, threads=
     arrs = [np.ascontiguousarray(a, dtype=np.float64)
             for a in (K, lower, diag, upper, fractions, rhs)]
     out = np.empty(arrs[0].shape, dtype=np.float64)
-    run_blocks(_groups, out.shape[0], *arrs[:5], arrs[5], float(shift), out, threads=threads)
+    run_blocks(shifted_kernel, out.shape[0], *arrs[:5], arrs[5], float(shift), out,
+               threads=threads)
     return out
+
+
+def step_arguments(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
+                   profile, band_index, inputs, fractions, rdt, dz) -> tuple:
+    """The inputs of the step kernel as it reads them (shapes and units: :func:`clm5_steps`).
+
+    C-contiguous; float64, except the forcing and the litter inputs, which keep float32;
+    ``band_index`` int64. Layers checked. Used by :func:`clm5_steps` and by the compiled
+    spin-up cycle (:func:`xproda.models.fused_spinup.spin_cycle`), which converts once per
+    spin-up instead of once per cycle.
+    """
+    _check_layers("clm5_steps", np.shape(kb)[1])
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
+    same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
+    return (f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar), same(o_scalar),
+            same(fpi), f64(lower), f64(diag), f64(upper), f64(profile),
+            np.ascontiguousarray(band_index, dtype=np.int64), same(inputs), f64(fractions),
+            f64(rdt), f64(dz))
 
 
 def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
@@ -1142,9 +1167,8 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     """
     if not HAVE_NUMBA:  # pragma: no cover
         raise RuntimeError("the fused kernel needs numba; install it or set fused_kernels=False")
-    _check_layers("clm5_steps", np.shape(kb)[1])
-    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
-    same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
+    args = step_arguments(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag,
+                          upper, profile, band_index, inputs, fractions, rdt, dz)
     T = tsoi.shape[1]
     L = kb.shape[1]
     n_in = tsoi.shape[0]
@@ -1176,10 +1200,7 @@ def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, dia
     if soc is None:
         soc = np.empty((n, T, L) if save_soc else (0, 0, 0))
     acc = np.zeros((n, L, 7) if increments else (0, 0, 0))
-    run_blocks(_step_compiled, n, rows, f64(kb), f64(log_q10), f64(w_scaling), same(tsoi),
-               same(w_scalar), same(o_scalar), same(fpi), f64(lower), f64(diag), f64(upper),
-               f64(profile), np.ascontiguousarray(band_index, dtype=np.int64), same(inputs),
-               f64(fractions), f64(rdt), f64(dz), x, bool(increments), acc, *outs, soc,
+    run_blocks(step_kernel, n, rows, *args, x, bool(increments), acc, *outs, soc,
                bool(save_soc), bool(outputs), threads=threads)
     res = dict(zip(STEP_OUTPUTS, outs)) if outputs else {}
     if save_soc:

@@ -19,10 +19,14 @@ import math
 
 import numpy as np
 
+from xproda.grid import N_LAYERS
 from xproda.models.fused import HAVE_NUMBA, jit_kernel
 from xproda.models.parallel import run_blocks
 
-__all__ = ["take_rows", "mean_operator", "cycle_update"]
+if HAVE_NUMBA:
+    from xproda.models.fused import shifted_kernel, step_kernel
+
+__all__ = ["take_rows", "mean_operator", "cycle_update", "spin_cycle", "cycle_workspace"]
 
 
 def _take_kernel(b0, b1, a, idx, out):  # pragma: no cover - compiled by numba
@@ -118,11 +122,39 @@ def _update_kernel(b0, b1, xa, a, b, plain, idx, keep, X, change):  # pragma: no
         change[i] = math.nan if nan else dmax / xmax
 
 
+def _cycle_kernel(b0, b1, state, idx, keep, xa, xs, acc, rhs, S, change, plain, tau, Km, mlo,
+                  mdi, mup, mfr, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u,
+                  fr, rdt, dz, no2, no3):  # pragma: no cover - compiled by numba
+    """Work columns ``b0 <= i < b1`` of :func:`spin_cycle`: gather, steps, correction and
+    update of one block in one call (the block's arrays stay in cache)."""
+    L = xa.shape[1]
+    for i in range(b0, b1):
+        r = idx[i]
+        for j in range(L):
+            for p in range(7):
+                v = state[r, j, p]
+                xa[i, j, p] = v
+                xs[i, j, p] = v
+                acc[i, j, p] = 0.0
+    step_kernel(b0, b1, idx, kb, lq, wsc, tsoi, wsca, osca, fpi, lo, di, up, prof, bidx, u, fr,
+                rdt, dz, xs, not plain, acc, no2, no2, no2, no2, no3, False, False)
+    if plain:
+        _update_compiled(b0, b1, xa, xa, xs, True, idx, keep, state, change)
+    else:
+        for i in range(b0, b1):
+            for j in range(L):
+                for p in range(7):
+                    rhs[i, j, p] = acc[i, j, p] / tau
+        shifted_kernel(b0, b1, Km, mlo, mdi, mup, mfr, rhs, 0.0, S)
+        _update_compiled(b0, b1, xa, acc, S, False, idx, keep, state, change)
+
+
 if HAVE_NUMBA:
     _jit = {"nogil": True, "error_model": "numpy"}
     _take_compiled = jit_kernel(_take_kernel, **_jit)
     _mean_compiled = jit_kernel(_mean_kernel, **_jit)
     _update_compiled = jit_kernel(_update_kernel, **_jit)
+    _cycle_compiled = jit_kernel(_cycle_kernel, **_jit)
 
 
 def _need_numba(name: str) -> None:
@@ -276,4 +308,89 @@ def cycle_update(x: np.ndarray, a: np.ndarray, b: np.ndarray, *, plain: bool,
     change = np.empty(m)
     run_blocks(_update_compiled, m, x, a, b, bool(plain), rows, keep, state, change,
                threads=threads)
+    return change
+
+
+def cycle_workspace(n: int) -> dict[str, np.ndarray]:
+    """Work arrays of :func:`spin_cycle` for up to ``n`` columns (reused across cycles)."""
+    return {k: np.empty((n, N_LAYERS, 7)) for k in ("xa", "xs", "acc", "rhs", "S")}
+
+
+def spin_cycle(step_args: tuple, state: np.ndarray, rows: np.ndarray, keep: np.ndarray, *,
+               plain: bool, tau: float, mean: tuple | None = None,
+               workspace: dict[str, np.ndarray] | None = None,
+               threads: int | None = None) -> np.ndarray:
+    """One spin-up cycle of the columns ``rows``, compiled in one pass per column block.
+
+    For each column: its period-start state ``x = state[rows[i]]``; one period of backward
+    Euler steps (:func:`xproda.models.fused.clm5_steps` on row ``rows[i]`` of the inputs, in
+    defect form unless ``plain``); the change ``delta`` -- the summed increments ``D`` plus
+    the mean-operator correction solving ``(V - A Kbar) c = D / tau`` (semi-analytic), or
+    ``x_end - x`` (``plain``); then :func:`cycle_update` (``state`` written where ``keep``;
+    the relative change returned). The same operations in the same order as
+    :func:`xproda.models.transient.spin_up`'s separate calls (bit-identical), without their
+    intermediate ``[m, L, 7]`` arrays going through memory and with one
+    :func:`~xproda.models.parallel.run_blocks` call per cycle instead of four (on a shared
+    machine every call ends with the caller waiting for its helpers).
+
+    Parameters
+    ----------
+    step_args : tuple
+        :func:`xproda.models.fused.step_arguments` of the run's ``n`` columns (the period).
+    state : numpy.ndarray
+        ``[n, L, 7]`` float64, C-contiguous (g C m-3): period-start states, updated in place.
+    rows : numpy.ndarray
+        ``[m]`` int, distinct: the columns of this cycle.
+    keep : numpy.ndarray
+        ``[m]`` bool: the columns whose new state is written.
+    plain : bool
+        Plain cycling instead of the semi-analytic correction.
+    tau : float
+        Period length (days).
+    mean : tuple, optional
+        Without ``plain``: ``(K, lower, diag, upper, fractions)`` of the mean operator for the
+        ``m`` columns, in ``rows`` order: ``[m, L, 7]``, 3 x ``[m, L]``, ``[m, L, 9]``.
+    workspace : dict, optional
+        :func:`cycle_workspace` of at least ``m`` columns.
+    threads : int, optional
+        Kernel threads.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[m]`` relative change per column (NaN where the change or the state holds a NaN).
+    """
+    _need_numba("spin_cycle")
+    rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+    keep = np.ascontiguousarray(keep, dtype=np.bool_).reshape(-1)
+    m, n = rows.size, state.shape[0]
+    if len(step_args) != 16 or step_args[3].shape[0] != n:
+        raise ValueError("spin_cycle: step_args must be fused.step_arguments(...) of the "
+                         f"state's {n} columns")
+    if (state.dtype != np.float64 or not state.flags.c_contiguous
+            or state.shape[1:] != (N_LAYERS, 7)):
+        raise ValueError("spin_cycle: state must be a C-contiguous float64 [n, "
+                         f"{N_LAYERS}, 7] array, got {state.dtype} {state.shape}")
+    if keep.shape != (m,):
+        raise ValueError(f"spin_cycle: keep must have shape ({m},), got {keep.shape}")
+    if m and (int(rows.min()) < 0 or int(rows.max()) >= n):
+        raise IndexError(f"spin_cycle: rows must lie in [0, {n})")
+    if plain:
+        z2, z3 = np.empty((0, 0)), np.empty((0, 0, 0))
+        Km, mlo, mdi, mup, mfr = z3, z2, z2, z2, z3
+    else:
+        if mean is None or len(mean) != 5:
+            raise ValueError("spin_cycle: the semi-analytic cycle needs mean=(K, lower, "
+                             "diag, upper, fractions)")
+        Km, mlo, mdi, mup, mfr = (np.ascontiguousarray(a, dtype=np.float64) for a in mean)
+        if Km.shape[0] != m or mlo.shape[0] != m or mfr.shape[0] != m:
+            raise ValueError(f"spin_cycle: the mean operator must have the cycle's {m} rows")
+    ws = workspace if workspace is not None else cycle_workspace(m)
+    if any(a.shape[0] < m for a in ws.values()):
+        raise ValueError(f"spin_cycle: the workspace holds fewer than {m} columns")
+    xa, xs, acc, rhs, S = (ws[k][:m] for k in ("xa", "xs", "acc", "rhs", "S"))
+    change = np.empty(m)
+    run_blocks(_cycle_compiled, m, state, rows, keep, xa, xs, acc, rhs, S, change,
+               bool(plain), float(tau), Km, mlo, mdi, mup, mfr, *step_args,
+               np.empty((0, 0)), np.empty((0, 0, 0)), threads=threads)
     return change

@@ -454,7 +454,6 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
     of the outputs, ``pools`` for the final state; e.g. rows of a whole run's arrays, so
     that chunks need no concatenation), filled on either path.
     """
-    fv = [ops.forcing[k] for k in _RATE_FORCING]
     dz = layer_thickness(x)
     out = dict(out or {})
     if not outputs and (save_soc or set(out) - {"pools"}):
@@ -468,10 +467,7 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
         else:
             state[...] = np_(x)
         res = _fused.clm5_steps(
-            np_(ops.kb), np_(torch.log(ops.q10) / 10.0), np_(ops.w_scaling),
-            *(np_(t) for t in fv), np_(ops.lower), np_(ops.diag), np_(ops.upper),
-            np_(ops.profile), ops.band_index, np_(ops.inputs), np_(ops.fractions),
-            np_(1.0 / ops.dt), dz.numpy(), state, save_soc=save_soc, increments=increments,
+            *_step_inputs(ops, dz), state, save_soc=save_soc, increments=increments,
             outputs=outputs, rows=None if rows is None else rows.numpy(), out=out)
         return torch.from_numpy(state), {k: torch.from_numpy(v) for k, v in res.items()}
     x, res = _integrate_torch(ops if rows is None else ops.columns(rows), x, dz, save_soc,
@@ -481,6 +477,15 @@ def integrate(ops: StepOperators, x: torch.Tensor, *, save_soc: bool = False,
     for k, a in out.items():
         a[...] = (x if k == "pools" else res[k]).detach().cpu().numpy()
     return x, res
+
+
+def _step_inputs(ops: StepOperators, dz: torch.Tensor) -> tuple:
+    """The numpy arguments of :func:`xproda.models.fused.clm5_steps` before the state."""
+    np_ = lambda t: t.detach().numpy()  # noqa: E731
+    return (np_(ops.kb), np_(torch.log(ops.q10) / 10.0), np_(ops.w_scaling),
+            *(np_(ops.forcing[k]) for k in _RATE_FORCING), np_(ops.lower), np_(ops.diag),
+            np_(ops.upper), np_(ops.profile), ops.band_index, np_(ops.inputs),
+            np_(ops.fractions), np_(1.0 / ops.dt), dz.numpy())
 
 
 def _apply_torch(K, bands, fractions, x):
@@ -624,70 +629,72 @@ def spin_up(
         X = torch.zeros((n, layer_thickness(th).shape[0], 7), dtype=th.dtype, device=th.device)
     X = X.to(th.dtype)
     no_data = ~torch.isfinite(X.detach()).all(-1).all(-1) | model.nan_rows(th, f)
-    cycles = torch.zeros(n, dtype=torch.int64)
-    change = torch.full((n,), math.nan, dtype=th.dtype)
-    active = torch.nonzero(~no_data.cpu()).reshape(-1)
+    # the bookkeeping of the cycles in numpy: each torch operation releases and retakes the
+    # GIL, which on a shared machine waits for the kernel's helper threads (descheduled)
+    cycles = np.zeros(n, dtype=np.int64)
+    change = np.full(n, math.nan, dtype=torch.empty((), dtype=th.dtype).numpy().dtype)
+    active = np.flatnonzero(~no_data.cpu().numpy())
     history: list[float] = []
     steps_done = 0
     bar = progress_bar(progress, total=max_cycles, desc="spin-up cycles", leave=False)
-    owned = False  # whether X is this function's own contiguous array (compiled updates)
+    # compiled cycles (CPU, float64, no gradient): one pass per column block gathers the
+    # period-start states, steps the period, corrects and updates (fused_spinup.spin_cycle);
+    # the torch path below does the same operations as separate tensor operations
+    compiled = _fused.fused_applicable(*ops.tensors, X, *(mean[0], *mean[1]) if semi else ())
+    if compiled:  # X may be the caller's x0 or a view of it: updated in place, so a copy
+        X = torch.from_numpy(np.array(X.detach().numpy(), dtype=np.float64, order="C"))
+        step_args = _fused.step_arguments(*_step_inputs(ops, layer_thickness(X)))
+        workspace = _fused_spinup.cycle_workspace(n)
     work = None  # columns integrated: a superset of the active ones, re-gathered when
     for k in range(1, int(max_cycles) + 1):  # it holds 25% more (gathers cost a cycle)
-        if active.numel() == 0:
+        if active.size == 0:
             break
-        if work is None or active.numel() < 0.75 * work.numel():
+        if work is None or active.size < 0.75 * work.size:
             work = active
-            widx = work.to(th.device)
-            whole = work.numel() == n
-            # the compiled steps read the columns still cycling in place (rows=); the torch
-            # path steps a gathered copy of their operators
-            if _fused.fused_applicable(*ops.tensors, X):
-                sub, rows = ops, (None if whole else widx)
-            else:
-                sub, rows = (ops if whole else ops.columns(widx)), None
-            fr_w = sub.fractions if rows is None else _take_rows(ops.fractions, widx)
+            widx = torch.from_numpy(work).to(th.device)
+            whole = work.size == n
+            sub = ops if whole or compiled else ops.columns(widx)  # compiled: read in place
+            fr_w = ops.fractions if whole else _take_rows(ops.fractions, widx)
             if semi:
                 Kw, bw = (Kbar, bbar) if whole else (
                     _take_rows(Kbar, widx), tuple(_take_rows(b, widx) for b in bbar))
-        Xa = _take_rows(X, widx)
-        Xp, res = integrate(sub, Xa, increments=semi, outputs=False, rows=rows)
-        steps_done += int(work.numel()) * ops.steps
-        live = torch.zeros(n, dtype=torch.bool)
+        steps_done += int(work.size) * ops.steps
+        live = np.zeros(n, dtype=bool)
         live[active] = True
         keep = live[work]  # converged columns in the work set stay frozen
-        if semi:
-            # defect form: the period change D is summed from the step increments, so the
-            # mean-operator correction does not amplify the rounding of x_end - x_start in
-            # nearly inert layers (rates ~1e-20 day-1 below bedrock or in deep permafrost)
-            D = res["change"].to(Xa.dtype)
-            compiled = _fused.fused_applicable(X, Xa, D)
-            Dt = torch.from_numpy(D.numpy() / tau) if compiled else D / tau
-            a, b = D, shifted_solve(Kw, bw, fr_w, Dt, 0.0)
+        if compiled:
+            d = _fused_spinup.spin_cycle(
+                step_args, X.numpy(), work, keep, plain=not semi, tau=tau,
+                mean=(Kw.numpy(), *(b.numpy() for b in bw), fr_w.numpy()) if semi else None,
+                workspace=workspace)
         else:
-            compiled = _fused.fused_applicable(X, Xa, Xp)
-            a, b = Xa, Xp
-        if compiled:  # the same arithmetic in one compiled pass; X updated in place
-            if not owned:  # X may be the caller's x0 or a view of it: copy once
-                X = torch.from_numpy(np.array(X.numpy(), dtype=np.float64, order="C"))
-                owned = True
-            d = torch.from_numpy(_fused_spinup.cycle_update(
-                Xa.numpy(), a.numpy(), b.numpy(), plain=not semi, state=X.numpy(),
-                rows=widx.numpy(), keep=keep.numpy()))
-        else:
-            delta = a + b if semi else b - a
+            Xa = X[widx]
+            Xp, res = integrate(sub, Xa, increments=semi, outputs=False)
+            if semi:
+                # defect form: the period change D is summed from the step increments, so
+                # the mean-operator correction does not amplify the rounding of x_end -
+                # x_start in nearly inert layers (rates ~1e-20 day-1 below bedrock or in
+                # deep permafrost)
+                D = res["change"].to(Xa.dtype)
+                delta = D + shifted_solve(Kw, bw, fr_w, D / tau, 0.0)
+            else:
+                delta = Xp - Xa
             Xn = Xa + delta
             d = delta.detach().abs().amax((1, 2)) / Xn.detach().abs().amax((1, 2))
-            X = X.index_copy(0, widx[keep.to(widx.device)], Xn[keep.to(Xn.device)].to(X.dtype))
-        d = d.cpu().to(change.dtype)
+            kt = torch.from_numpy(keep)
+            X = X.index_copy(0, widx[kt.to(widx.device)], Xn[kt.to(Xn.device)].to(X.dtype))
+            d = d.detach().cpu().numpy()
         upd = work[keep]
         cycles[upd] = k
-        change[upd] = d[keep]
-        done = (d[keep] <= tol) | ~torch.isfinite(d[keep])
-        history.append(float(d[keep].max()) if keep.any() else 0.0)
+        dk = d[keep].astype(change.dtype)
+        change[upd] = dk
+        done = (dk <= tol) | ~np.isfinite(dk)
+        history.append(float(dk.max()) if dk.size else 0.0)
         active = upd[~done]
         bar.update(1)
-        bar.set_postfix(active=int(active.numel()), change=f"{history[-1]:.1e}")
+        bar.set_postfix(active=int(active.size), change=f"{history[-1]:.1e}")
     bar.close()
+    cycles, change = torch.from_numpy(cycles), torch.from_numpy(change)
     converged = (change <= tol) & ~no_data.cpu()
     flags = torch.where(no_data.cpu(), FLAGS["no_data"], 0)
     flags = flags | torch.where(~converged & ~no_data.cpu(), FLAGS["not_converged"], 0)
@@ -779,8 +786,14 @@ def simulate(
         period = min(int(spin_up_steps), T)
         # contiguous once: the spin-up's every cycle reads these (as strided views of the
         # run's forcing the step kernel copied them on each call, ~1 s of a 20,000-column run)
-        fp = {k: (v[:, :period].contiguous() if v.ndim >= 2 and v.shape[1] == T
-                  and k in _TIMED else v) for k, v in f.items()}
+        def first(v):  # numpy's copy for CPU tensors: no OpenMP region
+            v = v[:, :period]
+            if v.device.type == "cpu" and not v.requires_grad:
+                return torch.from_numpy(np.ascontiguousarray(v.numpy()))
+            return v.contiguous()
+
+        fp = {k: (first(v) if v.ndim >= 2 and v.shape[1] == T and k in _TIMED else v)
+              for k, v in f.items()}
         if x0 == "spin_up":
             spun = spin_up(model, th, fp, dt=dts[:period], **dict(spin_up_options or {}))
             X = spun["pools"]
