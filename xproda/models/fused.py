@@ -16,9 +16,11 @@ It is used by :class:`~xproda.models.clm5.CLM5Model` only when
 
 Otherwise the torch path runs; results do not depend on which path ran.
 
-Besides the solves: the transient step kernel (:func:`clm5_steps`), and two compiled passes
-that spare the CPU paths torch's parallel regions (:func:`value_range`, the forcing value
-checks of large arrays; :func:`repeats`, which steps of a transient forcing repeat).
+Besides the solves: the transient step kernel (:func:`clm5_steps`; its column-block kernels
+:data:`step_kernel` and :data:`shifted_kernel` are also called from the compiled spin-up cycle
+of :mod:`xproda.models.fused_spinup`), and two compiled passes that spare the CPU paths torch's
+parallel regions (:func:`value_range`, the forcing value checks of large arrays;
+:func:`repeats`, which steps of a transient forcing repeat).
 
 Parallelism: the kernels are serial over a range of columns and release the GIL;
 :func:`xproda.models.parallel.run_blocks` runs them over column blocks on a shared thread

@@ -1,16 +1,23 @@
 """Compiled passes of the transient spin-up (:func:`xproda.models.transient.spin_up`).
 
-The spin-up's cycles run the step kernel (:func:`xproda.models.fused.clm5_steps`); around it
-the driver forms the period's mean operator once and, every cycle, gathers the columns still
-cycling, applies the Newton-like correction and measures the change. In torch each of those is
-a handful of element-wise operations over ``[n, 20, 7]`` or ``[n, T, 20]`` tensors: every one
+A spin-up cycles the columns through one period of forcing until their period-start state
+repeats. Around the step kernel (:func:`xproda.models.fused.clm5_steps`) the driver forms the
+period's mean operator once and, every cycle, gathers the columns still cycling, applies the
+Newton-like mean-operator correction and measures the change. In torch each of those is a
+handful of element-wise operations over ``[n, 20, 7]`` or ``[n, T, 20]`` tensors: every one
 an OpenMP region, which on a machine shared with other OpenMP work ends at a spin-waiting
-barrier (see docs/performance.md). The passes here do the same arithmetic in the same order
-(bit-identical results) in one compiled loop per column, over column blocks on
-:func:`xproda.models.parallel.run_blocks`' threads, which never spin.
+barrier (see docs/performance.md). Here:
 
-Used where :func:`xproda.models.fused.fused_applicable` holds (CPU, float64, no gradient);
-the torch expressions remain the reference and the path for every other case.
+* :func:`mean_operator` -- the dt-weighted period means (rates, transport bands, inputs);
+* :func:`spin_cycle` -- one whole cycle of a set of columns in one compiled pass per column
+  block (gather, steps, correction, update): one :func:`~xproda.models.parallel.run_blocks`
+  call per cycle;
+* :func:`take_rows` and :func:`cycle_update` -- the gather and the update on their own.
+
+Each does the torch path's arithmetic in the same order (bit-identical results, tested), over
+column blocks on :func:`xproda.models.parallel.run_blocks`' threads, which never spin. Used
+where :func:`xproda.models.fused.fused_applicable` holds (CPU, float64, no gradient); the
+torch expressions remain the reference and the path for every other case.
 """
 
 from __future__ import annotations
