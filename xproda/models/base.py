@@ -207,7 +207,8 @@ class SoilCarbonModel:
     @staticmethod
     def nan_rows(th: torch.Tensor, f: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Columns without data (``[n]`` bool): a NaN in theta or in any forcing variable."""
-        if all(t.device.type == "cpu" for t in (th, *f.values())):  # numpy: no OpenMP region
+        if all(t.device.type == "cpu" and t.dtype not in (torch.bfloat16, torch.complex32)
+               for t in (th, *f.values())):  # numpy: no OpenMP region
             bad = np.isnan(th.detach().numpy()).any(-1)
             for t in f.values():
                 bad |= np.isnan(t.detach().numpy()).reshape(t.shape[0], -1).any(-1)

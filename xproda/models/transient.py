@@ -788,7 +788,7 @@ def simulate(
         # run's forcing the step kernel copied them on each call, ~1 s of a 20,000-column run)
         def first(v):  # numpy's copy for CPU tensors: no OpenMP region
             v = v[:, :period]
-            if v.device.type == "cpu" and not v.requires_grad:
+            if v.device.type == "cpu" and not v.requires_grad and v.dtype in _NUMPY_FLOATS:
                 return torch.from_numpy(np.ascontiguousarray(v.numpy()))
             return v.contiguous()
 
@@ -887,6 +887,9 @@ def repeat_forcing(forcing: Mapping, *, years: int) -> dict:
             out[k] = v
     return out
 
+
+#: torch dtypes with a numpy twin that forcing may have (float16 and bfloat16 copies stay torch)
+_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 #: forcing variables with a time axis (second dimension)
 _TIMED = frozenset(k for k, v in fmod.FORCING_SCHEMA.items() if v.shape[:1] == (fmod.N_MONTHS,))
