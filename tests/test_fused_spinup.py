@@ -82,6 +82,10 @@ def test_mean_operator_checks_shapes():
     with pytest.raises(ValueError, match=r"w must have shape \(24,\), got \(5,\)"):
         fsp.mean_operator(*bad)
     bad = list(args)
+    bad[1] = args[1][0]
+    with pytest.raises(ValueError, match=r"env_soil must be 3-D"):
+        fsp.mean_operator(*bad)
+    bad = list(args)
     bad[10] = np.full(24, ops.lower.shape[1])
     with pytest.raises(ValueError, match="band_index must lie in"):
         fsp.mean_operator(*bad)
@@ -243,5 +247,10 @@ def test_spin_cycle_is_the_separate_calls(plain):
     if not plain:
         with pytest.raises(ValueError, match="needs mean="):
             fsp.spin_cycle(args, state, rows, keep, plain=False, tau=tau)
+        bad = (mean[0], mean[1][:, :5], *mean[2:])
+        with pytest.raises(ValueError, match=r"mean lower must have shape \(321, 20\)"):
+            fsp.spin_cycle(args, state, rows, keep, plain=False, tau=tau, mean=bad)
+    with pytest.raises(ValueError, match="step_args must be"):
+        fsp.spin_cycle(args[:-1], state, rows, keep, plain=plain, tau=tau, mean=mean)
     with pytest.raises(IndexError, match=r"rows must lie in \[0, 500\)"):
         fsp.spin_cycle(args, state, np.array([500]), np.array([True]), plain=True, tau=tau)

@@ -248,11 +248,16 @@ def mean_operator(w: np.ndarray, env_soil: np.ndarray, env_litter: np.ndarray,
     w, es, el, kb, wb = (f64(a) for a in (w, env_soil, env_litter, kb, band_weights))
     lo, di, up, inp, prof = (f64(a) for a in (lower, diag, upper, inputs, profile))
     bidx = np.ascontiguousarray(band_index, dtype=np.int64)
+    for name, a in (("env_soil", es), ("lower", lo)):
+        if a.ndim != 3:
+            raise ValueError(f"mean_operator: {name} must be 3-D ([n, T, L] / [n, B, L]), got "
+                             f"shape {a.shape}")
     n, T, L = es.shape
     B = lo.shape[1]
     shapes = {"env_litter": (el.shape, (n, T, L)), "kb": (kb.shape, (n, L, 7)),
               "w": (w.shape, (T,)), "band_weights": (wb.shape, (B,)),
-              "diag": (di.shape, (n, B, L)), "upper": (up.shape, (n, B, L)),
+              "lower": (lo.shape, (n, B, L)), "diag": (di.shape, (n, B, L)),
+              "upper": (up.shape, (n, B, L)),
               "profile": (prof.shape, (n, B, L)), "inputs": (inp.shape[:2], (n, T)),
               "band_index": (bidx.shape, (T,))}
     for name, (got, want) in shapes.items():
@@ -371,7 +376,8 @@ def spin_cycle(step_args: tuple, state: np.ndarray, rows: np.ndarray, keep: np.n
     rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
     keep = np.ascontiguousarray(keep, dtype=np.bool_).reshape(-1)
     m, n = rows.size, state.shape[0]
-    if len(step_args) != 16 or step_args[3].shape[0] != n:
+    if len(step_args) != 16 or step_args[3].shape[0] != n or step_args[0].shape != (
+            n, N_LAYERS, 7):
         raise ValueError("spin_cycle: step_args must be fused.step_arguments(...) of the "
                          f"state's {n} columns")
     if (state.dtype != np.float64 or not state.flags.c_contiguous
@@ -390,8 +396,13 @@ def spin_cycle(step_args: tuple, state: np.ndarray, rows: np.ndarray, keep: np.n
             raise ValueError("spin_cycle: the semi-analytic cycle needs mean=(K, lower, "
                              "diag, upper, fractions)")
         Km, mlo, mdi, mup, mfr = (np.ascontiguousarray(a, dtype=np.float64) for a in mean)
-        if Km.shape[0] != m or mlo.shape[0] != m or mfr.shape[0] != m:
-            raise ValueError(f"spin_cycle: the mean operator must have the cycle's {m} rows")
+        L = N_LAYERS
+        want = {"K": (Km, (m, L, 7)), "lower": (mlo, (m, L)), "diag": (mdi, (m, L)),
+                "upper": (mup, (m, L)), "fractions": (mfr, (m, L, 9))}
+        for name, (a, shape) in want.items():
+            if a.shape != shape:
+                raise ValueError(f"spin_cycle: mean {name} must have shape {shape} (the "
+                                 f"cycle's {m} columns), got {a.shape}")
     ws = workspace if workspace is not None else cycle_workspace(m)
     if any(a.shape[0] < m for a in ws.values()):
         raise ValueError(f"spin_cycle: the workspace holds fewer than {m} columns")
