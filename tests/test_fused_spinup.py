@@ -254,3 +254,26 @@ def test_spin_cycle_is_the_separate_calls(plain):
         fsp.spin_cycle(args[:-1], state, rows, keep, plain=plain, tau=tau, mean=mean)
     with pytest.raises(IndexError, match=r"rows must lie in \[0, 500\)"):
         fsp.spin_cycle(args, state, np.array([500]), np.array([True]), plain=True, tau=tau)
+
+
+def test_step_arguments_refuse_inconsistent_shapes():
+    """The compiled steps read without bounds checks: inconsistent inputs are refused with
+    the argument's name, the shape expected and the shape found."""
+    from xproda.models import fused
+
+    ops = _operators(6, 24, seed=9)
+    x = torch.zeros(6, 20, 7, dtype=torch.float64)
+    good = list(tr._step_inputs(ops, tr.layer_thickness(x)))
+    fused.step_arguments(*good)  # consistent
+    bad = list(good)
+    bad[11] = np.full(24, ops.lower.shape[1])  # band_index past the stored operators
+    with pytest.raises(ValueError, match=r"band_index must lie in \[0, \d+\)"):
+        fused.step_arguments(*bad)
+    bad = list(good)
+    bad[12] = good[12][:, :, :3]
+    with pytest.raises(ValueError, match=r"inputs must have shape \(6, 24, 4\).*\(6, 24, 3\)"):
+        fused.step_arguments(*bad)
+    bad = list(good)
+    bad[3] = good[3][:5]
+    with pytest.raises(ValueError, match=r"tsoi must have shape \(6, 24, 20\)"):
+        fused.step_arguments(*bad)

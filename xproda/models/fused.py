@@ -1111,10 +1111,28 @@ def step_arguments(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower,
     _check_layers("clm5_steps", np.shape(kb)[1])
     f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)  # noqa: E731
     same = lambda a: np.ascontiguousarray(a)  # noqa: E731  (float32 forcing stays float32)
-    return (f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar), same(o_scalar),
-            same(fpi), f64(lower), f64(diag), f64(upper), f64(profile),
-            np.ascontiguousarray(band_index, dtype=np.int64), same(inputs), f64(fractions),
-            f64(rdt), f64(dz))
+    out = (f64(kb), f64(log_q10), f64(w_scaling), same(tsoi), same(w_scalar), same(o_scalar),
+           same(fpi), f64(lower), f64(diag), f64(upper), f64(profile),
+           np.ascontiguousarray(band_index, dtype=np.int64), same(inputs), f64(fractions),
+           f64(rdt), f64(dz))
+    # the compiled kernel does not check bounds: every shape here, or a clear error
+    n, L = out[0].shape[0], out[0].shape[1]
+    T = out[3].shape[1] if out[3].ndim == 3 else -1
+    B = out[7].shape[1] if out[7].ndim == 3 else -1
+    want = dict(zip(
+        ("kb", "log_q10", "w_scaling", "tsoi", "w_scalar", "o_scalar", "fpi", "lower", "diag",
+         "upper", "profile", "band_index", "inputs", "fractions", "rdt", "dz"),
+        ((n, L, 7), (n,), (n,), (n, T, L), (n, T, L), (n, T, L), (n, T, L), (n, B, L),
+         (n, B, L), (n, B, L), (n, B, L), (T,), (n, T, 4), (n, L, 9), (T,), (L,))))
+    for (name, shape), a in zip(want.items(), out):
+        if a.shape != shape or min(shape) < 0:
+            raise ValueError(f"clm5_steps: {name} must have shape {shape} (n columns, T steps, "
+                             f"B stored operators, L layers), got {a.shape}")
+    bidx = out[11]
+    if T and (int(bidx.min()) < 0 or int(bidx.max()) >= B):
+        raise ValueError(f"clm5_steps: band_index must lie in [0, {B}), got "
+                         f"[{int(bidx.min())}, {int(bidx.max())}]")
+    return out
 
 
 def clm5_steps(kb, log_q10, w_scaling, tsoi, w_scalar, o_scalar, fpi, lower, diag, upper,
