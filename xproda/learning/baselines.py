@@ -197,12 +197,10 @@ def fit_baseline(
     if threads is None:
         import torch
 
-        from xproda.models.parallel import machine_full
-        from xproda.options import current
+        from xproda.models.parallel import openmp_threads
 
-        threads = torch.get_num_threads()
-        if threads > 1 and current("torch_threads") is None and machine_full():
-            threads = 1  # OpenMP barriers spin beside other work (module docstring)
+        # 1 on a full machine: OpenMP barriers spin beside other work (module docstring)
+        threads = openmp_threads(torch.get_num_threads())
     if int(threads) < 1:
         raise ValueError(f"threads: expected an integer >= 1, found {threads!r}")
     kwargs = {**BASELINES[method][1], "random_state": int(seed)}

@@ -45,13 +45,13 @@ torch's own parallel regions (training, MAP fits, the differentiable kernels) us
 whose threads by default spin for a while before they sleep. ``import xproda`` therefore
 sets ``OMP_WAIT_POLICY=PASSIVE`` (:func:`xproda.options.passive_openmp`) when the variable
 is unset and torch has not been imported yet, i.e. before the OpenMP runtime reads it:
-waiting threads sleep at once. With the machine to itself this costs nothing measurable (a 300-site MAP fit:
-26 vs 24 sites/s); beside two 2-thread OpenMP loops it keeps 36 % of the quiet rate instead
-of 10 %. Set ``OMP_WAIT_POLICY`` yourself (e.g. ``ACTIVE``) to opt out; import torch
-after xproda, or set the variable before starting Python, for it to apply. Where torch was
-imported first (an isort-ordered script) it cannot apply, which is why the compiled CPU
-paths avoid torch's parallel regions altogether: the steady states, and the transient runs'
-checks, operators and sums (:func:`xproda.models.fused.value_range`,
+waiting threads sleep at once. With the machine to itself this costs nothing measurable (a
+300-site MAP fit: 26 vs 24 sites/s); beside two 2-thread OpenMP loops it keeps 36 % of the
+quiet rate instead of 10 %. Set ``OMP_WAIT_POLICY`` yourself (e.g. ``ACTIVE``) to opt out;
+import torch after xproda, or set the variable before starting Python, for it to apply.
+Where torch was imported first (an isort-ordered script) it cannot apply, which is why the
+compiled CPU paths avoid torch's parallel regions altogether: the steady states, and the
+transient runs' checks, operators and sums (:func:`xproda.models.fused.value_range`,
 :func:`~xproda.models.fused.repeats`, :func:`~xproda.models.fused_steady.step_profiles`)
 and their spin-ups (:mod:`xproda.models.fused_spinup`). Where the work is torch's own (MAP
 fits, training), :func:`torch_threads_scope` gives it one torch thread on a full machine.
@@ -63,13 +63,12 @@ import contextlib
 import itertools
 import os
 import threading
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 __all__ = ["run_blocks", "kernel_threads", "block_size", "block_bounds", "available_cores",
-           "other_runnable", "machine_full", "torch_threads_scope"]
+           "other_runnable", "machine_full", "openmp_threads", "torch_threads_scope"]
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -146,6 +145,21 @@ def machine_full() -> bool:
         (other_runnable() or 0) >= cores for _ in range(2))
 
 
+def openmp_threads(n: int) -> int:
+    """Threads for OpenMP work (torch, scikit-learn) that would use ``n`` by default.
+
+    1 while the machine is full (:func:`machine_full`) and the option ``torch_threads`` is
+    unset: OpenMP threads spin at barriers while a partner is descheduled. ``n`` otherwise
+    (a count you set is kept). :func:`torch_threads_scope` and
+    :func:`xproda.learning.baselines.fit_baseline` use it.
+    """
+    from xproda.options import current
+
+    if n > 1 and current("torch_threads") is None and machine_full():
+        return 1
+    return n
+
+
 @contextlib.contextmanager
 def torch_threads_scope() -> Iterator[int]:
     """Run the enclosed torch work on one thread where its OpenMP threads would spin.
@@ -174,13 +188,10 @@ def torch_threads_scope() -> Iterator[int]:
     """
     import torch
 
-    from xproda.options import current
-
     n = int(torch.get_num_threads())
-    if (n > 1 and current("torch_threads") is None
-            and threading.current_thread() is threading.main_thread()
+    if (threading.current_thread() is threading.main_thread()
             and os.environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
-            and machine_full()):
+            and openmp_threads(n) < n):
         torch.set_num_threads(1)
         try:
             yield 1
