@@ -44,6 +44,7 @@ How to run
     .venv/bin/python benchmarks/bench_kernels.py                   # ~4 min
     .venv/bin/python benchmarks/bench_kernels.py --quick           # n = 20,000
     .venv/bin/python benchmarks/bench_kernels.py --baseline /tmp/base --rows steady,transient
+    .venv/bin/python benchmarks/bench_kernels.py --rows map,train --torch-threads 3
 
 Targets (issue 18, 2 cores): CLM5 steady state >= 600,000 columns/s and >= 100x dense;
 microbial >= 400,000; transient >= 3e6 column-months/s; shared >= 40 % of quiet for the
@@ -92,7 +93,8 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> dict:
+def _child(row: str, kind: str, n: int, repeats: int, threads: int | None,
+           torch_threads: int | None = None) -> dict:
     import numpy as np
     import torch
 
@@ -105,6 +107,8 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> di
 
     if threads:
         torch.set_num_threads(threads)
+    if torch_threads:  # a fixed count: parallel.torch_threads_scope then stays out
+        xproda.set_options(torch_threads=torch_threads)
     rng = np.random.default_rng(0)
     work: float
     if row in ("steady", "microbial", "dense"):
@@ -200,12 +204,13 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None) -> di
 # -------------------------------------------------------------------------------------------
 # parent: the table
 # -------------------------------------------------------------------------------------------
-def _run(row, kind, n, repeats, threads, path=None) -> dict | None:
+def _run(row, kind, n, repeats, threads, path=None, torch_threads=None) -> dict | None:
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = os.pathsep.join([str(path), str(HERE)])
     cmd = [sys.executable, __file__, "--child", row, "--kind", kind, "--n", str(n),
-           "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else [])
+           "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else []) + (
+               ["--torch-threads", str(torch_threads)] if torch_threads else [])
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(HERE.parent))
     if p.returncode != 0:
         print(f"<!-- {row} {kind} failed: {p.stderr.strip().splitlines()[-1:]} -->")
@@ -221,6 +226,10 @@ def main(argv=None) -> int:
     ap.add_argument("--train-sites", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="the option torch_threads in every row: a fixed torch thread count, "
+                         "quiet and shared (default: unset, so torch_threads_scope gives "
+                         "MAP and training one thread on a full machine)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--baseline", default=None)
@@ -228,7 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", default="random")
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(args.child, args.kind, args.n, args.repeats, args.threads)))
+        print(json.dumps(_child(args.child, args.kind, args.n, args.repeats, args.threads,
+                                args.torch_threads)))
         return 0
     n = 20_000 if args.quick else args.n
     tn = 4_000 if args.quick else args.transient_n
@@ -251,7 +261,8 @@ def main(argv=None) -> int:
     if "train" in rows:
         plan.append(("train", "twin world", args.train_sites, "profile-epochs/s"))
     print(f"# bench_kernels: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load before {os.getloadavg()[0]:.2f}")
+          f"{os.cpu_count()} cores, load before {os.getloadavg()[0]:.2f}"
+          + (f", option torch_threads={args.torch_threads}" if args.torch_threads else ""))
     head = "| row | input | n | unit | quiet | shared | shared/quiet | load | peak MB |"
     if args.baseline:
         head += " old quiet | old shared | new/old quiet | new/old shared |"
@@ -259,7 +270,8 @@ def main(argv=None) -> int:
     print("|" + "---|" * (head.count("|") - 1))
     results = {}
     for row, kind, size, unit in plan:
-        r = _run(row, kind, size, args.repeats, args.threads)
+        r = _run(row, kind, size, args.repeats, args.threads,
+                 torch_threads=args.torch_threads)
         if r is None:
             continue
         results[(row, kind)] = r
@@ -267,7 +279,8 @@ def main(argv=None) -> int:
                 f"{r['shared']:,.0f} | {r['shared'] / r['quiet']:.0%} | {r['load']:.2f} | "
                 f"{r['peak_mb']:,.0f} |")
         if args.baseline:
-            b = _run(row, kind, size, args.repeats, args.threads, args.baseline)
+            b = _run(row, kind, size, args.repeats, args.threads, args.baseline,
+                     torch_threads=args.torch_threads)
             if b:
                 line += (f" {b['quiet']:,.0f} | {b['shared']:,.0f} | "
                          f"{r['quiet'] / b['quiet']:.2f}x | {r['shared'] / b['shared']:.2f}x |")
