@@ -45,6 +45,7 @@ How to run
     .venv/bin/python benchmarks/bench_kernels.py --quick           # n = 20,000
     .venv/bin/python benchmarks/bench_kernels.py --baseline /tmp/base --rows steady,transient
     .venv/bin/python benchmarks/bench_kernels.py --rows map,train --torch-threads 3
+    .venv/bin/python benchmarks/bench_kernels.py --rows map,train --xproda-first
 
 Targets (issue 18, 2 cores): CLM5 steady state >= 600,000 columns/s and >= 100x dense;
 microbial >= 400,000; transient >= 3e6 column-months/s; shared >= 40 % of quiet for the
@@ -94,12 +95,16 @@ def _best(fn, repeats: int) -> float:
 
 
 def _child(row: str, kind: str, n: int, repeats: int, threads: int | None,
-           torch_threads: int | None = None) -> dict:
+           torch_threads: int | None = None, xproda_first: bool = False) -> dict:
     import numpy as np
+
+    if xproda_first:  # sets OMP_WAIT_POLICY=PASSIVE before torch's OpenMP runtime starts
+        import xproda
     import torch
 
-    # torch before xproda, as an isort-ordered script imports them: the harder case, where
-    # xproda can no longer make torch's OpenMP threads wait passively (docs/performance.md)
+    # by default torch before xproda, as an isort-ordered script imports them: the harder
+    # case, where xproda can no longer make torch's OpenMP threads wait passively
+    # (docs/performance.md)
     import xproda
 
     sys.path.insert(0, str(HERE))
@@ -204,13 +209,15 @@ def _child(row: str, kind: str, n: int, repeats: int, threads: int | None,
 # -------------------------------------------------------------------------------------------
 # parent: the table
 # -------------------------------------------------------------------------------------------
-def _run(row, kind, n, repeats, threads, path=None, torch_threads=None) -> dict | None:
+def _run(row, kind, n, repeats, threads, path=None, torch_threads=None,
+         xproda_first=False) -> dict | None:
     env = dict(os.environ)
     if path:
         env["PYTHONPATH"] = os.pathsep.join([str(path), str(HERE)])
     cmd = [sys.executable, __file__, "--child", row, "--kind", kind, "--n", str(n),
            "--repeats", str(repeats)] + (["--threads", str(threads)] if threads else []) + (
-               ["--torch-threads", str(torch_threads)] if torch_threads else [])
+               ["--torch-threads", str(torch_threads)] if torch_threads else []) + (
+               ["--xproda-first"] if xproda_first else [])
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(HERE.parent))
     if p.returncode != 0:
         print(f"<!-- {row} {kind} failed: {p.stderr.strip().splitlines()[-1:]} -->")
@@ -230,6 +237,10 @@ def main(argv=None) -> int:
                     help="the option torch_threads in every row: a fixed torch thread count, "
                          "quiet and shared (default: unset, so torch_threads_scope gives "
                          "MAP and training one thread on a full machine)")
+    ap.add_argument("--xproda-first", action="store_true",
+                    help="import xproda before torch in every row (it then sets "
+                         "OMP_WAIT_POLICY=PASSIVE for torch's OpenMP threads); default: torch "
+                         "first, as an isort-ordered script")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--baseline", default=None)
@@ -238,7 +249,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args.child, args.kind, args.n, args.repeats, args.threads,
-                                args.torch_threads)))
+                                args.torch_threads, args.xproda_first)))
         return 0
     n = 20_000 if args.quick else args.n
     tn = 4_000 if args.quick else args.transient_n
@@ -262,7 +273,9 @@ def main(argv=None) -> int:
         plan.append(("train", "twin world", args.train_sites, "profile-epochs/s"))
     print(f"# bench_kernels: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load before {os.getloadavg()[0]:.2f}"
-          + (f", option torch_threads={args.torch_threads}" if args.torch_threads else ""))
+          + (f", option torch_threads={args.torch_threads}" if args.torch_threads else "")
+          + (", xproda imported before torch" if args.xproda_first else
+             ", torch imported before xproda"))
     head = "| row | input | n | unit | quiet | shared | shared/quiet | load | peak MB |"
     if args.baseline:
         head += " old quiet | old shared | new/old quiet | new/old shared |"
@@ -271,7 +284,7 @@ def main(argv=None) -> int:
     results = {}
     for row, kind, size, unit in plan:
         r = _run(row, kind, size, args.repeats, args.threads,
-                 torch_threads=args.torch_threads)
+                 torch_threads=args.torch_threads, xproda_first=args.xproda_first)
         if r is None:
             continue
         results[(row, kind)] = r
@@ -280,7 +293,7 @@ def main(argv=None) -> int:
                 f"{r['peak_mb']:,.0f} |")
         if args.baseline:
             b = _run(row, kind, size, args.repeats, args.threads, args.baseline,
-                     torch_threads=args.torch_threads)
+                     torch_threads=args.torch_threads, xproda_first=args.xproda_first)
             if b:
                 line += (f" {b['quiet']:,.0f} | {b['shared']:,.0f} | "
                          f"{r['quiet'] / b['quiet']:.2f}x | {r['shared'] / b['shared']:.2f}x |")
