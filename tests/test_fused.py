@@ -437,3 +437,28 @@ def test_clm5_steps_out_arrays_checked():
     res = _fused.clm5_steps(*args, out={"input": big[1:n + 1]})
     assert res["input"].base is big or np.shares_memory(res["input"], big)
     assert (big[1:n + 1] == 0).all() and (big[0] == -1).all() and (big[-1] == -1).all()
+
+
+def test_numpy_compatible_dtypes_and_nan_rows_on_either_path():
+    """numpy_compatible: CPU tensors whose dtype numpy shares; nan_rows gives the same rows
+    through numpy and, for the dtypes numpy lacks (bfloat16), through torch."""
+    shared = [torch.bool, torch.uint8, torch.int16, torch.int64, torch.float16, torch.float32,
+              torch.float64, torch.complex64]
+    for dt in shared:
+        t = torch.zeros(3, dtype=dt)
+        assert _fused.numpy_compatible(t)
+        t.numpy()  # the view it promises
+    lacking = [torch.bfloat16, torch.complex32, torch.float8_e4m3fn]
+    for dt in lacking:
+        assert not _fused.numpy_compatible(torch.zeros(3, dtype=dt))
+        assert not _fused.numpy_compatible(torch.zeros(3), torch.zeros(3, dtype=dt))
+    assert _fused.numpy_compatible()  # nothing to convert
+    model = xproda.get_model("clm5")
+    th = torch.full((4, 21), 0.5, dtype=torch.float64)
+    th[1, 3] = float("nan")
+    f = {"TSOI": torch.ones(4, 12, 20), "NPP": torch.ones(4, 12)}
+    f["TSOI"][2, 5, 7] = float("nan")
+    expected = [False, True, True, False]
+    assert model.nan_rows(th, f).tolist() == expected  # numpy
+    fb = {k: v.to(torch.bfloat16) for k, v in f.items()}
+    assert model.nan_rows(th, fb).tolist() == expected  # torch (numpy has no bfloat16)

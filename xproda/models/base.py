@@ -13,6 +13,7 @@ from xproda import grid
 from xproda.options import current as _option
 from xproda.models import forcing as fmod
 from xproda.models import transport
+from xproda.models.fused import numpy_compatible
 from xproda.models.parameters import ParameterSpace
 from xproda.models.solve import thomas
 
@@ -207,8 +208,7 @@ class SoilCarbonModel:
     @staticmethod
     def nan_rows(th: torch.Tensor, f: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Columns without data (``[n]`` bool): a NaN in theta or in any forcing variable."""
-        if all(t.device.type == "cpu" and t.dtype not in (torch.bfloat16, torch.complex32)
-               for t in (th, *f.values())):  # numpy: no OpenMP region
+        if numpy_compatible(th, *f.values()):  # numpy: no OpenMP region
             bad = np.isnan(th.detach().numpy()).any(-1)
             for t in f.values():
                 bad |= np.isnan(t.detach().numpy()).reshape(t.shape[0], -1).any(-1)

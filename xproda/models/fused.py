@@ -186,6 +186,20 @@ def fused_applicable(*tensors) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
+def numpy_compatible(*tensors) -> bool:
+    """Whether every tensor is on the CPU with a dtype numpy shares, so that
+    ``t.detach().numpy()`` views it: bool, integers, float16/32/64, complex64/128 -- not
+    bfloat16, complex32, float8 or quantized types. Where numpy replaces a torch operation
+    on the CPU (no OpenMP region: :meth:`~xproda.models.base.SoilCarbonModel.nan_rows`, the
+    spin-up period's forcing copy of :func:`~xproda.models.transient.simulate`).
+    """
+    import torch
+
+    shared = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+              torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+    return all(t.device.type == "cpu" and t.dtype in shared for t in tensors)
+
+
 
 
 def _check_layers(name: str, n_layers: int) -> None:

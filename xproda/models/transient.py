@@ -654,10 +654,12 @@ def spin_up(
             widx = torch.from_numpy(work).to(th.device)
             whole = work.size == n
             sub = ops if whole or compiled else ops.columns(widx)  # compiled: read in place
-            fr_w = ops.fractions if whole else _take_rows(ops.fractions, widx)
             if semi:
                 Kw, bw = (Kbar, bbar) if whole else (
                     _take_rows(Kbar, widx), tuple(_take_rows(b, widx) for b in bbar))
+                # the correction's fractions: gathered with the operators on the torch path
+                fr_w = _take_rows(ops.fractions, widx) if compiled and not whole else \
+                    sub.fractions
         steps_done += int(work.size) * ops.steps
         live = np.zeros(n, dtype=bool)
         live[active] = True
@@ -788,7 +790,7 @@ def simulate(
         # run's forcing the step kernel copied them on each call, ~1 s of a 20,000-column run)
         def first(v):  # numpy's copy for CPU tensors: no OpenMP region
             v = v[:, :period]
-            if v.device.type == "cpu" and not v.requires_grad and v.dtype in _NUMPY_FLOATS:
+            if not v.requires_grad and _fused.numpy_compatible(v):
                 return torch.from_numpy(np.ascontiguousarray(v.numpy()))
             return v.contiguous()
 
@@ -887,9 +889,6 @@ def repeat_forcing(forcing: Mapping, *, years: int) -> dict:
             out[k] = v
     return out
 
-
-#: torch dtypes with a numpy twin that forcing may have (float16 and bfloat16 copies stay torch)
-_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 #: forcing variables with a time axis (second dimension)
 _TIMED = frozenset(k for k, v in fmod.FORCING_SCHEMA.items() if v.shape[:1] == (fmod.N_MONTHS,))
